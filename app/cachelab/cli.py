@@ -1,0 +1,90 @@
+"""``cachelab``: the app image's command line (db-init, cache purge, config check)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .config import ConfigError, Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(f"invalid configuration: {exc}") from exc
+
+
+@click.group()
+def main() -> None:
+    """Caching lab command line."""
+
+
+@main.command("check-config")
+def check_config() -> None:
+    """Validate the environment and print the effective settings (no secrets)."""
+    settings = _settings()
+    for name, value in settings.public().items():
+        click.echo(f"{name}={value}")
+
+
+@main.command("db-init")
+@click.option("--wait", "wait_seconds", default=60.0, show_default=True,
+              help="Seconds to wait for the database to accept connections.")
+def db_init(wait_seconds: float) -> None:
+    """Create slow_version() (idempotent) in DATABASE_URL's database.
+
+    If SLOW_QUERY_SECONDS is set, also store it as the database's default delay
+    (for RDS, which takes no server command-line settings).
+    """
+    from . import dbinit
+
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        raise click.ClickException("invalid configuration: DATABASE_URL is required")
+    delay = None
+    raw = os.environ.get("SLOW_QUERY_SECONDS", "").strip()
+    if raw:
+        try:
+            delay = float(raw)
+        except ValueError:
+            raise click.ClickException(f"invalid configuration: SLOW_QUERY_SECONDS must be a number, got {raw!r}") from None
+        if not 0 <= delay <= 300:
+            raise click.ClickException("invalid configuration: SLOW_QUERY_SECONDS must be between 0 and 300")
+    try:
+        applied = dbinit.apply(url, dbinit.directory_from_env(), wait_seconds, delay)
+    except Exception as exc:  # report, never dump a traceback with the URL in it
+        raise click.ClickException(f"db-init failed: {type(exc).__name__}: {str(exc).strip()[:300]}") from exc
+    click.echo(f"db-init: applied {', '.join(applied)}")
+
+
+@main.group()
+def cache() -> None:
+    """Operate on the cache namespace."""
+
+
+@cache.command("purge")
+def cache_purge() -> None:
+    """Delete every entry and lock of this namespace and format version (SCAN + UNLINK)."""
+    from .keys import namespace_pattern
+    from .redis_store import make_client
+
+    settings = _settings()
+    client = make_client(settings, timeout_ms=2000)
+    pattern = namespace_pattern(settings.cache_namespace)
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=500):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += client.unlink(*batch)
+            batch.clear()
+    if batch:
+        deleted += client.unlink(*batch)
+    click.echo(f"cache purge: deleted {deleted} keys matching {pattern}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Configuration from environment variables only, validated once at start-up.
+
+Every setting has a safe default except the two connection URLs. A bad value
+stops the process with a message that names the variable, so a typo in
+`.env` is found at `docker compose up`, not by the first user request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from urllib.parse import urlsplit
+
+STRATEGIES = ("none", "cache-aside", "swr")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip() or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is required (e.g. {schemes[0]}://host/...)")
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(
+            f"{name} must be a URL with scheme {' or '.join(schemes)} and a host; "
+            f"got scheme {parts.scheme!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The application's settings. Build with :meth:`from_env`."""
+
+    database_url: str
+    redis_url: str
+    cache_strategy: str = "swr"
+    cache_ttl_seconds: int = 10
+    cache_grace_seconds: int = 300
+    cache_jitter_ratio: float = 0.1
+    cache_namespace: str = "lab"
+    cache_lock_wait_seconds: float = 15.0
+    xfetch_beta: float = 1.0
+    local_cache_size: int = 256
+    redis_socket_timeout_ms: int = 50
+    redis_connect_timeout_ms: int = 100
+    redis_max_connections: int = 50
+    breaker_failure_threshold: int = 3
+    breaker_cooldown_seconds: float = 5.0
+    db_connect_timeout_seconds: int = 3
+    db_statement_timeout_ms: int = 30_000
+    db_pool_size: int = 10
+    db_pool_wait_seconds: float = 5.0
+
+    @property
+    def lock_ttl_ms(self) -> int:
+        """The single-flight lock outlives the longest query the database allows."""
+        return self.db_statement_timeout_ms + 5_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        namespace = env.get("CACHE_NAMESPACE", "").strip() or "lab"
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", namespace):
+            raise ConfigError(
+                "CACHE_NAMESPACE must be 1-32 characters of a-z, 0-9, '_' or '-', "
+                f"starting with a letter; got {namespace!r}"
+            )
+        settings = cls(
+            database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres")),
+            redis_url=_url(env, "REDIS_URL", ("redis", "rediss")),
+            cache_strategy=_choice(env, "CACHE_STRATEGY", "swr", STRATEGIES),
+            cache_ttl_seconds=_integer(env, "CACHE_TTL_SECONDS", 10, 1, 86_400),
+            cache_grace_seconds=_integer(env, "CACHE_GRACE_SECONDS", 300, 0, 86_400),
+            cache_jitter_ratio=_number(env, "CACHE_JITTER_RATIO", 0.1, 0.0, 0.5),
+            cache_namespace=namespace,
+            cache_lock_wait_seconds=_number(env, "CACHE_LOCK_WAIT_SECONDS", 15.0, 0.1, 300.0),
+            xfetch_beta=_number(env, "XFETCH_BETA", 1.0, 0.0, 10.0),
+            local_cache_size=_integer(env, "LOCAL_CACHE_SIZE", 256, 1, 100_000),
+            redis_socket_timeout_ms=_integer(env, "REDIS_SOCKET_TIMEOUT_MS", 50, 1, 10_000),
+            redis_connect_timeout_ms=_integer(env, "REDIS_CONNECT_TIMEOUT_MS", 100, 1, 10_000),
+            redis_max_connections=_integer(env, "REDIS_MAX_CONNECTIONS", 50, 1, 10_000),
+            breaker_failure_threshold=_integer(env, "BREAKER_FAILURE_THRESHOLD", 3, 1, 1_000),
+            breaker_cooldown_seconds=_number(env, "BREAKER_COOLDOWN_SECONDS", 5.0, 0.1, 600.0),
+            db_connect_timeout_seconds=_integer(env, "DB_CONNECT_TIMEOUT_SECONDS", 3, 1, 60),
+            db_statement_timeout_ms=_integer(env, "DB_STATEMENT_TIMEOUT_MS", 30_000, 100, 600_000),
+            db_pool_size=_integer(env, "DB_POOL_SIZE", 10, 1, 1_000),
+            db_pool_wait_seconds=_number(env, "DB_POOL_WAIT_SECONDS", 5.0, 0.0, 300.0),
+        )
+        return settings
+
+    def public(self) -> dict[str, object]:
+        """Settings safe to show on a page: everything but the connection URLs."""
+        hidden = {"database_url", "redis_url"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}

@@ -1,0 +1,61 @@
+"""gunicorn settings for the lab app (read once by the master at start).
+
+Threads, not processes, absorb the slow query: a request waiting 10 s on
+PostgreSQL holds a thread, not a worker. Configuration is validated here, in
+the master, so a bad variable stops start-up with one clear line instead of a
+crash loop of workers.
+"""
+
+import os
+import shutil
+import sys
+
+from cachelab.config import ConfigError, Settings
+
+try:
+    Settings.from_env()
+except ConfigError as exc:
+    print(f"cachelab: invalid configuration: {exc}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _int_env(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name, "").strip() or str(default)
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        print(f"cachelab: invalid configuration: {name} must be an integer between {low} and {high}, got {raw!r}",
+              file=sys.stderr, flush=True)
+        sys.exit(2)
+    return int(raw)
+
+
+bind = f"0.0.0.0:{_int_env('PORT', 8000, 1, 65535)}"
+worker_class = "gthread"
+workers = _int_env("GUNICORN_WORKERS", 2, 1, 64)
+threads = _int_env("GUNICORN_THREADS", 32, 1, 1000)
+# Longer than the slowest request (statement timeout + lock wait) so a busy
+# worker is not killed; graceful_timeout lets in-flight requests finish on stop.
+timeout = _int_env("GUNICORN_TIMEOUT", 90, 10, 3600)
+graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 30, 1, 3600)
+# Longer than Nginx's upstream keepalive_timeout, so Nginx closes first.
+keepalive = 75
+preload_app = False  # the app (and its pools) is created in each worker, after fork
+accesslog = None  # the app writes one JSON line per request instead
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+worker_tmp_dir = "/dev/shm"
+control_socket_disable = True
+
+
+def on_starting(server):
+    """Start with an empty metrics directory: stale files would double-count."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path, exist_ok=True)
+
+
+def child_exit(server, worker):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

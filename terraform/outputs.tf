@@ -1,0 +1,95 @@
+locals {
+  first_instance_ip = try(data.aws_instances.app.public_ips[0], null)
+}
+
+output "url" {
+  description = "URL of the lab: the ALB with enable_alb, otherwise the public IP of the (single) app instance. Reachable only from allowed_http_cidrs."
+  value = (var.enable_alb
+    ? "http://${aws_lb.app[0].dns_name}/"
+    : (local.first_instance_ip == null ? null : "http://${local.first_instance_ip}/")
+  )
+}
+
+output "allowed_http_cidrs" {
+  description = "CIDR blocks that may reach the URL (empty = nobody; use session_manager_port_forward_command)."
+  value       = var.allowed_http_cidrs
+}
+
+output "ecr_repository_urls" {
+  description = "ECR repository URLs of the app and nginx images."
+  value       = { for k, r in aws_ecr_repository.this : k => r.repository_url }
+}
+
+output "ecr_registry" {
+  description = "ECR registry host (for docker login)."
+  value       = local.ecr_registry
+}
+
+output "app_image" {
+  description = "Full app image reference the instances run."
+  value       = local.app_image
+}
+
+output "nginx_image" {
+  description = "Full nginx image reference the instances run."
+  value       = local.nginx_image
+}
+
+output "redis_primary_endpoint" {
+  description = "ElastiCache primary endpoint (TLS + AUTH, port 6379)."
+  value       = aws_elasticache_replication_group.this.primary_endpoint_address
+}
+
+output "redis_reader_endpoint" {
+  description = "ElastiCache reader endpoint (useful with cache_replicas > 0)."
+  value       = aws_elasticache_replication_group.this.reader_endpoint_address
+}
+
+output "rds_endpoint" {
+  description = "RDS PostgreSQL endpoint (host:port), private only, TLS enforced."
+  value       = aws_db_instance.this.endpoint
+}
+
+output "rds_master_secret_arn" {
+  description = "Secrets Manager secret (managed by RDS) with the master user name and password."
+  value       = aws_db_instance.this.master_user_secret[0].secret_arn
+}
+
+output "cache_auth_secret_arn" {
+  description = "Secrets Manager secret holding the ElastiCache AUTH token."
+  value       = aws_secretsmanager_secret.cache_auth.arn
+}
+
+output "autoscaling_group_name" {
+  description = "Name of the app tier Auto Scaling group."
+  value       = aws_autoscaling_group.app.name
+}
+
+output "instance_ids" {
+  description = "Running app instances when Terraform last read them (instances may be replaced later; see list_instances_command)."
+  value       = data.aws_instances.app.ids
+}
+
+output "log_group_name" {
+  description = "CloudWatch log group receiving the container logs."
+  value       = aws_cloudwatch_log_group.containers.name
+}
+
+locals {
+  first_instance_query = "aws autoscaling describe-auto-scaling-groups --region ${var.region} --auto-scaling-group-names ${aws_autoscaling_group.app.name} --query 'AutoScalingGroups[0].Instances[0].InstanceId' --output text"
+}
+
+output "list_instances_command" {
+  description = "AWS CLI command listing the instance ids currently in the Auto Scaling group."
+  value       = "aws autoscaling describe-auto-scaling-groups --region ${var.region} --auto-scaling-group-names ${aws_autoscaling_group.app.name} --query 'AutoScalingGroups[0].Instances[].InstanceId' --output text"
+}
+
+output "session_manager_command" {
+  description = "Open a shell on the first instance of the Auto Scaling group through Session Manager (no SSH). For another instance use an id from list_instances_command."
+  value       = "aws ssm start-session --region ${var.region} --target \"$(${local.first_instance_query})\""
+}
+
+output "session_manager_port_forward_command" {
+  description = "Forward localhost:8080 to nginx (port 80) on the first app instance; works while allowed_http_cidrs is empty."
+  value       = "aws ssm start-session --region ${var.region} --target \"$(${local.first_instance_query})\" --document-name AWS-StartPortForwardingSession --parameters portNumber=80,localPortNumber=8080"
+}

@@ -1,0 +1,314 @@
+# Plan-level checks of the default (cheap) deployment, fully offline:
+# the aws provider is mocked, nothing is created.
+
+mock_provider "aws" {
+  source          = "./tests/mocks"
+  override_during = plan
+}
+
+# Distinct, known ids for the resources whose identity the assertions compare
+# (mocked computed attributes are otherwise unknown during plan).
+override_resource {
+  target          = aws_security_group.app
+  override_during = plan
+  values          = { id = "sg-0a0a0a0a0a0a0a0a0" }
+}
+override_resource {
+  target          = aws_security_group.db
+  override_during = plan
+  values          = { id = "sg-0d0d0d0d0d0d0d0d0" }
+}
+override_resource {
+  target          = aws_security_group.cache
+  override_during = plan
+  values          = { id = "sg-0c0c0c0c0c0c0c0c0" }
+}
+override_resource {
+  target          = aws_security_group.alb[0]
+  override_during = plan
+  values          = { id = "sg-0b0b0b0b0b0b0b0b0" }
+}
+override_resource {
+  target          = aws_subnet.public[0]
+  override_during = plan
+  values          = { id = "subnet-0a000000000000001" }
+}
+override_resource {
+  target          = aws_subnet.public[1]
+  override_during = plan
+  values          = { id = "subnet-0a000000000000002" }
+}
+override_resource {
+  target          = aws_subnet.private[0]
+  override_during = plan
+  values          = { id = "subnet-0d000000000000001" }
+}
+override_resource {
+  target          = aws_subnet.private[1]
+  override_during = plan
+  values          = { id = "subnet-0d000000000000002" }
+}
+override_resource {
+  target          = aws_route_table.public
+  override_during = plan
+  values          = { id = "rtb-0a0a0a0a0a0a0a0a0" }
+}
+override_resource {
+  target          = aws_route_table.private
+  override_during = plan
+  values          = { id = "rtb-0d0d0d0d0d0d0d0d0" }
+}
+
+run "default_plan_is_private_and_encrypted" {
+  command = plan
+
+  # --- RDS -------------------------------------------------------------------
+  assert {
+    condition     = aws_db_instance.this.publicly_accessible == false
+    error_message = "RDS must not be publicly accessible."
+  }
+  assert {
+    condition     = aws_db_instance.this.storage_encrypted == true
+    error_message = "RDS storage must be encrypted."
+  }
+  assert {
+    condition     = aws_db_instance.this.manage_master_user_password == true && aws_db_instance.this.password == null
+    error_message = "RDS must use a Secrets Manager managed master password (no password in Terraform)."
+  }
+  assert {
+    condition     = startswith(aws_db_instance.this.engine_version, "16") || startswith(aws_db_instance.this.engine_version, "15")
+    error_message = "RDS must run PostgreSQL 15 or 16."
+  }
+  assert {
+    condition     = aws_db_instance.this.multi_az == false && aws_db_instance.this.instance_class == "db.t4g.micro"
+    error_message = "Default RDS must be a single-AZ db.t4g.micro."
+  }
+  assert {
+    condition     = aws_db_instance.this.deletion_protection == false && aws_db_instance.this.skip_final_snapshot == true
+    error_message = "Lab defaults: no deletion protection, skip final snapshot."
+  }
+  assert {
+    condition = (
+      contains([for p in aws_db_parameter_group.this.parameter : "${p.name}=${p.value}"], "track_functions=pl") &&
+      contains([for p in aws_db_parameter_group.this.parameter : "${p.name}=${p.value}"], "rds.force_ssl=1")
+    )
+    error_message = "The DB parameter group must set track_functions = pl and rds.force_ssl = 1."
+  }
+  assert {
+    condition     = aws_db_instance.this.parameter_group_name == aws_db_parameter_group.this.name
+    error_message = "RDS must use the project's parameter group."
+  }
+  assert {
+    condition     = aws_db_subnet_group.this.subnet_ids == toset(aws_subnet.private[*].id)
+    error_message = "RDS must live in the private subnets."
+  }
+  assert {
+    condition     = aws_db_instance.this.vpc_security_group_ids == toset([aws_security_group.db.id])
+    error_message = "RDS must use only the db security group."
+  }
+
+  # --- ElastiCache -------------------------------------------------------------
+  assert {
+    condition     = aws_elasticache_replication_group.this.transit_encryption_enabled == true
+    error_message = "ElastiCache must encrypt in transit."
+  }
+  assert {
+    condition     = tostring(aws_elasticache_replication_group.this.at_rest_encryption_enabled) == "true"
+    error_message = "ElastiCache must encrypt at rest."
+  }
+  assert {
+    condition     = length(nonsensitive(aws_elasticache_replication_group.this.auth_token)) >= 16
+    error_message = "ElastiCache must have an AUTH token."
+  }
+  assert {
+    condition     = nonsensitive(aws_elasticache_replication_group.this.auth_token == aws_secretsmanager_secret_version.cache_auth.secret_string)
+    error_message = "The AUTH token must be the value stored in Secrets Manager."
+  }
+  assert {
+    condition     = data.aws_secretsmanager_random_password.cache_auth.exclude_punctuation == true
+    error_message = "The AUTH token must be generated without punctuation."
+  }
+  assert {
+    condition = (
+      aws_elasticache_replication_group.this.num_cache_clusters == 1 &&
+      aws_elasticache_replication_group.this.automatic_failover_enabled == false &&
+      aws_elasticache_replication_group.this.node_type == "cache.t4g.micro"
+    )
+    error_message = "Default cache must be a single cache.t4g.micro node."
+  }
+  assert {
+    condition     = aws_elasticache_subnet_group.this.subnet_ids == toset(aws_subnet.private[*].id)
+    error_message = "ElastiCache must live in the private subnets."
+  }
+  assert {
+    condition     = aws_elasticache_replication_group.this.security_group_ids == toset([aws_security_group.cache.id])
+    error_message = "ElastiCache must use only the cache security group."
+  }
+
+  # --- Data-tier security groups admit only the app SG ------------------------
+  assert {
+    condition = (
+      aws_vpc_security_group_ingress_rule.db_from_app.referenced_security_group_id == aws_security_group.app.id &&
+      aws_vpc_security_group_ingress_rule.db_from_app.security_group_id == aws_security_group.db.id &&
+      aws_vpc_security_group_ingress_rule.db_from_app.from_port == 5432 &&
+      aws_vpc_security_group_ingress_rule.db_from_app.to_port == 5432 &&
+      aws_vpc_security_group_ingress_rule.db_from_app.cidr_ipv4 == null &&
+      aws_vpc_security_group_ingress_rule.db_from_app.cidr_ipv6 == null &&
+      aws_vpc_security_group_ingress_rule.db_from_app.prefix_list_id == null
+    )
+    error_message = "5432 must be admitted only from the app security group."
+  }
+  assert {
+    condition = (
+      aws_vpc_security_group_ingress_rule.cache_from_app.referenced_security_group_id == aws_security_group.app.id &&
+      aws_vpc_security_group_ingress_rule.cache_from_app.security_group_id == aws_security_group.cache.id &&
+      aws_vpc_security_group_ingress_rule.cache_from_app.from_port == 6379 &&
+      aws_vpc_security_group_ingress_rule.cache_from_app.to_port == 6379 &&
+      aws_vpc_security_group_ingress_rule.cache_from_app.cidr_ipv4 == null &&
+      aws_vpc_security_group_ingress_rule.cache_from_app.cidr_ipv6 == null &&
+      aws_vpc_security_group_ingress_rule.cache_from_app.prefix_list_id == null
+    )
+    error_message = "6379 must be admitted only from the app security group."
+  }
+
+  # --- Nothing open to the internet by default ---------------------------------
+  assert {
+    condition     = length(aws_vpc_security_group_ingress_rule.app_http_cidr) == 0 && length(aws_vpc_security_group_ingress_rule.alb_http) == 0
+    error_message = "With allowed_http_cidrs = [] (default) no CIDR may reach the app tier."
+  }
+  assert {
+    condition     = length(aws_lb.app) == 0 && length(aws_security_group.alb) == 0 && length(aws_vpc_security_group_ingress_rule.app_http_alb) == 0
+    error_message = "The default deployment has no ALB."
+  }
+
+  # --- Network -----------------------------------------------------------------
+  assert {
+    condition     = length(aws_subnet.public) == 2 && length(aws_subnet.private) == 2
+    error_message = "Expected 2 public and 2 private subnets."
+  }
+  assert {
+    condition     = length(toset(aws_subnet.private[*].availability_zone)) == 2 && length(toset(aws_subnet.public[*].availability_zone)) == 2
+    error_message = "Subnets must span 2 availability zones."
+  }
+  assert {
+    condition     = alltrue([for s in aws_subnet.private : s.map_public_ip_on_launch == false])
+    error_message = "Private subnets must not assign public IPs."
+  }
+  assert {
+    condition     = aws_route.public_internet.route_table_id == aws_route_table.public.id
+    error_message = "Only the public route table may route to the internet gateway."
+  }
+  assert {
+    condition     = alltrue([for a in aws_route_table_association.private : a.route_table_id == aws_route_table.private.id])
+    error_message = "Private subnets must use the private route table (no internet route)."
+  }
+
+  # --- EC2 app tier ------------------------------------------------------------
+  assert {
+    condition     = aws_launch_template.app.metadata_options[0].http_tokens == "required"
+    error_message = "IMDSv2 must be required."
+  }
+  assert {
+    condition     = aws_launch_template.app.metadata_options[0].http_put_response_hop_limit == 1
+    error_message = "IMDS hop limit must be 1 (containers must not reach the instance credentials)."
+  }
+  assert {
+    condition     = aws_launch_template.app.key_name == null
+    error_message = "No SSH key pair."
+  }
+  assert {
+    condition     = aws_launch_template.app.block_device_mappings[0].ebs[0].encrypted == "true"
+    error_message = "The root volume must be encrypted."
+  }
+  assert {
+    condition     = aws_launch_template.app.image_id == "ami-0123456789abcdef0"
+    error_message = "The AMI must come from the SSM public parameter."
+  }
+  assert {
+    condition     = data.aws_ssm_parameter.al2023_ami.name == "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+    error_message = "The AMI must be Amazon Linux 2023 from the SSM public parameter."
+  }
+  assert {
+    condition = (
+      aws_autoscaling_group.app.min_size == 1 &&
+      aws_autoscaling_group.app.max_size == 1 &&
+      aws_autoscaling_group.app.desired_capacity == 1 &&
+      length(aws_autoscaling_group.app.target_group_arns) == 0
+    )
+    error_message = "Default: an Auto Scaling group of exactly one instance without a target group."
+  }
+  assert {
+    condition     = aws_launch_template.app.instance_type == "t3.small"
+    error_message = "Default instance type is t3.small."
+  }
+  assert {
+    condition     = length(aws_launch_template.app.user_data) <= 16384
+    error_message = "User data must fit the 16 KB limit."
+  }
+  assert {
+    condition     = aws_iam_role_policy_attachment.ssm_core.policy_arn == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    error_message = "Session Manager needs AmazonSSMManagedInstanceCore."
+  }
+
+  # --- ECR -----------------------------------------------------------------------
+  assert {
+    condition     = alltrue([for r in aws_ecr_repository.this : r.image_tag_mutability == "IMMUTABLE" && r.image_scanning_configuration[0].scan_on_push && r.force_delete])
+    error_message = "ECR repositories must be immutable, scan on push and be force-deletable."
+  }
+  assert {
+    condition     = toset(keys(aws_ecr_repository.this)) == toset(["app", "nginx"])
+    error_message = "Expected ECR repositories for app and nginx."
+  }
+
+  # --- Outputs -------------------------------------------------------------------
+  assert {
+    condition     = startswith(output.session_manager_command, "aws ssm start-session")
+    error_message = "session_manager_command must be an aws ssm start-session command."
+  }
+  assert {
+    condition     = output.rds_endpoint != "" && output.redis_primary_endpoint != ""
+    error_message = "Endpoints must be output."
+  }
+}
+
+run "http_cidr_opens_only_port_80_on_the_instance" {
+  command = plan
+
+  variables {
+    allowed_http_cidrs = ["198.51.100.0/24", "203.0.113.7/32"]
+  }
+
+  assert {
+    condition     = length(aws_vpc_security_group_ingress_rule.app_http_cidr) == 2
+    error_message = "Each allowed CIDR gets one rule on the app SG."
+  }
+  assert {
+    condition     = alltrue([for r in aws_vpc_security_group_ingress_rule.app_http_cidr : r.from_port == 80 && r.to_port == 80 && r.ip_protocol == "tcp"])
+    error_message = "CIDR rules may open only TCP 80."
+  }
+  assert {
+    condition     = toset([for r in aws_vpc_security_group_ingress_rule.app_http_cidr : r.cidr_ipv4]) == toset(["198.51.100.0/24", "203.0.113.7/32"])
+    error_message = "CIDR rules must be exactly allowed_http_cidrs."
+  }
+}
+
+run "several_instances_need_an_alb" {
+  command = plan
+
+  variables {
+    app_instance_count = 2
+    enable_alb         = false
+  }
+
+  expect_failures = [aws_autoscaling_group.app]
+}
+
+run "invalid_cache_strategy_is_rejected" {
+  command = plan
+
+  variables {
+    cache_strategy = "write-behind"
+  }
+
+  expect_failures = [var.cache_strategy]
+}

@@ -1,0 +1,145 @@
+# Values the mocked hashicorp/aws provider returns during `terraform test`.
+# Data sources must look real enough for the configuration to evaluate
+# (AMI id, AZ names, policy JSON, ...); a few resources get realistic
+# computed attributes (ECR URLs, ARNs) so string building can be asserted.
+
+mock_data "aws_availability_zones" {
+  defaults = {
+    names    = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+    zone_ids = ["euw1-az1", "euw1-az2", "euw1-az3"]
+  }
+}
+
+mock_data "aws_ssm_parameter" {
+  defaults = {
+    value          = "ami-0123456789abcdef0"
+    insecure_value = "ami-0123456789abcdef0"
+    type           = "String"
+  }
+}
+
+mock_data "aws_iam_policy_document" {
+  defaults = {
+    json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}"
+  }
+}
+
+mock_data "aws_caller_identity" {
+  defaults = {
+    account_id = "123456789012"
+    arn        = "arn:aws:iam::123456789012:user/test"
+    user_id    = "AIDAMOCKMOCKMOCKMOCK"
+  }
+}
+
+mock_data "aws_region" {
+  defaults = {
+    name = "eu-west-1"
+  }
+}
+
+mock_data "aws_partition" {
+  defaults = {
+    partition  = "aws"
+    dns_suffix = "amazonaws.com"
+  }
+}
+
+mock_data "aws_secretsmanager_random_password" {
+  defaults = {
+    random_password = "MockAuthToken0123456789abcdefghijKLMNOPQRSTUVwxyz"
+  }
+}
+
+mock_data "aws_instances" {
+  defaults = {
+    ids         = ["i-0123456789abcdef0"]
+    public_ips  = ["203.0.113.10"]
+    private_ips = ["10.40.0.10"]
+  }
+}
+
+mock_resource "aws_ecr_repository" {
+  defaults = {
+    arn            = "arn:aws:ecr:eu-west-1:123456789012:repository/cachelab/app"
+    repository_url = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cachelab/app"
+  }
+}
+
+mock_resource "aws_db_instance" {
+  defaults = {
+    address  = "cachelab-db.abcdefghijkl.eu-west-1.rds.amazonaws.com"
+    endpoint = "cachelab-db.abcdefghijkl.eu-west-1.rds.amazonaws.com:5432"
+    port     = 5432
+    master_user_secret = [{
+      kms_key_id    = "arn:aws:kms:eu-west-1:123456789012:key/mock"
+      secret_arn    = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-mock-AbCdEf"
+      secret_status = "active"
+    }]
+  }
+}
+
+mock_resource "aws_elasticache_replication_group" {
+  defaults = {
+    primary_endpoint_address = "master.cachelab-cache.abcdef.euw1.cache.amazonaws.com"
+    reader_endpoint_address  = "replica.cachelab-cache.abcdef.euw1.cache.amazonaws.com"
+  }
+}
+
+mock_resource "aws_secretsmanager_secret" {
+  defaults = {
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cachelab-cache-auth-AbCdEf"
+  }
+}
+
+mock_resource "aws_cloudwatch_log_group" {
+  defaults = {
+    arn = "arn:aws:logs:eu-west-1:123456789012:log-group:/cachelab/containers"
+  }
+}
+
+mock_resource "aws_iam_instance_profile" {
+  defaults = {
+    arn = "arn:aws:iam::123456789012:instance-profile/cachelab-app-mock"
+  }
+}
+
+mock_resource "aws_launch_template" {
+  defaults = {
+    id             = "lt-0123456789abcdef0"
+    arn            = "arn:aws:ec2:eu-west-1:123456789012:launch-template/lt-0123456789abcdef0"
+    latest_version = 1
+  }
+}
+
+mock_resource "aws_lb" {
+  defaults = {
+    arn      = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/cachelab-alb/0123456789abcdef"
+    dns_name = "cachelab-alb-123456789.eu-west-1.elb.amazonaws.com"
+  }
+}
+
+mock_resource "aws_lb_target_group" {
+  defaults = {
+    arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/app-mock/0123456789abcdef"
+  }
+}
+
+mock_resource "aws_iam_role" {
+  defaults = {
+    arn = "arn:aws:iam::123456789012:role/cachelab-app-mock"
+  }
+}
+
+mock_resource "aws_autoscaling_group" {
+  defaults = {
+    name = "cachelab-app-20260101000000000000000001"
+    arn  = "arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:mock:autoScalingGroupName/cachelab-app-mock"
+  }
+}
+
+mock_resource "aws_db_parameter_group" {
+  defaults = {
+    name = "cachelab-pg16-20260101000000000000000001"
+  }
+}

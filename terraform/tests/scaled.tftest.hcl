@@ -1,0 +1,164 @@
+# Plan-level checks of the scale path: N instances behind an ALB, cache
+# replicas with automatic failover + Multi-AZ, Multi-AZ RDS.
+
+mock_provider "aws" {
+  source          = "./tests/mocks"
+  override_during = plan
+}
+
+# Distinct, known ids for the resources whose identity the assertions compare
+# (mocked computed attributes are otherwise unknown during plan).
+override_resource {
+  target          = aws_security_group.app
+  override_during = plan
+  values          = { id = "sg-0a0a0a0a0a0a0a0a0" }
+}
+override_resource {
+  target          = aws_security_group.db
+  override_during = plan
+  values          = { id = "sg-0d0d0d0d0d0d0d0d0" }
+}
+override_resource {
+  target          = aws_security_group.cache
+  override_during = plan
+  values          = { id = "sg-0c0c0c0c0c0c0c0c0" }
+}
+override_resource {
+  target          = aws_security_group.alb[0]
+  override_during = plan
+  values          = { id = "sg-0b0b0b0b0b0b0b0b0" }
+}
+override_resource {
+  target          = aws_subnet.public[0]
+  override_during = plan
+  values          = { id = "subnet-0a000000000000001" }
+}
+override_resource {
+  target          = aws_subnet.public[1]
+  override_during = plan
+  values          = { id = "subnet-0a000000000000002" }
+}
+override_resource {
+  target          = aws_subnet.private[0]
+  override_during = plan
+  values          = { id = "subnet-0d000000000000001" }
+}
+override_resource {
+  target          = aws_subnet.private[1]
+  override_during = plan
+  values          = { id = "subnet-0d000000000000002" }
+}
+override_resource {
+  target          = aws_route_table.public
+  override_during = plan
+  values          = { id = "rtb-0a0a0a0a0a0a0a0a0" }
+}
+override_resource {
+  target          = aws_route_table.private
+  override_during = plan
+  values          = { id = "rtb-0d0d0d0d0d0d0d0d0" }
+}
+
+variables {
+  app_instance_count = 3
+  enable_alb         = true
+  cache_replicas     = 1
+  db_multi_az        = true
+  allowed_http_cidrs = ["198.51.100.0/24"]
+}
+
+run "scaled_plan_has_alb_and_asg" {
+  command = plan
+
+  assert {
+    condition     = length(aws_lb.app) == 1 && aws_lb.app[0].load_balancer_type == "application" && aws_lb.app[0].internal == false
+    error_message = "The scale path needs an internet-facing Application Load Balancer."
+  }
+  assert {
+    condition     = aws_lb.app[0].drop_invalid_header_fields == true
+    error_message = "The ALB must drop invalid headers."
+  }
+  assert {
+    condition     = length(aws_lb_listener.http) == 1 && aws_lb_listener.http[0].port == 80
+    error_message = "The ALB listens on HTTP 80."
+  }
+  assert {
+    condition = (
+      aws_autoscaling_group.app.min_size == 3 &&
+      aws_autoscaling_group.app.max_size == 3 &&
+      aws_autoscaling_group.app.desired_capacity == 3
+    )
+    error_message = "The Auto Scaling group must run app_instance_count instances."
+  }
+  assert {
+    condition     = aws_autoscaling_group.app.target_group_arns == toset([aws_lb_target_group.app[0].arn])
+    error_message = "The ASG must register with the ALB target group."
+  }
+  assert {
+    condition     = aws_autoscaling_group.app.health_check_type == "ELB"
+    error_message = "Behind the ALB the ASG uses ELB health checks."
+  }
+  assert {
+    condition     = aws_autoscaling_group.app.launch_template[0].id == aws_launch_template.app.id
+    error_message = "The ASG must use the launch template."
+  }
+  assert {
+    condition     = aws_autoscaling_group.app.vpc_zone_identifier == toset(aws_subnet.public[*].id)
+    error_message = "The app tier spans both public subnets."
+  }
+
+  # ingress: world -> ALB (allowed CIDRs, port 80) -> app SG (from ALB only)
+  assert {
+    condition     = length(aws_vpc_security_group_ingress_rule.app_http_cidr) == 0
+    error_message = "With an ALB, no CIDR may reach the instances directly."
+  }
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.app_http_alb[0].referenced_security_group_id == aws_security_group.alb[0].id
+    error_message = "The instances admit HTTP only from the ALB's security group."
+  }
+  assert {
+    condition = alltrue([for r in aws_vpc_security_group_ingress_rule.alb_http :
+      r.from_port == 80 && r.to_port == 80 && r.cidr_ipv4 == "198.51.100.0/24" && r.security_group_id == aws_security_group.alb[0].id
+    ]) && length(aws_vpc_security_group_ingress_rule.alb_http) == 1
+    error_message = "The ALB admits port 80 from allowed_http_cidrs only."
+  }
+
+  # data tier scale path
+  assert {
+    condition = (
+      aws_elasticache_replication_group.this.num_cache_clusters == 2 &&
+      aws_elasticache_replication_group.this.automatic_failover_enabled == true &&
+      aws_elasticache_replication_group.this.multi_az_enabled == true
+    )
+    error_message = "cache_replicas = 1 means 2 nodes with automatic failover and Multi-AZ."
+  }
+  assert {
+    condition     = aws_db_instance.this.multi_az == true
+    error_message = "db_multi_az = true means a Multi-AZ RDS instance."
+  }
+  assert {
+    condition     = aws_db_instance.this.publicly_accessible == false && aws_db_instance.this.storage_encrypted == true
+    error_message = "Scaling must not change RDS privacy or encryption."
+  }
+  assert {
+    condition     = aws_launch_template.app.metadata_options[0].http_tokens == "required"
+    error_message = "IMDSv2 must be required."
+  }
+  assert {
+    condition     = output.url == "http://cachelab-alb-123456789.eu-west-1.elb.amazonaws.com/"
+    error_message = "With an ALB the URL is the ALB's DNS name."
+  }
+}
+
+run "alb_without_cidrs_is_closed" {
+  command = plan
+
+  variables {
+    allowed_http_cidrs = []
+  }
+
+  assert {
+    condition     = length(aws_vpc_security_group_ingress_rule.alb_http) == 0 && length(aws_vpc_security_group_ingress_rule.app_http_cidr) == 0
+    error_message = "With allowed_http_cidrs = [] nothing is reachable from the internet, ALB or not."
+  }
+}

@@ -1,0 +1,293 @@
+# -----------------------------------------------------------------------------
+# General
+# -----------------------------------------------------------------------------
+variable "region" {
+  description = "AWS region to deploy into (for example eu-west-1 or us-east-1)."
+  type        = string
+  default     = "eu-west-1"
+}
+
+variable "name" {
+  description = "Name prefix for every resource; lowercase letters, digits and hyphens."
+  type        = string
+  default     = "cachelab"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,20}$", var.name))
+    error_message = "name must be 2-21 characters of lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "tags" {
+  description = "Extra tags added to every resource through the provider's default_tags."
+  type        = map(string)
+  default     = {}
+}
+
+# -----------------------------------------------------------------------------
+# Network
+# -----------------------------------------------------------------------------
+variable "vpc_cidr" {
+  description = "CIDR block of the VPC; split into 2 public (app tier) and 2 private (data tier) /24-style subnets."
+  type        = string
+  default     = "10.40.0.0/16"
+
+  validation {
+    condition     = can(cidrhost(var.vpc_cidr, 0)) && tonumber(split("/", var.vpc_cidr)[1]) <= 24
+    error_message = "vpc_cidr must be a valid IPv4 CIDR block of /24 or larger."
+  }
+}
+
+variable "availability_zones" {
+  description = "The two Availability Zones to use (names). Empty (default) = <region>a and <region>b."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.availability_zones) == 0 || length(var.availability_zones) == 2
+    error_message = "availability_zones must be empty or list exactly two zone names."
+  }
+}
+
+variable "allowed_http_cidrs" {
+  description = "IPv4 CIDR blocks allowed to reach HTTP port 80 (the instance, or the ALB when enable_alb = true). Empty (default) opens nothing to the internet; use Session Manager port forwarding or set e.g. [\"203.0.113.7/32\"]."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.allowed_http_cidrs : can(cidrhost(c, 0))])
+    error_message = "Every entry of allowed_http_cidrs must be a valid IPv4 CIDR block."
+  }
+}
+
+# -----------------------------------------------------------------------------
+# Application tier (EC2 via launch template + Auto Scaling group)
+# -----------------------------------------------------------------------------
+variable "app_image_tag" {
+  description = "Immutable tag of the app and nginx images in ECR (deploy.sh uses the git short sha)."
+  type        = string
+  default     = "bootstrap"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.app_image_tag))
+    error_message = "app_image_tag must be a valid Docker tag."
+  }
+}
+
+variable "instance_type" {
+  description = "EC2 instance type of the app instances (x86_64, matches the AL2023 x86_64 AMI)."
+  type        = string
+  default     = "t3.small"
+}
+
+variable "app_instance_count" {
+  description = "Number of app instances in the Auto Scaling group. More than 1 requires enable_alb = true."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.app_instance_count >= 1 && var.app_instance_count <= 10 && floor(var.app_instance_count) == var.app_instance_count
+    error_message = "app_instance_count must be a whole number between 1 and 10."
+  }
+}
+
+variable "enable_alb" {
+  description = "Put an Application Load Balancer in front of the Auto Scaling group (the scale path). false = one instance reachable on its public IP."
+  type        = bool
+  default     = false
+}
+
+variable "health_check_path" {
+  description = "HTTP path the ALB target group health check requests through nginx (only with enable_alb). /healthz is the app's liveness route; /readyz would also take instances out when RDS is down."
+  type        = string
+  default     = "/healthz"
+}
+
+variable "root_volume_size" {
+  description = "Size in GiB of the encrypted gp3 root volume of each app instance."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.root_volume_size >= 8 && var.root_volume_size <= 200
+    error_message = "root_volume_size must be between 8 and 200 GiB."
+  }
+}
+
+variable "compose_version" {
+  description = "Version of the Docker Compose v2 CLI plugin installed by user-data (AL2023 does not package it); must be >= 2.24.4 for !reset/!override."
+  type        = string
+  default     = "2.29.7"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.compose_version))
+    error_message = "compose_version must look like 2.29.7 (without a leading v)."
+  }
+}
+
+variable "compose_sha256" {
+  description = "Optional SHA-256 of the docker-compose-linux-x86_64 binary of compose_version; when set, user-data refuses a download that does not match. Empty = not verified."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.compose_sha256 == "" || can(regex("^[0-9a-f]{64}$", var.compose_sha256))
+    error_message = "compose_sha256 must be empty or 64 lowercase hex digits."
+  }
+}
+
+variable "cache_ttl_seconds" {
+  description = "CACHE_TTL_SECONDS passed to the app."
+  type        = number
+  default     = 10
+}
+
+variable "cache_strategy" {
+  description = "CACHE_STRATEGY passed to the app: none, cache-aside or swr."
+  type        = string
+  default     = "cache-aside"
+
+  validation {
+    condition     = contains(["none", "cache-aside", "swr"], var.cache_strategy)
+    error_message = "cache_strategy must be one of none, cache-aside, swr."
+  }
+}
+
+variable "slow_query_seconds" {
+  description = "SLOW_QUERY_SECONDS given to `cachelab db-init`, which stores it with ALTER DATABASE ... SET lab.slow_query_seconds (RDS has no init scripts)."
+  type        = number
+  default     = 2
+}
+
+variable "rate_limit_rps" {
+  description = "RATE_LIMIT_RPS of the nginx image: per-client request rate limit at the edge (0 = off)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.rate_limit_rps >= 0
+    error_message = "rate_limit_rps must be >= 0."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Retention in days of the CloudWatch log group receiving the container logs."
+  type        = number
+  default     = 14
+}
+
+# -----------------------------------------------------------------------------
+# ElastiCache
+# -----------------------------------------------------------------------------
+variable "cache_engine" {
+  description = "ElastiCache engine: valkey (cheaper, Redis-compatible) or redis."
+  type        = string
+  default     = "valkey"
+
+  validation {
+    condition     = contains(["valkey", "redis"], var.cache_engine)
+    error_message = "cache_engine must be valkey or redis."
+  }
+}
+
+variable "cache_engine_version" {
+  description = "ElastiCache engine version (valkey 7.2/8.0, redis 7.0/7.1)."
+  type        = string
+  default     = "8.0"
+}
+
+variable "cache_node_type" {
+  description = "ElastiCache node type."
+  type        = string
+  default     = "cache.t4g.micro"
+}
+
+variable "cache_replicas" {
+  description = "Read replicas besides the primary. > 0 turns on automatic failover and Multi-AZ (the scale path)."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.cache_replicas >= 0 && var.cache_replicas <= 5 && floor(var.cache_replicas) == var.cache_replicas
+    error_message = "cache_replicas must be a whole number between 0 and 5."
+  }
+}
+
+variable "cache_snapshot_retention_days" {
+  description = "Days ElastiCache keeps automatic snapshots (0 = none; the cache holds only derived data)."
+  type        = number
+  default     = 0
+}
+
+# -----------------------------------------------------------------------------
+# RDS PostgreSQL
+# -----------------------------------------------------------------------------
+variable "db_engine_version" {
+  description = "PostgreSQL major version on RDS (15 or 16)."
+  type        = string
+  default     = "16"
+
+  validation {
+    condition     = contains(["15", "16"], var.db_engine_version)
+    error_message = "db_engine_version must be 15 or 16."
+  }
+}
+
+variable "db_instance_class" {
+  description = "RDS instance class."
+  type        = string
+  default     = "db.t4g.micro"
+}
+
+variable "db_allocated_storage" {
+  description = "Allocated gp3 storage of the RDS instance in GiB."
+  type        = number
+  default     = 20
+}
+
+variable "db_max_allocated_storage" {
+  description = "Storage autoscaling ceiling in GiB (0 disables autoscaling)."
+  type        = number
+  default     = 50
+}
+
+variable "db_multi_az" {
+  description = "Run RDS Multi-AZ with a standby in the second AZ (the scale path)."
+  type        = bool
+  default     = false
+}
+
+variable "db_name" {
+  description = "Name of the database created in RDS."
+  type        = string
+  default     = "lab"
+}
+
+variable "db_username" {
+  description = "Master user name; its password is generated and kept by RDS in Secrets Manager (manage_master_user_password)."
+  type        = string
+  default     = "cachelab"
+}
+
+variable "db_backup_retention_days" {
+  description = "Days of automated RDS backups (1-35)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.db_backup_retention_days >= 1 && var.db_backup_retention_days <= 35
+    error_message = "db_backup_retention_days must be between 1 and 35."
+  }
+}
+
+variable "db_deletion_protection" {
+  description = "RDS deletion protection. false by default so a lab can be destroyed in one go; set true for anything you want to keep."
+  type        = bool
+  default     = false
+}
+
+variable "db_skip_final_snapshot" {
+  description = "Skip the final RDS snapshot on destroy. true by default for a throw-away lab; set false to keep a snapshot."
+  type        = bool
+  default     = true
+}
