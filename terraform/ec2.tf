@@ -34,6 +34,8 @@ locals {
     cache_strategy    = var.cache_strategy
     slow_query_secs   = var.slow_query_seconds
     rate_limit_rps    = var.rate_limit_rps
+    rate_limit_burst  = var.rate_limit_burst
+    vpc_cidr          = var.vpc_cidr
   })
 
   # cloud-init detects and unpacks gzip user data; keeps us under the 16 KB

@@ -143,9 +143,9 @@ variable "cache_ttl_seconds" {
 }
 
 variable "cache_strategy" {
-  description = "CACHE_STRATEGY passed to the app: none, cache-aside or swr."
+  description = "CACHE_STRATEGY passed to the app: none, cache-aside or swr (swr is the local Compose default too)."
   type        = string
-  default     = "cache-aside"
+  default     = "swr"
 
   validation {
     condition     = contains(["none", "cache-aside", "swr"], var.cache_strategy)
@@ -156,7 +156,7 @@ variable "cache_strategy" {
 variable "slow_query_seconds" {
   description = "SLOW_QUERY_SECONDS given to `cachelab db-init`, which stores it with ALTER DATABASE ... SET lab.slow_query_seconds (RDS has no init scripts)."
   type        = number
-  default     = 2
+  default     = 10
 }
 
 variable "rate_limit_rps" {
@@ -167,6 +167,17 @@ variable "rate_limit_rps" {
   validation {
     condition     = var.rate_limit_rps >= 0
     error_message = "rate_limit_rps must be >= 0."
+  }
+}
+
+variable "rate_limit_burst" {
+  description = "RATE_LIMIT_BURST of the nginx image: requests a client may send above rate_limit_rps before getting 429."
+  type        = number
+  default     = 40
+
+  validation {
+    condition     = var.rate_limit_burst >= 0
+    error_message = "rate_limit_burst must be >= 0."
   }
 }
 

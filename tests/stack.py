@@ -1,0 +1,228 @@
+"""A handle on one Compose project of the lab, for tests and benchmarks.
+
+Everything goes through the real stack: HTTP to Nginx on a published
+127.0.0.1 port, slow-query counts from PostgreSQL's own
+``pg_stat_user_functions``, faults with the Docker SDK on real containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import docker
+import psycopg2
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+# Small delay and TTL so behaviour over several expiries fits in seconds.
+TEST_ENV = {
+    "SLOW_QUERY_SECONDS": "1",
+    "CACHE_TTL_SECONDS": "30",  # long: XFetch early refreshes stay improbable (exp(-27))
+    "CACHE_GRACE_SECONDS": "60",
+    "CACHE_LOCK_WAIT_SECONDS": "10",
+    "BREAKER_COOLDOWN_SECONDS": "1",
+    "APP_IMAGE": "cachelab/app:test",
+    "NGINX_APP_IMAGE": "cachelab/nginx:test",
+}
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.2,
+               message: str = "condition") -> T:
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - keep polling; report the last error
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {message}"
+                               + (f" (last error: {last_error!r})" if last_error else ""))
+        time.sleep(interval)
+
+
+@dataclass
+class Stack:
+    project: str
+    files: list[Path]
+    env: dict[str, str]
+    overrides: dict[str, str] = field(default_factory=dict)
+    _docker: docker.DockerClient | None = None
+
+    @classmethod
+    def create(cls, prefix: str = "cachelab-test", extra_files: tuple[str, ...] = ()) -> Stack:
+        env = {**TEST_ENV, "POSTGRES_PASSWORD": secrets.token_hex(16)}
+        files = [ROOT / "compose.yaml", ROOT / "tests" / "compose.test.yaml"]
+        files += [ROOT / f for f in extra_files]
+        return cls(project=f"{prefix}-{secrets.token_hex(3)}", files=files, env=env)
+
+    # -- compose ------------------------------------------------------------
+    def compose(self, *args: str, timeout: float = 600, check: bool = True,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        command = ["docker", "compose", "-p", self.project]
+        for path in self.files:
+            command += ["-f", str(path)]
+        full_env = {**os.environ, **self.env, **self.overrides, **(env or {})}
+        result = subprocess.run(command + list(args), cwd=ROOT, env=full_env, text=True,
+                                capture_output=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"docker compose {' '.join(args)} failed ({result.returncode}):\n"
+                               f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    def up(self, *services: str, scale: dict[str, int] | None = None) -> None:
+        args = ["up", "-d", "--wait", "--wait-timeout", "180"]
+        for service, count in (scale or {}).items():
+            args += ["--scale", f"{service}={count}"]
+        self.compose(*args, *services)
+
+    def reconfigure(self, scale: dict[str, int] | None = None, **overrides: str) -> None:
+        """Recreate what changed with new app settings and wait for the page to work."""
+        self.overrides = dict(overrides)
+        self.up(scale=scale or {"app": 1})
+        self.wait_ready()
+
+    def down(self) -> None:
+        self.compose("down", "-v", "--remove-orphans", "--timeout", "10", check=False)
+
+    # -- endpoints ----------------------------------------------------------
+    def port(self, service: str, container_port: int) -> str:
+        out = self.compose("port", service, str(container_port)).stdout.strip()
+        return out.rsplit(":", 1)[1]
+
+    @property
+    def base_url(self) -> str:
+        if not hasattr(self, "_base_url"):
+            self._base_url = f"http://127.0.0.1:{self.port('nginx', 8080)}"
+        return self._base_url
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def get(self, path: str, timeout: float = 30, **kwargs) -> requests.Response:
+        return requests.get(self.url(path), timeout=timeout, **kwargs)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_until(lambda: self.get("/readyz", timeout=5).status_code == 200, timeout,
+                   message="/readyz to answer 200 through nginx")
+
+    # -- postgres -----------------------------------------------------------
+    def pg_connect(self):
+        return psycopg2.connect(host="127.0.0.1", port=self.port("postgres", 5432),
+                                user="lab", password=self.env["POSTGRES_PASSWORD"], dbname="lab",
+                                connect_timeout=3)
+
+    def slow_calls(self) -> int:
+        """Calls of slow_version() counted by PostgreSQL (track_functions = pl)."""
+        conn = self.pg_connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
+                            "WHERE funcname = 'slow_version'")
+                return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    def settled_slow_calls(self, at_least: int, timeout: float = 15, settle: float = 1.5) -> int:
+        """The call count once it has reached ``at_least`` and stopped moving.
+
+        Backends report function stats when they go idle (at most once a second,
+        else within 10 s), so a count read right after a response can lag.
+        """
+        wait_until(lambda: self.slow_calls() >= at_least, timeout,
+                   message=f"pg_stat_user_functions to count >= {at_least} slow_version calls")
+        value = self.slow_calls()
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = self.slow_calls()
+            if now != value:
+                value, deadline = now, time.monotonic() + settle
+        return value
+
+    # -- containers ---------------------------------------------------------
+    @property
+    def docker(self) -> docker.DockerClient:
+        if self._docker is None:
+            self._docker = docker.from_env()
+        return self._docker
+
+    def containers(self, service: str) -> list:
+        found = self.docker.containers.list(all=True, filters={"label": [
+            f"com.docker.compose.project={self.project}",
+            f"com.docker.compose.service={service}"]})
+        return sorted(found, key=lambda c: c.name)
+
+    def container(self, service: str):
+        found = self.containers(service)
+        if not found:
+            raise LookupError(f"no container for service {service}")
+        return found[0]
+
+    def redis_cli(self, *args: str) -> str:
+        code, out = self.container("redis").exec_run(["redis-cli", *args])
+        if code != 0:
+            raise RuntimeError(f"redis-cli {args} failed: {out!r}")
+        return out.decode().strip()
+
+    def flush_cache(self) -> None:
+        self.redis_cli("FLUSHALL")
+
+    def app_metrics(self) -> dict[str, float]:
+        """Prometheus samples summed over every app container (internal port 8000)."""
+        totals: dict[str, float] = {}
+        script = ("import urllib.request;print(urllib.request.urlopen("
+                  "'http://127.0.0.1:8000/metrics',timeout=5).read().decode())")
+        for container in self.containers("app"):
+            container.reload()
+            if container.status != "running":
+                continue
+            code, out = container.exec_run(["python", "-c", script])
+            if code != 0:
+                raise RuntimeError(f"metrics scrape failed in {container.name}: {out!r}")
+            for line in out.decode().splitlines():
+                if not line or line.startswith("#"):
+                    continue
+                name, _, value = line.rpartition(" ")
+                totals[name] = totals.get(name, 0.0) + float(value)
+        return totals
+
+    def logs(self, service: str, tail: int = 200) -> str:
+        return self.compose("logs", "--no-color", "--tail", str(tail), service, check=False).stdout
+
+
+def metric(samples: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for key, value in samples.items():
+        base, _, rest = key.partition("{")
+        if base != name:
+            continue
+        have = {}
+        if rest:
+            for part in rest.rstrip("}").split('",'):
+                k, _, v = part.partition("=")
+                have[k.strip(",")] = v.strip('"')
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += value
+    return total
+
+
+def parse_json(response: requests.Response) -> dict:
+    try:
+        return response.json()
+    except json.JSONDecodeError as exc:
+        raise AssertionError(f"not JSON ({response.status_code}): {response.text[:300]}") from exc

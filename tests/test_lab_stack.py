@@ -1,0 +1,147 @@
+"""Issue 2: the lab stack through Nginx, with real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from stack import parse_json, wait_until
+
+DELAY = 1.0  # SLOW_QUERY_SECONDS in tests/stack.py
+
+
+def timed_get(lab, path):
+    started = time.perf_counter()
+    response = lab.get(path)
+    return response, time.perf_counter() - started
+
+
+def test_first_request_misses_then_hits_with_same_body(lab):
+    first, first_seconds = timed_get(lab, "/api/version")
+    assert first.status_code == 200
+    assert first.headers["X-Cache"] == "MISS"
+    assert "fwd=miss" in first.headers["Cache-Status"]
+    assert "db;dur=" in first.headers["Server-Timing"]
+    assert first_seconds >= DELAY
+    second, second_seconds = timed_get(lab, "/api/version")
+    assert second.headers["X-Cache"] == "HIT"
+    assert second.headers["Cache-Status"].startswith("lab; hit; ttl=")
+    assert "db;dur=" not in second.headers["Server-Timing"]
+    assert second_seconds < DELAY / 4
+    body1, body2 = parse_json(first), parse_json(second)
+    assert body1["version"] == body2["version"]
+    assert body1["version"].startswith("PostgreSQL ")
+    assert body2["source"] == "redis" and body2["ttl_remaining_s"] > 0
+
+
+def test_html_page_shows_result_source_timings_and_ttl(lab):
+    page = lab.get("/")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "PostgreSQL" in page.text and "MISS" in page.text and "Database time" in page.text
+    again = lab.get("/")
+    assert again.headers["X-Cache"] == "HIT"
+    assert "TTL left" in again.text and "not queried" in again.text
+
+
+def test_one_miss_is_exactly_one_slow_query(lab):
+    before = lab.settled_slow_calls(at_least=0)
+    assert lab.get("/api/version?item=41").headers["X-Cache"] == "MISS"
+    for _ in range(5):
+        assert lab.get("/api/version?item=41").headers["X-Cache"] == "HIT"
+    assert lab.settled_slow_calls(at_least=before + 1) == before + 1
+
+
+def test_uncached_baseline_always_queries_the_database(lab):
+    before = lab.settled_slow_calls(at_least=0)
+    for _ in range(2):
+        response, seconds = timed_get(lab, "/api/version?cache=bypass")
+        assert response.status_code == 200
+        assert response.headers["X-Cache"] == "BYPASS"
+        assert response.headers["Cache-Status"] == "lab; fwd=request"
+        assert seconds >= DELAY
+    assert lab.settled_slow_calls(at_least=before + 2) == before + 2
+
+
+def test_ttl_expiry_gives_a_miss_again_with_cache_aside(lab):
+    lab.reconfigure(CACHE_STRATEGY="cache-aside", CACHE_TTL_SECONDS="2")
+    assert lab.get("/api/version").headers["X-Cache"] == "MISS"
+    assert lab.get("/api/version").headers["X-Cache"] == "HIT"
+    # The key expires in Redis after the TTL: wait for that, not for a fixed time.
+    wait_until(lambda: lab.redis_cli("DBSIZE") == "0", timeout=10, message="the key to expire")
+    expired = lab.get("/api/version")
+    assert expired.headers["X-Cache"] == "MISS"
+    assert parse_json(expired)["strategy"] == "cache-aside"
+
+
+def test_redis_stopped_pages_still_render_and_cache_resumes(lab):
+    redis = lab.container("redis")
+    redis.stop(timeout=5)
+    try:
+        for _ in range(3):
+            response, seconds = timed_get(lab, "/api/version")
+            assert response.status_code == 200
+            assert response.headers["X-Cache"] == "BYPASS"
+            assert "redis-unavailable" in response.headers["Cache-Status"]
+            assert seconds < DELAY + 5
+        assert parse_json(lab.get("/readyz"))["status"] == "degraded"
+    finally:
+        redis.start()
+    wait_until(lambda: lab.get("/readyz").json()["redis"]["status"] == "up", 30,
+               message="redis to be reported up")
+
+    def cached_again():
+        return lab.get("/api/version").headers["X-Cache"] == "HIT"
+
+    wait_until(cached_again, timeout=30, interval=0.5, message="the cache to be used again")
+
+
+def test_postgres_stopped_with_empty_cache_gives_503(lab):
+    postgres = lab.container("postgres")
+    postgres.stop(timeout=10)
+    try:
+        response, seconds = timed_get(lab, "/api/version?item=7")
+        assert response.status_code == 503
+        body = parse_json(response)
+        assert body["error"] == "database_unavailable"
+        assert "Traceback" not in response.text
+        assert response.headers["Retry-After"]
+        assert seconds < 10
+        page = lab.get("/?item=7", headers={"Accept": "text/html"})
+        assert page.status_code == 503 and "<h1>503" in page.text
+        ready = lab.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["postgres"]["status"] == "down"
+    finally:
+        postgres.start()
+    lab.wait_ready(timeout=60)
+    assert lab.get("/api/version?item=7").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CACHE_TTL_SECONDS", "ten"), ("CACHE_STRATEGY", "lru"), ("REDIS_URL", "http://redis"),
+     ("GUNICORN_WORKERS", "0")],
+)
+def test_bad_configuration_stops_the_app_naming_the_variable(stack, variable, value):
+    result = stack.compose("run", "--rm", "--no-deps", "-e", f"{variable}={value}", "app",
+                           check=False, timeout=120)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"invalid configuration: {variable}" in output
+    assert "Traceback" not in output
+
+
+def test_db_init_is_idempotent_and_sets_the_function(stack):
+    result = stack.compose("run", "--rm", "--no-deps", "db-init", check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "applied 01-slow-version.sql" in result.stdout
+    conn = stack.pg_connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT prosrc FROM pg_proc WHERE proname = 'slow_version'")
+            (source,) = cur.fetchone()
+            cur.execute("SHOW track_functions")
+            assert cur.fetchone()[0] == "pl"
+    finally:
+        conn.close()
+    assert "pg_sleep" in source and "RETURN version()" in source
