@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from stack import Stack
+from loadtest.stack import Stack
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

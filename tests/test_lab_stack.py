@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from stack import parse_json, wait_until
+from loadtest.stack import parse_json, wait_until
 
 DELAY = 1.0  # SLOW_QUERY_SECONDS in tests/stack.py
 

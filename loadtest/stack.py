@@ -1,4 +1,4 @@
-"""A handle on one Compose project of the lab, for tests and benchmarks.
+"""A handle on one Compose project of the lab, for tests, benchmarks and soaks.
 
 Everything goes through the real stack: HTTP to Nginx on a published
 127.0.0.1 port, slow-query counts from PostgreSQL's own
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import docker
-import psycopg2
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PROJECT = "cachelab"  # compose.yaml's `name:`: the lab a user runs
 T = TypeVar("T")
 
 # Small delay and TTL so behaviour over several expiries fits in seconds.
@@ -61,6 +61,11 @@ class Stack:
     env: dict[str, str]
     overrides: dict[str, str] = field(default_factory=dict)
     _docker: docker.DockerClient | None = None
+
+    @classmethod
+    def running_lab(cls) -> Stack:
+        """The user's lab, as started by `docker compose up` in the repository."""
+        return cls(project=DEFAULT_PROJECT, files=[ROOT / "compose.yaml"], env={})
 
     @classmethod
     def create(cls, prefix: str = "cachelab-test", extra_files: tuple[str, ...] = ()) -> Stack:
@@ -121,20 +126,25 @@ class Stack:
 
     # -- postgres -----------------------------------------------------------
     def pg_connect(self):
+        import psycopg2  # only tests need a direct connection (published port)
+
         return psycopg2.connect(host="127.0.0.1", port=self.port("postgres", 5432),
                                 user="lab", password=self.env["POSTGRES_PASSWORD"], dbname="lab",
                                 connect_timeout=3)
 
+    def psql(self, query: str) -> str:
+        """Run one query with psql inside the postgres container (local socket)."""
+        code, out = self.container("postgres").exec_run(
+            ["sh", "-c", 'psql -X -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc "$0"',
+             query])
+        if code != 0:
+            raise RuntimeError(f"psql failed: {out.decode(errors='replace')[-500:]}")
+        return out.decode().strip()
+
     def slow_calls(self) -> int:
         """Calls of slow_version() counted by PostgreSQL (track_functions = pl)."""
-        conn = self.pg_connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
-                            "WHERE funcname = 'slow_version'")
-                return int(cur.fetchone()[0])
-        finally:
-            conn.close()
+        return int(self.psql("SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
+                             "WHERE funcname = 'slow_version'"))
 
     def settled_slow_calls(self, at_least: int, timeout: float = 15, settle: float = 1.5) -> int:
         """The call count once it has reached ``at_least`` and stopped moving.
