@@ -12,7 +12,7 @@
     Each entry carries a soft expiry (the configured TTL, with jitter) and
     lives in Redis until a hard expiry (soft + grace). Fresh entries may be
     refreshed early with probability ``exp(-t / (beta * delta))`` (XFetch,
-    Vattani et al., PVLDB 2015); stale ones are served at once while one
+    Vattani et al., PVLDB 2015; the lead is capped at half the TTL); stale ones are served at once while one
     background refresh runs under a Redis lock; if the refresh fails the stale
     value keeps being served (stale-if-error). A cold key is filled once:
     threads of a worker share one flight, workers and containers share one
@@ -286,11 +286,19 @@ class CacheService:
             timer.add("cache", started)
 
     def _xfetch_due(self, entry: dict[str, Any], now: float) -> bool:
+        """XFetch: refresh early when ``now - delta * beta * ln(rand()) >= expiry``.
+
+        The lead is capped at half the entry's TTL: at R reads per second
+        XFetch's expected lead grows like ``delta * ln(R * delta)``, so under
+        heavy load with a TTL close to the query time it would refresh
+        back-to-back. Capped, a hot key is refreshed about once per TTL.
+        """
         beta = self.settings.xfetch_beta
         if beta <= 0:
             return False
-        gap = -entry["delta"] * beta * math.log(1.0 - random.random())
-        return now + gap >= entry["soft_expiry"]
+        lead = -entry["delta"] * beta * math.log(1.0 - random.random())
+        lead = min(lead, (entry["soft_expiry"] - entry["created"]) / 2)
+        return now + lead >= entry["soft_expiry"]
 
     def _from_entry(self, key, item, entry, result, timer, source="redis", detail="",
                     stored=False) -> Lookup:

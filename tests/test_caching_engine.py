@@ -1,0 +1,222 @@
+"""Issue 3: stampede protection, stale-while-revalidate, the Redis breaker, metrics.
+
+Slow-query calls are counted by PostgreSQL (pg_stat_user_functions), not by
+the app. Timing bounds are generous multiples of the 1 s test delay; the
+benchmark reports the real figures.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from loadtest.stack import Load, Stack, metric, parse_json, wait_until
+
+DELAY = 1.0  # SLOW_QUERY_SECONDS in loadtest/stack.py TEST_ENV
+WORKERS_PER_APP = 2  # gunicorn default (GUNICORN_WORKERS)
+
+
+def fresh_item() -> int:
+    return 1000 + secrets.randbelow(9000)
+
+
+def concurrent_gets(stack: Stack, path: str, count: int) -> list[requests.Response]:
+    barrier = threading.Barrier(count)
+
+    def one(_):
+        barrier.wait(timeout=30)
+        return requests.get(stack.url(path), timeout=60)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def wait_for_replicas(stack: Stack, replicas: int) -> None:
+    """Wait until Nginx spreads requests over every app replica."""
+    containers = stack.containers("app")
+    assert len(containers) == replicas
+
+    def all_serving():
+        for _ in range(4 * replicas):
+            stack.get("/healthz", timeout=5)
+        return all(
+            metric(stack.container_metrics(c), "cachelab_http_request_duration_seconds_count",
+                   route="/healthz") > 0 for c in containers)
+
+    wait_until(all_serving, timeout=30, interval=0.5, message="nginx to reach every replica")
+
+
+def test_cold_key_stampede_runs_the_slow_query_once_across_replicas(lab):
+    lab.reconfigure(scale={"app": 2})
+    wait_for_replicas(lab, 2)
+    item = fresh_item()
+    before = lab.settled_slow_calls(at_least=0)
+    responses = concurrent_gets(lab, f"/api/version?item={item}", 100)
+    assert [r.status_code for r in responses] == [200] * 100
+    bodies = {parse_json(r)["version"] for r in responses}
+    assert len(bodies) == 1
+    results = [r.headers["X-Cache"] for r in responses]
+    assert results.count("MISS") == 100 - results.count("HIT")
+    statuses = [r.headers["Cache-Status"] for r in responses]
+    assert sum("stored" in s for s in statuses) == 1, "exactly one request filled the key"
+    assert lab.settled_slow_calls(at_least=before + 1) == before + 1
+
+
+def test_cache_aside_lets_the_stampede_through(lab):
+    """The contrast: plain cache-aside runs the query once per concurrent miss."""
+    lab.reconfigure(CACHE_STRATEGY="cache-aside")
+    item = fresh_item()
+    before = lab.settled_slow_calls(at_least=0)
+    responses = concurrent_gets(lab, f"/api/version?item={item}", 20)
+    assert all(r.status_code == 200 for r in responses)
+    assert lab.settled_slow_calls(at_least=before + 2) >= before + 10
+
+
+def _steady_load(stack: Stack, item: int, seconds: float) -> list:
+    with Load(stack, f"/api/version?item={item}", threads=6, duration=seconds,
+              pause=0.02) as load:
+        pass
+    return load.samples
+
+
+def _after_first_fill(samples) -> list:
+    first_fill_done = min(s.started + s.seconds for s in samples if s.x_cache == "MISS")
+    return [s for s in samples if s.started > first_fill_done]
+
+
+def test_swr_nobody_waits_after_the_first_fill_while_cache_aside_stalls(lab):
+    ttl, seconds = 2, 9.0  # over 4 TTLs of steady load
+    lab.reconfigure(CACHE_TTL_SECONDS=str(ttl))
+    item = fresh_item()
+    before = lab.settled_slow_calls(at_least=0)
+    samples = _steady_load(lab, item, seconds)
+    calls = lab.settled_slow_calls(at_least=before + 2) - before
+    assert all(s.status == 200 for s in samples)
+    later = _after_first_fill(samples)
+    assert len(later) > 100
+    slowest = max(s.seconds for s in later)
+    assert slowest < DELAY / 4, f"a request waited {slowest:.3f}s after the first fill"
+    # One query per refresh window: the first fill plus at most one per (jittered) TTL.
+    windows = int(seconds / (ttl * 0.9)) + 1
+    assert 2 <= calls <= windows + 1, f"{calls} slow queries for {windows} TTL windows"
+    assert any(s.x_cache in ("STALE", "HIT") for s in later)
+
+    lab.reconfigure(CACHE_STRATEGY="cache-aside", CACHE_TTL_SECONDS=str(ttl))
+    samples = _steady_load(lab, fresh_item(), seconds)
+    stalls = [s for s in _after_first_fill(samples) if s.seconds >= DELAY * 0.9]
+    assert len(stalls) >= 2, "cache-aside should make users wait at each expiry"
+
+
+def test_stale_entry_is_served_while_postgres_is_down(lab):
+    lab.reconfigure(CACHE_TTL_SECONDS="1", XFETCH_BETA="0")
+    item = fresh_item()
+    first = lab.get(f"/api/version?item={item}")
+    assert first.headers["X-Cache"] == "MISS"
+    postgres = lab.container("postgres")
+    postgres.stop(timeout=10)
+    try:
+        stale = wait_until(
+            lambda: (r := lab.get(f"/api/version?item={item}")).headers["X-Cache"] == "STALE"
+            and r, timeout=10, message="the entry to turn stale")
+        assert stale.status_code == 200
+        assert "fwd=stale" in stale.headers["Cache-Status"]
+        assert parse_json(stale)["version"] == parse_json(first)["version"]
+        # The failed refreshes are not cached: still the stale value, still 200.
+        for _ in range(5):
+            again = lab.get(f"/api/version?item={item}")
+            assert again.status_code == 200 and again.headers["X-Cache"] == "STALE"
+    finally:
+        postgres.start()
+    lab.wait_ready(timeout=60)
+    wait_until(lambda: lab.get(f"/api/version?item={item}").headers["X-Cache"] == "HIT",
+               timeout=30, interval=0.3, message="a refresh to succeed once postgres is back")
+    samples = lab.app_metrics()
+    assert metric(samples, "cachelab_cache_refreshes_total", outcome="error") >= 1
+
+
+def _redis_fault_under_load(lab: Stack, fault, restore) -> tuple[list, int]:
+    item = fresh_item()
+    assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "MISS"
+    before = lab.settled_slow_calls(at_least=0)
+    with Load(lab, f"/api/version?item={item}", threads=6, duration=10.0, pause=0.02) as load:
+        wait_until(lambda: load.elapsed() > 1.5, 5, interval=0.05, message="load to run")
+        fault()
+        try:
+            wait_until(lambda: load.elapsed() > 6.5, 10, interval=0.05,
+                       message="load to run during the fault")
+        finally:
+            restore()
+    calls = lab.settled_slow_calls(at_least=before) - before
+    return load.samples, calls
+
+
+def _assert_degraded_but_served(samples, calls):
+    assert samples and all(s.status == 200 for s in samples), \
+        sorted({s.status for s in samples})
+    assert max(s.seconds for s in samples) < DELAY + 1.0
+    assert any(s.x_cache == "BYPASS" for s in samples)
+    # Per worker: one query, then the in-process cache; plus one refill after recovery.
+    assert calls <= WORKERS_PER_APP + 1, f"{calls} slow queries during a Redis outage"
+
+
+def test_redis_stopped_under_load_no_5xx_and_bounded_queries(lab):
+    redis = lab.container("redis")
+    samples, calls = _redis_fault_under_load(lab, lambda: redis.stop(timeout=2), redis.start)
+    _assert_degraded_but_served(samples, calls)
+    metrics = lab.app_metrics()
+    assert metric(metrics, "cachelab_redis_breaker_transitions_total", to_state="open") >= 1
+
+
+def test_redis_paused_under_load_breaker_opens_no_5xx(lab):
+    redis = lab.container("redis")
+    samples, calls = _redis_fault_under_load(lab, redis.pause, redis.unpause)
+    _assert_degraded_but_served(samples, calls)
+    metrics = lab.app_metrics()
+    assert metric(metrics, "cachelab_redis_breaker_transitions_total", to_state="open") >= 1
+    assert metric(metrics, "cachelab_redis_errors_total", kind="timeout") >= 1
+    wait_until(lambda: lab.get("/readyz").json()["redis"]["breaker"] == "closed"
+               or lab.get("/api/version").headers["X-Cache"] in ("HIT", "MISS"),
+               timeout=20, message="the breaker to close after Redis returns")
+
+
+def test_metrics_count_what_happened(lab):
+    item = fresh_item()
+    before = lab.app_metrics()
+    assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "MISS"
+    for _ in range(3):
+        assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "HIT"
+    assert lab.get(f"/api/version?item={item}&cache=bypass").headers["X-Cache"] == "BYPASS"
+    after = lab.app_metrics()
+
+    def delta(name, **labels):
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert delta("cachelab_cache_requests_total", strategy="swr", result="miss") == 1
+    assert delta("cachelab_cache_requests_total", strategy="swr", result="hit") == 3
+    assert delta("cachelab_cache_requests_total", strategy="swr", result="bypass") == 1
+    assert delta("cachelab_slow_query_duration_seconds_count", outcome="ok") == 2
+    assert delta("cachelab_http_request_duration_seconds_count", route="/api/version",
+                 cache_result="hit") == 3
+    assert metric(after, "cachelab_redis_breaker_state") == 0
+    # The same registry is what Prometheus scrapes: well-formed exposition text.
+    assert "cachelab_slow_query_duration_seconds_bucket" in " ".join(after)
+
+
+def test_entries_are_namespaced_json_and_purge_removes_them(lab):
+    for item in (1, 2):
+        lab.get(f"/api/version?item={item}")
+    keys = lab.redis_cli("--scan", "--pattern", "lab:v1:*").split()
+    assert len(keys) == 2 and all(k.startswith("lab:v1:slow_version:") for k in keys)
+    entry = json.loads(lab.redis_cli("GET", keys[0]))
+    assert entry["value"]["version"].startswith("PostgreSQL")
+    assert entry["soft_expiry"] > entry["created"] and entry["delta"] >= DELAY * 0.9
+    ttl_ms = int(lab.redis_cli("PTTL", keys[0]))
+    assert ttl_ms > 30_000, "the Redis TTL includes the grace period (hard expiry)"
+    result = lab.compose("exec", "-T", "app", "cachelab", "cache", "purge")
+    assert "deleted 2 keys" in result.stdout
+    assert lab.redis_cli("DBSIZE") == "0"
+    assert lab.get("/api/version?item=1").headers["X-Cache"] == "MISS"
