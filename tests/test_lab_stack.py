@@ -120,7 +120,7 @@ def test_postgres_stopped_with_empty_cache_gives_503(lab):
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("CACHE_TTL_SECONDS", "ten"), ("CACHE_STRATEGY", "lru"), ("REDIS_URL", "http://redis"),
-     ("GUNICORN_WORKERS", "0")],
+     ("GUNICORN_WORKERS", "0"), ("DB_STATEMENT_TIMEOUT_MS", "900")],
 )
 def test_bad_configuration_stops_the_app_naming_the_variable(stack, variable, value):
     result = stack.compose("run", "--rm", "--no-deps", "-e", f"{variable}={value}", "app",

@@ -89,6 +89,7 @@ class Settings:
     db_statement_timeout_ms: int = 30_000
     db_pool_size: int = 10
     db_pool_wait_seconds: float = 5.0
+    slow_query_seconds: float | None = None
 
     @property
     def lock_ttl_ms(self) -> int:
@@ -124,7 +125,15 @@ class Settings:
             db_statement_timeout_ms=_integer(env, "DB_STATEMENT_TIMEOUT_MS", 30_000, 100, 600_000),
             db_pool_size=_integer(env, "DB_POOL_SIZE", 10, 1, 1_000),
             db_pool_wait_seconds=_number(env, "DB_POOL_WAIT_SECONDS", 5.0, 0.0, 300.0),
+            slow_query_seconds=_number(env, "SLOW_QUERY_SECONDS", -1.0, 0.0, 300.0)
+            if env.get("SLOW_QUERY_SECONDS", "").strip() else None,
         )
+        if (settings.slow_query_seconds is not None
+                and settings.db_statement_timeout_ms <= settings.slow_query_seconds * 1000):
+            raise ConfigError(
+                f"DB_STATEMENT_TIMEOUT_MS ({settings.db_statement_timeout_ms}) must exceed "
+                f"SLOW_QUERY_SECONDS ({settings.slow_query_seconds:g} s), or every query times out"
+            )
         return settings
 
     def public(self) -> dict[str, object]:
