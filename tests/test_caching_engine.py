@@ -98,8 +98,10 @@ def test_swr_nobody_waits_after_the_first_fill_while_cache_aside_stalls(lab):
     assert all(s.status == 200 for s in samples)
     later = _after_first_fill(samples)
     assert len(later) > 100
-    slowest = max(s.seconds for s in later)
-    assert slowest < DELAY / 4, f"a request waited {slowest:.3f}s after the first fill"
+    slowest = max(later, key=lambda s: s.seconds)
+    # A request that waited for slow_version() would take >= DELAY; half of it
+    # leaves room for a noisy machine, none for a query.
+    assert slowest.seconds < DELAY / 2, f"a request waited after the first fill: {slowest}"
     # One query per refresh window: the first fill plus at most one per (jittered) TTL.
     windows = int(seconds / (ttl * 0.9)) + 1
     assert 2 <= calls <= windows + 1, f"{calls} slow queries for {windows} TTL windows"

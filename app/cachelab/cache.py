@@ -90,7 +90,10 @@ class CacheService:
         self.db = db
         self._fills: SingleFlight[Lookup] = SingleFlight()
         self._db_flights: SingleFlight[tuple[dict[str, Any], float]] = SingleFlight()
-        self._local: TTLCache = TTLCache(settings.local_cache_size, settings.cache_ttl_seconds)
+        # The last entry this worker served per key, kept until its hard expiry:
+        # what a Redis outage is answered from before anyone waits on PostgreSQL.
+        self._local: TTLCache = TTLCache(
+            settings.local_cache_size, settings.cache_ttl_seconds + settings.cache_grace_seconds)
         self._local_lock = threading.Lock()
         self._refreshing: set[str] = set()
         self._refreshing_lock = threading.Lock()
@@ -193,18 +196,21 @@ class CacheService:
         finally:
             self.store.release(lock)
 
-    def _refresh_in_background(self, key: str, item: int, trigger: str) -> None:
+    def _refresh_in_background(self, key: str, item: int, trigger: str,
+                               local_only: bool = False) -> None:
+        flight = f"local:{key}" if local_only else key
         with self._refreshing_lock:
-            if key in self._refreshing:
+            if flight in self._refreshing:
                 return
-            self._refreshing.add(key)
+            self._refreshing.add(flight)
+        task = self._refresh_local if local_only else self._refresh
         try:
-            self._refresher.submit(self._refresh, key, item, trigger)
+            self._refresher.submit(task, key, item, trigger, flight)
         except RuntimeError:  # executor shut down: the worker is exiting
             with self._refreshing_lock:
-                self._refreshing.discard(key)
+                self._refreshing.discard(flight)
 
-    def _refresh(self, key: str, item: int, trigger: str) -> None:
+    def _refresh(self, key: str, item: int, trigger: str, flight: str) -> None:
         """One refresh across all processes; on failure the stale entry stays."""
         try:
             lock = self.store.lock(lock_key(key), self.settings.lock_ttl_ms / 1000)
@@ -212,9 +218,9 @@ class CacheService:
                 metrics.REFRESHES.labels(trigger, "skipped").inc()
                 return
             try:
-                value, delta = self._query(_Timer())
-                self.store.set_json(key, self._new_entry(item, value, delta),
-                                    self._hard_ttl_ms(self._jittered_ttl()))
+                entry = self._query_entry(item, _Timer())
+                self.store.set_json(key, entry, self._hard_ttl_ms(entry))
+                self._remember(key, entry)
             finally:
                 self.store.release(lock)
             metrics.REFRESHES.labels(trigger, "ok").inc()
@@ -223,20 +229,42 @@ class CacheService:
             log.warning("background refresh failed", extra={"key": key, "reason": str(exc)})
         finally:
             with self._refreshing_lock:
-                self._refreshing.discard(key)
+                self._refreshing.discard(flight)
+
+    def _refresh_local(self, key: str, item: int, trigger: str, flight: str) -> None:
+        """Refresh this worker's copy while Redis is unavailable."""
+        try:
+            self._db_flights.do(key, lambda: self._query_entry(item, _Timer()))
+            metrics.REFRESHES.labels(trigger, "ok").inc()
+        except DatabaseUnavailable as exc:
+            metrics.REFRESHES.labels(trigger, "error").inc()
+            log.warning("local refresh failed", extra={"key": key, "reason": str(exc)})
+        finally:
+            with self._refreshing_lock:
+                self._refreshing.discard(flight)
 
     def _degraded(self, key: str, item: int, timer: _Timer) -> Lookup:
-        """Redis is unavailable: in-process cache, then single-flight database query."""
+        """Redis is unavailable: this worker's last copy, else one database query.
+
+        A stale local copy is served at once while one local refresh runs, as
+        in ``swr``; a worker that has never seen the key queries the database
+        behind per-process single flight, so an outage costs about one query
+        per key, worker and TTL.
+        """
         with self._local_lock:
-            value = self._local.get(key)
-        if value is not None:
-            return self._lookup(key, item, BYPASS, "local", timer, value=value,
+            entry = self._local.get(key)
+        if entry is not None:
+            if time.time() >= entry["soft_expiry"]:
+                self._refresh_in_background(key, item, "stale", local_only=True)
+            return self._from_entry(key, item, entry, BYPASS, timer, source="local",
+                                    detail="redis-unavailable")
+        entry, _ = self._db_flights.do(key, lambda: self._query_entry(item, timer))
+        return self._from_entry(key, item, entry, BYPASS, timer, source="database",
                                 detail="redis-unavailable")
-        (value, _), _ = self._db_flights.do(key, lambda: self._query(timer))
-        with self._local_lock:
-            self._local[key] = value
-        return self._lookup(key, item, BYPASS, "database", timer, value=value,
-                            detail="redis-unavailable")
+
+    def _query_entry(self, item: int, timer: _Timer) -> dict[str, Any]:
+        value, delta = self._query(timer)
+        return self._new_entry(item, value, delta)
 
     # -- helpers --------------------------------------------------------------
     def _query(self, timer: _Timer) -> tuple[dict[str, Any], float]:
@@ -259,7 +287,9 @@ class CacheService:
             1 - self.settings.cache_jitter_ratio * random.random()
         )
 
-    def _hard_ttl_ms(self, soft_ttl: float) -> int:
+    def _hard_ttl_ms(self, entry: dict[str, Any]) -> int:
+        """Redis keeps an entry until soft expiry + grace (the stale window)."""
+        soft_ttl = entry["soft_expiry"] - entry["created"]
         return int((soft_ttl + self.settings.cache_grace_seconds) * 1000)
 
     def _new_entry(self, item: int, value: dict[str, Any], delta: float) -> dict[str, Any]:
@@ -275,7 +305,7 @@ class CacheService:
 
     def _store(self, key: str, entry: dict[str, Any], grace: bool, timer: _Timer) -> bool:
         soft_ttl = entry["soft_expiry"] - entry["created"]
-        ttl_ms = self._hard_ttl_ms(soft_ttl) if grace else int(soft_ttl * 1000)
+        ttl_ms = self._hard_ttl_ms(entry) if grace else int(soft_ttl * 1000)
         started = time.perf_counter()
         try:
             self.store.set_json(key, entry, ttl_ms)
@@ -284,6 +314,10 @@ class CacheService:
             return False
         finally:
             timer.add("cache", started)
+
+    def _remember(self, key: str, entry: dict[str, Any]) -> None:
+        with self._local_lock:
+            self._local[key] = entry
 
     def _xfetch_due(self, entry: dict[str, Any], now: float) -> bool:
         """XFetch: refresh early when ``now - delta * beta * ln(rand()) >= expiry``.
@@ -302,6 +336,8 @@ class CacheService:
 
     def _from_entry(self, key, item, entry, result, timer, source="redis", detail="",
                     stored=False) -> Lookup:
+        if source != "local":  # re-inserting would extend a local copy's life
+            self._remember(key, entry)
         return self._lookup(key, item, result, source, timer, value=entry["value"], detail=detail,
                             ttl=entry["soft_expiry"] - time.time(), stored=stored)
 
