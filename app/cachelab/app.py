@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, logs, requestlog, views
+from . import dashboard, errors, logs, requestlog, views
 from .cache import CacheService
 from .config import Settings
 from .db import Database
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = RedisStore(settings)
     app.extensions["cachelab"] = CacheService(settings, store, db)
     app.register_blueprint(views.bp)
+    app.register_blueprint(dashboard.bp)
     errors.register(app)
     requestlog.register(app)
     logging.getLogger(__name__).info(

@@ -73,10 +73,8 @@ def healthz() -> Response:
     return jsonify(status="ok")
 
 
-@bp.get("/readyz")
-def readyz() -> Response:
-    """Readiness: PostgreSQL is required; Redis down means degraded, still ready."""
-    service = _service()
+def dependency_health(service: CacheService) -> tuple[dict, dict]:
+    """Ping Redis and PostgreSQL once: shared by /readyz and /api/dashboard."""
     redis_state: dict = {"breaker": service.store.breaker.state}
     try:
         started = time.perf_counter()
@@ -91,6 +89,13 @@ def readyz() -> Response:
         pg_state.update(status="up", latency_ms=round((time.perf_counter() - started) * 1000, 2))
     except DatabaseUnavailable as exc:
         pg_state.update(status="down", error=str(exc))
+    return redis_state, pg_state
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: PostgreSQL is required; Redis down means degraded, still ready."""
+    redis_state, pg_state = dependency_health(_service())
     if pg_state["status"] != "up":
         status, code = "unavailable", 503
     elif redis_state["status"] != "up":
