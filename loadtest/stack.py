@@ -34,6 +34,7 @@ TEST_ENV = {
     "BREAKER_COOLDOWN_SECONDS": "1",
     "APP_IMAGE": "cachelab/app:test",
     "NGINX_APP_IMAGE": "cachelab/nginx:test",
+    "LOCUST_IMAGE": "cachelab/locust:test",
 }
 
 

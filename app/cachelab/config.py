@@ -87,8 +87,8 @@ class Settings:
     breaker_cooldown_seconds: float = 5.0
     db_connect_timeout_seconds: int = 3
     db_statement_timeout_ms: int = 30_000
-    db_pool_size: int = 10
-    db_pool_wait_seconds: float = 5.0
+    db_pool_size: int = 20
+    db_pool_wait_seconds: float = 10.0
     slow_query_seconds: float | None = None
 
     @property
@@ -123,8 +123,8 @@ class Settings:
             breaker_cooldown_seconds=_number(env, "BREAKER_COOLDOWN_SECONDS", 5.0, 0.1, 600.0),
             db_connect_timeout_seconds=_integer(env, "DB_CONNECT_TIMEOUT_SECONDS", 3, 1, 60),
             db_statement_timeout_ms=_integer(env, "DB_STATEMENT_TIMEOUT_MS", 30_000, 100, 600_000),
-            db_pool_size=_integer(env, "DB_POOL_SIZE", 10, 1, 1_000),
-            db_pool_wait_seconds=_number(env, "DB_POOL_WAIT_SECONDS", 5.0, 0.0, 300.0),
+            db_pool_size=_integer(env, "DB_POOL_SIZE", 20, 1, 1_000),
+            db_pool_wait_seconds=_number(env, "DB_POOL_WAIT_SECONDS", 10.0, 0.0, 300.0),
             slow_query_seconds=_number(env, "SLOW_QUERY_SECONDS", -1.0, 0.0, 300.0)
             if env.get("SLOW_QUERY_SECONDS", "").strip() else None,
         )

@@ -1,0 +1,278 @@
+"""Locust scenarios for the caching lab (FastHttpUser, one class per scenario).
+
+=================  ===========  ==================================================
+class              tag          what it does
+=================  ===========  ==================================================
+``HotKeyUser``     ``hot``      one key (item 0) through the cache: JSON and page
+``UncachedUser``   ``uncached`` the same key with ``cache=bypass``: the baseline
+``ZipfUser``       ``zipf``     items 1..N with Zipf(s) popularity: the hit ratio
+                                depends on the TTL and on N
+``ColdStartUser``  ``cold``     every user on the same *new* key each period:
+                                a burst of misses on a cold key (a stampede for
+                                cache-aside, one query for swr)
+=================  ===========  ==================================================
+
+Pick scenarios by class name (``locust -f loadtest/locustfile.py HotKeyUser``),
+by tag (``--tags zipf cold``) or in the web UI (``--class-picker``). Requests
+are grouped with ``name=`` and judged with ``catch_response``: a 200 whose
+body is not the lab's answer for the requested item is a failure.
+
+Options of this file (command line, locust.conf, ``LOCUST_*`` environment,
+or the web UI): ``--wait-min/--wait-max`` (think time, s), ``--zipf-keys``,
+``--zipf-exponent``, ``--cold-period``, and the thresholds
+``--max-fail-ratio`` / ``--max-p95-ms``, checked when Locust quits: a breach
+sets a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import itertools
+import logging
+import random
+import time
+from functools import lru_cache
+
+from locust import events, tag, task
+from locust.contrib.fasthttp import FastHttpUser
+from locust.runners import WorkerRunner
+
+log = logging.getLogger("cachelab.locust")
+
+RESULTS = {"HIT", "STALE", "MISS", "BYPASS"}
+SOURCES = {"redis", "database", "local"}
+STRATEGIES = {"none", "cache-aside", "swr"}
+HOT_ITEM = 0
+COLD_FIRST_ITEM = 9000  # cold keys live in 9000-9999, away from the Zipf range
+COLD_SPAN = 1000
+MAX_ZIPF_KEYS = COLD_FIRST_ITEM - 1
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    # On the parser itself, not a group: only it knows include_in_web_ui.
+    group = parser
+    group.add_argument("--wait-min", type=float, default=0.1, env_var="LOCUST_WAIT_MIN",
+                       include_in_web_ui=True, help="shortest think time between requests (s)")
+    group.add_argument("--wait-max", type=float, default=0.5, env_var="LOCUST_WAIT_MAX",
+                       include_in_web_ui=True, help="longest think time between requests (s)")
+    group.add_argument("--zipf-keys", type=int, default=1000, env_var="LOCUST_ZIPF_KEYS",
+                       include_in_web_ui=True,
+                       help=f"ZipfUser key space: items 1..N (N <= {MAX_ZIPF_KEYS})")
+    group.add_argument("--zipf-exponent", type=float, default=1.1,
+                       env_var="LOCUST_ZIPF_EXPONENT", include_in_web_ui=True,
+                       help="ZipfUser skew s: P(rank k) ~ 1/k^s")
+    group.add_argument("--cold-period", type=float, default=15.0, env_var="LOCUST_COLD_PERIOD",
+                       include_in_web_ui=True,
+                       help="ColdStartUser moves every user to a new cold key every N s")
+    group.add_argument("--max-fail-ratio", type=float, default=None,
+                       env_var="LOCUST_MAX_FAIL_RATIO", include_in_web_ui=False,
+                       help="exit non-zero when failures/requests exceeds this (0-1)")
+    group.add_argument("--max-p95-ms", type=float, default=None, env_var="LOCUST_MAX_P95_MS",
+                       include_in_web_ui=False,
+                       help="exit non-zero when the overall 95th percentile exceeds this (ms)")
+
+
+def _option(user, name: str, default):
+    options = getattr(user.environment, "parsed_options", None)
+    value = getattr(options, name, None) if options is not None else None
+    return default if value is None else value
+
+
+@lru_cache(maxsize=16)
+def _zipf_cumulative(keys: int, exponent: float) -> tuple[float, ...]:
+    return tuple(itertools.accumulate(1.0 / rank ** exponent for rank in range(1, keys + 1)))
+
+
+def zipf_item(keys: int, exponent: float, rng: random.Random = random) -> int:
+    """Item 1..keys, rank k drawn with probability proportional to 1/k^exponent."""
+    cumulative = _zipf_cumulative(keys, exponent)
+    return 1 + bisect.bisect_left(cumulative, rng.random() * cumulative[-1])
+
+
+def _http_problem(response) -> str:
+    """'HTTP 503 database_unavailable': the lab's error code, stable for grouping."""
+    if response.status_code == 0:  # no HTTP answer: connection error or timeout
+        return f"no response: {getattr(response, 'error', None)}"
+    code = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            code = " " + body["error"][:60]
+    except Exception:  # noqa: BLE001 - an HTML or empty error body
+        pass
+    return f"HTTP {response.status_code}{code}"
+
+
+def check_lookup(response, item: int, bypass: bool = False) -> str | None:
+    """Why a response is not the lab's answer for ``item`` (None if it is)."""
+    if response.status_code != 200:
+        return _http_problem(response)
+    try:
+        body = response.json()
+    except Exception:  # noqa: BLE001 - any decoding problem is a wrong body
+        return f"body is not JSON: {(response.text or '')[:80]!r}"
+    if not isinstance(body, dict):
+        return "body is not a JSON object"
+    version = body.get("version")
+    if not isinstance(version, str) or not version.startswith("PostgreSQL "):
+        return f"version is not a PostgreSQL version string: {str(version)[:60]!r}"
+    if body.get("item") != item:
+        return f"asked for item {item}, got {body.get('item')!r}"
+    result, source, strategy = body.get("cache"), body.get("source"), body.get("strategy")
+    if result not in RESULTS or source not in SOURCES or strategy not in STRATEGIES:
+        return f"unexpected cache/source/strategy: {result!r}/{source!r}/{strategy!r}"
+    if response.headers.get("X-Cache") != result:
+        return f"X-Cache {response.headers.get('X-Cache')!r} disagrees with body {result!r}"
+    if bypass or strategy == "none":
+        if result != "BYPASS" or source != "database":
+            return f"expected an uncached answer, got {result} from {source}"
+    elif result == "BYPASS" and body.get("detail") != "redis-unavailable":
+        return f"strategy {strategy} bypassed the cache ({body.get('detail')!r})"
+    return None
+
+
+def check_page(response, item: int) -> str | None:
+    if response.status_code != 200:
+        return _http_problem(response)
+    if not response.headers.get("Content-Type", "").startswith("text/html"):
+        return f"not HTML: {response.headers.get('Content-Type')!r}"
+    if response.headers.get("X-Cache") not in RESULTS:
+        return f"missing or bad X-Cache: {response.headers.get('X-Cache')!r}"
+    text = response.text or ""
+    if "PostgreSQL" not in text:
+        return "page does not show the PostgreSQL version"
+    return None
+
+
+class LabUser(FastHttpUser):
+    """Shared plumbing: think time from the options, judged requests."""
+
+    abstract = True
+    # Long enough for the uncached baseline at the default 10 s delay under load.
+    network_timeout = 65.0
+    connection_timeout = 5.0
+
+    def wait_time(self) -> float:
+        low = _option(self, "wait_min", 0.1)
+        high = max(low, _option(self, "wait_max", 0.5))
+        return random.uniform(low, high)
+
+    def lookup(self, item: int, name: str, bypass: bool = False) -> None:
+        path = f"/api/version?item={item}" + ("&cache=bypass" if bypass else "")
+        with self.client.get(path, name=name, catch_response=True) as response:
+            problem = check_lookup(response, item, bypass)
+            if problem:
+                response.failure(problem)
+            else:
+                response.success()
+
+    def page(self, item: int, name: str) -> None:
+        with self.client.get(f"/?item={item}", name=name, catch_response=True,
+                             headers={"Accept": "text/html"}) as response:
+            problem = check_page(response, item)
+            if problem:
+                response.failure(problem)
+            else:
+                response.success()
+
+
+class HotKeyUser(LabUser):
+    """One hot key through the cache: nearly every request should be a hit."""
+
+    weight = 3
+
+    @tag("hot")
+    @task(9)
+    def hot_json(self) -> None:
+        self.lookup(HOT_ITEM, "hot: /api/version?item=0")
+
+    @tag("hot")
+    @task(1)
+    def hot_page(self) -> None:
+        self.page(HOT_ITEM, "hot: /?item=0")
+
+
+class UncachedUser(LabUser):
+    """The same key with cache=bypass: every request waits for the slow query."""
+
+    weight = 1
+
+    @tag("uncached")
+    @task
+    def uncached(self) -> None:
+        self.lookup(HOT_ITEM, "uncached: /api/version?cache=bypass", bypass=True)
+
+
+class ZipfUser(LabUser):
+    """Many keys with skewed popularity: hit ratio = f(TTL, key space, skew)."""
+
+    weight = 3
+
+    @tag("zipf")
+    @task
+    def zipf(self) -> None:
+        keys = min(max(1, int(_option(self, "zipf_keys", 1000))), MAX_ZIPF_KEYS)
+        item = zipf_item(keys, float(_option(self, "zipf_exponent", 1.1)))
+        self.lookup(item, "zipf: /api/version?item=[1..N]")
+
+
+class ColdStartUser(LabUser):
+    """All users move to the same never-seen key every period: a cold-start burst."""
+
+    weight = 1
+
+    @tag("cold")
+    @task
+    def cold(self) -> None:
+        period = max(1.0, float(_option(self, "cold_period", 15.0)))
+        item = COLD_FIRST_ITEM + int(time.time() // period) % COLD_SPAN
+        self.lookup(item, "cold: /api/version?item=[cold]")
+
+
+@events.quitting.add_listener
+def _thresholds(environment, **_kwargs) -> None:
+    """Fail the run (exit code 1) when a given limit is exceeded."""
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master (or a standalone runner) judges the aggregated stats
+    options = environment.parsed_options
+    total = environment.stats.total
+    breaches = []
+    max_fail_ratio = getattr(options, "max_fail_ratio", None)
+    if max_fail_ratio is not None and total.fail_ratio > max_fail_ratio:
+        breaches.append(f"failure ratio {total.fail_ratio:.4f} > {max_fail_ratio:g}")
+    max_p95 = getattr(options, "max_p95_ms", None)
+    if max_p95 is not None and total.num_requests:
+        p95 = total.get_response_time_percentile(0.95)
+        if p95 > max_p95:
+            breaches.append(f"p95 {p95:.0f} ms > {max_p95:g} ms")
+    if max_p95 is not None and not total.num_requests:
+        breaches.append("no requests were made, so p95 cannot be judged")
+    if breaches:
+        log.error("threshold exceeded: %s", "; ".join(breaches))
+        environment.process_exit_code = 1
+    elif max_fail_ratio is not None or max_p95 is not None:
+        log.info("thresholds met (failure ratio %.4f, p95 %s ms)", total.fail_ratio,
+                 total.get_response_time_percentile(0.95) if total.num_requests else "n/a")
+
+
+@events.quitting.add_listener
+def _final_csv(environment, **_kwargs) -> None:
+    """Rewrite the --csv files with the final figures.
+
+    Locust refreshes them once a second while running and not again at exit,
+    so requests that finished in the last second would be missing.
+    """
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if not prefix:
+        return
+    from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+
+    writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    for suffix, write in (("stats", writer.requests_csv), ("failures", writer.failures_csv),
+                          ("exceptions", writer.exceptions_csv)):
+        with open(f"{prefix}_{suffix}.csv", "w", newline="") as handle:
+            write(csv.writer(handle))

@@ -1,0 +1,322 @@
+"""Issue 4: the Locust scenarios, thresholds, Compose services and the benchmark command."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from conftest import require_tool
+from loadtest import bench
+from loadtest.stack import ROOT, metric, wait_until
+
+LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
+DELAY_MS = 1000  # SLOW_QUERY_SECONDS of the test stack
+SCENARIO_NAMES = {
+    "HotKeyUser": ["hot: /api/version?item=0", "hot: /?item=0"],
+    "UncachedUser": ["uncached: /api/version?cache=bypass"],
+    "ZipfUser": ["zipf: /api/version?item=[1..N]"],
+    "ColdStartUser": ["cold: /api/version?item=[cold]"],
+}
+
+
+@pytest.fixture(scope="module")
+def locust_installed() -> None:
+    require_tool(all(importlib.util.find_spec(name) for name in ("locust", "matplotlib")),
+                 "locust and matplotlib (pip install -r loadtest/requirements.txt)")
+
+
+def run_locust(host: str, workdir: Path, seconds: int, *extra: str,
+               classes: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Headless Locust, bounded by -t and a subprocess timeout; CSVs under workdir/run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+               "-H", host, "-t", f"{seconds}s", "--csv", str(workdir / "run"),
+               "--only-summary", *extra, *classes]
+    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=seconds + 60)
+
+
+def stats_rows(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="") as handle:
+        return {row["Name"]: row for row in csv.DictReader(handle)}
+
+
+# -- the locustfile against the real stack ------------------------------------------
+def test_every_scenario_runs_against_the_stack_with_zero_failures(locust_installed, lab,
+                                                                   tmp_path):
+    before = lab.app_metrics()
+    result = run_locust(lab.base_url, tmp_path, 15, "-u", "8", "-r", "8",
+                        "--wait-min", "0.05", "--wait-max", "0.2", "--zipf-keys", "20",
+                        "--cold-period", "4", "--max-fail-ratio", "0",
+                        classes=tuple(SCENARIO_NAMES))
+    output = result.stdout + result.stderr
+    # Default --exit-code-on-error is 1: exit 0 means no failure and no threshold breach.
+    assert result.returncode == 0, output[-3000:]
+    assert "thresholds met" in output
+    assert re.search(r"All users spawned: .*ColdStartUser.*HotKeyUser.*UncachedUser.*ZipfUser",
+                     output), output[-2000:]
+    rows = stats_rows(tmp_path / "run_stats.csv")
+    for names in SCENARIO_NAMES.values():
+        for name in names:
+            assert name in rows, f"{name} missing from {sorted(rows)}"
+            assert int(rows[name]["Request Count"]) > 0
+            assert rows[name]["Failure Count"] == "0"
+    aggregated = rows["Aggregated"]
+    assert int(aggregated["Request Count"]) >= 50 and aggregated["Failure Count"] == "0"
+    with (tmp_path / "run_failures.csv").open() as handle:
+        assert len(handle.read().strip().splitlines()) == 1  # the header only
+    # The scenarios behave as designed: the baseline waits for the slow query,
+    # the hot key is served from Redis.
+    assert float(rows["uncached: /api/version?cache=bypass"]["50%"]) >= DELAY_MS * 0.9
+    assert float(rows["hot: /api/version?item=0"]["50%"]) < DELAY_MS / 10
+    after = lab.app_metrics()
+
+    def delta(result_label: str) -> float:
+        return (metric(after, "cachelab_cache_requests_total", result=result_label)
+                - metric(before, "cachelab_cache_requests_total", result=result_label))
+
+    assert delta("hit") > 0 and delta("miss") >= 3  # cold keys and Zipf keys missed
+    assert delta("bypass") >= int(rows["uncached: /api/version?cache=bypass"]["Request Count"])
+
+
+# -- response checks and thresholds, against a stand-in server (no stack needed) ---
+class FakeLab(BaseHTTPRequestHandler):
+    mode = "good"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        query = parse_qs(urlsplit(self.path).query)
+        item = int(query.get("item", ["0"])[0])
+        if self.server.mode == "slow":
+            time.sleep(0.03)
+        version = "MySQL 8.0" if self.server.mode == "wrong-version" else "PostgreSQL 15.8"
+        if urlsplit(self.path).path == "/":
+            body, ctype = f"<html><body>{version}</body></html>".encode(), "text/html"
+        else:
+            body = json.dumps({"version": version, "item": item, "cache": "HIT",
+                               "source": "redis", "detail": None, "strategy": "swr",
+                               "key": f"lab:v1:item:{item}", "ttl_remaining_s": 5.0,
+                               "timings_ms": {}}).encode()
+            ctype = "application/json"
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("X-Cache", "HIT")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_lab():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLab)
+    server.mode = "good"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_200_with_the_wrong_body_is_a_failure_and_breaks_the_threshold(locust_installed,
+                                                                         fake_lab, tmp_path):
+    fake_lab.mode = "wrong-version"
+    host = f"http://127.0.0.1:{fake_lab.server_address[1]}"
+    result = run_locust(host, tmp_path, 3, "-u", "2", "-r", "2", "--exit-code-on-error", "0",
+                        "--wait-min", "0.005", "--wait-max", "0.01", "--max-fail-ratio", "0.1",
+                        classes=("HotKeyUser",))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert "threshold exceeded: failure ratio 1.0000 > 0.1" in output
+    rows = stats_rows(tmp_path / "run_stats.csv")
+    assert int(rows["Aggregated"]["Request Count"]) > 0
+    assert rows["Aggregated"]["Failure Count"] == rows["Aggregated"]["Request Count"]
+    failures = (tmp_path / "run_failures.csv").read_text()
+    assert "version is not a PostgreSQL version string: 'MySQL 8.0'" in failures
+    assert "page does not show the PostgreSQL version" in failures
+
+
+def test_p95_threshold_fails_the_run_and_a_good_run_exits_zero(locust_installed, fake_lab,
+                                                               tmp_path):
+    fake_lab.mode = "slow"  # 30 ms per answer, correct bodies
+    host = f"http://127.0.0.1:{fake_lab.server_address[1]}"
+    slow = run_locust(host, tmp_path, 3, "-u", "2", "-r", "2", "--max-p95-ms", "5",
+                      "--max-fail-ratio", "0", classes=("ZipfUser",))
+    output = slow.stdout + slow.stderr
+    assert slow.returncode == 1, output[-2000:]
+    assert re.search(r"threshold exceeded: p95 \d+ ms > 5 ms", output)
+    assert "failure ratio" not in output.split("threshold exceeded:")[1].splitlines()[0]
+    ok = run_locust(host, tmp_path, 3, "-u", "2", "-r", "2", "--max-p95-ms", "5000",
+                    "--max-fail-ratio", "0", classes=("ZipfUser",))
+    assert ok.returncode == 0, (ok.stdout + ok.stderr)[-2000:]
+    assert stats_rows(tmp_path / "run_stats.csv")["Aggregated"]["Failure Count"] == "0"
+
+
+# -- Compose: the Locust UI and a worker, as `docker compose up` starts them --------
+def test_compose_serves_the_locust_ui_with_workers_ready_to_swarm(stack):
+    # tests/compose.test.yaml puts the Locust services behind a profile; the real
+    # compose.yaml starts them with everything else. Two workers prove --scale.
+    stack.compose("--profile", "locust", "up", "-d", "--build", "--wait", "--wait-timeout",
+                  "120", "--scale", "locust-worker=2", "locust-master", "locust-worker",
+                  timeout=600)
+    try:
+        master = stack.container("locust-master")
+        assert master.attrs["Config"]["User"] == "locust"
+        binding = master.attrs["HostConfig"]["PortBindings"]["8089/tcp"][0]
+        assert binding["HostIp"] == "127.0.0.1"
+        assert len(stack.containers("locust-worker")) == 2
+        ui = f"http://127.0.0.1:{stack.port('locust-master', 8089)}"
+        page = requests.get(ui + "/", timeout=10)
+        assert page.status_code == 200 and "Locust" in page.text
+        assert "http://nginx:8080" in page.text  # the host is preset to the Nginx service
+
+        def workers_connected():
+            stats = requests.get(ui + "/stats/requests", timeout=5).json()
+            return len(stats.get("workers", [])) >= 2
+
+        wait_until(workers_connected, timeout=30, message="two Locust workers to connect")
+        swarm = requests.post(ui + "/swarm", timeout=10, data={
+            "user_count": 2, "spawn_rate": 2, "host": "http://nginx:8080",
+            "user_classes": ["HotKeyUser"]})
+        assert swarm.json()["success"] is True
+        try:
+            def requests_made():
+                stats = requests.get(ui + "/stats/requests", timeout=5).json()
+                total = next(s for s in stats["stats"] if s["name"] == "Aggregated")
+                return total if total["num_requests"] >= 10 else None
+
+            total = wait_until(requests_made, timeout=30, interval=0.5,
+                               message="the swarm to make 10 requests")
+            assert total["num_failures"] == 0
+        finally:
+            requests.post(ui + "/stop", timeout=10)
+    finally:
+        # Removed, not left stopped: other tests expect every container running.
+        stack.compose("--profile", "locust", "rm", "-sfv", "locust-worker", "locust-master",
+                      check=False, timeout=120)
+
+
+def test_compose_file_defines_master_and_scalable_worker():
+    result = subprocess.run(["docker", "compose", "-f", str(ROOT / "compose.yaml"), "config",
+                             "--format", "json"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "POSTGRES_PASSWORD": "x"})
+    if result.returncode != 0 and "docker" in result.stderr.lower() and "not" in result.stderr:
+        pytest.skip(result.stderr)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    master, worker = services["locust-master"], services["locust-worker"]
+    assert master["build"]["dockerfile"] == "loadtest/Dockerfile"
+    assert "PYTHON_IMAGE" in master["build"]["args"]
+    assert master["ports"][0]["published"] == "8089" and master["ports"][0]["host_ip"] == "127.0.0.1"
+    assert "--master" in master["command"] and "http://nginx:8080" in master["command"]
+    assert master["depends_on"]["nginx"]["condition"] == "service_healthy"
+    assert "--worker" in worker["command"] and "locust-master" in worker["command"]
+    assert worker["depends_on"]["locust-master"]["condition"] == "service_healthy"
+    assert "ports" not in worker  # so `--scale locust-worker=N` cannot collide on a port
+    for service in (master, worker):
+        assert service["image"] == "cachelab/locust:local"
+        assert "no-new-privileges:true" in service["security_opt"]
+        assert service["healthcheck"]["test"]
+
+
+# -- the benchmark command ------------------------------------------------------------
+def _table(markdown: str) -> dict[str, dict[str, str]]:
+    """The first Markdown table (the summary) as {strategy: {column: cell}}."""
+    lines = []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            break
+    lines = [line for line in lines if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return {cells[0]: dict(zip(header, cells)) for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])}
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("%"))
+
+
+def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_path, capsys):
+    out, docs = tmp_path / "bench", tmp_path / "docs"
+    code = bench.main(["--strategies", "none,swr", "--duration", "8s", "--users", "3",
+                       "--delay", "1", "--results", str(out), "--max-fail-ratio", "0",
+                       "--publish", str(docs), "--machine", "test stack"], stack=lab)
+    printed = capsys.readouterr().out
+    assert code == 0, printed[-3000:]
+    for step in ("[1/2] none: configuring", "[2/2] swr: Locust 3 users", "restoring",
+                 "p50 none / p50 swr"):
+        assert step in printed
+
+    summary = (out / "summary.md").read_text()
+    assert "**Machine**: test stack" in summary and "SLOW_QUERY_SECONDS" in summary
+    table = _table(summary)
+    assert set(table) == {"none", "swr"}
+    none, swr = table["none"], table["swr"]
+    data = json.loads((out / "summary.json").read_text())
+    runs = {run["strategy"]: run for run in data["runs"]}
+    for strategy, row in table.items():
+        run = runs[strategy]
+        assert row["failures"] == "0" and run["failures"] == 0
+        assert _number(row["requests"]) == run["requests"] > 0
+        assert _number(row["req/s"]) > 0
+        # The CSV Locust wrote is the table's source.
+        csv_total = stats_rows(out / strategy / "locust_stats.csv")["Aggregated"]
+        assert int(csv_total["Request Count"]) == run["requests"]
+        assert float(csv_total["50%"]) == run["p50_ms"]
+        with (out / strategy / "locust_stats_history.csv").open(newline="") as handle:
+            history = [r for r in csv.DictReader(handle) if r["Name"] == "Aggregated"]
+        assert len(history) >= 4
+        assert [int(r["Timestamp"]) for r in history] == sorted(int(r["Timestamp"]) for r in history)
+        html = (out / strategy / "report.html").read_text()
+        assert "locust" in html.lower() and "hot: /api/version?item=0" in html
+    # Uncached: every request waited for the slow query, each one a slow_version call.
+    assert _number(none["p50 ms"]) >= DELAY_MS * 0.9
+    assert none["hit ratio"] == "0.0%"
+    assert _number(none["slow_version calls"]) >= runs["none"]["requests"]
+    # Cached: one cold fill, then hits from Redis.
+    assert _number(swr["p50 ms"]) * 20 < _number(none["p50 ms"])
+    assert 1 <= _number(swr["slow_version calls"]) <= 3
+    assert _number(swr["hit ratio"]) >= 80
+    assert data["p50_ratio_vs_none"]["swr"] > 20
+    assert re.search(r"p50 of `none` / p50 of `swr`: \*\*[\d,]+x\*\*", summary)
+
+    # Charts: real PNGs with something drawn on them.
+    from matplotlib import image
+
+    for name in ("latency_over_time.png", "requests_per_second.png", "latency_summary.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pixels = image.imread(out / name)
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 600
+        assert pixels[..., :3].std() > 0.05  # not a blank canvas
+        assert f"]({name})" in summary
+        assert (docs / name).read_bytes() == (out / name).read_bytes()
+    published = (docs / "summary.md").read_text()
+    assert _table(published) == table and "locust_stats.csv" not in published
+
+    # The lab is back on its original strategy.
+    assert bench.current_settings(lab)["CACHE_STRATEGY"] == "swr"
+    assert lab.get("/api/version").json()["strategy"] == "swr"
+
+
+def test_benchmark_fails_clearly_when_the_lab_is_not_running(docker_available, capsys):
+    code = bench.main(["--project", "cachelab-absent-0000", "--duration", "1s"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "the lab is not running" in err and "docker compose up" in err
+    assert "cachelab-absent-0000" in err and "Traceback" not in err
