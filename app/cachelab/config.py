@@ -9,41 +9,39 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 STRATEGIES = ("none", "cache-aside", "swr")
+T = TypeVar("T", int, float)
 
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable."""
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def _bounded(env: Mapping[str, str], name: str, default: T, low: T, high: T,
+             parse: Callable[[str], T], kind: str) -> T:
     raw = env.get(name, "").strip()
     if raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
     return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    return _bounded(env, name, default, low, high, int, "an integer")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    return _bounded(env, name, default, low, high, float, "a number")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
