@@ -290,7 +290,7 @@ def test_user_data_template_is_secret_free_and_uses_the_project_files():
 
 # --------------------------------------------------------------------------- compose override
 def _compose_loader():
-    yaml = pytest.importorskip("yaml")
+    import yaml  # pyyaml: app/pyproject.toml [test]
 
     class Loader(yaml.SafeLoader):
         pass

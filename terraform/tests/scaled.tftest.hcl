@@ -6,59 +6,6 @@ mock_provider "aws" {
   override_during = plan
 }
 
-# Distinct, known ids for the resources whose identity the assertions compare
-# (mocked computed attributes are otherwise unknown during plan).
-override_resource {
-  target          = aws_security_group.app
-  override_during = plan
-  values          = { id = "sg-0a0a0a0a0a0a0a0a0" }
-}
-override_resource {
-  target          = aws_security_group.db
-  override_during = plan
-  values          = { id = "sg-0d0d0d0d0d0d0d0d0" }
-}
-override_resource {
-  target          = aws_security_group.cache
-  override_during = plan
-  values          = { id = "sg-0c0c0c0c0c0c0c0c0" }
-}
-override_resource {
-  target          = aws_security_group.alb[0]
-  override_during = plan
-  values          = { id = "sg-0b0b0b0b0b0b0b0b0" }
-}
-override_resource {
-  target          = aws_subnet.public[0]
-  override_during = plan
-  values          = { id = "subnet-0a000000000000001" }
-}
-override_resource {
-  target          = aws_subnet.public[1]
-  override_during = plan
-  values          = { id = "subnet-0a000000000000002" }
-}
-override_resource {
-  target          = aws_subnet.private[0]
-  override_during = plan
-  values          = { id = "subnet-0d000000000000001" }
-}
-override_resource {
-  target          = aws_subnet.private[1]
-  override_during = plan
-  values          = { id = "subnet-0d000000000000002" }
-}
-override_resource {
-  target          = aws_route_table.public
-  override_during = plan
-  values          = { id = "rtb-0a0a0a0a0a0a0a0a0" }
-}
-override_resource {
-  target          = aws_route_table.private
-  override_during = plan
-  values          = { id = "rtb-0d0d0d0d0d0d0d0d0" }
-}
-
 variables {
   app_instance_count = 3
   enable_alb         = true
