@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -222,75 +221,6 @@ class Stack:
 
     def logs(self, service: str, tail: int = 200) -> str:
         return self.compose("logs", "--no-color", "--tail", str(tail), service, check=False).stdout
-
-
-@dataclass
-class Sample:
-    """One request of a bounded load run."""
-
-    started: float  # seconds since the run began
-    seconds: float
-    status: int  # 0 when the request itself failed (connection error, timeout)
-    x_cache: str
-
-
-class Load:
-    """A bounded background load: ``threads`` loops of GETs to ``path`` on 127.0.0.1.
-
-    Stops at ``duration`` seconds or ``max_requests`` requests, whichever is first;
-    use as a context manager and read :attr:`samples` afterwards.
-    """
-
-    def __init__(self, stack: Stack, path: str, threads: int = 4, duration: float = 10.0,
-                 max_requests: int = 20_000, pause: float = 0.0, timeout: float = 30.0) -> None:
-        self.stack, self.path, self.threads = stack, path, threads
-        self.duration, self.max_requests, self.pause, self.timeout = (
-            duration, max_requests, pause, timeout)
-        self.samples: list[Sample] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._workers: list[threading.Thread] = []
-        self._t0 = 0.0
-
-    def __enter__(self) -> Load:
-        self._t0 = time.monotonic()
-        for _ in range(self.threads):
-            worker = threading.Thread(target=self._run, daemon=True)
-            worker.start()
-            self._workers.append(worker)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wait()
-
-    def wait(self) -> list[Sample]:
-        for worker in self._workers:
-            worker.join(self.duration + self.timeout + 5)
-        return self.samples
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self._t0
-
-    def _run(self) -> None:
-        session = requests.Session()
-        url = self.stack.url(self.path)
-        while not self._stop.is_set() and self.elapsed() < self.duration:
-            with self._lock:
-                if len(self.samples) >= self.max_requests:
-                    return
-            started = self.elapsed()
-            try:
-                response = session.get(url, timeout=self.timeout)
-                status, x_cache = response.status_code, response.headers.get("X-Cache", "")
-            except requests.RequestException:
-                status, x_cache = 0, ""
-            with self._lock:
-                self.samples.append(Sample(started, self.elapsed() - started, status, x_cache))
-            if self.pause:
-                self._stop.wait(self.pause)
 
 
 def metric(samples: dict[str, float], name: str, **labels: str) -> float:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from loadtest.stack import Load, Stack, metric, parse_json, wait_until
+from loadtest.stack import Stack, metric, parse_json, wait_until
+from loadtest.traffic import Hits, Traffic
 
 DELAY = 1.0  # SLOW_QUERY_SECONDS in loadtest/stack.py TEST_ENV
 WORKERS_PER_APP = 2  # gunicorn default (GUNICORN_WORKERS)
@@ -76,16 +78,26 @@ def test_cache_aside_lets_the_stampede_through(lab):
     assert lab.settled_slow_calls(at_least=before + 2) >= before + 10
 
 
-def _steady_load(stack: Stack, item: int, seconds: float) -> list:
-    with Load(stack, f"/api/version?item={item}", threads=6, duration=seconds,
-              pause=0.02) as load:
-        pass
-    return load.samples
+def _run_load(stack: Stack, path: str, seconds: float, during=None) -> Hits:
+    """Bounded load from 6 threads (about 200 requests/s at most) for ``seconds``.
+
+    ``during(traffic)`` runs while the load does (e.g. to inject a fault).
+    """
+    traffic = Traffic(stack.base_url, [path], threads=6, rate=200, duration=seconds)
+    with traffic:
+        if during is not None:
+            during(traffic)
+        wait_until(lambda: not traffic.running, seconds + 30, message="the load to finish")
+    return traffic.hits
 
 
-def _after_first_fill(samples) -> list:
-    first_fill_done = min(s.started + s.seconds for s in samples if s.x_cache == "MISS")
-    return [s for s in samples if s.started > first_fill_done]
+def _steady_load(stack: Stack, item: int, seconds: float) -> Hits:
+    return _run_load(stack, f"/api/version?item={item}", seconds)
+
+
+def _after_first_fill(hits: Hits) -> Hits:
+    first_fill_done = min(h.ended for h in hits if h.x_cache == "MISS")
+    return Hits(h for h in hits if h.started > first_fill_done)
 
 
 def test_swr_nobody_waits_after_the_first_fill_while_cache_aside_stalls(lab):
@@ -93,10 +105,10 @@ def test_swr_nobody_waits_after_the_first_fill_while_cache_aside_stalls(lab):
     lab.reconfigure(CACHE_TTL_SECONDS=str(ttl))
     item = fresh_item()
     before = lab.settled_slow_calls(at_least=0)
-    samples = _steady_load(lab, item, seconds)
+    hits = _steady_load(lab, item, seconds)
     calls = lab.settled_slow_calls(at_least=before + 2) - before
-    assert all(s.status == 200 for s in samples)
-    later = _after_first_fill(samples)
+    assert not hits.errors(), hits.summary()
+    later = _after_first_fill(hits)
     assert len(later) > 100
     slowest = max(later, key=lambda s: s.seconds)
     # A request that waited for slow_version() would take >= DELAY; half of it
@@ -108,8 +120,8 @@ def test_swr_nobody_waits_after_the_first_fill_while_cache_aside_stalls(lab):
     assert any(s.x_cache in ("STALE", "HIT") for s in later)
 
     lab.reconfigure(CACHE_STRATEGY="cache-aside", CACHE_TTL_SECONDS=str(ttl))
-    samples = _steady_load(lab, fresh_item(), seconds)
-    stalls = [s for s in _after_first_fill(samples) if s.seconds >= DELAY * 0.9]
+    hits = _steady_load(lab, fresh_item(), seconds)
+    stalls = [h for h in _after_first_fill(hits) if h.seconds >= DELAY * 0.9]
     assert len(stalls) >= 2, "cache-aside should make users wait at each expiry"
 
 
@@ -140,43 +152,47 @@ def test_stale_entry_is_served_while_postgres_is_down(lab):
     assert metric(samples, "cachelab_cache_refreshes_total", outcome="error") >= 1
 
 
-def _redis_fault_under_load(lab: Stack, fault, restore) -> tuple[list, int]:
+def _redis_fault_under_load(lab: Stack, fault, restore) -> tuple[Hits, int]:
+    """10 s of load on a cached key; the fault from 1.5 s to 6.5 s."""
     item = fresh_item()
     assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "MISS"
     before = lab.settled_slow_calls(at_least=0)
-    with Load(lab, f"/api/version?item={item}", threads=6, duration=10.0, pause=0.02) as load:
-        wait_until(lambda: load.elapsed() > 1.5, 5, interval=0.05, message="load to run")
+
+    def inject(traffic: Traffic) -> None:
+        wait_until(lambda: time.monotonic() - traffic.t0 > 1.5, 5, interval=0.05,
+                   message="load to run")
         fault()
         try:
-            wait_until(lambda: load.elapsed() > 6.5, 10, interval=0.05,
+            wait_until(lambda: time.monotonic() - traffic.t0 > 6.5, 10, interval=0.05,
                        message="load to run during the fault")
         finally:
             restore()
+
+    hits = _run_load(lab, f"/api/version?item={item}", 10.0, during=inject)
     calls = lab.settled_slow_calls(at_least=before) - before
-    return load.samples, calls
+    return hits, calls
 
 
-def _assert_degraded_but_served(samples, calls):
-    assert samples and all(s.status == 200 for s in samples), \
-        sorted({s.status for s in samples})
-    assert max(s.seconds for s in samples) < DELAY + 1.0
-    assert any(s.x_cache == "BYPASS" for s in samples)
+def _assert_degraded_but_served(hits: Hits, calls: int) -> None:
+    assert hits and not hits.errors(), hits.summary()
+    assert hits.max_latency() < DELAY + 1.0, hits.summary()
+    assert hits.caches()["BYPASS"] > 0, hits.summary()
     # Per worker: one query, then the in-process cache; plus one refill after recovery.
     assert calls <= WORKERS_PER_APP + 1, f"{calls} slow queries during a Redis outage"
 
 
 def test_redis_stopped_under_load_no_5xx_and_bounded_queries(lab):
     redis = lab.container("redis")
-    samples, calls = _redis_fault_under_load(lab, lambda: redis.stop(timeout=2), redis.start)
-    _assert_degraded_but_served(samples, calls)
+    hits, calls = _redis_fault_under_load(lab, lambda: redis.stop(timeout=2), redis.start)
+    _assert_degraded_but_served(hits, calls)
     metrics = lab.app_metrics()
     assert metric(metrics, "cachelab_redis_breaker_transitions_total", to_state="open") >= 1
 
 
 def test_redis_paused_under_load_breaker_opens_no_5xx(lab):
     redis = lab.container("redis")
-    samples, calls = _redis_fault_under_load(lab, redis.pause, redis.unpause)
-    _assert_degraded_but_served(samples, calls)
+    hits, calls = _redis_fault_under_load(lab, redis.pause, redis.unpause)
+    _assert_degraded_but_served(hits, calls)
     metrics = lab.app_metrics()
     assert metric(metrics, "cachelab_redis_breaker_transitions_total", to_state="open") >= 1
     assert metric(metrics, "cachelab_redis_errors_total", kind="timeout") >= 1
