@@ -73,23 +73,21 @@ def healthz() -> Response:
     return jsonify(status="ok")
 
 
+def _probe(ping, failure: type[Exception]) -> dict:
+    """One round trip: ``{"status": "up", "latency_ms": …}`` or ``{"status": "down", "error": …}``."""
+    started = time.perf_counter()
+    try:
+        ping()
+    except failure as exc:
+        return {"status": "down", "error": str(exc)}
+    return {"status": "up", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
 def dependency_health(service: CacheService) -> tuple[dict, dict]:
     """Ping Redis and PostgreSQL once: shared by /readyz and /api/dashboard."""
-    redis_state: dict = {"breaker": service.store.breaker.state}
-    try:
-        started = time.perf_counter()
-        service.store.ping()
-        redis_state.update(status="up", latency_ms=round((time.perf_counter() - started) * 1000, 2))
-    except CacheUnavailable as exc:
-        redis_state.update(status="down", error=str(exc))
-    pg_state: dict = {}
-    try:
-        started = time.perf_counter()
-        service.db.ping()
-        pg_state.update(status="up", latency_ms=round((time.perf_counter() - started) * 1000, 2))
-    except DatabaseUnavailable as exc:
-        pg_state.update(status="down", error=str(exc))
-    return redis_state, pg_state
+    redis_state = {"breaker": service.store.breaker.state,
+                   **_probe(service.store.ping, CacheUnavailable)}
+    return redis_state, _probe(service.db.ping, DatabaseUnavailable)
 
 
 @bp.get("/readyz")
