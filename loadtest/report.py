@@ -231,7 +231,9 @@ def write_charts(results_dir: Path, results: list[RunResult]) -> dict[str, Path]
     for ax, r in zip(axes[:, 0], results):
         rows = [row for row in histories[r.strategy] if not math.isnan(row.get("50%", math.nan))]
         for column, style in (("50%", "-"), ("95%", "--"), ("99%", ":")):
-            ax.plot([row["elapsed"] for row in rows], [max(row[column], 0.1) for row in rows],
+            # Locust writes 0 when no request completed in its window: a gap, not 0 ms.
+            ax.plot([row["elapsed"] for row in rows],
+                    [row[column] if row[column] > 0 else math.nan for row in rows],
                     style, label=f"p{column.rstrip('%')}")
         ax.set_yscale("log")
         ax.set_ylabel("ms")
