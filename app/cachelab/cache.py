@@ -97,7 +97,10 @@ class CacheService:
         self._local_lock = threading.Lock()
         self._refreshing: set[str] = set()
         self._refreshing_lock = threading.Lock()
-        self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="refresh")
+        # Bounds the background refreshes a worker runs at once (each holds a
+        # database connection): more stale keys than this wait their turn, served stale.
+        self._refresher = ThreadPoolExecutor(max_workers=settings.refresh_threads,
+                                             thread_name_prefix="refresh")
 
     # -- entry point ----------------------------------------------------------
     def get(self, item: int, bypass: bool = False) -> Lookup:

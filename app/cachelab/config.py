@@ -78,6 +78,7 @@ class Settings:
     cache_lock_wait_seconds: float = 15.0
     xfetch_beta: float = 1.0
     local_cache_size: int = 256
+    refresh_threads: int = 4
     redis_socket_timeout_ms: int = 75
     redis_connect_timeout_ms: int = 100
     redis_max_connections: int = 50
@@ -114,6 +115,7 @@ class Settings:
             cache_lock_wait_seconds=_number(env, "CACHE_LOCK_WAIT_SECONDS", 15.0, 0.1, 300.0),
             xfetch_beta=_number(env, "XFETCH_BETA", 1.0, 0.0, 10.0),
             local_cache_size=_integer(env, "LOCAL_CACHE_SIZE", 256, 1, 100_000),
+            refresh_threads=_integer(env, "CACHE_REFRESH_THREADS", 4, 1, 64),
             redis_socket_timeout_ms=_integer(env, "REDIS_SOCKET_TIMEOUT_MS", 75, 1, 10_000),
             redis_connect_timeout_ms=_integer(env, "REDIS_CONNECT_TIMEOUT_MS", 100, 1, 10_000),
             redis_max_connections=_integer(env, "REDIS_MAX_CONNECTIONS", 50, 1, 10_000),
