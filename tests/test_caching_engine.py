@@ -238,3 +238,27 @@ def test_entries_are_namespaced_json_and_purge_removes_them(lab):
     assert "deleted 2 keys" in result.stdout
     assert lab.redis_cli("DBSIZE") == "0"
     assert lab.get("/api/version?item=1").headers["X-Cache"] == "MISS"
+
+
+def test_long_redis_outage_refreshes_each_workers_copy_once_per_ttl(lab):
+    """During an outage longer than the TTL, a worker's stale copy is served at once
+    and refreshed in the background about once per TTL, not on every read."""
+    ttl, outage = 3, 9.0
+    lab.reconfigure(CACHE_TTL_SECONDS=str(ttl), XFETCH_BETA="0")
+    item = fresh_item()
+    path = f"/api/version?item={item}"
+    for _ in range(10):  # both workers serve (and so keep a copy of) the entry
+        assert lab.get(path).status_code == 200
+    redis = lab.container("redis")
+    before = lab.settled_slow_calls(at_least=0)
+    redis.stop(timeout=2)
+    try:
+        hits = _run_load(lab, path, outage)
+    finally:
+        redis.start()
+    calls = lab.settled_slow_calls(at_least=before) - before
+    assert not hits.errors(), hits.summary()
+    assert hits.caches()["BYPASS"] == len(hits), hits.summary()
+    # Each refresh takes DELAY, then the copy is fresh for a TTL again.
+    per_worker = int(outage / (ttl * 0.9 + DELAY)) + 1
+    assert 1 <= calls <= WORKERS_PER_APP * per_worker, f"{calls} queries in a {outage}s outage"

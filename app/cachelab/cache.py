@@ -89,7 +89,7 @@ class CacheService:
         self.store = store
         self.db = db
         self._fills: SingleFlight[Lookup] = SingleFlight()
-        self._db_flights: SingleFlight[tuple[dict[str, Any], float]] = SingleFlight()
+        self._db_flights: SingleFlight[dict[str, Any]] = SingleFlight()
         # The last entry this worker served per key, kept until its hard expiry:
         # what a Redis outage is answered from before anyone waits on PostgreSQL.
         self._local: TTLCache = TTLCache(
@@ -237,7 +237,8 @@ class CacheService:
     def _refresh_local(self, key: str, item: int, trigger: str, flight: str) -> None:
         """Refresh this worker's copy while Redis is unavailable."""
         try:
-            self._db_flights.do(key, lambda: self._query_entry(item, _Timer()))
+            entry, _ = self._db_flights.do(key, lambda: self._query_entry(item, _Timer()))
+            self._remember(key, entry)
             metrics.REFRESHES.labels(trigger, "ok").inc()
         except DatabaseUnavailable as exc:
             metrics.REFRESHES.labels(trigger, "error").inc()
@@ -344,10 +345,8 @@ class CacheService:
         return self._lookup(key, item, result, source, timer, value=entry["value"], detail=detail,
                             ttl=entry["soft_expiry"] - time.time(), stored=stored)
 
-    def _lookup(self, key, item, result, source, timer, value=None, detail="", ttl=None,
+    def _lookup(self, key, item, result, source, timer, *, value, detail="", ttl=None,
                 stored=False) -> Lookup:
-        if value is None:
-            raise ValueError("a lookup needs a value")
         return Lookup(value=value, item=item, key=key, strategy=self.settings.cache_strategy,
                       result=result, source=source, detail=detail, ttl_remaining=ttl,
                       stored=stored, timings_ms=dict(timer.timings))
