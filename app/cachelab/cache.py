@@ -113,12 +113,11 @@ class CacheService:
             return self._lookup(key, item, BYPASS, "database", timer, value=value, detail=detail)
         started = time.perf_counter()
         try:
-            entry = self.store.get_json(key)
+            entry = self.store.get_entry(key)
         except CacheUnavailable:
             timer.add("cache", started)
             return self._degraded(key, item, timer)
         timer.add("cache", started)
-        entry = entry if _valid(entry) else None
         if strategy == "cache-aside":
             return self._cache_aside(key, item, entry, timer)
         return self._stale_while_revalidate(key, item, entry, timer)
@@ -162,11 +161,11 @@ class CacheService:
                 if self.store.acquire(lock):
                     timer.add("lock", started)
                     return self._fill_holding(lock, key, item, timer, waited)
-                entry = self.store.get_json(key)
+                entry = self.store.get_entry(key)
             except CacheUnavailable:
                 timer.add("lock", started)
                 return self._degraded(key, item, timer)
-            if _valid(entry):
+            if entry is not None:
                 timer.add("lock", started)
                 metrics.LOCK_WAITS.labels("filled").inc()
                 return self._from_entry(key, item, entry, MISS, timer, detail="collapsed")
@@ -185,10 +184,10 @@ class CacheService:
         try:
             if waited:  # the previous holder may have filled it just before releasing
                 try:
-                    entry = self.store.get_json(key)
+                    entry = self.store.get_entry(key)
                 except CacheUnavailable:
                     entry = None
-                if _valid(entry):
+                if entry is not None:
                     metrics.LOCK_WAITS.labels("filled").inc()
                     return self._from_entry(key, item, entry, MISS, timer, detail="collapsed")
             value, delta = self._query(timer)
@@ -362,12 +361,3 @@ class CacheService:
     def shutdown(self) -> None:
         self._refresher.shutdown(wait=False, cancel_futures=True)
 
-
-def _valid(entry: dict | None) -> bool:
-    return (
-        isinstance(entry, dict)
-        and entry.get("format") == ENTRY_FORMAT
-        and isinstance(entry.get("value"), dict)
-        and isinstance(entry.get("soft_expiry"), (int, float))
-        and isinstance(entry.get("delta"), (int, float))
-    )

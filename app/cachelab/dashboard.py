@@ -13,7 +13,6 @@ and error counters belong to real traffic), and only after a successful ping.
 
 from __future__ import annotations
 
-import json
 import math
 import socket
 import time
@@ -24,7 +23,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template
 
 from . import metrics
 from .cache import CacheService
-from .keys import ENTRY_FORMAT, lock_key, namespace_pattern
+from .keys import LOCK_SUFFIX, lock_key, namespace_pattern, parse_entry
 from .views import dependency_health
 
 bp = Blueprint("dashboard", __name__)
@@ -168,8 +167,8 @@ def read_keys(service: CacheService, namespace: str, redis_up: bool) -> dict[str
         for raw in client.scan_iter(match=namespace_pattern(namespace), count=1000):
             key = raw.decode() if isinstance(raw, bytes) else raw
             scanned += 1
-            if key.endswith(":lock"):
-                locks.add(key[: -len(":lock")])
+            if key.endswith(LOCK_SUFFIX):
+                locks.add(key.removesuffix(LOCK_SUFFIX))
             else:
                 data_keys.append(key)
             if scanned >= MAX_KEYS_SCANNED:
@@ -204,23 +203,18 @@ def read_keys(service: CacheService, namespace: str, redis_up: bool) -> dict[str
 def _key_state(key: str, raw: bytes | None, pttl: int, locked: bool, now: float) -> dict:
     state: dict[str, Any] = {"key": key.rsplit(":", 1)[-1][:12], "item": None,
                              "refreshing": locked}
-    entry = None
-    if raw is not None:
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            entry = None
-    if not isinstance(entry, dict) or entry.get("format") != ENTRY_FORMAT:
+    entry = parse_entry(raw)
+    if entry is None:
         # No readable entry: being filled (lock held), or expired since the scan.
         state.update(state="missing", ttl_s=None, expires_s=None)
         return state
-    soft_left = float(entry.get("soft_expiry", now)) - now
+    soft_left = entry["soft_expiry"] - now
     state.update(
         item=entry.get("item"),
         ttl_s=round(soft_left, 1),  # to the soft expiry: negative once stale
         expires_s=None if pttl is None or pttl < 0 else round(pttl / 1000, 1),  # hard expiry
-        age_s=round(now - float(entry.get("created", now)), 1),
-        query_s=round(float(entry.get("delta", 0.0)), 3),
+        age_s=round(now - entry["created"], 1),
+        query_s=round(entry["delta"], 3),
     )
     if locked:
         state["state"] = "refreshing"

@@ -10,7 +10,7 @@ into a documented degradation, never an HTTP 500.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
@@ -21,6 +21,7 @@ from redis.retry import Retry
 from . import metrics
 from .breaker import STATE_LEVEL, BreakerOpen, CircuitBreaker
 from .config import Settings
+from .keys import parse_entry
 
 T = TypeVar("T")
 _REDIS_FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -72,15 +73,9 @@ class RedisStore:
             metrics.REDIS_ERRORS.labels("connection").inc()
             raise CacheUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
 
-    def get_json(self, key: str) -> dict[str, Any] | None:
-        raw = self._call(lambda: self.client.get(key))
-        if raw is None:
-            return None
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            return None  # an entry we cannot read is a miss, not an error
-        return entry if isinstance(entry, dict) else None
+    def get_entry(self, key: str) -> dict[str, Any] | None:
+        """The cache entry under ``key`` (see :func:`keys.parse_entry`)."""
+        return parse_entry(self._call(lambda: self.client.get(key)))
 
     def set_json(self, key: str, value: dict[str, Any], ttl_ms: int) -> None:
         payload = json.dumps(value, separators=(",", ":"))
@@ -109,10 +104,6 @@ class RedisStore:
             self.client.ping()
         except _REDIS_FAILURES as exc:
             raise CacheUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
-
-    def scan(self, pattern: str, count: int = 500) -> Iterator[str]:
-        for key in self._call(lambda: list(self.client.scan_iter(match=pattern, count=count))):
-            yield key.decode() if isinstance(key, bytes) else key
 
 
 def _record_transition(old: str, new: str) -> None:
