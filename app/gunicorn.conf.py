@@ -10,32 +10,23 @@ import os
 import shutil
 import sys
 
-from cachelab.config import ConfigError, Settings
+from cachelab.config import ConfigError, Settings, read_integer
 
 try:
     Settings.from_env()
+    port = read_integer(os.environ, "PORT", 8000, 1, 65535)
+    workers = read_integer(os.environ, "GUNICORN_WORKERS", 2, 1, 64)
+    threads = read_integer(os.environ, "GUNICORN_THREADS", 32, 1, 1000)
+    # Longer than the slowest request (statement timeout + lock wait) so a busy
+    # worker is not killed; graceful_timeout lets in-flight requests finish on stop.
+    timeout = read_integer(os.environ, "GUNICORN_TIMEOUT", 90, 10, 3600)
+    graceful_timeout = read_integer(os.environ, "GUNICORN_GRACEFUL_TIMEOUT", 30, 1, 3600)
 except ConfigError as exc:
     print(f"cachelab: invalid configuration: {exc}", file=sys.stderr, flush=True)
     sys.exit(2)
 
-
-def _int_env(name: str, default: int, low: int, high: int) -> int:
-    raw = os.environ.get(name, "").strip() or str(default)
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        print(f"cachelab: invalid configuration: {name} must be an integer between {low} and {high}, got {raw!r}",
-              file=sys.stderr, flush=True)
-        sys.exit(2)
-    return int(raw)
-
-
-bind = f"0.0.0.0:{_int_env('PORT', 8000, 1, 65535)}"
+bind = f"0.0.0.0:{port}"
 worker_class = "gthread"
-workers = _int_env("GUNICORN_WORKERS", 2, 1, 64)
-threads = _int_env("GUNICORN_THREADS", 32, 1, 1000)
-# Longer than the slowest request (statement timeout + lock wait) so a busy
-# worker is not killed; graceful_timeout lets in-flight requests finish on stop.
-timeout = _int_env("GUNICORN_TIMEOUT", 90, 10, 3600)
-graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 30, 1, 3600)
 # Longer than Nginx's upstream keepalive_timeout, so Nginx closes first.
 keepalive = 75
 preload_app = False  # the app (and its pools) is created in each worker, after fork

@@ -36,7 +36,7 @@ def _bounded(env: Mapping[str, str], name: str, default: T, low: T, high: T,
     return value
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def read_integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     return _bounded(env, name, default, low, high, int, "an integer")
 
 
@@ -108,22 +108,22 @@ class Settings:
             database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres")),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss")),
             cache_strategy=_choice(env, "CACHE_STRATEGY", "swr", STRATEGIES),
-            cache_ttl_seconds=_integer(env, "CACHE_TTL_SECONDS", 10, 1, 86_400),
-            cache_grace_seconds=_integer(env, "CACHE_GRACE_SECONDS", 300, 0, 86_400),
+            cache_ttl_seconds=read_integer(env, "CACHE_TTL_SECONDS", 10, 1, 86_400),
+            cache_grace_seconds=read_integer(env, "CACHE_GRACE_SECONDS", 300, 0, 86_400),
             cache_jitter_ratio=_number(env, "CACHE_JITTER_RATIO", 0.1, 0.0, 0.5),
             cache_namespace=namespace,
             cache_lock_wait_seconds=_number(env, "CACHE_LOCK_WAIT_SECONDS", 15.0, 0.1, 300.0),
             xfetch_beta=_number(env, "XFETCH_BETA", 1.0, 0.0, 10.0),
-            local_cache_size=_integer(env, "LOCAL_CACHE_SIZE", 256, 1, 100_000),
-            refresh_threads=_integer(env, "CACHE_REFRESH_THREADS", 4, 1, 64),
-            redis_socket_timeout_ms=_integer(env, "REDIS_SOCKET_TIMEOUT_MS", 75, 1, 10_000),
-            redis_connect_timeout_ms=_integer(env, "REDIS_CONNECT_TIMEOUT_MS", 100, 1, 10_000),
-            redis_max_connections=_integer(env, "REDIS_MAX_CONNECTIONS", 50, 1, 10_000),
-            breaker_failure_threshold=_integer(env, "BREAKER_FAILURE_THRESHOLD", 3, 1, 1_000),
+            local_cache_size=read_integer(env, "LOCAL_CACHE_SIZE", 256, 1, 100_000),
+            refresh_threads=read_integer(env, "CACHE_REFRESH_THREADS", 4, 1, 64),
+            redis_socket_timeout_ms=read_integer(env, "REDIS_SOCKET_TIMEOUT_MS", 75, 1, 10_000),
+            redis_connect_timeout_ms=read_integer(env, "REDIS_CONNECT_TIMEOUT_MS", 100, 1, 10_000),
+            redis_max_connections=read_integer(env, "REDIS_MAX_CONNECTIONS", 50, 1, 10_000),
+            breaker_failure_threshold=read_integer(env, "BREAKER_FAILURE_THRESHOLD", 3, 1, 1_000),
             breaker_cooldown_seconds=_number(env, "BREAKER_COOLDOWN_SECONDS", 5.0, 0.1, 600.0),
-            db_connect_timeout_seconds=_integer(env, "DB_CONNECT_TIMEOUT_SECONDS", 3, 1, 60),
-            db_statement_timeout_ms=_integer(env, "DB_STATEMENT_TIMEOUT_MS", 30_000, 100, 600_000),
-            db_pool_size=_integer(env, "DB_POOL_SIZE", 20, 1, 1_000),
+            db_connect_timeout_seconds=read_integer(env, "DB_CONNECT_TIMEOUT_SECONDS", 3, 1, 60),
+            db_statement_timeout_ms=read_integer(env, "DB_STATEMENT_TIMEOUT_MS", 30_000, 100, 600_000),
+            db_pool_size=read_integer(env, "DB_POOL_SIZE", 20, 1, 1_000),
             db_pool_wait_seconds=_number(env, "DB_POOL_WAIT_SECONDS", 10.0, 0.0, 300.0),
             slow_query_seconds=_number(env, "SLOW_QUERY_SECONDS", -1.0, 0.0, 300.0)
             if env.get("SLOW_QUERY_SECONDS", "").strip() else None,

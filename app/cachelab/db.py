@@ -117,12 +117,9 @@ class Database:
             raise DatabaseUnavailable(_describe(exc)) from exc
         finally:
             _thread.deadline = None
-            if conn is not None:
-                if conn.closed:
-                    pass
-                else:
-                    with self._idle_lock:
-                        self._idle.append((conn, time.monotonic()))
+            if conn is not None and not conn.closed:
+                with self._idle_lock:
+                    self._idle.append((conn, time.monotonic()))
             self._slots.release()
 
     def _checkout(self, budget: float) -> psycopg2.extensions.connection:
