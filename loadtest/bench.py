@@ -57,12 +57,13 @@ def say(message: str) -> None:
 
 
 def parse_duration(text: str) -> float:
-    """'60s', '2m', '1m30s', '90' -> seconds."""
-    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    """'60s', '2m', '1.5m', '1m30s', '90' -> seconds (also used by loadtest.soak)."""
+    number = r"(\d+(?:\.\d+)?)"
+    match = re.fullmatch(rf"\s*(?:{number}h)?\s*(?:{number}m)?\s*(?:{number}s?)?\s*", text)
     if not text.strip() or not match or not any(match.groups()):
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 60s, 2m, 1m30s)")
     hours, minutes, seconds = match.groups()
-    total = int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+    total = float(hours or 0) * 3600 + float(minutes or 0) * 60 + float(seconds or 0)
     if total < 1:
         raise argparse.ArgumentTypeError("duration must be at least 1 s")
     return total

@@ -16,24 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import threading
 import time
 from datetime import datetime, timezone
 
+from .bench import parse_duration
 from .stack import ROOT, Stack
 from .traffic import Traffic, percentile
 
 MiB = 1024 * 1024
 
 
-def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m|h)?", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration (e.g. 90s, 10m, 1h): {text!r}")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    seconds = value * {"s": 1, "m": 60, "h": 3600}[unit]
+def soak_duration(text: str) -> float:
+    seconds = parse_duration(text)
     if not 5 <= seconds <= 24 * 3600:
         raise argparse.ArgumentTypeError("duration must be between 5 s and 24 h")
     return seconds
@@ -135,7 +131,7 @@ def published_url(stack: Stack) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.soak", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=parse_duration, default=parse_duration("10m"),
+    parser.add_argument("--duration", type=soak_duration, default=soak_duration("10m"),
                         help="how long to hold the load: 90s, 10m, 1h (default 10m)")
     parser.add_argument("--users", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--rate", type=float, default=50.0,
