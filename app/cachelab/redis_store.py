@@ -72,6 +72,15 @@ class RedisStore:
         except _REDIS_FAILURES as exc:
             metrics.REDIS_ERRORS.labels("connection").inc()
             raise CacheUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
+        except redis.exceptions.ReadOnlyError as exc:
+            # A failover demoted the node this pool talks to: drop every pooled
+            # connection so the next ones resolve the primary endpoint again.
+            metrics.REDIS_ERRORS.labels("readonly").inc()
+            self.client.connection_pool.disconnect()
+            raise CacheUnavailable("redis is read-only (failover): reconnecting") from exc
+        except redis.exceptions.RedisError as exc:  # OOM, NOPERM, WRONGTYPE, ...
+            metrics.REDIS_ERRORS.labels("response").inc()
+            raise CacheUnavailable(f"redis error: {str(exc)[:120]}") from exc
 
     def get_entry(self, key: str) -> dict[str, Any] | None:
         """The cache entry under ``key`` (see :func:`keys.parse_entry`)."""
