@@ -71,6 +71,7 @@ class Stack:
     @classmethod
     def create(cls, prefix: str = "cachelab-test", extra_files: tuple[str, ...] = ()) -> Stack:
         env = {**TEST_ENV, "POSTGRES_PASSWORD": secrets.token_hex(16)}
+        env["APP_DB_PASSWORD"] = secrets.token_hex(16)  # the app's own role (db-init creates it)
         files = [ROOT / "compose.yaml", ROOT / "tests" / "compose.test.yaml"]
         files += [ROOT / f for f in extra_files]
         return cls(project=f"{prefix}-{secrets.token_hex(3)}", files=files, env=env)

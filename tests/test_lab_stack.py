@@ -118,14 +118,17 @@ def test_postgres_stopped_with_empty_cache_gives_503(lab):
 def test_db_init_is_idempotent_and_sets_the_function(stack):
     result = stack.compose("run", "--rm", "--no-deps", "db-init", check=False, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "applied 01-slow-version.sql" in result.stdout
+    assert "applied 00-extensions.sql, 01-slow-version.sql" in result.stdout
+    assert "app role cachelab_app in cachelab_runtime" in result.stdout
     conn = stack.pg_connect()
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT prosrc FROM pg_proc WHERE proname = 'slow_version'")
             (source,) = cur.fetchone()
+            cur.execute("SELECT value FROM lab_settings WHERE name = 'slow_query_seconds'")
+            assert cur.fetchone()[0] == "1.0"  # SLOW_QUERY_SECONDS of the test stack
             cur.execute("SHOW track_functions")
             assert cur.fetchone()[0] == "pl"
     finally:
         conn.close()
-    assert "pg_sleep" in source and "RETURN version()" in source
+    assert "pg_sleep" in source and "lab_settings" in source and "RETURN version()" in source

@@ -34,16 +34,23 @@ def check_config() -> None:
 @click.option("--wait", "wait_seconds", default=60.0, show_default=True,
               help="Seconds to wait for the database to accept connections.")
 def db_init(wait_seconds: float) -> None:
-    """Create slow_version() (idempotent) in DATABASE_URL's database.
+    """Prepare DATABASE_URL's database (idempotent); run it as the database owner.
 
-    If SLOW_QUERY_SECONDS is set, also store it as the database's default delay
-    (for RDS, which takes no server command-line settings).
+    Applies postgres-init/*.sql in order, creates or updates the app's login
+    role APP_DB_USER (password APP_DB_PASSWORD) as a member of cachelab_runtime,
+    and stores SLOW_QUERY_SECONDS, when set, in lab_settings. Exit status 75
+    means the database was not reachable in time (worth retrying); 1 is any
+    other failure, printed with its reason.
     """
     from . import dbinit
 
     url = os.environ.get("DATABASE_URL", "").strip()
     if not url:
-        raise click.ClickException("invalid configuration: DATABASE_URL is required")
+        raise click.ClickException("invalid configuration: DATABASE_URL (the database owner's URL) is required")
+    try:
+        role = dbinit.app_role_from_env(dict(os.environ))
+    except ValueError as exc:
+        raise click.ClickException(f"invalid configuration: {exc}") from None
     delay = None
     raw = os.environ.get("SLOW_QUERY_SECONDS", "").strip()
     if raw:
@@ -54,10 +61,14 @@ def db_init(wait_seconds: float) -> None:
         if not 0 <= delay <= 300:
             raise click.ClickException("invalid configuration: SLOW_QUERY_SECONDS must be between 0 and 300")
     try:
-        applied = dbinit.apply(url, dbinit.directory_from_env(), wait_seconds, delay)
+        applied = dbinit.apply(url, dbinit.directory_from_env(), wait_seconds, delay, role)
+    except dbinit.DatabaseNotReady as exc:
+        click.echo(f"Error: db-init failed: {exc}", err=True)
+        sys.exit(75)
     except Exception as exc:  # report, never dump a traceback with the URL in it
         raise click.ClickException(f"db-init failed: {type(exc).__name__}: {str(exc).strip()[:300]}") from exc
-    click.echo(f"db-init: applied {', '.join(applied)}")
+    click.echo(f"db-init: applied {', '.join(applied)}; app role {role.user} in {dbinit.RUNTIME_GROUP}"
+               + ("" if delay is None else f"; slow_query_seconds={delay:g}"))
 
 
 @main.group()

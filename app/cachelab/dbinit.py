@@ -1,27 +1,75 @@
-"""Apply postgres-init/*.sql to any DATABASE_URL, idempotently.
+"""Prepare a database for the lab, idempotently: ``cachelab db-init``.
 
-The postgres container runs the same files from /docker-entrypoint-initdb.d on
-its first start; RDS runs no init scripts, so the app image carries them and
-``cachelab db-init`` applies them (Compose runs it as a one-shot service, so
-both paths stay identical).
+Runs with the database owner's URL (locally the postgres superuser, on RDS
+the master user, which is *not* a superuser) and, in one transaction:
+
+1. applies every ``postgres-init/*.sql`` file in name order (the postgres
+   container runs the same files on its first start; RDS runs none);
+2. creates or updates the app's own LOGIN role (``APP_DB_USER``, password
+   ``APP_DB_PASSWORD``) and makes it a member of the NOLOGIN group role
+   ``cachelab_runtime``, to which the SQL files grant what the app needs;
+3. upserts ``SLOW_QUERY_SECONDS`` into ``lab_settings``.
+
+The password is sent as a SCRAM-SHA-256 verifier computed on the client
+(libpq's ``PQencryptPasswordConn``), so the clear text never appears in a
+statement the server might log (RDS logs DDL here: ``log_statement = ddl``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
 from psycopg2 import sql
+from psycopg2.extensions import encrypt_password
 
 log = logging.getLogger(__name__)
 DEFAULT_DIR = "/srv/postgres-init"
+RUNTIME_GROUP = "cachelab_runtime"
+DEFAULT_APP_USER = "cachelab_app"
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# libpq messages that no amount of waiting fixes: fail at once, with the reason.
+_PERMANENT = (
+    "certificate verify failed",
+    "does not match host name",
+    "root certificate file",
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "SSL off",
+    "server does not support SSL",
+)
+
+
+class DatabaseNotReady(Exception):
+    """The database did not accept a connection before the deadline (worth retrying)."""
+
+
+@dataclass(frozen=True)
+class AppRole:
+    user: str
+    password: str
+
+
+def app_role_from_env(env: dict[str, str]) -> AppRole:
+    """APP_DB_USER (default cachelab_app) and APP_DB_PASSWORD; ValueError names the bad one."""
+    user = env.get("APP_DB_USER", "").strip() or DEFAULT_APP_USER
+    if not _ROLE_NAME.match(user) or user == RUNTIME_GROUP:
+        raise ValueError(f"APP_DB_USER must be a lower-case role name other than {RUNTIME_GROUP}, got {user!r}")
+    password = env.get("APP_DB_PASSWORD", "")
+    if len(password) < 16:
+        raise ValueError("APP_DB_PASSWORD is required (at least 16 characters)")
+    return AppRole(user, password)
 
 
 def apply(database_url: str, directory: Path, wait_seconds: float,
-          slow_query_seconds: float | None) -> list[str]:
+          slow_query_seconds: float | None, app_role: AppRole) -> list[str]:
     files = sorted(directory.glob("*.sql"))
     if not files:
         raise FileNotFoundError(f"no *.sql files in {directory}")
@@ -32,20 +80,36 @@ def apply(database_url: str, directory: Path, wait_seconds: float,
             with conn.cursor() as cur:
                 # Serialise concurrent db-init runs (several instances starting at once).
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext('cachelab-db-init'))")
+                cur.execute("SELECT current_user")
+                (owner,) = cur.fetchone()
+                if owner == app_role.user:
+                    raise ValueError(f"APP_DB_USER ({app_role.user}) must not be the database owner")
                 for path in files:
                     cur.execute(path.read_text())
                     applied.append(path.name)
+                _ensure_app_role(conn, cur, app_role)
                 if slow_query_seconds is not None:
-                    cur.execute("SELECT current_database()")
-                    (dbname,) = cur.fetchone()
                     cur.execute(
-                        sql.SQL("ALTER DATABASE {} SET lab.slow_query_seconds = {}").format(
-                            sql.Identifier(dbname), sql.Literal(str(slow_query_seconds))
-                        )
+                        "INSERT INTO lab_settings (name, value) VALUES ('slow_query_seconds', %s) "
+                        "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                        (str(slow_query_seconds),),
                     )
     finally:
         conn.close()
     return applied
+
+
+def _ensure_app_role(conn, cur, role: AppRole) -> None:
+    verifier = encrypt_password(role.password, role.user, conn, "scram-sha-256")
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role.user,))
+    verb = "ALTER" if cur.fetchone() else "CREATE"
+    # No SUPERUSER/CREATEDB/CREATEROLE/BYPASSRLS: the defaults of CREATE ROLE,
+    # and reset explicitly for a role that existed before.
+    cur.execute(
+        sql.SQL("{} ROLE {} LOGIN NOCREATEDB NOCREATEROLE INHERIT PASSWORD {}").format(
+            sql.SQL(verb), sql.Identifier(role.user), sql.Literal(verifier))
+    )
+    cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(RUNTIME_GROUP), sql.Identifier(role.user)))
 
 
 def _connect(database_url: str, wait_seconds: float):
@@ -54,9 +118,12 @@ def _connect(database_url: str, wait_seconds: float):
         try:
             return psycopg2.connect(database_url, connect_timeout=3, application_name="cachelab-db-init")
         except psycopg2.OperationalError as exc:
-            if time.monotonic() >= deadline:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if any(marker in str(exc) for marker in _PERMANENT):
                 raise
-            log.info("waiting for the database: %s", str(exc).strip().splitlines()[0])
+            if time.monotonic() >= deadline:
+                raise DatabaseNotReady(f"no connection within {wait_seconds:g}s: {reason}") from exc
+            log.info("waiting for the database: %s", reason)
             time.sleep(1)
 
 
