@@ -11,7 +11,9 @@ cd "$TF_DIR"
 command -v terraform >/dev/null || { echo "destroy.sh: terraform not found on PATH" >&2; exit 1; }
 
 terraform init -input=false
-terraform destroy -input=false "$@"
+# app_image_tag is required by the configuration: reuse the deployed one.
+tag=$(terraform output -raw app_image_tag 2>/dev/null || true)
+terraform destroy -input=false -var "app_image_tag=${APP_IMAGE_TAG:-${tag:-destroy}}" "$@"
 
 echo "==> destroyed. Left behind only if you asked for it:"
 echo "    - a final RDS snapshot when db_skip_final_snapshot = false (aws rds describe-db-snapshots)"

@@ -13,34 +13,77 @@ data "aws_ssm_parameter" "al2023_ami" {
 locals {
   redis_host = aws_elasticache_replication_group.this.primary_endpoint_address
 
+  # Non-secret settings of host/bootstrap.sh (systemd EnvironmentFile). The
+  # secrets themselves are read from Secrets Manager on the host at every boot.
+  bootstrap_env = merge({
+    AWS_REGION            = var.region
+    PROJECT_DIR           = "/opt/${var.name}"
+    COMPOSE_PROJECT_NAME  = var.name
+    ECR_REGISTRY          = local.ecr_registry
+    APP_IMAGE             = local.app_image
+    NGINX_APP_IMAGE       = local.nginx_image
+    DB_MASTER_SECRET_ARN  = aws_db_instance.this.master_user_secret[0].secret_arn
+    APP_DB_SECRET_ARN     = aws_secretsmanager_secret.app_db.arn
+    CACHE_AUTH_SECRET_ARN = aws_secretsmanager_secret.cache_auth.arn
+    APP_DB_USER           = var.app_db_username
+    DB_HOST               = aws_db_instance.this.address
+    DB_PORT               = aws_db_instance.this.port
+    DB_NAME               = var.db_name
+    REDIS_HOST            = local.redis_host
+    REDIS_PORT            = 6379
+    RDS_CA_URL            = "https://truststore.pki.rds.amazonaws.com/${var.region}/${var.region}-bundle.pem"
+    AWSLOGS_GROUP         = aws_cloudwatch_log_group.containers.name
+    HTTP_BIND             = "0.0.0.0"
+    HTTP_PORT             = 80
+    CACHE_TTL_SECONDS     = var.cache_ttl_seconds
+    CACHE_STRATEGY        = var.cache_strategy
+    SLOW_QUERY_SECONDS    = var.slow_query_seconds
+    GUNICORN_WORKERS      = var.gunicorn_workers
+    DB_POOL_SIZE          = var.db_pool_size
+    RATE_LIMIT_RPS        = var.rate_limit_rps
+    RATE_LIMIT_BURST      = var.rate_limit_burst
+    REAL_IP_FROM          = var.vpc_cidr
+    }, var.enable_write_api ? {
+    WRITE_API_SECRET_ARN = aws_secretsmanager_secret.write_api[0].arn
+  } : {})
+
   user_data = templatefile("${path.module}/user-data.sh.tftpl", {
-    region            = var.region
-    project_dir       = "/opt/${var.name}"
-    ecr_registry      = local.ecr_registry
-    app_image         = local.app_image
-    nginx_image       = local.nginx_image
-    compose_version   = var.compose_version
-    compose_sha256    = var.compose_sha256
-    compose_yaml      = file("${path.module}/../compose.yaml")
-    compose_aws_yaml  = file("${path.module}/compose.aws.yaml")
-    db_secret_arn     = aws_db_instance.this.master_user_secret[0].secret_arn
-    db_host           = aws_db_instance.this.address
-    db_port           = aws_db_instance.this.port
-    db_name           = var.db_name
-    cache_secret_arn  = aws_secretsmanager_secret.cache_auth.arn
-    redis_host        = local.redis_host
-    log_group         = aws_cloudwatch_log_group.containers.name
-    cache_ttl_seconds = var.cache_ttl_seconds
-    cache_strategy    = var.cache_strategy
-    slow_query_secs   = var.slow_query_seconds
-    rate_limit_rps    = var.rate_limit_rps
-    rate_limit_burst  = var.rate_limit_burst
-    vpc_cidr          = var.vpc_cidr
+    project_dir      = "/opt/${var.name}"
+    compose_version  = var.compose_version
+    compose_sha256   = var.compose_sha256
+    compose_yaml     = file("${path.module}/../compose.yaml")
+    compose_aws_yaml = file("${path.module}/compose.aws.yaml")
+    bootstrap_sh     = file("${path.module}/host/bootstrap.sh")
+    bootstrap_env    = join("\n", [for k in sort(keys(local.bootstrap_env)) : "${k}=${local.bootstrap_env[k]}"])
   })
 
   # cloud-init detects and unpacks gzip user data; keeps us under the 16 KB
-  # EC2 user-data limit even with both compose files embedded.
+  # EC2 user-data limit with both compose files and the bootstrap embedded.
   user_data_b64 = base64gzip(local.user_data)
+
+  # Database connections the app tier may open at once: per gunicorn worker
+  # DB_POOL_SIZE pooled connections + 1 listener connection.
+  db_connections_needed = var.app_instance_count * var.gunicorn_workers * (var.db_pool_size + 1)
+  # RDS default max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000);
+  # DBInstanceClassMemory is below the class's nominal memory, so these values
+  # (nominal GiB x 1073741824 / 9531392) are upper bounds.
+  db_class_max_connections = {
+    "db.t4g.micro"  = 112
+    "db.t4g.small"  = 225
+    "db.t4g.medium" = 450
+    "db.t4g.large"  = 901
+    "db.t3.micro"   = 112
+    "db.t3.small"   = 225
+    "db.t3.medium"  = 450
+    "db.t3.large"   = 901
+    "db.m7g.large"  = 901
+    "db.r7g.large"  = 1802
+  }
+  db_max_connections = var.db_max_connections > 0 ? var.db_max_connections : lookup(local.db_class_max_connections, var.db_instance_class, 0)
+  # Kept free: RDS's reserved superuser slots, db-init, an operator's psql,
+  # and the difference between nominal and usable memory.
+  db_connection_headroom = ceil(local.db_max_connections * 0.1) + 5
+  db_connections_allowed = local.db_max_connections - local.db_connection_headroom
 }
 
 resource "aws_launch_template" "app" {
@@ -101,7 +144,15 @@ resource "aws_launch_template" "app" {
   lifecycle {
     precondition {
       condition     = length(local.user_data_b64) <= 16384
-      error_message = "The gzip+base64 user data exceeds the 16 KB EC2 limit; shrink compose.yaml / compose.aws.yaml or the template."
+      error_message = "The gzip+base64 user data exceeds the 16 KB EC2 limit; shrink compose.yaml / compose.aws.yaml / host/bootstrap.sh or the template."
+    }
+    precondition {
+      condition     = local.db_max_connections > 0
+      error_message = "Unknown max_connections for db_instance_class ${var.db_instance_class}: set db_max_connections (SHOW max_connections on that class)."
+    }
+    precondition {
+      condition     = local.db_connections_needed <= local.db_connections_allowed
+      error_message = "Database connection budget exceeded: ${var.app_instance_count} instances x ${var.gunicorn_workers} gunicorn workers x (${var.db_pool_size} pool + 1 listener) = ${local.db_connections_needed} connections, but ${var.db_instance_class} allows ${local.db_max_connections} (${local.db_connections_allowed} after ${local.db_connection_headroom} kept free). Lower db_pool_size, gunicorn_workers or app_instance_count, or choose a larger db_instance_class."
     }
   }
 }
@@ -117,10 +168,11 @@ resource "aws_autoscaling_group" "app" {
   target_group_arns         = var.enable_alb ? [aws_lb_target_group.app[0].arn] : []
   health_check_type         = var.enable_alb ? "ELB" : "EC2"
   health_check_grace_period = 300
-  # Wait until the instances are in service (and healthy behind the ALB), so
-  # the outputs below can find them.
-  wait_for_capacity_timeout = "15m"
-  min_elb_capacity          = var.enable_alb ? var.app_instance_count : null
+  # Wait until the instances are InService in the group (launched), not until
+  # they pass the ALB health check: a boot failure must not turn into a long
+  # apply timeout. The ALB health check and the group replace a bad instance;
+  # `terraform output url` + curl, or the target group health, tell when it serves.
+  wait_for_capacity_timeout = "10m"
 
   launch_template {
     id      = aws_launch_template.app.id

@@ -34,3 +34,17 @@ resource "aws_ecr_lifecycle_policy" "this" {
     }]
   })
 }
+
+# The images deploy.sh (terraform/push-images.sh) pushed under app_image_tag.
+# Reading them fails with ImageNotFoundException when the tag was never
+# pushed: `terraform apply` stops before any instance is created.
+#
+# Read at plan time (by name, not through the repository resource): on an
+# account where the repositories do not exist yet the plan fails naming them;
+# deploy.sh creates them first with a targeted apply.
+data "aws_ecr_image" "this" {
+  for_each = local.app_repositories
+
+  repository_name = each.value
+  image_tag       = var.app_image_tag
+}

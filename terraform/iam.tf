@@ -2,7 +2,9 @@
 #   - Session Manager (AmazonSSMManagedInstanceCore), no SSH
 #   - ECR pull from exactly the two repositories (+ GetAuthorizationToken,
 #     which AWS only allows on "*")
-#   - secretsmanager:GetSecretValue on exactly the two secrets
+#   - secretsmanager:GetSecretValue on exactly the runtime secrets: the RDS
+#     master (db-init only), APP_DB_PASSWORD, the cache AUTH token and, with
+#     enable_write_api, WRITE_API_TOKEN
 #   - CloudWatch Logs writes on the container log group (awslogs driver)
 data "aws_iam_policy_document" "ec2_assume" {
   statement {
@@ -49,10 +51,11 @@ data "aws_iam_policy_document" "app" {
   statement {
     sid     = "ReadRuntimeSecrets"
     actions = ["secretsmanager:GetSecretValue"]
-    resources = [
+    resources = concat([
       aws_db_instance.this.master_user_secret[0].secret_arn,
+      aws_secretsmanager_secret.app_db.arn,
       aws_secretsmanager_secret.cache_auth.arn,
-    ]
+    ], aws_secretsmanager_secret.write_api[*].arn)
   }
 
   statement {

@@ -44,8 +44,10 @@ locals {
     nginx = "${var.name}/nginx"
   }
 
-  app_image    = "${aws_ecr_repository.this["app"].repository_url}:${var.app_image_tag}"
-  nginx_image  = "${aws_ecr_repository.this["nginx"].repository_url}:${var.app_image_tag}"
+  # tag@digest from the ECR data source (ecr.tf): the plan fails while the
+  # image is missing, so no instance ever starts without its image.
+  app_image    = "${aws_ecr_repository.this["app"].repository_url}:${var.app_image_tag}@${data.aws_ecr_image.this["app"].image_digest}"
+  nginx_image  = "${aws_ecr_repository.this["nginx"].repository_url}:${var.app_image_tag}@${data.aws_ecr_image.this["nginx"].image_digest}"
   ecr_registry = split("/", aws_ecr_repository.this["app"].repository_url)[0]
 
   log_group_name = "/${var.name}/containers"

@@ -93,3 +93,54 @@ output "session_manager_port_forward_command" {
   description = "Forward localhost:8080 to nginx (port 80) on the first app instance; works while allowed_http_cidrs is empty."
   value       = "aws ssm start-session --region ${var.region} --target \"$(${local.first_instance_query})\" --document-name AWS-StartPortForwardingSession --parameters portNumber=80,localPortNumber=8080"
 }
+
+output "region" {
+  description = "AWS region of the deployment (deploy.sh reads it from `terraform output -json`)."
+  value       = var.region
+}
+
+output "app_db_secret_arn" {
+  description = "Secrets Manager secret with APP_DB_PASSWORD, the app's own database role's password."
+  value       = aws_secretsmanager_secret.app_db.arn
+}
+
+output "write_api_secret_arn" {
+  description = "Secrets Manager secret with WRITE_API_TOKEN (null unless enable_write_api)."
+  value       = try(aws_secretsmanager_secret.write_api[0].arn, null)
+}
+
+output "dashboard_name" {
+  description = "CloudWatch dashboard of the lab (cache, database, ALB, the app's own hit/miss counts)."
+  value       = aws_cloudwatch_dashboard.this.dashboard_name
+}
+
+output "dashboard_url" {
+  description = "Console URL of the CloudWatch dashboard."
+  value       = "https://${var.region}.console.aws.amazon.com/cloudwatch/home?region=${var.region}#dashboards:name=${aws_cloudwatch_dashboard.this.dashboard_name}"
+}
+
+output "alarm_names" {
+  description = "Names of the CloudWatch alarms."
+  value = concat(
+    [aws_cloudwatch_metric_alarm.app_cache_hit_rate.alarm_name, aws_cloudwatch_metric_alarm.db_connections.alarm_name, aws_cloudwatch_metric_alarm.db_cpu.alarm_name],
+    [for a in aws_cloudwatch_metric_alarm.cache_evictions : a.alarm_name],
+    [for a in aws_cloudwatch_metric_alarm.cache_engine_cpu : a.alarm_name],
+    [for a in aws_cloudwatch_metric_alarm.cache_connections : a.alarm_name],
+    aws_cloudwatch_metric_alarm.alb_5xx[*].alarm_name,
+    aws_cloudwatch_metric_alarm.alb_p99[*].alarm_name,
+  )
+}
+
+output "db_connection_budget" {
+  description = "Connections the app tier may open (instances x workers x (pool + 1)) and what the RDS class allows after headroom."
+  value = {
+    needed          = local.db_connections_needed
+    allowed         = local.db_connections_allowed
+    max_connections = local.db_max_connections
+  }
+}
+
+output "app_image_tag" {
+  description = "Image tag the instances run (destroy.sh passes it back)."
+  value       = var.app_image_tag
+}

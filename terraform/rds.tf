@@ -10,7 +10,7 @@ resource "aws_db_subnet_group" "this" {
 resource "aws_db_parameter_group" "this" {
   name_prefix = "${var.name}-pg${var.db_engine_version}-"
   family      = "postgres${var.db_engine_version}"
-  description = "${var.name}: track plpgsql functions, force TLS, log slow statements"
+  description = "${var.name}: track plpgsql functions and statements, force TLS, log slow statements"
 
   parameter {
     name  = "track_functions"
@@ -20,6 +20,19 @@ resource "aws_db_parameter_group" "this" {
   parameter {
     name  = "rds.force_ssl"
     value = "1"
+  }
+
+  # pg_stat_statements (per-statement counts): the library must be preloaded;
+  # db-init creates the extension (the master may, as rds_superuser).
+  parameter {
+    name         = "shared_preload_libraries"
+    value        = "pg_stat_statements"
+    apply_method = "pending-reboot"
+  }
+
+  parameter {
+    name  = "pg_stat_statements.track"
+    value = "top"
   }
 
   parameter {

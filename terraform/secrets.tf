@@ -26,3 +26,61 @@ resource "aws_secretsmanager_secret_version" "cache_auth" {
     ignore_changes = [secret_string]
   }
 }
+
+# APP_DB_PASSWORD: the app's own database role (app_db_username). db-init,
+# run as the RDS master at every boot, sets the role's password from this
+# secret; the app never uses the master, whose password RDS rotates.
+data "aws_secretsmanager_random_password" "app_db" {
+  password_length     = 40
+  exclude_punctuation = true
+  include_space       = false
+}
+
+resource "aws_secretsmanager_secret" "app_db" {
+  #checkov:skip=CKV_AWS_149: lab - the AWS-managed aws/secretsmanager key is used; a customer-managed KMS key costs $1/month and adds key policy management
+  #checkov:skip=CKV2_AWS_57: rotated by re-applying a new secret version and rebooting/refreshing the instances (db-init sets the role's password at every boot); no rotation Lambda for a lab
+  name_prefix             = "${var.name}-app-db-"
+  description             = "Password of the ${var.name} app's own PostgreSQL role ${var.app_db_username}"
+  recovery_window_in_days = 0
+}
+
+resource "aws_secretsmanager_secret_version" "app_db" {
+  secret_id     = aws_secretsmanager_secret.app_db.id
+  secret_string = data.aws_secretsmanager_random_password.app_db.random_password
+
+  lifecycle {
+    ignore_changes = [secret_string]
+  }
+}
+
+# WRITE_API_TOKEN, only with enable_write_api: the bootstrap passes it to the
+# app container, which turns its write API on. Without it the variable is not
+# set at all.
+data "aws_secretsmanager_random_password" "write_api" {
+  count = var.enable_write_api ? 1 : 0
+
+  password_length     = 48
+  exclude_punctuation = true
+  include_space       = false
+}
+
+resource "aws_secretsmanager_secret" "write_api" {
+  count = var.enable_write_api ? 1 : 0
+  #checkov:skip=CKV_AWS_149: lab - the AWS-managed aws/secretsmanager key is used; a customer-managed KMS key costs $1/month and adds key policy management
+  #checkov:skip=CKV2_AWS_57: rotate by putting a new secret version and rebooting/refreshing the instances; no rotation Lambda for a lab
+
+  name_prefix             = "${var.name}-write-api-"
+  description             = "WRITE_API_TOKEN of the ${var.name} app's write API"
+  recovery_window_in_days = 0
+}
+
+resource "aws_secretsmanager_secret_version" "write_api" {
+  count = var.enable_write_api ? 1 : 0
+
+  secret_id     = aws_secretsmanager_secret.write_api[0].id
+  secret_string = data.aws_secretsmanager_random_password.write_api[0].random_password
+
+  lifecycle {
+    ignore_changes = [secret_string]
+  }
+}

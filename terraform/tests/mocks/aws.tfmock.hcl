@@ -51,6 +51,41 @@ mock_data "aws_secretsmanager_random_password" {
   }
 }
 
+mock_data "aws_ecr_image" {
+  defaults = {
+    image_digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+  }
+}
+
+mock_resource "aws_lb" {
+  defaults = {
+    arn        = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/cachelab-alb/0123456789abcdef"
+    arn_suffix = "app/cachelab-alb/0123456789abcdef"
+    dns_name   = "cachelab-alb-123456789.eu-west-1.elb.amazonaws.com"
+  }
+}
+
+mock_resource "aws_elasticache_replication_group" {
+  defaults = {
+    primary_endpoint_address = "master.cachelab-cache.abcdef.euw1.cache.amazonaws.com"
+    reader_endpoint_address  = "replica.cachelab-cache.abcdef.euw1.cache.amazonaws.com"
+  }
+}
+
+mock_resource "aws_db_instance" {
+  defaults = {
+    address    = "cachelab-db.abcdefghijkl.eu-west-1.rds.amazonaws.com"
+    endpoint   = "cachelab-db.abcdefghijkl.eu-west-1.rds.amazonaws.com:5432"
+    port       = 5432
+    identifier = "cachelab-db"
+    master_user_secret = [{
+      kms_key_id    = "arn:aws:kms:eu-west-1:123456789012:key/mock"
+      secret_arn    = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-mock-AbCdEf"
+      secret_status = "active"
+    }]
+  }
+}
+
 mock_data "aws_instances" {
   defaults = {
     ids         = ["i-0123456789abcdef0"]
@@ -66,25 +101,7 @@ mock_resource "aws_ecr_repository" {
   }
 }
 
-mock_resource "aws_db_instance" {
-  defaults = {
-    address  = "cachelab-db.abcdefghijkl.eu-west-1.rds.amazonaws.com"
-    endpoint = "cachelab-db.abcdefghijkl.eu-west-1.rds.amazonaws.com:5432"
-    port     = 5432
-    master_user_secret = [{
-      kms_key_id    = "arn:aws:kms:eu-west-1:123456789012:key/mock"
-      secret_arn    = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-mock-AbCdEf"
-      secret_status = "active"
-    }]
-  }
-}
 
-mock_resource "aws_elasticache_replication_group" {
-  defaults = {
-    primary_endpoint_address = "master.cachelab-cache.abcdef.euw1.cache.amazonaws.com"
-    reader_endpoint_address  = "replica.cachelab-cache.abcdef.euw1.cache.amazonaws.com"
-  }
-}
 
 mock_resource "aws_secretsmanager_secret" {
   defaults = {
@@ -112,12 +129,6 @@ mock_resource "aws_launch_template" {
   }
 }
 
-mock_resource "aws_lb" {
-  defaults = {
-    arn      = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/cachelab-alb/0123456789abcdef"
-    dns_name = "cachelab-alb-123456789.eu-west-1.elb.amazonaws.com"
-  }
-}
 
 mock_resource "aws_lb_target_group" {
   defaults = {
@@ -195,4 +206,10 @@ override_resource {
   target          = aws_route_table.private
   override_during = plan
   values          = { id = "rtb-0d0d0d0d0d0d0d0d0" }
+}
+
+mock_resource "aws_cloudwatch_metric_alarm" {
+  defaults = {
+    arn = "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:cachelab-mock"
+  }
 }
