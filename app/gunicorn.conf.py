@@ -13,10 +13,11 @@ import sys
 from cachelab.config import ConfigError, Settings, read_integer
 
 try:
-    Settings.from_env()
+    settings = Settings.from_env()
     port = read_integer(os.environ, "PORT", 8000, 1, 65535)
     workers = read_integer(os.environ, "GUNICORN_WORKERS", 2, 1, 64)
-    threads = read_integer(os.environ, "GUNICORN_THREADS", 32, 1, 1000)
+    # Enough threads that waiting misses (CACHE_MISS_SLOTS) never take all of them.
+    threads = settings.gunicorn_threads
     # Longer than the slowest request (statement timeout + lock wait) so a busy
     # worker is not killed; graceful_timeout lets in-flight requests finish on stop.
     timeout = read_integer(os.environ, "GUNICORN_TIMEOUT", 90, 10, 3600)
@@ -43,6 +44,13 @@ def on_starting(server):
     if path:
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path, exist_ok=True)
+
+
+def worker_exit(server, worker):
+    """In the exiting worker: drop queued refreshes, release leases, stop threads."""
+    from cachelab.app import shutdown
+
+    shutdown()
 
 
 def child_exit(server, worker):

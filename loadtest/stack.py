@@ -1,8 +1,9 @@
 """A handle on one Compose project of the lab, for tests, benchmarks and soaks.
 
 Everything goes through the real stack: HTTP to Nginx on a published
-127.0.0.1 port, slow-query counts from PostgreSQL's own
-``pg_stat_user_functions``, faults with the Docker SDK on real containers.
+127.0.0.1 port, slow-query counts from PostgreSQL's own ``pg_stat_statements``
+(exact the moment a query returns), faults with the Docker SDK on real
+containers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TypeVar
 
 import docker
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROJECT = "cachelab"  # compose.yaml's `name:`: the lab a user runs
@@ -35,6 +37,22 @@ TEST_ENV = {
     "NGINX_APP_IMAGE": "cachelab/nginx:test",
     "LOCUST_IMAGE": "cachelab/locust:test",
 }
+# The cache engines every caching and fault test runs on: the image of each
+# (VALKEY_IMAGE / REDIS_IMAGE on machines that build stand-ins).
+ENGINES = {
+    "valkey": ("VALKEY_IMAGE", "valkey/valkey:8-bookworm"),
+    "redis": ("REDIS_IMAGE", "redis:7.4-bookworm"),
+}
+# Statements counted as slow queries (pg_stat_statements' normalised text).
+SLOW_STATEMENTS = {
+    "version": "SELECT slow_version()",
+    "item": "SELECT id, payload, version, updated_at FROM slow_item($1)",
+}
+
+
+def engine_image(engine: str) -> str:
+    variable, default = ENGINES[engine]
+    return os.environ.get(variable) or default
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.2,
@@ -69,8 +87,10 @@ class Stack:
         return cls(project=DEFAULT_PROJECT, files=[ROOT / "compose.yaml"], env={})
 
     @classmethod
-    def create(cls, prefix: str = "cachelab-test", extra_files: tuple[str, ...] = ()) -> Stack:
-        env = {**TEST_ENV, "POSTGRES_PASSWORD": secrets.token_hex(16)}
+    def create(cls, prefix: str = "cachelab-test", extra_files: tuple[str, ...] = (),
+               engine: str = "valkey") -> Stack:
+        env = {**TEST_ENV, "POSTGRES_PASSWORD": secrets.token_hex(16),
+               "CACHE_IMAGE": engine_image(engine), "WRITE_API_TOKEN": secrets.token_hex(16)}
         env["APP_DB_PASSWORD"] = secrets.token_hex(16)  # the app's own role (db-init creates it)
         files = [ROOT / "compose.yaml", ROOT / "tests" / "compose.test.yaml"]
         files += [ROOT / f for f in extra_files]
@@ -144,27 +164,30 @@ class Stack:
             raise RuntimeError(f"psql failed: {out.decode(errors='replace')[-500:]}")
         return out.decode().strip()
 
-    def slow_calls(self) -> int:
-        """Calls of slow_version() counted by PostgreSQL (track_functions = pl)."""
-        return int(self.psql("SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
-                             "WHERE funcname = 'slow_version'"))
+    def slow_calls(self, source: str = "version") -> int:
+        """Slow queries PostgreSQL has finished (pg_stat_statements, updated
+        before the query's result reaches the app, so exact at once)."""
+        return int(self.psql("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                             f"WHERE query = '{SLOW_STATEMENTS[source]}'"))
 
-    def settled_slow_calls(self, at_least: int, timeout: float = 15, settle: float = 1.5) -> int:
-        """The call count once it has reached ``at_least`` and stopped moving.
+    def running_slow_queries(self, source: str = "version") -> int:
+        """Slow queries running now (started, not finished)."""
+        pattern = {"version": "%slow_version()%", "item": "%slow_item(%"}[source]
+        return int(self.psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                             f"AND query LIKE '{pattern}' AND pid <> pg_backend_pid()"))
 
-        Backends report function stats when they go idle (at most once a second,
-        else within 10 s), so a count read right after a response can lag.
-        """
-        wait_until(lambda: self.slow_calls() >= at_least, timeout,
-                   message=f"pg_stat_user_functions to count >= {at_least} slow_version calls")
-        value = self.slow_calls()
-        deadline = time.monotonic() + settle
-        while time.monotonic() < deadline:
-            time.sleep(0.25)
-            now = self.slow_calls()
-            if now != value:
-                value, deadline = now, time.monotonic() + settle
-        return value
+    def settled_slow_calls(self, at_least: int = 0, timeout: float = 30,
+                           source: str = "version") -> int:
+        """The finished count once no slow query is running any more (queries
+        a run left behind, e.g. refreshes, land first) and it reached ``at_least``."""
+        def settled() -> int | None:
+            if self.running_slow_queries(source):
+                return None
+            count = self.slow_calls(source)
+            return count if count >= at_least else None
+
+        return wait_until(settled, timeout, interval=0.1,
+                          message=f"no running {source} query and >= {at_least} finished")
 
     # -- containers ---------------------------------------------------------
     @property
@@ -186,7 +209,9 @@ class Stack:
         return found[0]
 
     def redis_cli(self, *args: str) -> str:
-        code, out = self.container("redis").exec_run(["redis-cli", *args])
+        """The engine's own CLI (valkey-cli or redis-cli) inside the cache container."""
+        script = 'if command -v valkey-cli >/dev/null; then exec valkey-cli "$@"; fi; exec redis-cli "$@"'
+        code, out = self.container("redis").exec_run(["sh", "-c", script, "cli", *args])
         if code != 0:
             raise RuntimeError(f"redis-cli {args} failed: {out!r}")
         return out.decode().strip()
@@ -214,10 +239,10 @@ class Stack:
         if code != 0:
             raise RuntimeError(f"metrics scrape failed in {container.name}: {out!r}")
         samples: dict[str, float] = {}
-        for line in out.decode().splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                samples[name] = float(value)
+        for family in text_string_to_metric_families(out.decode()):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return samples
 
     def logs(self, service: str, tail: int = 200) -> str:
@@ -231,12 +256,8 @@ def metric(samples: dict[str, float], name: str, **labels: str) -> float:
         base, _, rest = key.partition("{")
         if base != name:
             continue
-        have = {}
-        if rest:
-            for part in rest.rstrip("}").split('",'):
-                k, _, v = part.partition("=")
-                have[k.strip(",")] = v.strip('"')
-        if all(have.get(k) == v for k, v in labels.items()):
+        have = dict(part.split("=", 1) for part in rest.rstrip("}").split(",") if part)
+        if all(have.get(k) == f'"{v}"' for k, v in labels.items()):
             total += value
     return total
 

@@ -4,10 +4,17 @@ Why not pybreaker: its ``CircuitBreaker.call`` holds one lock for the whole
 call, which would serialise every Redis command of a gthread worker. Here the
 lock only guards the state change; the call itself runs unlocked.
 
-States: ``closed`` (calls pass) -> ``open`` after ``failure_threshold``
-consecutive failures (calls fail at once, no request waits on Redis) ->
-``half-open`` once ``cooldown`` has passed: one probe call is let through;
-its success closes the breaker, its failure opens it for another cool-down.
+Rules
+-----
+* ``closed``: calls pass; ``failure_threshold`` consecutive failures open it.
+* ``open``: calls fail at once (no request waits on Redis) until ``cooldown``
+  has passed; then it is ``half-open``.
+* ``half-open``: exactly one call, the probe, is let through; its success
+  closes the breaker, its failure opens it for another cool-down.
+* **Only the probe closes an open breaker.** A call admitted while the breaker
+  was closed that succeeds after it opened says nothing about Redis now (it
+  may have been a lucky one among timeouts): it is ignored, so the breaker
+  keeps its cool-down instead of flapping.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ class CircuitBreaker:
             self._record_failure(probe)
             raise
         except BaseException:
-            if probe:
+            if probe:  # not a verdict on Redis: let the next call probe
                 with self._lock:
                     self._probe_in_flight = False
             raise
@@ -86,8 +93,10 @@ class CircuitBreaker:
         with self._lock:
             if probe:
                 self._probe_in_flight = False
+            if self._state != CLOSED and not probe:
+                return  # a straggler from before the breaker opened: no verdict
             self._failures += 1
-            if self._state == HALF_OPEN or self._failures >= self.failure_threshold:
+            if probe or self._failures >= self.failure_threshold:
                 self._opened_at = self._clock()
                 if self._state != OPEN:
                     self._transition(OPEN)
@@ -96,11 +105,12 @@ class CircuitBreaker:
         with self._lock:
             if probe:
                 self._probe_in_flight = False
-            self._failures = 0
-            if self._state != CLOSED:
+                self._failures = 0
                 self._transition(CLOSED)
+            elif self._state == CLOSED:
+                self._failures = 0
 
     def _transition(self, new_state: str) -> None:
         old, self._state = self._state, new_state
-        if self._on_transition is not None:
+        if old != new_state and self._on_transition is not None:
             self._on_transition(old, new_state)

@@ -14,7 +14,9 @@ from dataclasses import dataclass, fields
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-STRATEGIES = ("none", "cache-aside", "swr")
+STRATEGIES = ("none", "cache-aside", "swr", "two-tier")
+INVALIDATION_MODES = ("ttl", "delete", "write-through", "notify")
+TRACKING_CHOICES = ("auto", "off")
 T = TypeVar("T", int, float)
 
 
@@ -70,18 +72,24 @@ class Settings:
 
     database_url: str
     redis_url: str
-    cache_strategy: str = "swr"
+    cache_strategy: str = "two-tier"
     cache_ttl_seconds: int = 10
     cache_grace_seconds: int = 300
     cache_jitter_ratio: float = 0.1
     cache_namespace: str = "lab"
     cache_lock_wait_seconds: float = 15.0
+    cache_lock_lease_seconds: float = 5.0
     xfetch_beta: float = 1.0
-    local_cache_size: int = 256
+    local_cache_size: int = 1024
     refresh_threads: int = 4
+    fill_slots: int = 16
+    miss_slots: int = 48
+    cache_tracking: str = "auto"
+    memory_fallback_ttl_ms: int = 1000
+    tracking_heartbeat_seconds: float = 1.0
     redis_socket_timeout_ms: int = 75
     redis_connect_timeout_ms: int = 100
-    redis_max_connections: int = 50
+    redis_max_connections: int = 80
     breaker_failure_threshold: int = 3
     breaker_cooldown_seconds: float = 5.0
     db_connect_timeout_seconds: int = 3
@@ -89,11 +97,23 @@ class Settings:
     db_pool_size: int = 20
     db_pool_wait_seconds: float = 10.0
     slow_query_seconds: float | None = None
+    gunicorn_threads: int = 64
+    request_log_hit_sample: float = 0.01
+    log_summary_seconds: float = 10.0
+    write_api_token: str | None = None
+    items_invalidation: str = "delete"
 
     @property
-    def lock_ttl_ms(self) -> int:
-        """The single-flight lock outlives the longest query the database allows."""
-        return self.db_statement_timeout_ms + 5_000
+    def fill_wait_seconds(self) -> float:
+        """How long a thread may wait on a fill it joined: the leader's whole
+        path (the lock wait, then its own query with connect and pool wait)."""
+        return (self.cache_lock_wait_seconds + self.db_statement_timeout_ms / 1000
+                + self.db_connect_timeout_seconds + self.db_pool_wait_seconds + 2.0)
+
+    @property
+    def tombstone_ttl_ms(self) -> int:
+        """A tombstone outlives any fill that read the row before the write."""
+        return self.db_statement_timeout_ms + int(self.fill_wait_seconds * 1000)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -104,21 +124,31 @@ class Settings:
                 "CACHE_NAMESPACE must be 1-32 characters of a-z, 0-9, '_' or '-', "
                 f"starting with a letter; got {namespace!r}"
             )
+        token = env.get("WRITE_API_TOKEN", "").strip() or None
+        if token is not None and not re.fullmatch(r"[A-Za-z0-9._~+/=-]{16,256}", token):
+            raise ConfigError("WRITE_API_TOKEN must be 16-256 characters of letters, digits "
+                              "or ._~+/=- (or empty to keep the write API off)")
         settings = cls(
             database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres")),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss")),
-            cache_strategy=_choice(env, "CACHE_STRATEGY", "swr", STRATEGIES),
+            cache_strategy=_choice(env, "CACHE_STRATEGY", "two-tier", STRATEGIES),
             cache_ttl_seconds=read_integer(env, "CACHE_TTL_SECONDS", 10, 1, 86_400),
             cache_grace_seconds=read_integer(env, "CACHE_GRACE_SECONDS", 300, 0, 86_400),
             cache_jitter_ratio=_number(env, "CACHE_JITTER_RATIO", 0.1, 0.0, 0.5),
             cache_namespace=namespace,
             cache_lock_wait_seconds=_number(env, "CACHE_LOCK_WAIT_SECONDS", 15.0, 0.1, 300.0),
+            cache_lock_lease_seconds=_number(env, "CACHE_LOCK_LEASE_SECONDS", 5.0, 0.3, 60.0),
             xfetch_beta=_number(env, "XFETCH_BETA", 1.0, 0.0, 10.0),
-            local_cache_size=read_integer(env, "LOCAL_CACHE_SIZE", 256, 1, 100_000),
+            local_cache_size=read_integer(env, "LOCAL_CACHE_SIZE", 1024, 1, 1_000_000),
             refresh_threads=read_integer(env, "CACHE_REFRESH_THREADS", 4, 1, 64),
+            fill_slots=read_integer(env, "CACHE_FILL_SLOTS", 16, 1, 1_000),
+            miss_slots=read_integer(env, "CACHE_MISS_SLOTS", 48, 1, 1_000),
+            cache_tracking=_choice(env, "CACHE_TRACKING", "auto", TRACKING_CHOICES),
+            memory_fallback_ttl_ms=read_integer(env, "MEMORY_FALLBACK_TTL_MS", 1000, 0, 60_000),
+            tracking_heartbeat_seconds=_number(env, "TRACKING_HEARTBEAT_SECONDS", 1.0, 0.1, 60.0),
             redis_socket_timeout_ms=read_integer(env, "REDIS_SOCKET_TIMEOUT_MS", 75, 1, 10_000),
             redis_connect_timeout_ms=read_integer(env, "REDIS_CONNECT_TIMEOUT_MS", 100, 1, 10_000),
-            redis_max_connections=read_integer(env, "REDIS_MAX_CONNECTIONS", 50, 1, 10_000),
+            redis_max_connections=read_integer(env, "REDIS_MAX_CONNECTIONS", 80, 1, 10_000),
             breaker_failure_threshold=read_integer(env, "BREAKER_FAILURE_THRESHOLD", 3, 1, 1_000),
             breaker_cooldown_seconds=_number(env, "BREAKER_COOLDOWN_SECONDS", 5.0, 0.1, 600.0),
             db_connect_timeout_seconds=read_integer(env, "DB_CONNECT_TIMEOUT_SECONDS", 3, 1, 60),
@@ -127,16 +157,55 @@ class Settings:
             db_pool_wait_seconds=_number(env, "DB_POOL_WAIT_SECONDS", 10.0, 0.0, 300.0),
             slow_query_seconds=_number(env, "SLOW_QUERY_SECONDS", -1.0, 0.0, 300.0)
             if env.get("SLOW_QUERY_SECONDS", "").strip() else None,
+            gunicorn_threads=read_integer(env, "GUNICORN_THREADS", 64, 1, 1000),
+            request_log_hit_sample=_number(env, "REQUEST_LOG_HIT_SAMPLE", 0.01, 0.0, 1.0),
+            log_summary_seconds=_number(env, "LOG_SUMMARY_SECONDS", 10.0, 0.0, 3600.0),
+            write_api_token=token,
+            items_invalidation=_choice(env, "ITEMS_INVALIDATION", "delete", INVALIDATION_MODES),
         )
-        if (settings.slow_query_seconds is not None
-                and settings.db_statement_timeout_ms <= settings.slow_query_seconds * 1000):
-            raise ConfigError(
-                f"DB_STATEMENT_TIMEOUT_MS ({settings.db_statement_timeout_ms}) must exceed "
-                f"SLOW_QUERY_SECONDS ({settings.slow_query_seconds:g} s), or every query times out"
-            )
+        settings.check()
         return settings
 
+    def check(self) -> None:
+        """Cross-checks: combinations that would make the engine misbehave."""
+        if (self.slow_query_seconds is not None
+                and self.db_statement_timeout_ms <= self.slow_query_seconds * 1000):
+            raise ConfigError(
+                f"DB_STATEMENT_TIMEOUT_MS ({self.db_statement_timeout_ms}) must exceed "
+                f"SLOW_QUERY_SECONDS ({self.slow_query_seconds:g} s), or every query times out"
+            )
+        if (self.slow_query_seconds is not None
+                and self.cache_lock_wait_seconds <= self.slow_query_seconds):
+            raise ConfigError(
+                f"CACHE_LOCK_WAIT_SECONDS ({self.cache_lock_wait_seconds:g}) must exceed "
+                f"SLOW_QUERY_SECONDS ({self.slow_query_seconds:g}), or requests give up on "
+                "every fill in progress and run the query themselves"
+            )
+        if self.fill_slots + self.refresh_threads > self.db_pool_size:
+            raise ConfigError(
+                f"DB_POOL_SIZE ({self.db_pool_size}) must be at least CACHE_FILL_SLOTS "
+                f"({self.fill_slots}) + CACHE_REFRESH_THREADS ({self.refresh_threads}), so a "
+                "fill never waits for a database connection"
+            )
+        if self.fill_slots > self.miss_slots:
+            raise ConfigError(f"CACHE_FILL_SLOTS ({self.fill_slots}) must not exceed "
+                              f"CACHE_MISS_SLOTS ({self.miss_slots})")
+        if self.miss_slots >= self.gunicorn_threads:
+            raise ConfigError(
+                f"CACHE_MISS_SLOTS ({self.miss_slots}) must be below GUNICORN_THREADS "
+                f"({self.gunicorn_threads}), so some threads always serve hits"
+            )
+        needed = self.gunicorn_threads + self.refresh_threads + 2
+        if self.redis_max_connections < needed:
+            raise ConfigError(
+                f"REDIS_MAX_CONNECTIONS ({self.redis_max_connections}) must cover GUNICORN_THREADS "
+                f"+ CACHE_REFRESH_THREADS + 2 ({needed}), or a busy worker waits for its own pool"
+            )
+
     def public(self) -> dict[str, object]:
-        """Settings safe to show on a page: everything but the connection URLs."""
-        hidden = {"database_url", "redis_url"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
+        """Settings safe to show on a page: everything but the connection URLs and the token."""
+        hidden = {"database_url", "redis_url", "write_api_token"}
+        shown: dict[str, object] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
+        shown["write_api"] = "on" if self.write_api_token else "off"
+        return shown

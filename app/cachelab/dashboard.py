@@ -22,8 +22,9 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, render_template
 
 from . import metrics
-from .cache import CacheService
-from .keys import LOCK_SUFFIX, lock_key, namespace_pattern, parse_entry
+from .entry import decode
+from .keys import LOCK_SUFFIX, lock_key, namespace_pattern
+from .strategies import CacheService
 from .views import dependency_health
 
 bp = Blueprint("dashboard", __name__)
@@ -201,20 +202,26 @@ def read_keys(service: CacheService, namespace: str, redis_up: bool) -> dict[str
 
 
 def _key_state(key: str, raw: bytes | None, pttl: int, locked: bool, now: float) -> dict:
-    state: dict[str, Any] = {"key": key.rsplit(":", 1)[-1][:12], "item": None,
+    kind = key.split(":")[2] if key.count(":") >= 3 else ""
+    state: dict[str, Any] = {"key": key.rsplit(":", 1)[-1][:12], "kind": kind, "item": None,
                              "refreshing": locked}
-    entry = parse_entry(raw)
-    if entry is None:
+    entry = decode(raw)
+    if entry is None or pttl is None or pttl < 0:
         # No readable entry: being filled (lock held), or expired since the scan.
         state.update(state="missing", ttl_s=None, expires_s=None)
         return state
-    soft_left = entry["soft_expiry"] - now
+    if entry.tombstone:
+        state.update(state="tombstone", item=int(key.rsplit(":", 1)[-1]), ttl_s=None,
+                     expires_s=round(pttl / 1000, 1), version=entry.version)
+        return state
+    soft_left = entry.soft_remaining(pttl)
     state.update(
-        item=entry.get("item"),
+        item=entry.value.get("item", entry.value.get("id")),
+        version=entry.version,
         ttl_s=round(soft_left, 1),  # to the soft expiry: negative once stale
-        expires_s=None if pttl is None or pttl < 0 else round(pttl / 1000, 1),  # hard expiry
-        age_s=round(now - entry["created"], 1),
-        query_s=round(entry["delta"], 3),
+        expires_s=round(pttl / 1000, 1),  # hard expiry
+        age_s=round(now - entry.created, 1),
+        query_s=round(entry.delta, 3),
     )
     if locked:
         state["state"] = "refreshing"

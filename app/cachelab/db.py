@@ -26,6 +26,9 @@ import psycopg2.extensions
 from .config import Settings
 
 SLOW_QUERY = "SELECT slow_version()"
+ITEM_QUERY = "SELECT id, payload, version, updated_at FROM slow_item(%s)"
+ITEM_UPDATE = ("UPDATE items SET payload = %s WHERE id = %s "
+               "RETURNING id, payload, version, updated_at")
 _REPING_AFTER_IDLE_SECONDS = 1.0
 _thread = threading.local()
 
@@ -84,6 +87,22 @@ class Database:
             cur.execute(SLOW_QUERY)
             (version,) = cur.fetchone()
         return version
+
+    def fetch_item(self, item_id: int) -> dict | None:
+        """The item as of the start of its slow query, or None if there is none."""
+        budget = self._settings.db_statement_timeout_ms / 1000 + 2.0
+        with self._connection(budget) as conn, conn.cursor() as cur:
+            cur.execute(ITEM_QUERY, (item_id,))
+            row = cur.fetchone()
+        return None if row is None else _item(row)
+
+    def update_item(self, item_id: int, payload: str) -> dict | None:
+        """Commit a new payload (the table's trigger bumps ``version`` and
+        ``updated_at``); the committed row, or None if there is no such item."""
+        with self._connection(5.0) as conn, conn.cursor() as cur:
+            cur.execute(ITEM_UPDATE, (payload, item_id))
+            row = cur.fetchone()
+        return None if row is None else _item(row)
 
     def ping(self, timeout: float = 1.0) -> None:
         """A cheap round trip for readiness checks."""
@@ -148,6 +167,12 @@ class Database:
         )
         conn.autocommit = True
         return conn
+
+
+def _item(row: tuple) -> dict:
+    item_id, payload, version, updated_at = row
+    return {"id": item_id, "version": int(version), "updated_at": updated_at.isoformat(),
+            "payload": payload}
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,7 +10,12 @@ import logging
 from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
+from .admission import RETRY_AFTER_SECONDS as OVERLOAD_RETRY_SECONDS
+from .admission import Overloaded
 from .db import DatabaseUnavailable
+from .singleflight import FlightTimeout
+from .sources import NotFound
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
@@ -45,6 +50,9 @@ def register(app: Flask) -> None:
         response = error_response(exc.code or 500, code, exc.description or exc.name)
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
+        for name, value in exc.get_headers():
+            if name == "WWW-Authenticate":
+                response.headers[name] = value
         return response
 
     @app.errorhandler(DatabaseUnavailable)
@@ -57,6 +65,28 @@ def register(app: Flask) -> None:
         )
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
+
+    @app.errorhandler(Overloaded)
+    @app.errorhandler(FlightTimeout)
+    def _overloaded(exc: Exception) -> Response:
+        """The bulkhead refused a miss (or a wait ran past its deadline): a fast,
+        documented 503 rather than a thread held for seconds."""
+        strategy = app.config["SETTINGS"].cache_strategy
+        metrics.CACHE_REQUESTS[(strategy, "overloaded", "none")].inc()
+        g.cache_result = "overloaded"
+        detail = "overloaded" if isinstance(exc, Overloaded) else "fill-timeout"
+        response = error_response(
+            503, "overloaded",
+            "Too many cache misses are in flight on this server; try again in a second. "
+            "Cached answers are not affected.")
+        response.headers["Retry-After"] = str(OVERLOAD_RETRY_SECONDS)
+        response.headers["X-Cache"] = "MISS"
+        response.headers["Cache-Status"] = f"lab; fwd=miss; detail={detail}"
+        return response
+
+    @app.errorhandler(NotFound)
+    def _not_found(exc: NotFound) -> Response:
+        return error_response(404, "not_found", str(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -1,51 +1,44 @@
-"""Redis key layout: ``<namespace>:v<format>:slow_version:<hash>`` (+ ``:lock``),
-and the format of the JSON entries stored under it.
+"""Redis key layout: ``<namespace>:v2:<source>:...`` (+ ``:lock``).
 
-Namespaced, so several labs can share one Redis; versioned, so a change of the
-entry format never reads old entries; hashed, so nothing from a request
-reaches a key. ``cachelab cache purge`` deletes ``<namespace>:v<format>:*``.
+Namespaced, so several labs can share one Redis; versioned (``v2`` is the
+entry format of :mod:`cachelab.entry`), so a change of format never reads old
+entries; hashed or made of validated integers, so nothing from a request
+reaches a key as text. The tracking listener subscribes to the prefix
+``<namespace>:v2:``; ``cachelab cache purge`` deletes ``<namespace>:v2:*``.
+The fence counter lives outside that prefix (``<namespace>:fence:v2``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from typing import Any
 
 from .db import SLOW_QUERY
+from .entry import FORMAT
+from .lookup import Target
 
-ENTRY_FORMAT = 1
 LOCK_SUFFIX = ":lock"
 
 
-def cache_key(namespace: str, item: int) -> str:
+def prefix(namespace: str) -> str:
+    return f"{namespace}:v{FORMAT}:"
+
+
+def namespace_pattern(namespace: str) -> str:
+    return f"{prefix(namespace)}*"
+
+
+def version_target(namespace: str, item: int) -> Target:
+    """The seed page's entry: ``slow_version()``, one key per ``item``."""
     digest = hashlib.sha256(f"{SLOW_QUERY}|item={item}".encode()).hexdigest()[:24]
-    return f"{namespace}:v{ENTRY_FORMAT}:slow_version:{digest}"
+    return Target("version", item, f"{prefix(namespace)}version:{digest}")
+
+
+def item_target(namespace: str, item_id: int, mode: str, guarded: bool = True) -> Target:
+    """An item's entry in the key space of one invalidation mode (modes never
+    share entries, so they can be compared side by side)."""
+    space = mode if guarded else f"{mode}-unguarded"
+    return Target("item", item_id, f"{prefix(namespace)}item:{space}:{item_id}", guarded)
 
 
 def lock_key(key: str) -> str:
     return f"{key}{LOCK_SUFFIX}"
-
-
-def namespace_pattern(namespace: str) -> str:
-    return f"{namespace}:v{ENTRY_FORMAT}:*"
-
-
-def parse_entry(raw: bytes | str | None) -> dict[str, Any] | None:
-    """The entry stored under a key, or None if absent or not readable as this
-    format (an old or corrupt entry is a miss, never an error)."""
-    if raw is None:
-        return None
-    try:
-        entry = json.loads(raw)
-    except ValueError:
-        return None
-    valid = (
-        isinstance(entry, dict)
-        and entry.get("format") == ENTRY_FORMAT
-        and isinstance(entry.get("value"), dict)
-        and isinstance(entry.get("soft_expiry"), (int, float))
-        and isinstance(entry.get("created"), (int, float))
-        and isinstance(entry.get("delta"), (int, float))
-    )
-    return entry if valid else None

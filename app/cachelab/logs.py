@@ -1,4 +1,4 @@
-"""JSON logs on stdout: one line per request, with the request id from Nginx."""
+"""JSON logs on stdout (see cachelab.requestlog for which lines are written)."""
 
 from __future__ import annotations
 

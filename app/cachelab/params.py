@@ -13,7 +13,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
 MAX_ITEM = 9999
-ALLOWED = {"item", "cache"}
+ALLOWED = ("item", "cache")
 _DIGITS = re.compile(r"[0-9]{1,4}")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -22,13 +22,19 @@ def bad_request(reason: str) -> BadRequest:
     return BadRequest(description=reason)
 
 
-def read_lookup_args(args: MultiDict) -> tuple[int, bool]:
-    """``item`` (0-9999, default 0) and ``cache=bypass`` (the uncached baseline)."""
+def check_arguments(args: MultiDict, allowed: tuple[str, ...]) -> None:
+    """Refuse unknown and repeated query parameters."""
     for name in args:
-        if name not in ALLOWED:
-            raise bad_request(f"unknown query parameter {name[:40]!r}; allowed: item, cache")
+        if name not in allowed:
+            raise bad_request(f"unknown query parameter {name[:40]!r}; "
+                              f"allowed: {', '.join(allowed)}")
         if len(args.getlist(name)) > 1:
             raise bad_request(f"query parameter {name!r} given more than once")
+
+
+def read_lookup_args(args: MultiDict) -> tuple[int, bool]:
+    """``item`` (0-9999, default 0) and ``cache=bypass`` (the uncached baseline)."""
+    check_arguments(args, ALLOWED)
     raw_item = args.get("item", "0")
     if not _DIGITS.fullmatch(raw_item):
         raise bad_request(f"item must be an integer from 0 to {MAX_ITEM}")

@@ -2,7 +2,12 @@
 
 The Redis lock collapses misses across processes and containers; this collapses
 them across the threads of one gunicorn worker first, so a worker sends at most
-one lock attempt, one wait loop or one database query per key at a time.
+one lock attempt, one wait or one database query per key at a time.
+
+Rules: the first caller (the leader) runs ``func``; the others wait for its
+result at most ``timeout`` seconds, then get :class:`FlightTimeout` (never an
+unbounded wait). The leader's exception is raised in every caller. Nothing is
+remembered after the call ends: errors are never cached.
 """
 
 from __future__ import annotations
@@ -10,9 +15,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+class FlightTimeout(Exception):
+    """A follower waited longer than its deadline for the leader's result."""
 
 
 class SingleFlight(Generic[T]):
@@ -20,19 +30,23 @@ class SingleFlight(Generic[T]):
         self._lock = threading.Lock()
         self._calls: dict[str, Future[T]] = {}
 
-    def do(self, key: str, func: Callable[[], T]) -> tuple[T, bool]:
-        """Return ``(result, shared)``; ``shared`` is True for callers that waited.
+    def is_leader_free(self, key: str) -> bool:
+        """True if no call for ``key`` is in flight (a caller would lead)."""
+        with self._lock:
+            return key not in self._calls
 
-        Exceptions of the leading call are raised in every caller; nothing is
-        remembered after the call ends (errors are never cached).
-        """
+    def do(self, key: str, func: Callable[[], T], timeout: float) -> tuple[T, bool]:
+        """Return ``(result, shared)``; ``shared`` is True for callers that waited."""
         with self._lock:
             future = self._calls.get(key)
             leader = future is None
-            if leader:
+            if future is None:
                 future = self._calls[key] = Future()
         if not leader:
-            return future.result(), True
+            try:
+                return future.result(timeout=timeout), True
+            except FutureTimeout:
+                raise FlightTimeout(f"waited {timeout:g}s for a fill in this worker") from None
         try:
             result = func()
         except BaseException as exc:

@@ -4,67 +4,57 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from . import headers, metrics
-from .cache import CacheService, Lookup
-from .db import DatabaseUnavailable
+from . import metrics, responses
+from .keys import version_target
+from .lookup import Lookup
 from .params import read_lookup_args
 from .redis_store import CacheUnavailable
+from .db import DatabaseUnavailable
+from .strategies import CacheService
 
 bp = Blueprint("lab", __name__)
 
 
-def _service() -> CacheService:
+def service() -> CacheService:
     return current_app.extensions["cachelab"]
 
 
-def _lookup() -> Lookup:
-    item, bypass = read_lookup_args(request.args)
-    lookup = _service().get(item, bypass=bypass)
+def record(lookup: Lookup) -> None:
+    """Count the lookup once, for metrics, the request log and the summary line."""
     g.lookup = lookup
-    metrics.CACHE_REQUESTS.labels(lookup.strategy, lookup.metric_result).inc()
-    return lookup
+    metrics.CACHE_REQUESTS[(lookup.strategy, lookup.metric_result, lookup.tier)].inc()
 
 
-def _decorate(response: Response, lookup: Lookup) -> Response:
+def finish(response: Response, lookup: Lookup) -> Response:
     timings = dict(lookup.timings_ms)
     timings["app"] = (time.perf_counter() - g.started) * 1000
-    response.headers["X-Cache"] = headers.x_cache(lookup)
-    response.headers["Cache-Status"] = headers.cache_status(lookup)
-    response.headers["Server-Timing"] = headers.server_timing(timings)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers["Server-Timing"] = responses.server_timing(timings)
     return response
 
 
-def lookup_document(lookup: Lookup) -> dict:
-    return {
-        "version": lookup.value["version"],
-        "item": lookup.item,
-        "cache": lookup.result,
-        "source": lookup.source,
-        "detail": lookup.detail or None,
-        "strategy": lookup.strategy,
-        "key": lookup.key,
-        "ttl_remaining_s": None
-        if lookup.ttl_remaining is None
-        else round(lookup.ttl_remaining, 3),
-        "timings_ms": {name: round(value, 2) for name, value in lookup.timings_ms.items()},
-    }
+def _version_lookup() -> Lookup:
+    item, bypass = read_lookup_args(request.args)
+    cache = service()
+    lookup = cache.get(version_target(cache.settings.cache_namespace, item), bypass=bypass)
+    record(lookup)
+    return lookup
 
 
 @bp.get("/")
 def index() -> Response:
-    lookup = _lookup()
-    settings = current_app.config["SETTINGS"]
-    html = render_template("index.html", doc=lookup_document(lookup), settings=settings)
-    return _decorate(Response(html, mimetype="text/html"), lookup)
+    lookup = _version_lookup()
+    response = responses.page_response(lookup, "index.html",
+                                       settings=current_app.config["SETTINGS"])
+    return finish(response, lookup)
 
 
 @bp.get("/api/version")
 def api_version() -> Response:
-    lookup = _lookup()
-    return _decorate(jsonify(lookup_document(lookup)), lookup)
+    lookup = _version_lookup()
+    fields = {"version": lookup.value["version"], "item": lookup.target.ident}
+    return finish(responses.json_response(lookup, fields, "version"), lookup)
 
 
 @bp.get("/healthz")
@@ -83,17 +73,32 @@ def _probe(ping, failure: type[Exception]) -> dict:
     return {"status": "up", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-def dependency_health(service: CacheService) -> tuple[dict, dict]:
+def dependency_health(cache: CacheService) -> tuple[dict, dict]:
     """Ping Redis and PostgreSQL once: shared by /readyz and /api/dashboard."""
-    redis_state = {"breaker": service.store.breaker.state,
-                   **_probe(service.store.ping, CacheUnavailable)}
-    return redis_state, _probe(service.db.ping, DatabaseUnavailable)
+    redis_state = {"breaker": cache.store.breaker.state,
+                   "memory_tier": memory_tier_status(cache),
+                   **_probe(cache.store.ping, CacheUnavailable)}
+    return redis_state, _probe(cache.db.ping, DatabaseUnavailable)
+
+
+def memory_tier_status(cache: CacheService) -> dict:
+    """Tier 1's state: coherent (tracking), bounded (fallback), or not used."""
+    tracking = cache.tracking.status()
+    fallback_ms = cache.settings.memory_fallback_ttl_ms
+    if not cache.memory_tier:
+        bound = "not used by this strategy"
+    elif tracking["mode"] == "tracking":
+        bound = "until the entry's TTL, invalidated by Redis on every write"
+    else:
+        bound = f"at most {fallback_ms} ms per copy (no invalidations)"
+    return {**tracking, "enabled": cache.memory_tier, "bound": bound,
+            "entries": len(cache.local)}
 
 
 @bp.get("/readyz")
 def readyz() -> Response:
     """Readiness: PostgreSQL is required; Redis down means degraded, still ready."""
-    redis_state, pg_state = dependency_health(_service())
+    redis_state, pg_state = dependency_health(service())
     if pg_state["status"] != "up":
         status, code = "unavailable", 503
     elif redis_state["status"] != "up":

@@ -1,0 +1,149 @@
+"""The hot path: responses built from bytes prepared once per entry generation.
+
+The parts of an answer that depend only on the entry (the JSON fields of the
+value, the rendered page) are encoded once and kept on the worker's copy of
+the entry (:class:`cachelab.local.LocalEntry`); a request only formats its own
+few fields (cache result, tier, TTL left, timings) and joins the pieces.
+
+Validators: a weak ``ETag`` per entry generation (the per-request fields
+differ, the data does not), ``Cache-Control: no-cache`` (a browser may keep
+the answer but asks every time) and ``If-None-Match`` -> 304.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import Any
+
+from flask import Response, render_template, request
+
+from .lookup import BYPASS, HIT, MISS, STALE, Lookup
+
+CACHE_NAME = "lab"
+PAGE_MARK = "<!--lab:status-->"
+_JSON = "application/json"
+
+
+def _static_fields(lookup: Lookup, extra: dict[str, Any]) -> bytes:
+    """``"field":value,...}``: the document minus its per-request head."""
+    document = {**extra, "strategy": lookup.strategy, "key": lookup.target.key}
+    return json.dumps(document, separators=(",", ":"))[1:].encode()
+
+
+def _prepared(lookup: Lookup, kind: str, build) -> Any:
+    """Bytes for this generation: from the worker's copy, or built and kept there."""
+    local = lookup.local
+    if local is None:
+        return build()
+    value = local.prepared.get(kind)
+    if value is None:
+        value = local.prepared[kind] = build()
+    return value
+
+
+def etag(lookup: Lookup) -> str | None:
+    entry = lookup.entry
+    if entry is None:
+        return None
+    version = "-" if entry.version is None else entry.version
+    return f'W/"{entry.fence}.{version}.{int(entry.created * 1000)}"'
+
+
+def _head(lookup: Lookup) -> bytes:
+    detail = "null" if not lookup.detail else f'"{lookup.detail}"'
+    ttl = "null" if lookup.ttl_remaining is None else f"{lookup.ttl_remaining:.3f}"
+    timings = ",".join(f'"{name}":{value:.2f}' for name, value in lookup.timings_ms.items())
+    return (f'{{"cache":"{lookup.result}","source":"{lookup.tier}","detail":{detail},'
+            f'"ttl_remaining_s":{ttl},"timings_ms":{{{timings}}},').encode()
+
+
+def json_response(lookup: Lookup, fields: dict[str, Any], kind: str) -> Response:
+    tail = _prepared(lookup, kind, lambda: _static_fields(lookup, fields))
+    return _finish(lookup, _head(lookup) + tail, _JSON)
+
+
+def page_response(lookup: Lookup, template: str, **context: Any) -> Response:
+    def build() -> tuple[bytes, bytes]:
+        rendered = render_template(template, lookup=lookup, status_mark=PAGE_MARK, **context)
+        head, _, tail = rendered.partition(PAGE_MARK)
+        return head.encode(), tail.encode()
+
+    head, tail = _prepared(lookup, "page:" + template, build)
+    return _finish(lookup, head + _status_block(lookup).encode() + tail,
+                   "text/html; charset=utf-8")
+
+
+def _status_block(lookup: Lookup) -> str:
+    """The per-request rows of the page: how this response was served."""
+    timings = lookup.timings_ms
+    cache_ms = timings.get("memory", timings.get("cache"))
+    db_ms = timings.get("db")
+    ttl = lookup.ttl_remaining
+    if ttl is None:
+        ttl_text = "—"
+    elif ttl < 0:
+        ttl_text = f"stale for {-ttl:.1f} s"
+    else:
+        ttl_text = f"{ttl:.1f} s"
+    detail = f' <span class="muted">({html.escape(lookup.detail)})</span>' if lookup.detail else ""
+    return (
+        f'<tr><th scope="row">Cache result</th><td><span class="badge {lookup.result}" '
+        f'id="cache-result">{lookup.result}</span>{detail}</td></tr>'
+        f'<tr><th scope="row">Served from</th><td id="source">{lookup.tier}</td></tr>'
+        f'<tr><th scope="row">Cache time</th><td id="cache-ms">'
+        f'{"—" if cache_ms is None else f"{cache_ms:.2f} ms"}</td></tr>'
+        f'<tr><th scope="row">Database time</th><td id="db-ms">'
+        f'{"— (not queried)" if db_ms is None else f"{db_ms:.1f} ms"}</td></tr>'
+        f'<tr><th scope="row">TTL left</th><td id="ttl">{ttl_text}</td></tr>'
+    )
+
+
+def _finish(lookup: Lookup, body: bytes, content_type: str) -> Response:
+    tag = etag(lookup)
+    if tag is not None and tag in request.headers.get("If-None-Match", ""):
+        response = Response(status=304)
+    else:
+        response = Response(body, content_type=content_type)
+    headers = response.headers
+    headers["X-Cache"] = lookup.result
+    headers["Cache-Status"] = cache_status(lookup)
+    headers["Cache-Control"] = "no-cache"
+    if tag is not None:
+        headers["ETag"] = tag
+    return response
+
+
+def cache_status(lookup: Lookup) -> str:
+    """RFC 9211 Cache-Status: hit / fwd=miss|stale|bypass|request, ttl, stored, detail."""
+    ttl = None if lookup.ttl_remaining is None else math.floor(lookup.ttl_remaining)
+    if lookup.result == HIT:
+        status = f"{CACHE_NAME}; hit; ttl={max(ttl or 0, 0)}"
+        if lookup.tier == "memory":
+            status += f", {CACHE_NAME}-memory; hit"
+        return status
+    if lookup.result == STALE:
+        return f"{CACHE_NAME}; hit; fwd=stale; ttl={min(ttl or -1, -1)}"
+    if lookup.result == MISS:
+        parts = [CACHE_NAME, "fwd=miss"]
+        if lookup.stored:
+            parts.append("stored")
+        if lookup.detail == "collapsed":
+            parts.append("collapsed")
+        elif lookup.detail:
+            parts.append(f"detail={lookup.detail}")
+        if ttl is not None:
+            parts.append(f"ttl={max(ttl, 0)}")
+        return "; ".join(parts)
+    assert lookup.result == BYPASS
+    if lookup.detail == "request":
+        return f"{CACHE_NAME}; fwd=request"
+    status = f"{CACHE_NAME}; fwd=bypass; detail={lookup.detail}"
+    if lookup.tier == "local":
+        status += f", {CACHE_NAME}-local; hit"
+    return status
+
+
+def server_timing(timings_ms: dict[str, float]) -> str:
+    return ", ".join(f"{name};dur={value:.2f}" for name, value in timings_ms.items())

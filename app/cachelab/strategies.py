@@ -1,0 +1,178 @@
+"""The caching strategies the lab compares, over one Redis store and one database.
+
+``none``
+    Every request runs the slow query. The baseline.
+``cache-aside``
+    The 2021 reference done right: read Redis; on a miss run the query and
+    store the result for the TTL. Concurrent misses all run the query (a
+    stampede) and every expiry makes a user wait: that is the point of
+    comparing it.
+``swr``
+    Stale-while-revalidate with single flight, after dogpile.cache: an entry
+    is fresh for the TTL (jittered), then served stale for up to
+    ``CACHE_GRACE_SECONDS`` while one background refresh runs; XFetch may
+    refresh it a little early. A cold key is filled once across every process
+    (:mod:`cachelab.fills`).
+``two-tier`` (default)
+    ``swr`` plus tier 1: a fresh entry this worker has seen is served from its
+    own memory, with no round trip to Redis, kept coherent by Redis' tracking
+    invalidations (:mod:`cachelab.tracking`, :mod:`cachelab.local`).
+
+With Redis unavailable every strategy falls back to :mod:`cachelab.degraded`;
+after Redis lost its data (a restart), a worker's copy is written back rather
+than queried again.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+from .admission import Admission
+from .config import Settings
+from .db import Database
+from .degraded import Degraded
+from .entry import xfetch_due
+from .fills import Filler, RedisDown
+from .leases import Leases
+from .local import LocalEntries, LocalEntry
+from .lookup import BYPASS, DATABASE, HIT, MEMORY, MISS, REDIS, STALE, Lookup, Target, Timer
+from .redis_store import CacheUnavailable, RedisStore
+from .refresher import Refresher
+from .sources import Loader
+from .tracking import Tracking
+
+
+class CacheService:
+    def __init__(self, settings: Settings, store: RedisStore, db: Database,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.db = db
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.local = LocalEntries(settings.local_cache_size,
+                                  settings.memory_fallback_ttl_ms / 1000, clock)
+        self.refresher = Refresher(settings.refresh_threads, clock)
+        self.tracking = Tracking(store.client, f"{settings.cache_namespace}:v2:", self.local,
+                                 settings.tracking_heartbeat_seconds,
+                                 enabled=settings.cache_tracking == "auto",
+                                 on_invalidate=self.refresher.forget)
+        store.on_failover = self.tracking.reconnect
+        self.admission = Admission(settings.miss_slots, settings.fill_slots)
+        self.leases = Leases(store, settings.cache_lock_lease_seconds)
+        self.loader = Loader(settings, db, self.rng, wall)
+        self.filler = Filler(settings, store, self.leases, self.local, self.tracking,
+                             self.admission, self.loader, self.refresher, clock)
+        self.degraded = Degraded(settings, self.local, self.admission, self.loader,
+                                 self.refresher, clock)
+        self.memory_tier = settings.cache_strategy == "two-tier"
+
+    def start(self) -> None:
+        """Start the background threads (after fork: gunicorn calls create_app per worker)."""
+        self.tracking.start()
+
+    def shutdown(self) -> None:
+        """Worker exit: drop queued refreshes, release leases, stop listening."""
+        self.refresher.shutdown()
+        self.leases.close()
+        self.tracking.close()
+
+    # -- the entry point ----------------------------------------------------------------
+    def get(self, target: Target, bypass: bool = False) -> Lookup:
+        strategy = self.settings.cache_strategy
+        timer = Timer()
+        if strategy == "none" or bypass:
+            with self.admission.fill():
+                loaded = self.loader.load(target, timer)
+            return Lookup(target=target, strategy=strategy, result=BYPASS, tier=DATABASE,
+                          value=loaded.value, detail="request" if bypass else "strategy-none",
+                          timings_ms=dict(timer.timings))
+        if self.memory_tier:
+            started = time.perf_counter()
+            self.tracking.sync()
+            local = self.local.servable(target.key)
+            if local is not None:
+                left = local.soft_deadline - self.clock()
+                timer.add("memory", started)
+                self._maybe_early_refresh(target, local, left)
+                return Lookup(target=target, strategy=strategy, result=HIT, tier=MEMORY,
+                              value=local.entry.value, entry=local.entry, local=local,
+                              ttl_remaining=left, timings_ms=timer.timings)
+        snapshot = self.local.snapshot(target.key)
+        started = time.perf_counter()
+        try:
+            read = self.store.read(target.key)
+        except CacheUnavailable:
+            timer.add("cache", started)
+            return self.degraded.serve(target, strategy, timer)
+        timer.add("cache", started)
+        if read.entry is not None:
+            left = read.soft_remaining
+            local = self.local.put(target.key, read.entry, left, read.pttl_ms / 1000, snapshot)
+            if strategy != "cache-aside" and left <= 0:
+                self.filler.refresh_in_background(target, read.entry, "stale")
+                result = STALE
+            else:
+                if strategy != "cache-aside" and local is not None:
+                    self._maybe_early_refresh(target, local, left)
+                result = HIT
+            return Lookup(target=target, strategy=strategy, result=result, tier=REDIS,
+                          value=read.entry.value, entry=read.entry, local=local,
+                          ttl_remaining=left, timings_ms=dict(timer.timings))
+        if read.tombstone is None and self.tracking.active:
+            reseeded = self._reseed(target, strategy, timer)
+            if reseeded is not None:
+                return reseeded
+        try:
+            if strategy == "cache-aside":
+                return self._cache_aside_fill(target, timer)
+            return self.filler.fill(target, strategy, timer)
+        except RedisDown:
+            return self.degraded.serve(target, strategy, timer)
+
+    # -- helpers ----------------------------------------------------------------------
+    def _maybe_early_refresh(self, target: Target, local: LocalEntry, left: float) -> None:
+        if xfetch_due(local.entry, left, self.settings.xfetch_beta, self.rng):
+            self.filler.refresh_in_background(target, local.entry, "early")
+
+    def _cache_aside_fill(self, target: Target, timer: Timer) -> Lookup:
+        """The reference's miss: every concurrent miss queries (no single flight)."""
+        with self.admission.miss(), self.admission.fill():
+            loaded = self.loader.load(target, timer)
+        fence = 0
+        if target.guarded:
+            try:
+                fence = self.store.next_fence()
+            except CacheUnavailable:
+                pass
+        entry = self.loader.entry(loaded, fence, grace=False)
+        local, stored = self.filler.store_and_keep(target, entry, timer)
+        return Lookup(target=target, strategy="cache-aside", result=MISS, tier=DATABASE,
+                      value=entry.value, entry=entry, local=local, ttl_remaining=entry.ttl,
+                      stored=stored, timings_ms=dict(timer.timings))
+
+    def _reseed(self, target: Target, strategy: str, timer: Timer) -> Lookup | None:
+        """Redis has no entry although this worker holds a copy that no
+        invalidation removed: Redis lost its data (restart, failover to an
+        empty node). Serve the copy and write it back instead of querying."""
+        copy = self.local.last_copy(target.key)
+        if copy is None or not self.local.reseedable(copy):
+            return None
+        now = self.clock()
+        px = int((copy.hard_deadline - now) * 1000)
+        if px <= 0:
+            return None
+        try:
+            self.store.restore(target.key, copy.entry, px)
+        except CacheUnavailable:
+            pass
+        left = copy.soft_deadline - now
+        if strategy != "cache-aside" and left <= 0:
+            self.filler.refresh_in_background(target, copy.entry, "stale")
+        return Lookup(target=target, strategy=strategy, result=HIT if left > 0 else STALE,
+                      tier=REDIS, value=copy.entry.value, entry=copy.entry, local=copy,
+                      detail="reseeded", ttl_remaining=left, timings_ms=dict(timer.timings))

@@ -1,0 +1,138 @@
+"""The circuit breaker, on an injected clock."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from cachelab.breaker import CLOSED, HALF_OPEN, OPEN, BreakerOpen, CircuitBreaker
+
+from .conftest import FakeClock
+
+
+class Down(Exception):
+    pass
+
+
+def fail():
+    raise Down()
+
+
+def ok():
+    return "ok"
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def breaker(clock):
+    transitions = []
+    b = CircuitBreaker(3, cooldown=5.0, clock=clock,
+                       on_transition=lambda old, new: transitions.append((old, new)))
+    b.transitions = transitions
+    return b
+
+
+def trip(breaker):
+    for _ in range(3):
+        with pytest.raises(Down):
+            breaker.call(fail, (Down,))
+
+
+def test_opens_after_consecutive_failures_and_fails_fast(breaker):
+    with pytest.raises(Down):
+        breaker.call(fail, (Down,))
+    assert breaker.call(ok, (Down,)) == "ok"  # a success resets the count
+    trip(breaker)
+    assert breaker.state == OPEN
+    with pytest.raises(BreakerOpen):
+        breaker.call(ok, (Down,))
+
+
+def test_half_open_lets_exactly_one_probe_through(breaker, clock):
+    trip(breaker)
+    clock.advance(5.0)
+    assert breaker.state == HALF_OPEN
+    inside, release = threading.Event(), threading.Event()
+
+    def probe():
+        inside.set()
+        release.wait(5)
+        return "probe"
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(r=breaker.call(probe, (Down,))))
+    thread.start()
+    assert inside.wait(5)
+    with pytest.raises(BreakerOpen, match="probe in flight"):
+        breaker.call(ok, (Down,))
+    release.set()
+    thread.join(5)
+    assert result["r"] == "probe" and breaker.state == CLOSED
+    assert breaker.transitions == [("closed", "open"), ("open", "half-open"),
+                                   ("half-open", "closed")]
+
+
+def test_a_failed_probe_opens_it_for_another_full_cooldown(breaker, clock):
+    trip(breaker)
+    clock.advance(5.0)
+    with pytest.raises(Down):
+        breaker.call(fail, (Down,))
+    assert breaker.state == OPEN
+    clock.advance(4.9)
+    with pytest.raises(BreakerOpen):
+        breaker.call(ok, (Down,))
+    clock.advance(0.1)
+    assert breaker.call(ok, (Down,)) == "ok" and breaker.state == CLOSED
+
+
+def test_a_success_admitted_before_it_opened_does_not_skip_the_cooldown(breaker, clock):
+    """Defect: a call admitted while closed that succeeded after the breaker
+    opened closed it again, so it flapped with Redis near its timeout."""
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_ok():
+        inside.set()
+        release.wait(5)
+        return "late"
+
+    thread = threading.Thread(target=lambda: breaker.call(slow_ok, (Down,)))
+    thread.start()
+    assert inside.wait(5)
+    trip(breaker)  # three failures while the slow call is in flight
+    release.set()
+    thread.join(5)
+    assert breaker.state == OPEN
+    with pytest.raises(BreakerOpen):
+        breaker.call(ok, (Down,))
+
+
+def test_a_straggling_failure_does_not_restart_the_cooldown(breaker, clock):
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_fail():
+        inside.set()
+        release.wait(5)
+        raise Down()
+
+    thread = threading.Thread(target=lambda: pytest.raises(Down, breaker.call, slow_fail, (Down,)))
+    thread.start()
+    assert inside.wait(5)
+    trip(breaker)
+    clock.advance(4.0)
+    release.set()
+    thread.join(5)
+    clock.advance(1.0)
+    assert breaker.state == HALF_OPEN
+
+
+def test_other_exceptions_are_not_a_verdict_and_free_the_probe(breaker, clock):
+    trip(breaker)
+    clock.advance(5.0)
+    with pytest.raises(KeyError):
+        breaker.call(lambda: {}["x"], (Down,))
+    assert breaker.call(ok, (Down,)) == "ok" and breaker.state == CLOSED

@@ -1,0 +1,369 @@
+"""The engine end to end in one process: strategies, fills, refreshes, outages.
+
+Two CacheService objects on one Valkey stand for two workers (or containers).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import pytest
+
+from cachelab import metrics
+from cachelab.admission import Overloaded
+from cachelab.db import DatabaseUnavailable
+from cachelab.keys import version_target
+from cachelab.lookup import BYPASS, DATABASE, HIT, LOCAL, MISS, REDIS, STALE
+from cachelab.refresher import Refresher
+from loadtest.stack import wait_until
+
+from .conftest import FakeClock, free_port
+
+
+def target(settings, item=1):
+    return version_target(settings.cache_namespace, item)
+
+
+def counter(child) -> float:
+    return child._value.get()
+
+
+def parallel(count: int, func):
+    barrier = threading.Barrier(count)
+
+    def run(_):
+        barrier.wait(10)
+        return func()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+# -- cold keys ---------------------------------------------------------------------
+def test_concurrent_misses_in_two_workers_run_the_query_once(settings, db, services):
+    workers = [services(settings, db), services(settings, db)]
+    db.delay = 0.3
+    lookups = parallel(20, lambda: workers[random.randrange(2)].get(target(settings)))
+    assert db.calls["version"] == 1
+    assert sum(lookup.stored for lookup in lookups) == 1
+    assert {lookup.result for lookup in lookups} == {MISS}
+    assert sum(lookup.detail == "collapsed" for lookup in lookups) == 19
+
+
+def test_cache_aside_lets_every_concurrent_miss_query(settings, db, services):
+    service = services(settings, db, cache_strategy="cache-aside")
+    db.delay = 0.2
+    parallel(5, lambda: service.get(target(settings)))
+    assert db.calls["version"] == 5
+
+
+def test_an_orphaned_lease_delays_a_fill_by_at_most_its_length(settings, db, services, raw):
+    """Defect: a fill lock outlived its SIGKILLed holder for 35 s, every request
+    waited CACHE_LOCK_WAIT_SECONDS and then queried without storing."""
+    service = services(settings, db)
+    key = target(settings)
+    raw.set(key.lock_key, "a-dead-holder", px=int(settings.cache_lock_lease_seconds * 1000))
+    started = time.monotonic()
+    lookup = service.get(key)
+    waited = time.monotonic() - started
+    assert lookup.result == MISS and lookup.stored and lookup.detail == ""
+    assert waited <= settings.cache_lock_lease_seconds + 0.5, waited
+    assert service.store.read(key.key).entry is not None
+    assert db.calls["version"] == 1
+
+
+def test_a_waiter_past_the_lock_wait_queries_and_stores_its_result(settings, db, services):
+    """The lock-timeout path: the holder is alive but slower than allowed."""
+    slow_holder = services(settings, db)
+    waiter = services(settings, db, cache_lock_wait_seconds=0.3)
+    holder_gate = db.gate = threading.Event()
+    holding = threading.Thread(target=slow_holder.get, args=(target(settings),))
+    holding.start()
+    assert db.started.acquire(timeout=5)
+    db.gate = None  # the waiter's own query answers at once
+    before = counter(metrics.LOCK_WAITS["timeout"])
+    lookup = waiter.get(target(settings))
+    assert lookup.detail == "lock-timeout" and lookup.stored
+    assert counter(metrics.LOCK_WAITS["timeout"]) == before + 1
+    assert waiter.store.read(target(settings).key).entry.fence == lookup.entry.fence
+    holder_gate.set()  # the holder finishes: its older fence must not win
+    holding.join(5)
+    assert waiter.store.read(target(settings).key).entry.fence == lookup.entry.fence
+
+
+def test_a_holder_slower_than_its_lease_keeps_it(settings, db, services):
+    """Defect: the lock TTL did not cover the holder's whole path; now the lease
+    is renewed while it works, so nobody else queries meanwhile."""
+    holder = services(settings, db)
+    other = services(settings, db)
+    db.delay = 3 * settings.cache_lock_lease_seconds
+    thread = threading.Thread(target=holder.get, args=(target(settings),))
+    thread.start()
+    assert db.started.acquire(timeout=5)
+    lookup = other.get(target(settings))
+    thread.join(10)
+    assert lookup.detail == "collapsed" and db.calls["version"] == 1
+
+
+def test_followers_in_a_worker_wait_at_most_their_deadline(settings, db, services):
+    """Defect: threads waiting on a single flight had no deadline."""
+    from cachelab.singleflight import FlightTimeout, SingleFlight
+
+    flights = SingleFlight()
+    gate = threading.Event()
+    leader = threading.Thread(target=flights.do, args=("k", lambda: gate.wait(5), 10))
+    leader.start()
+    wait_until(lambda: not flights.is_leader_free("k"), 2, interval=0.01, message="leader")
+    started = time.monotonic()
+    with pytest.raises(FlightTimeout):
+        flights.do("k", lambda: None, timeout=0.2)
+    assert time.monotonic() - started < 1.0
+    gate.set()
+    leader.join(5)
+
+
+# -- stale entries and refreshes -----------------------------------------------------
+def make_stale(service, raw, key, seconds_past=1.0):
+    """Age the entry in Redis: its PTTL says it is past the soft expiry."""
+    read = service.store.read(key.key)
+    raw.pexpire(key.key, int((read.entry.grace - seconds_past) * 1000))
+
+
+def test_a_stale_entry_is_served_at_once_while_one_refresh_runs(settings, db, services, raw):
+    service = services(settings, db, cache_strategy="swr")
+    key = target(settings)
+    service.get(key)
+    make_stale(service, raw, key)
+    db.gate = threading.Event()
+    lookups = [service.get(key) for _ in range(20)]
+    assert {lookup.result for lookup in lookups} == {STALE}
+    assert db.started.acquire(timeout=5) and db.calls["version"] == 2  # one refresh
+    db.gate.set()
+    wait_until(lambda: service.get(key).result == HIT, 5, interval=0.01, message="refreshed")
+    assert db.calls["version"] == 2
+
+
+def test_a_refresh_that_lost_the_race_reads_again_and_skips(settings, db, services, raw):
+    """Defect: a refresh took the lock without reading again, so a worker that
+    saw the stale entry just before another worker's write queried again."""
+    worker_a = services(settings, db, cache_strategy="swr")
+    worker_b = services(settings, db, cache_strategy="swr")
+    key = target(settings)
+    worker_a.get(key)
+    make_stale(worker_a, raw, key)
+    seen_by_a = worker_a.store.read(key.key).entry  # A read the stale entry...
+    worker_b.filler.refresh(key, seen_by_a, "stale")  # ...B refreshed it first
+    assert db.calls["version"] == 2
+    before = counter(metrics.REFRESHES[("stale", "already-fresh")])
+    worker_a.filler.refresh(key, seen_by_a, "stale")  # A's refresh gets the free lease
+    assert db.calls["version"] == 2
+    assert counter(metrics.REFRESHES[("stale", "already-fresh")]) == before + 1
+
+
+def test_a_worker_that_lost_the_lease_does_not_retry_on_every_stale_read(
+        settings, db, services, raw):
+    """Defect: 1,395 SETs for 4,315 STALE reads in 8 s."""
+    worker_a = services(settings, db, cache_strategy="swr")
+    worker_b = services(settings, db, cache_strategy="swr")
+    key = target(settings)
+    worker_a.get(key)
+    make_stale(worker_a, raw, key)
+    db.gate = threading.Event()
+    worker_b.get(key)  # B's refresh holds the lease, blocked in its query
+    assert db.started.acquire(timeout=5)
+    for _ in range(50):
+        assert worker_a.get(key).result == STALE
+    wait_until(lambda: worker_a.refresher.running() == 0, 5, interval=0.01, message="A idle")
+    assert not worker_a.refresher.claim(key.key)  # A remembers the lease held elsewhere
+    db.gate.set()
+    wait_until(lambda: worker_a.get(key).result in (HIT, "HIT"), 5, interval=0.01,
+               message="B's refresh to land")
+    assert db.calls["version"] == 2
+
+
+def test_a_failed_refresh_keeps_serving_stale_and_is_not_cached(settings, db, services, raw):
+    service = services(settings, db, cache_strategy="swr")
+    key = target(settings)
+    service.get(key)
+    make_stale(service, raw, key)
+    db.fail = True
+    before = counter(metrics.REFRESHES[("stale", "error")])
+    assert service.get(key).result == STALE
+    wait_until(lambda: counter(metrics.REFRESHES[("stale", "error")]) > before, 5,
+               interval=0.01, message="the refresh to fail")
+    service.refresher.forget([key.key])
+    assert service.get(key).result == STALE  # still the stale value, never an error
+    db.fail = False
+    wait_until(lambda: service.get(key).result == HIT, 5, interval=0.01, message="recovered")
+
+
+def test_xfetch_refreshes_early_with_its_probability(settings, db, services):
+    class Certain(random.Random):
+        def random(self):
+            return 0.999999  # -ln(1 - u) is large: always due
+
+    service = services(settings, db, rng=Certain(), cache_strategy="swr", xfetch_beta=1.0)
+    key = target(settings)
+    db.delay = 0.05  # delta: -ln(1e-6) * 0.05 s = 0.7 s of lead
+    service.get(key)
+    db.delay = 0.0
+    read = service.store.read(key.key)
+    service.store.client.pexpire(key.key, int((read.entry.grace + 0.4) * 1000))  # 0.4 s left
+    before = counter(metrics.REFRESHES[("early", "ok")])
+    lookup = service.get(key)
+    assert lookup.result == HIT
+    wait_until(lambda: counter(metrics.REFRESHES[("early", "ok")]) == before + 1, 5,
+               interval=0.01, message="an early refresh")
+
+
+def test_a_worker_runs_at_most_refresh_threads_refreshes_at_once(settings, db, services, raw):
+    service = services(settings, db, cache_strategy="swr", refresh_threads=2)
+    keys = [target(settings, item) for item in range(1, 7)]
+    for key in keys:
+        service.get(key)
+        make_stale(service, raw, key)
+    db.delay = 0.2
+    assert all(service.get(key).result == STALE for key in keys)
+    wait_until(lambda: db.calls["version"] == 12, 10, interval=0.02, message="6 refreshes")
+    assert db.max_concurrent == 2
+
+
+def test_shutdown_drops_the_queued_refreshes():
+    """Defect: an exiting worker ran its whole refresh queue."""
+    refresher = Refresher(1, time.monotonic)
+    gate, ran = threading.Event(), []
+    for n in range(5):
+        assert refresher.claim(f"k{n}")
+        refresher.submit(f"k{n}", lambda n=n: (gate.wait(5), ran.append(n)))
+    wait_until(lambda: refresher.running() == 5, 2, interval=0.01, message="queued")
+    refresher.shutdown()
+    gate.set()
+    refresher._executor.shutdown(wait=True)
+    assert ran == [0]
+    assert not refresher.claim("k9")
+
+
+def test_freshness_does_not_depend_on_the_readers_wall_clock(settings, db, services):
+    """Defect: soft expiry compared the writer's wall clock with the reader's."""
+    writer = services(settings, db)
+    reader = services(settings, db, wall=lambda: time.time() + 3600, cache_strategy="swr")
+    writer.get(target(settings))
+    assert reader.get(target(settings)).result == HIT
+
+
+# -- Redis trouble -------------------------------------------------------------------
+def test_redis_data_loss_is_answered_from_the_workers_copy(settings, db, services, valkey):
+    """Defect: after a Redis restart the first reader of every key waited for the
+    query although every worker still held the entry."""
+    service = services(settings, db)
+    key = target(settings)
+    service.get(key)
+    service.get(key)  # a read confirms this worker's copy (its own fill invalidated it)
+    valkey.terminate()  # killed: nothing saved
+    valkey.start()  # the same port, an empty server with a new run_id
+    wait_until(lambda: service.tracking.active and service.tracking._server_run_id, 10,
+               interval=0.02, message="the listener back on the new server")
+    wait_until(lambda: service.store.breaker.state == "closed"
+               or service.store.ping() is None, 5, interval=0.05, message="redis answers")
+    lookup = service.get(key)
+
+    assert lookup.detail == "reseeded" and lookup.result == HIT
+    assert db.calls["version"] == 1
+    assert service.store.read(key.key).entry is not None  # written back
+
+
+def test_a_purge_is_never_undone_by_a_workers_copy(settings, db, services, raw):
+    service = services(settings, db)
+    key = target(settings)
+    service.get(key)
+    service.get(key)
+    raw.unlink(key.key)
+    wait_until(lambda: not service.local.last_copy(key.key).verified, 2, interval=0.01,
+               message="the delete to reach the listener")
+    assert service.get(key).result == MISS and db.calls["version"] == 2
+
+
+def test_redis_down_serves_the_copy_until_its_hard_expiry_then_queries(settings, db, services):
+    clock = FakeClock()
+    service = services(settings, db, clock=clock, cache_tracking="off",
+                       redis_url=f"redis://127.0.0.1:{free_port()}/0", cache_grace_seconds=5)
+    key = target(settings)
+    first = service.get(key)  # Redis unreachable: queried, kept as this worker's copy
+    assert (first.result, first.tier, first.detail) == (BYPASS, DATABASE, "redis-unavailable")
+    assert service.get(key).tier == LOCAL
+    db.fail = True  # PostgreSQL is down too: nothing refreshes the copy
+    clock.advance(14.9)  # ttl 10 + grace 5
+    stale = service.get(key)
+    assert stale.tier == LOCAL and stale.ttl_remaining < 0
+    clock.advance(0.2)  # past the hard expiry: the copy is never served longer
+    with pytest.raises(DatabaseUnavailable):
+        service.get(key)
+
+
+# -- the bulkhead ----------------------------------------------------------------------
+def test_misses_beyond_the_fill_slots_are_refused_at_once(settings, db, services):
+    service = services(settings, db, fill_slots=2, miss_slots=4)
+    db.gate = threading.Event()
+    cached = target(settings, 99)
+    db.gate.set()
+    service.get(cached)
+    db.gate = threading.Event()
+    outcomes: list[str] = []
+
+    def cold(item):
+        try:
+            service.get(target(settings, item))
+            outcomes.append("ok")
+        except Overloaded:
+            outcomes.append("overloaded")
+
+    threads = [threading.Thread(target=cold, args=(item,)) for item in range(1, 7)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: outcomes.count("overloaded") == 4, 5, interval=0.01,
+               message="4 of 6 refused")
+    started = time.perf_counter()
+    assert service.get(cached).result == HIT  # hits do not wait behind the misses
+    assert time.perf_counter() - started < 0.1
+    db.gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert outcomes.count("ok") == 2 and db.max_concurrent <= 2
+
+
+def test_followers_count_against_the_miss_slots(settings, db, services):
+    service = services(settings, db, fill_slots=1, miss_slots=3)
+    db.gate = threading.Event()
+    outcomes: list[str] = []
+
+    def same_key():
+        try:
+            service.get(target(settings, 5))
+            outcomes.append("ok")
+        except Overloaded:
+            outcomes.append("overloaded")
+
+    threads = [threading.Thread(target=same_key) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: outcomes.count("overloaded") == 2, 5, interval=0.01, message="refused")
+    db.gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert outcomes.count("ok") == 3 and db.calls["version"] == 1
+
+
+def test_the_uncached_baseline_runs_in_fill_slots(settings, db, services):
+    service = services(settings, db, fill_slots=1)
+    db.gate = threading.Event()
+    thread = threading.Thread(target=service.get, args=(target(settings),), kwargs={"bypass": True})
+    thread.start()
+    assert db.started.acquire(timeout=5)
+    with pytest.raises(Overloaded):
+        service.get(target(settings), bypass=True)
+    db.gate.set()
+    thread.join(5)

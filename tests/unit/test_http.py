@@ -1,0 +1,222 @@
+"""The HTTP layer with Flask's test client: headers, validators, errors, the items API."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from cachelab import metrics
+from cachelab.app import create_app, shutdown
+from cachelab.config import Settings
+from cachelab.redis_store import RedisStore
+from loadtest.stack import wait_until
+
+TOKEN = "unit-test-token-0123456789"
+
+
+@pytest.fixture
+def make_app(settings, db):
+    def make(**overrides):
+        app_settings = replace(settings, **overrides)
+        app = create_app(app_settings, db=db, store=RedisStore(app_settings))
+        app.config["TESTING"] = True
+        service = app.extensions["cachelab"]
+        wait_until(lambda: service.tracking.active, 5, interval=0.01, message="tracking")
+        return app
+
+    yield make
+    shutdown()
+
+
+@pytest.fixture
+def client(make_app):
+    return make_app(write_api_token=TOKEN).test_client()
+
+
+def test_miss_then_memory_hit_with_every_promised_header(client, db):
+    first = client.get("/api/version?item=3")
+    assert first.status_code == 200 and first.headers["X-Cache"] == "MISS"
+    assert first.headers["Cache-Status"].startswith("lab; fwd=miss; stored; ttl=")
+    assert "db;dur=" in first.headers["Server-Timing"] and "app;dur=" in first.headers["Server-Timing"]
+    client.get("/api/version?item=3")
+    hit = client.get("/api/version?item=3")
+    assert hit.headers["X-Cache"] == "HIT"
+    assert hit.headers["Cache-Status"].endswith("lab-memory; hit")
+    assert hit.headers["Cache-Control"] == "no-cache" and hit.headers["ETag"].startswith('W/"')
+    body = hit.get_json()
+    assert body["cache"] == "HIT" and body["source"] == "memory" and body["item"] == 3
+    assert body["version"] == first.get_json()["version"] and body["strategy"] == "two-tier"
+    assert hit.headers["X-Request-ID"]
+    assert db.calls["version"] == 1
+
+
+def test_if_none_match_gets_a_304_with_the_cache_headers(client):
+    client.get("/api/version")
+    tag = client.get("/api/version").headers["ETag"]
+    again = client.get("/api/version", headers={"If-None-Match": tag})
+    assert again.status_code == 304 and again.data == b""
+    assert again.headers["X-Cache"] == "HIT" and again.headers["ETag"] == tag
+    assert client.get("/api/version", headers={"If-None-Match": 'W/"other"'}).status_code == 200
+
+
+def test_the_page_is_prepared_once_per_generation_and_shows_this_request(client):
+    first = client.get("/?item=4")
+    assert first.status_code == 200 and first.mimetype == "text/html"
+    assert b'id="cache-result">MISS' in first.data and b"PostgreSQL 99.0 (fake)" in first.data
+    client.get("/?item=4")
+    page = client.get("/?item=4")
+    assert b'id="cache-result">HIT' in page.data and b'id="source">memory' in page.data
+    assert b"not queried" in page.data and b"TTL left" in page.data
+
+
+def test_the_uncached_baseline_always_queries(client, db):
+    for _ in range(2):
+        response = client.get("/api/version?cache=bypass")
+        assert response.headers["X-Cache"] == "BYPASS"
+        assert response.headers["Cache-Status"] == "lab; fwd=request"
+    assert db.calls["version"] == 2
+
+
+@pytest.mark.parametrize("query, reason", [
+    ("item=x", "item must be an integer"), ("item=10000", "item must be an integer"),
+    ("itme=1", "unknown query parameter"), ("item=1&item=2", "more than once"),
+    ("cache=yes", "cache must be"),
+])
+def test_bad_parameters_get_a_400_with_the_reason(client, query, reason):
+    response = client.get(f"/api/version?{query}")
+    assert response.status_code == 400 and reason in response.get_json()["message"]
+
+
+def test_a_database_outage_without_a_cached_value_is_a_503_with_retry_after(client, db):
+    db.fail = True
+    response = client.get("/api/version?item=77")
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.get_json()["error"] == "database_unavailable"
+    page = client.get("/?item=77", headers={"Accept": "text/html"})
+    assert page.status_code == 503 and b"<h1>503" in page.data and b"Traceback" not in page.data
+
+
+def test_an_overloaded_worker_answers_503_overloaded_at_once(make_app, db):
+    import threading
+
+    client = make_app(fill_slots=1, miss_slots=1).test_client()
+    db.gate = threading.Event()
+    thread = threading.Thread(target=client.get, args=("/api/version?item=1",))
+    thread.start()
+    assert db.started.acquire(timeout=5)
+    response = client.get("/api/version?item=2")
+    db.gate.set()
+    thread.join(5)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response.get_json()["error"] == "overloaded"
+    assert response.headers["Cache-Status"] == "lab; fwd=miss; detail=overloaded"
+
+
+def test_readyz_reports_the_memory_tier(client, db):
+    ready = client.get("/readyz").get_json()
+    assert ready["status"] == "ready"
+    assert ready["redis"]["memory_tier"]["mode"] == "tracking"
+    db.fail = True
+    assert client.get("/readyz").status_code == 503
+
+
+def test_metrics_count_lookups_once_by_result_and_tier(client):
+    child = metrics.CACHE_REQUESTS[("two-tier", "hit", "memory")]
+    before = child._value.get()
+    for _ in range(3):
+        client.get("/api/version?item=8")
+    assert child._value.get() == before + 1
+    assert b"cachelab_cache_requests_total" in client.get("/metrics").data
+
+
+# -- the items API ---------------------------------------------------------------------
+def put(client, item_id, payload="new", token=TOKEN, **query):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    path = f"/api/items/{item_id}" + ("?" + "&".join(f"{k}={v}" for k, v in query.items())
+                                      if query else "")
+    return client.put(path, json={"payload": payload}, headers=headers)
+
+
+def test_the_write_api_is_off_without_a_token(make_app):
+    client = make_app(write_api_token=None).test_client()
+    response = put(client, 1)
+    assert response.status_code == 403 and "WRITE_API_TOKEN" in response.get_json()["message"]
+
+
+def test_a_put_needs_the_bearer_token(client):
+    missing = put(client, 1, token=None)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].lower() == "bearer"
+    assert put(client, 1, token="wrong-token-wrong-token").status_code == 403
+    assert put(client, 1).status_code == 200
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"not json", "JSON"), (b"[]", "JSON object"), (b'{"payload": 3}', "string"),
+    (b'{"payload": "x", "more": 1}', "JSON object"), (b'{"payload": "\\u0000"}', "NUL"),
+])
+def test_bad_bodies_get_a_400_with_the_reason(client, body, reason):
+    response = client.put("/api/items/1", data=body, content_type="application/json",
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 400 and reason in response.get_json()["message"]
+
+
+def test_unknown_items_and_modes_are_refused(client):
+    assert client.get("/api/items/0").status_code == 400
+    assert client.get("/api/items/abc").status_code == 400
+    assert client.get("/api/items/500").status_code == 404
+    assert "mode must be" in client.get("/api/items/1?mode=lazy").get_json()["message"]
+    assert put(client, 500).status_code == 404
+
+
+@pytest.mark.parametrize("mode, action", [("delete", "tombstone"), ("write-through", "written"),
+                                          ("ttl", "none"), ("notify", "notify")])
+def test_each_mode_does_its_cache_action_after_the_commit(client, mode, action):
+    client.get(f"/api/items/2?mode={mode}")
+    response = put(client, 2, payload=f"by-{mode}", mode=mode)
+    body = response.get_json()
+    assert response.status_code == 200 and body["cache_action"] == action
+    assert body["item"]["payload"] == f"by-{mode}"
+    read = client.get(f"/api/items/2?mode={mode}").get_json()["item"]
+    if mode in ("delete", "write-through"):  # read-your-writes
+        assert read["version"] >= body["item"]["version"]
+    if mode == "ttl":  # the cached version stays until the TTL
+        assert read["version"] < body["item"]["version"]
+
+
+def test_the_unguarded_delete_shows_the_stale_refill(make_app, db):
+    """The race the tombstone fixes: a fill that read the row before the write
+    stores it after the delete."""
+    import threading
+
+    client = make_app(write_api_token=TOKEN).test_client()
+    for guard, expect_stale in (("off", True), ("on", False)):
+        db.gate = threading.Event()
+        reader = threading.Thread(target=client.get, args=(f"/api/items/3?mode=delete&guard={guard}",))
+        reader.start()
+        assert db.started.acquire(timeout=5)  # the fill has read the old row
+        written = put(client, 3, payload=f"guard-{guard}", mode="delete", guard=guard).get_json()
+        db.gate.set()
+        reader.join(5)
+        db.gate = None
+        cached = client.get(f"/api/items/3?mode=delete&guard={guard}").get_json()
+        stale = cached["item"]["version"] < written["item"]["version"]
+        assert stale is expect_stale, (guard, cached["item"], written["item"])
+
+
+def test_settings_from_env_name_the_bad_variable():
+    env = {"DATABASE_URL": "postgresql://u:p@h/d", "REDIS_URL": "redis://r:6379/0"}
+    assert Settings.from_env(env).cache_strategy == "two-tier"
+    from cachelab.config import ConfigError
+
+    for bad, name in [({"CACHE_TTL_SECONDS": "ten"}, "CACHE_TTL_SECONDS"),
+                      ({"CACHE_STRATEGY": "lru"}, "CACHE_STRATEGY"),
+                      ({"WRITE_API_TOKEN": "short"}, "WRITE_API_TOKEN"),
+                      ({"SLOW_QUERY_SECONDS": "20"}, "CACHE_LOCK_WAIT_SECONDS"),
+                      ({"REDIS_MAX_CONNECTIONS": "10"}, "REDIS_MAX_CONNECTIONS"),
+                      ({"CACHE_FILL_SLOTS": "30"}, "DB_POOL_SIZE"),
+                      ({"CACHE_MISS_SLOTS": "64"}, "CACHE_MISS_SLOTS"),
+                      ({"DB_STATEMENT_TIMEOUT_MS": "1000", "SLOW_QUERY_SECONDS": "2"},
+                       "DB_STATEMENT_TIMEOUT_MS")]:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({**env, **bad})
