@@ -175,9 +175,10 @@ variable "db_pool_size" {
   type        = number
   default     = 20
 
+  # The app refuses a pool smaller than CACHE_FILL_SLOTS (16) + CACHE_REFRESH_THREADS (4).
   validation {
-    condition     = var.db_pool_size >= 1 && var.db_pool_size <= 200 && floor(var.db_pool_size) == var.db_pool_size
-    error_message = "db_pool_size must be a whole number between 1 and 200."
+    condition     = var.db_pool_size >= 20 && var.db_pool_size <= 200 && floor(var.db_pool_size) == var.db_pool_size
+    error_message = "db_pool_size must be a whole number between 20 (the app's CACHE_FILL_SLOTS 16 + CACHE_REFRESH_THREADS 4) and 200."
   }
 }
 

@@ -56,9 +56,10 @@ if [ -n "${CACHE_CA_URL:-}" ]; then # default: the image's system trust store
 fi
 
 # --- 2. secrets -----------------------------------------------------------------
-secret() { # ARN NAME
+secret() { # ARN NAME: the AWSCURRENT version (named: moto's default lags a staged rotation)
   aws secretsmanager get-secret-value --region "$AWS_REGION" --secret-id "$1" \
-    --query SecretString --output text || die "cannot read $2 from Secrets Manager ($1)"
+    --version-stage AWSCURRENT --query SecretString --output text ||
+    die "cannot read $2 from Secrets Manager ($1)"
 }
 json_field() { python3 -c 'import json, sys; print(json.loads(sys.stdin.read())[sys.argv[1]])' "$1"; }
 urlenc() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
@@ -137,6 +138,8 @@ unset DB_OWNER_URL
 # --- 6. the stack --------------------------------------------------------------------
 docker compose up -d --no-build --remove-orphans --wait --wait-timeout "$UP_TIMEOUT_SECONDS" app nginx || {
   docker compose ps -a >&2 || true
+  # readable with a local log driver; on EC2 (awslogs) see CloudWatch
+  docker compose logs --no-color --tail 20 app nginx >&2 2>/dev/null || true
   die "app/nginx did not become healthy within ${UP_TIMEOUT_SECONDS}s (docker compose ps above; logs: CloudWatch group $AWSLOGS_GROUP)"
 }
 docker compose ps

@@ -437,6 +437,16 @@ run "unknown_db_class_needs_db_max_connections" {
   expect_failures = [aws_launch_template.app]
 }
 
+run "pool_below_the_apps_minimum_is_refused" {
+  command = plan
+
+  variables {
+    db_pool_size = 10
+  }
+
+  expect_failures = [var.db_pool_size]
+}
+
 run "larger_db_class_admits_more_connections" {
   command = plan
 

@@ -8,8 +8,7 @@ mock_provider "aws" {
 
 variables {
   app_image_tag      = "c-0123456789ab"
-  db_pool_size       = 10 # 3 x 2 x (10 + 1) = 66 fits db.t4g.micro
-  app_instance_count = 3
+  app_instance_count = 2 # 2 x 2 workers x (20 + 1) = 84 connections fit db.t4g.micro
   enable_alb         = true
   cache_replicas     = 1
   db_multi_az        = true
@@ -33,9 +32,9 @@ run "scaled_plan_has_alb_and_asg" {
   }
   assert {
     condition = (
-      aws_autoscaling_group.app.min_size == 3 &&
-      aws_autoscaling_group.app.max_size == 3 &&
-      aws_autoscaling_group.app.desired_capacity == 3
+      aws_autoscaling_group.app.min_size == 2 &&
+      aws_autoscaling_group.app.max_size == 2 &&
+      aws_autoscaling_group.app.desired_capacity == 2
     )
     error_message = "The Auto Scaling group must run app_instance_count instances."
   }
@@ -136,7 +135,7 @@ run "scaled_monitoring" {
     error_message = "The dashboard shows the ALB's 5xx and latency."
   }
   assert {
-    condition     = local.db_connections_needed == 66 && tostring(local.bootstrap_env.DB_POOL_SIZE) == "10"
-    error_message = "The scaled budget is 3 x 2 x (10 + 1) and DB_POOL_SIZE reaches the app."
+    condition     = local.db_connections_needed == 84 && tostring(local.bootstrap_env.DB_POOL_SIZE) == "20"
+    error_message = "The scaled budget is 2 x 2 x (20 + 1) and DB_POOL_SIZE reaches the app."
   }
 }
