@@ -29,14 +29,16 @@ terraform apply -input=false \
   -target='aws_ecr_repository.this' -target='aws_ecr_lifecycle_policy.this' \
   -var "app_image_tag=$APP_IMAGE_TAG" "$@"
 
-# The repository URLs and the region from the state (same -var-file as the apply).
+# The repository URLs from the state the targeted apply wrote (whatever
+# -var-file it was given); the region is part of the registry host name
+# (<account>.dkr.ecr.<region>.amazonaws.com).
 outputs=$(terraform output -json)
 out() { # KEY...: one value of `terraform output -json`
   python3 -c 'import functools, json, sys; print(functools.reduce(lambda v, k: v[k], sys.argv[1:], json.load(sys.stdin)))' "$@" <<<"$outputs"
 }
-REGION=$(out region value)
 APP_REPO=$(out ecr_repository_urls value app)
 NGINX_REPO=$(out ecr_repository_urls value nginx)
+REGION=$(cut -d. -f4 <<<"$APP_REPO")
 
 # --- 2. build and push, each image once ------------------------------------------
 export DOCKER_DEFAULT_PLATFORM=linux/amd64 # the instances are x86_64

