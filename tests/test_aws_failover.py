@@ -1,0 +1,154 @@
+"""Issue 10: a cache failover drill, the way ElastiCache fails over.
+
+Two cache nodes: the lab's `redis` service (node A, primary) and a second
+container of the same image (node B, its replica over a second network).
+Under bounded load through Nginx (127.0.0.1) for keys cached before:
+
+1. B is promoted (REPLICAOF NO ONE) and A demoted (REPLICAOF B): A answers
+   writes with READONLY, which the app must turn into a reconnect, not errors
+   (a few requests for cold items force writes in that window);
+2. the DNS name the app uses moves, as ElastiCache moves its primary endpoint:
+   B joins the app network with the alias `redis`, A leaves it (A keeps
+   replicating from B over the second network).
+
+Measured: 5xx answers (must be 0), every answer 200, the time from the
+promotion until X-Cache: HIT again, the latency tail, and whether READONLY
+fired (cachelab_redis_errors_total{kind="readonly"}). Figures go to
+results/failover.json (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from loadtest.stack import ROOT, Stack, metric, wait_until
+from loadtest.traffic import Traffic
+
+pytestmark = [pytest.mark.aws, pytest.mark.slow]
+
+HOT = [f"/api/version?item={i}" for i in (1, 2, 3)]
+RESULTS = ROOT / "results" / "failover.json"
+
+
+def _cli(container, *args: str) -> str:
+    code, out = container.exec_run(["sh", "-c", 'cli=$(command -v valkey-cli || command -v redis-cli); '
+                                    'exec "$cli" "$@"', "cli", *args])
+    if code != 0:
+        raise AssertionError(f"cache cli {args} in {container.name}: {out!r}")
+    return out.decode().strip()
+
+
+def _keyspace_hits(container) -> int:
+    stats = dict(line.split(":", 1) for line in _cli(container, "INFO", "stats").splitlines() if ":" in line)
+    return int(stats["keyspace_hits"])
+
+
+def _role(container) -> str:
+    return _cli(container, "ROLE").splitlines()[0]
+
+
+@pytest.fixture(scope="module")
+def drill_stack(docker_available):
+    lab = Stack.create(prefix="cachelab-failover")
+    lab.env["CACHE_STRATEGY"] = "swr"  # the AWS default (terraform/variables.tf): every read goes to the cache
+    if os.environ.get("REDIS_IMAGE"):
+        lab.env["CACHE_IMAGE"] = os.environ["REDIS_IMAGE"]  # ElastiCache-like Redis 7 nodes
+    extra: list = []
+    try:
+        lab.compose("build", "--quiet", timeout=1200)
+        lab.up()
+        lab.wait_ready()
+        yield lab, extra
+    finally:
+        for item in reversed(extra):
+            try:
+                item.remove(force=True) if hasattr(item, "exec_run") else item.remove()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        lab.down()
+
+
+def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
+    lab, extra = drill_stack
+    docker = lab.docker
+    node_a = lab.container("redis")
+    app_net = f"{lab.project}_default"
+    repl = docker.networks.create(f"{lab.project}-repl")
+    extra.append(repl)
+    repl.connect(node_a, aliases=["node-a"])
+    # Node B: same image, a replica of A (both load a full sync in memory: A's
+    # root filesystem is read-only, like the lab's redis service).
+    node_b = docker.containers.run(
+        node_a.image.id, name=f"{lab.project}-cache-b", detach=True, network=repl.name,
+        command=["redis-server", "--save", "", "--appendonly", "no", "--replicaof", "node-a", "6379",
+                 "--repl-diskless-load", "swapdb", "--maxmemory", "128mb",
+                 "--maxmemory-policy", "volatile-lru"],
+        networking_config={repl.name: docker.api.create_endpoint_config(aliases=["node-b"])})
+    extra.append(node_b)
+    _cli(node_a, "CONFIG", "SET", "repl-diskless-load", "swapdb")
+
+    for path in HOT:  # cached before the load
+        assert lab.get(path).status_code == 200
+    wait_until(lambda: "master_link_status:up" in _cli(node_b, "INFO", "replication")
+               and int(_cli(node_b, "DBSIZE")) >= int(_cli(node_a, "DBSIZE")) >= len(HOT),
+               timeout=30, message="node B to replicate node A")
+    assert lab.get(HOT[0]).headers["X-Cache"] == "HIT"
+    b_hits_before = _keyspace_hits(node_b)
+    readonly_before = metric(lab.app_metrics(), "cachelab_redis_errors_total", kind="readonly")
+
+    with Traffic(lab.base_url, paths=HOT, threads=4, rate=20, duration=60, max_requests=1500,
+                 timeout=20) as load:
+        wait_until(lambda: load.count_since(load.t0) >= 40, timeout=20, message="steady load")
+        failover_at = time.monotonic()
+        # 1. promotion and demotion (what ElastiCache does first)
+        _cli(node_b, "REPLICAOF", "NO", "ONE")
+        _cli(node_a, "REPLICAOF", "node-b", "6379")
+        assert _role(node_b) == "master" and _role(node_a) == "slave"
+        # writes while the endpoint still names the demoted node: cold items
+        cold = [lab.get(f"/api/version?item={n}") for n in (700, 701, 702)]
+        # 2. the primary endpoint moves
+        app_network = docker.networks.get(app_net)
+        app_network.connect(node_b, aliases=["redis"])
+        app_network.disconnect(node_a, force=True)
+        moved_at = time.monotonic()
+        # HIT again, served by the new primary (its own hit counter moves)
+        first_hit = wait_until(
+            lambda: _keyspace_hits(node_b) > b_hits_before
+            and next((h for h in load.since(moved_at) if h.x_cache == "HIT"), None),
+            timeout=30, interval=0.05, message="X-Cache: HIT from the new primary")
+        wait_until(lambda: load.count_since(first_hit.ended) >= 40, timeout=30,
+                   message="load after the recovery")
+    hits = load.hits
+    after = lab.get("/api/version?item=703")  # a write on the new primary, then a HIT
+    again = lab.get("/api/version?item=703")
+    readonly = metric(lab.app_metrics(), "cachelab_redis_errors_total", kind="readonly") - readonly_before
+    during = load.since(failover_at)
+    figures = {
+        "requests": len(hits),
+        "statuses": {str(k): v for k, v in hits.statuses().items()},
+        "x_cache_during_failover": dict(during.caches()),
+        "five_xx": sum(1 for h in hits if h.status >= 500),
+        "errors": len(hits.errors()),
+        "seconds_until_hit_after_promotion": round(first_hit.ended - failover_at, 3),
+        "seconds_until_hit_after_endpoint_move": round(first_hit.ended - moved_at, 3),
+        "p50_s": round(during.latency(50), 4), "p99_s": round(during.latency(99), 3),
+        "max_s": round(during.max_latency(), 3),
+        "readonly_errors": readonly,
+        "cold_writes_in_readonly_window": [r.status_code for r in cold],
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(figures, indent=2))
+
+    assert figures["five_xx"] == 0, figures
+    assert figures["errors"] == 0, (figures, [h.body for h in hits.errors()][:5])
+    assert all(r.status_code == 200 for r in cold), figures
+    assert figures["seconds_until_hit_after_endpoint_move"] < 10, figures
+    assert figures["p99_s"] < 3 and figures["max_s"] < 5, figures  # a miss costs ~1 s (SLOW_QUERY_SECONDS)
+    assert after.status_code == 200 and again.headers["X-Cache"] == "HIT", figures
+    assert _role(node_b) == "master" and "master_link_status:up" in _cli(node_a, "INFO", "replication")
+    hot_hits_after = sum(1 for h in load.since(first_hit.ended) if h.x_cache == "HIT")
+    assert _keyspace_hits(node_b) - b_hits_before >= hot_hits_after * 0.9, "HITs come from node B"
