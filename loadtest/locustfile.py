@@ -41,8 +41,8 @@ from locust.runners import WorkerRunner
 log = logging.getLogger("cachelab.locust")
 
 RESULTS = {"HIT", "STALE", "MISS", "BYPASS"}
-SOURCES = {"redis", "database", "local"}
-STRATEGIES = {"none", "cache-aside", "swr"}
+SOURCES = {"memory", "redis", "database", "local"}
+STRATEGIES = {"none", "cache-aside", "swr", "two-tier"}
 HOT_ITEM = 0
 COLD_FIRST_ITEM = 9000  # cold keys live in 9000-9999, away from the Zipf range
 COLD_SPAN = 1000

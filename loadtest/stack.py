@@ -180,14 +180,15 @@ class Stack:
                            source: str = "version") -> int:
         """The finished count once no slow query is running any more (queries
         a run left behind, e.g. refreshes, land first) and it reached ``at_least``."""
-        def settled() -> int | None:
+        def settled() -> tuple[int] | None:
             if self.running_slow_queries(source):
                 return None
             count = self.slow_calls(source)
-            return count if count >= at_least else None
+            return (count,) if count >= at_least else None
 
-        return wait_until(settled, timeout, interval=0.1,
-                          message=f"no running {source} query and >= {at_least} finished")
+        (count,) = wait_until(settled, timeout, interval=0.1,
+                              message=f"no running {source} query and >= {at_least} finished")
+        return count
 
     # -- containers ---------------------------------------------------------
     @property

@@ -43,9 +43,8 @@ def docker_available() -> None:
     require_tool(_docker_ready(), "docker engine with the compose plugin")
 
 
-@pytest.fixture(scope="session")
-def stack(docker_available) -> Stack:
-    lab = Stack.create()
+def _running_stack(engine: str):
+    lab = Stack.create(engine=engine)
     try:
         lab.compose("build", "--quiet", timeout=1200)
         lab.up()
@@ -56,9 +55,23 @@ def stack(docker_available) -> Stack:
             lab.down()
 
 
-@pytest.fixture
-def lab(stack: Stack) -> Stack:
-    """The session stack with default test settings, all containers running, empty cache."""
+@pytest.fixture(scope="session")
+def stack(docker_available) -> Stack:
+    """The session's stack, on the default cache engine (Valkey)."""
+    yield from _running_stack("valkey")
+
+
+@pytest.fixture(scope="session", params=["valkey", "redis"])
+def engine_stack(request, docker_available) -> Stack:
+    """The stack on each cache engine: the caching and fault suites run on both."""
+    if request.param == "valkey":
+        yield request.getfixturevalue("stack")
+    else:
+        yield from _running_stack(request.param)
+
+
+def _reset(stack: Stack) -> Stack:
+    """Default test settings, all containers running, empty cache."""
     for container in stack.docker.containers.list(all=True, filters={
             "label": f"com.docker.compose.project={stack.project}"}):
         if container.status == "paused":
@@ -71,4 +84,16 @@ def lab(stack: Stack) -> Stack:
         stack.reconfigure()
     stack.wait_ready()
     stack.flush_cache()
-    yield stack
+    return stack
+
+
+@pytest.fixture
+def lab(stack: Stack) -> Stack:
+    """The session stack with default test settings, all containers running, empty cache."""
+    return _reset(stack)
+
+
+@pytest.fixture
+def engine_lab(engine_stack: Stack) -> Stack:
+    """As ``lab``, once per cache engine."""
+    return _reset(engine_stack)

@@ -29,7 +29,7 @@ README_SCREENSHOT = ROOT / "docs" / "dashboard.png"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
-LOOKUP_RESULTS = ("hit", "stale", "miss", "collapsed", "bypass", "local")
+LOOKUP_RESULTS = ("hit", "stale", "miss", "collapsed", "bypass", "local", "overloaded")
 
 
 def snapshot(lab) -> dict:
@@ -59,7 +59,8 @@ def test_snapshot_counts_match_the_requests_made(lab):
     for _ in range(4):
         after = snapshot(lab)
         delta = {r: after["cache_requests"][r] - before["cache_requests"][r] for r in LOOKUP_RESULTS}
-        assert delta == {"hit": 5, "stale": 0, "miss": 1, "collapsed": 0, "bypass": 0, "local": 0}
+        assert delta == {"hit": 5, "stale": 0, "miss": 1, "collapsed": 0, "bypass": 0, "local": 0,
+                         "overloaded": 0}
         assert after["lookups"]["count"] - before["lookups"]["count"] == 6
         by_result = {r: after["lookups"]["by_result"].get(r, 0)
                      - before["lookups"]["by_result"].get(r, 0) for r in ("hit", "miss")}
@@ -70,7 +71,11 @@ def test_snapshot_counts_match_the_requests_made(lab):
         assert bucket(slow_after, 0.5) == bucket(slow_before, 0.5)  # not faster than the sleep
         assert bucket(slow_after, None) - bucket(slow_before, None) == 1
         assert after["server_time"] >= before["server_time"]
-    assert after["strategy"] == "swr" and after["ttl_seconds"] == 30
+    assert after["strategy"] == "two-tier" and after["ttl_seconds"] == 30
+    assert after["health"]["redis"]["memory_tier"]["mode"] == "tracking"
+    info = after["redis_info"]
+    assert info["status"] == "ok" and info["maxmemory"] == 128 * 1024 * 1024
+    assert info["keyspace_hits"] >= 1 and info["connected_clients"] >= 2
     assert after["breaker"]["state"] == "closed"
     assert after["health"]["redis"]["status"] == "up"
     assert after["health"]["postgres"]["status"] == "up"
@@ -92,7 +97,8 @@ def test_snapshot_reads_change_nothing_and_reveal_no_secrets(lab):
     assert last["lookups"]["count"] == first["lookups"]["count"]
     assert last["redis_errors"] == first["redis_errors"]
     assert lab.redis_cli("DBSIZE") == "0"
-    for secret in (lab.env["POSTGRES_PASSWORD"], "postgresql://", "redis://"):
+    for secret in (lab.env["POSTGRES_PASSWORD"], lab.env["APP_DB_PASSWORD"],
+                   lab.env["WRITE_API_TOKEN"], "postgresql://", "redis://"):
         assert secret not in body
     assert lab.get("/api/dashboard", headers={"Accept": "text/html"}).headers[
         "Content-Type"].startswith("application/json")

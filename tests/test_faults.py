@@ -3,7 +3,8 @@ bounded load from the host to 127.0.0.1 (Nginx's published port).
 
 Each test holds one fault while ``Traffic`` sends about RATE requests/s from
 THREADS threads over a few warm keys, then ends the fault and measures how long
-the stack takes to recover. ``FAULTS`` is the table the README documents
+the stack takes to recover. Every test runs once per cache engine (Valkey,
+Redis 7). ``FAULTS`` is the table the README documents
 (README "Fault behaviour"): allowed statuses and how many errors, the latency
 bound during the fault, the recovery bound after it, and the data check.
 Measured figures are written to results/faults.json (git-ignored).
@@ -31,7 +32,8 @@ AFTER_RECOVERY = 30  # requests after recovery that must all be 200
 # fault -> what the tests assert (and the README's table says).
 #   allowed: statuses a request may get while the fault lasts (0 = no answer)
 #   max_errors: how many answers other than 200 (None: any number of the allowed)
-#   latency: every request during the fault answers within this many seconds
+#   latency: the 99th percentile of the requests during the fault, in seconds;
+#            every request also answers within MAX_LATENCY_FACTOR times it
 #   recovery: seconds from the end of the fault until `recovered` holds
 FAULTS = {
     "redis-stopped": dict(allowed={200}, max_errors=0, latency=DELAY + 3, recovery=20,
@@ -55,7 +57,14 @@ FAULTS = {
     "app-rolling-restart": dict(allowed={200}, max_errors=0, latency=5.0, recovery=60,
                                 recovered="both replicas healthy"),
 }
+MAX_LATENCY_FACTOR = 3  # a generous cap for the slowest single request
 RESULTS: dict[str, dict] = {}
+
+
+@pytest.fixture
+def lab(engine_lab):
+    """Every fault runs once per cache engine."""
+    return engine_lab
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -118,7 +127,9 @@ def check(name: str, traffic: Traffic, fault_start: float, fault_end: float,
                             f"e.g. {[h.body for h in during.errors()][:3]}")
     if spec["max_errors"] is not None:
         assert len(during.errors()) <= spec["max_errors"], f"{name}: {during.summary()}"
-    assert during.max_latency() <= spec["latency"], f"{name}: {during.summary()}"
+    assert during.latency(99) <= spec["latency"], f"{name}: {during.summary()}"
+    assert during.max_latency() <= spec["latency"] * MAX_LATENCY_FACTOR, \
+        f"{name}: {during.summary()}"
     assert recovery <= spec["recovery"], f"{name}: recovered after {recovery:.1f}s"
     assert after and all(hit.status == 200 for hit in after), f"{name} after: {after.summary()}"
     return during
@@ -181,16 +192,24 @@ def test_redis_restarted_with_empty_memory_under_load(lab):
     redis = lab.container("redis")
     dbsize = {}
 
+    def run_id() -> str:
+        return next(line.split(":", 1)[1] for line in lab.redis_cli("INFO", "server").split()
+                    if line.startswith("run_id:"))
+
     def restart():
         dbsize["before"] = int(lab.redis_cli("DBSIZE"))
+        dbsize["run_id_before"] = run_id()
         redis.restart(timeout=5)
-        dbsize["after"] = int(lab.redis_cli("DBSIZE"))
+        dbsize["run_id_after"] = run_id()
 
     run_fault(lab, "redis-restarted-empty", restart, lambda: None, cache_hit_again,
               hold_requests=0, extra={"dbsize": dbsize})
     assert dbsize["before"] >= len(WARM_ITEMS)
-    # No persistence: it came back empty (or with only what the load refilled since).
-    assert dbsize["after"] < dbsize["before"] or dbsize["after"] <= len(WARM_ITEMS) * 2
+    # A new process that loaded nothing (no persistence): whatever it holds now,
+    # the workers wrote back or refilled after the restart.
+    info = lab.redis_cli("INFO", "persistence")
+    assert "rdb_last_load_keys_loaded:0" in info and "aof_enabled:0" in info, info
+    assert dbsize["run_id_before"] != dbsize["run_id_after"]
 
 
 def test_redis_disconnected_from_the_network_under_load(lab):
@@ -285,8 +304,17 @@ def test_one_app_worker_killed_under_load(lab):
 
 def test_app_container_restarted_under_load(lab):
     app = lab.container("app")
-    traffic = run_fault(lab, "app-restarted", lambda: app.restart(timeout=35), lambda: None,
-                        ready, hold_requests=0)
+    probe = {}
+
+    def restart():
+        app.stop(timeout=35)
+        page = lab.get("/api/version?item=1", timeout=10)  # while no app answers
+        probe.update(status=page.status_code, body=page.text, headers=dict(page.headers))
+        app.start()
+
+    traffic = run_fault(lab, "app-restarted", restart, lambda: None, ready, hold_requests=0)
+    assert probe["status"] in (502, 504) and f"<h1>{probe['status']} " in probe["body"], probe
+    assert probe["headers"].get("Retry-After") == "5", probe
     errors = traffic.hits.errors()
     for hit in errors:  # Nginx's small page, never its default one, and a hint when to retry
         assert hit.status in (502, 504) and f"<h1>{hit.status} " in hit.body, hit

@@ -51,12 +51,22 @@ def test_published_ports_are_local_only(lab, service):
             assert binding["HostIp"] == "127.0.0.1", (service, binding)
 
 
-def test_only_nginx_is_published_besides_the_test_database_port(lab):
+def test_only_nginx_is_published_besides_the_test_data_ports(lab):
     published = {service for service in SERVICES
                  if any(running(lab, service).attrs["NetworkSettings"]["Ports"].get(p)
                         for p in running(lab, service).attrs["NetworkSettings"]["Ports"])}
-    # tests/compose.test.yaml publishes postgres on 127.0.0.1 for direct queries.
-    assert published <= {"nginx", "postgres"}
+    # tests/compose.test.yaml publishes postgres and redis on 127.0.0.1 for direct queries.
+    assert published <= {"nginx", "postgres", "redis"}
+
+
+def test_the_lab_itself_publishes_only_nginx_and_the_locust_ui():
+    import yaml
+
+    from loadtest.stack import ROOT
+
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    assert {name for name, spec in services.items() if spec.get("ports")} == {
+        "nginx", "locust-master"}
 
 
 def test_graceful_stop_settings(lab):

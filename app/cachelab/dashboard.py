@@ -31,8 +31,11 @@ bp = Blueprint("dashboard", __name__)
 
 # Routes whose requests are cache lookups (the page and its JSON twin): the
 # dashboard's own polling, health checks and static files are not traffic.
-LOOKUP_ROUTES = ("/", "/api/version")
-CACHE_RESULTS = ("hit", "stale", "miss", "collapsed", "bypass", "local")
+LOOKUP_ROUTES = ("/", "/api/version", "/api/items/<raw_id>")
+CACHE_RESULTS = metrics.RESULTS
+REDIS_INFO_FIELDS = ("used_memory", "maxmemory", "maxmemory_policy", "evicted_keys",
+                     "expired_keys", "keyspace_hits", "keyspace_misses", "connected_clients",
+                     "tracking_clients", "redis_version", "valkey_version")
 BREAKER_LEVELS = {0: "closed", 1: "half-open", 2: "open"}
 MAX_KEYS_SHOWN = 20
 MAX_KEYS_SCANNED = 10_000
@@ -66,6 +69,7 @@ def dashboard_snapshot() -> Response:
         "grace_seconds": settings.cache_grace_seconds,
         **read_metrics(metrics.registry()),
         "health": {"redis": redis_state, "postgres": pg_state},
+        "redis_info": read_redis_info(service, redis_state["status"] == "up"),
         "keys": read_keys(service, settings.cache_namespace, redis_state["status"] == "up"),
     }
     response = jsonify(document)
@@ -109,7 +113,10 @@ def read_metrics(registry) -> dict[str, Any]:
     refreshes: dict[str, float] = {}
     lock_waits: dict[str, float] = {}
     redis_errors: dict[str, float] = {}
+    item_reads: dict[str, dict[str, float]] = {}
+    staleness: dict[str, dict[str, Any]] = {}
     breaker_level: float | None = None
+    tracking_level: float | None = None
     for family in registry.collect():
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
@@ -142,6 +149,17 @@ def read_metrics(registry) -> dict[str, Any]:
                     labels.get("kind", ""), 0.0)
             elif name == "cachelab_redis_breaker_state":
                 breaker_level = value if breaker_level is None else max(breaker_level, value)
+            elif name == "cachelab_tracking_state":
+                tracking_level = value if tracking_level is None else max(tracking_level, value)
+            elif name == "cachelab_item_reads_total":
+                per_mode = item_reads.setdefault(labels.get("mode", ""), {})
+                freshness = labels.get("freshness", "")
+                per_mode[freshness] = per_mode.get(freshness, 0.0) + value
+            elif name.startswith("cachelab_item_staleness_seconds"):
+                suffix = name[len("cachelab_item_staleness_seconds"):]
+                _add_histogram_sample(staleness.setdefault(labels.get("mode", ""),
+                                                           _empty_histogram()),
+                                      suffix, labels, value)
     level = None if breaker_level is None else int(breaker_level)
     return {
         "cache_requests": cache_requests,
@@ -152,7 +170,24 @@ def read_metrics(registry) -> dict[str, Any]:
         "lock_waits": lock_waits,
         "redis_errors": redis_errors,
         "breaker": {"level": level, "state": BREAKER_LEVELS.get(level, "unknown")},
+        "tracking_level": None if tracking_level is None else int(tracking_level),
+        "item_reads": item_reads,
+        "item_staleness": {mode: _finish_histogram(h) for mode, h in staleness.items()},
     }
+
+
+# -- Redis INFO ---------------------------------------------------------------
+def read_redis_info(service: CacheService, redis_up: bool) -> dict[str, Any]:
+    """Memory against maxmemory, evictions, keyspace hits and misses, clients:
+    what the server says about itself (read directly, not through the breaker)."""
+    if not redis_up:
+        return {"status": "unavailable"}
+    try:
+        info = service.store.client.info()
+    except _REDIS_FAILURES as exc:
+        return {"status": "unavailable", "error": f"redis: {type(exc).__name__}"}
+    fields = {name: info[name] for name in REDIS_INFO_FIELDS if name in info}
+    return {"status": "ok", **fields}
 
 
 # -- keys ---------------------------------------------------------------------

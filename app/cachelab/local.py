@@ -115,8 +115,8 @@ class LocalEntries:
             if (snapshot.epoch != self._epoch
                     or snapshot.key_epoch != self._key_epochs.get(key, 0)):
                 return current if same else None  # raced: keep nothing new
-            if current is not None and current.entry.order > entry.order:
-                return None
+            if current is not None and current.entry.order > entry.order and servable:
+                return None  # (a copy just loaded from the database is newer than any)
             covered = snapshot.tracking and self.tracking
             reseed = self._reseed_epoch if covered and servable else -1
             if same and servable:

@@ -66,6 +66,7 @@ class Tracking:
         self.mode = STARTING if enabled else OFF
         self.reason = "" if enabled else "CACHE_TRACKING=off"
         self.invalidations = 0
+        self.attempts = 0  # connection attempts (tests and the dashboard read it)
         self._conn: Any = None
         self._sock: Any = None
         self._io_lock = threading.Lock()
@@ -149,6 +150,7 @@ class Tracking:
         backoff = 0.05
         while not self._stop.is_set():
             self._reconnect.clear()
+            self.attempts += 1
             try:
                 self._connect()
             except redis.exceptions.ResponseError as exc:
@@ -261,6 +263,8 @@ class Tracking:
     def _set_mode(self, mode: str, reason: str) -> None:
         changed = mode != self.mode
         self.mode, self.reason = mode, reason
+        if not changed and mode != TRACKING:
+            return  # another failed attempt: nothing new was missed
         # Every change of connection state may have lost invalidations.
         self.local.reset(tracking=mode == TRACKING)
         self._wake(None)

@@ -367,3 +367,27 @@ def test_the_uncached_baseline_runs_in_fill_slots(settings, db, services):
         service.get(target(settings), bypass=True)
     db.gate.set()
     thread.join(5)
+
+
+def test_during_an_outage_a_worker_refreshes_its_copy_once_per_ttl(settings, db, services,
+                                                                  valkey):
+    """A copy read from Redis before the outage has a fence; the copy refreshed
+    from the database during it has none, and must still replace it (else the
+    worker queried again on every read of the stale copy)."""
+    clock = FakeClock()
+    service = services(settings, db, clock=clock, cache_grace_seconds=30)
+    key = target(settings)
+    service.get(key)
+    service.get(key)  # confirmed from Redis: a fenced copy
+    valkey.terminate()  # Redis is gone
+    try:
+        clock.advance(10.5)  # past the soft expiry
+        assert service.get(key).tier == LOCAL  # the stale copy at once, one refresh behind it
+        wait_until(lambda: db.calls["version"] == 2, 5, interval=0.01, message="the refresh")
+        wait_until(lambda: service.refresher.running() == 0, 5, interval=0.01, message="done")
+        for _ in range(20):
+            lookup = service.get(key)
+            assert lookup.tier == LOCAL and lookup.ttl_remaining > 0
+        assert db.calls["version"] == 2
+    finally:
+        valkey.start()

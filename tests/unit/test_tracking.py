@@ -150,3 +150,21 @@ def test_the_copies_are_bounded(size):
     for n in range(10):
         local.put(f"k{n}", fresh_entry(n), 10, 70, local.snapshot(f"k{n}"))
     assert len(local) == size
+
+
+def test_failed_reconnection_attempts_do_not_keep_invalidating_copies(settings, db, services):
+    """Each failed attempt used to reset the copies again, so during an outage a
+    worker could never keep a refreshed copy and queried on every read."""
+    from .conftest import free_port
+
+    service = services(settings, db, start=False,
+                       redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    service.start()
+    wait_until(lambda: service.tracking.status()["mode"] == "down", 5, interval=0.01,
+               message="the listener to give up once")
+    snapshot = service.local.snapshot("k")
+    attempts = service.tracking.attempts
+    wait_until(lambda: service.tracking.attempts >= attempts + 3, 5, interval=0.01,
+               message="three more failed attempts")
+    assert service.tracking.status()["mode"] == "down"
+    assert service.local.put("k", fresh_entry(1), 10, 70, snapshot) is not None
