@@ -23,8 +23,8 @@ locals {
     APP_IMAGE             = local.app_image
     NGINX_APP_IMAGE       = local.nginx_image
     DB_MASTER_SECRET_ARN  = aws_db_instance.this.master_user_secret[0].secret_arn
-    APP_DB_SECRET_ARN     = aws_secretsmanager_secret.app_db.arn
-    CACHE_AUTH_SECRET_ARN = aws_secretsmanager_secret.cache_auth.arn
+    APP_DB_SECRET_ARN     = aws_secretsmanager_secret.this["app_db"].arn
+    CACHE_AUTH_SECRET_ARN = aws_secretsmanager_secret.this["cache_auth"].arn
     APP_DB_USER           = var.app_db_username
     DB_HOST               = aws_db_instance.this.address
     DB_PORT               = aws_db_instance.this.port
@@ -44,7 +44,7 @@ locals {
     RATE_LIMIT_BURST      = var.rate_limit_burst
     REAL_IP_FROM          = var.vpc_cidr
     }, var.enable_write_api ? {
-    WRITE_API_SECRET_ARN = aws_secretsmanager_secret.write_api[0].arn
+    WRITE_API_SECRET_ARN = aws_secretsmanager_secret.this["write_api"].arn
   } : {})
 
   user_data = templatefile("${path.module}/user-data.sh.tftpl", {

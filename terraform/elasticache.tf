@@ -28,7 +28,7 @@ resource "aws_elasticache_replication_group" "this" {
 
   at_rest_encryption_enabled = true
   transit_encryption_enabled = true # mode "required": plaintext clients are refused
-  auth_token                 = aws_secretsmanager_secret_version.cache_auth.secret_string
+  auth_token                 = aws_secretsmanager_secret_version.this["cache_auth"].secret_string
 
   auto_minor_version_upgrade = true
   snapshot_retention_limit   = var.cache_snapshot_retention_days

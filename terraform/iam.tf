@@ -51,11 +51,10 @@ data "aws_iam_policy_document" "app" {
   statement {
     sid     = "ReadRuntimeSecrets"
     actions = ["secretsmanager:GetSecretValue"]
-    resources = concat([
-      aws_db_instance.this.master_user_secret[0].secret_arn,
-      aws_secretsmanager_secret.app_db.arn,
-      aws_secretsmanager_secret.cache_auth.arn,
-    ], aws_secretsmanager_secret.write_api[*].arn)
+    resources = concat(
+      [aws_db_instance.this.master_user_secret[0].secret_arn],
+      [for s in aws_secretsmanager_secret.this : s.arn],
+    )
   }
 
   statement {

@@ -80,88 +80,66 @@ resource "aws_cloudwatch_metric_alarm" "app_cache_hit_rate" {
   depends_on = [aws_cloudwatch_log_metric_filter.cache_results]
 }
 
-resource "aws_cloudwatch_metric_alarm" "cache_evictions" {
-  for_each = toset(local.cache_node_ids)
+# Single-metric alarms, keyed by alarm name: per cache node, the database and
+# (with the ALB) the p99 latency. `stat` is a statistic or a percentile (pNN).
+locals {
+  node_alarms = merge([for id in local.cache_node_ids : {
+    "${id}-evictions" = {
+      namespace   = "AWS/ElastiCache", metric = "Evictions", dimensions = tomap({ CacheClusterId = id })
+      stat        = "Sum", period = 300, periods = 1, threshold = 0, missing = "notBreaching"
+      description = "ElastiCache node ${id} evicted keys: the cache is too small for the working set."
+    }
+    "${id}-engine-cpu" = {
+      namespace   = "AWS/ElastiCache", metric = "EngineCPUUtilization", dimensions = tomap({ CacheClusterId = id })
+      stat        = "Average", period = local.period, periods = 5, threshold = var.alarm_cpu_percent, missing = "missing"
+      description = "ElastiCache node ${id}: EngineCPUUtilization above ${var.alarm_cpu_percent}% for 5 minutes (the engine is single-threaded)."
+    }
+    "${id}-connections" = {
+      namespace   = "AWS/ElastiCache", metric = "CurrConnections", dimensions = tomap({ CacheClusterId = id })
+      stat        = "Maximum", period = local.period, periods = 5, threshold = local.cache_connections_expected, missing = "missing"
+      description = "ElastiCache node ${id}: more than ${local.cache_connections_expected} client connections (instances x workers x 50 pooled): a leak or a reconnect storm."
+    }
+  }]...)
 
-  alarm_name          = "${each.value}-evictions"
-  alarm_description   = "ElastiCache node ${each.value} evicted keys: the cache is too small for the working set."
-  namespace           = "AWS/ElastiCache"
-  metric_name         = "Evictions"
-  dimensions          = { CacheClusterId = each.value }
-  statistic           = "Sum"
-  period              = 300
-  evaluation_periods  = 1
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = 0
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_actions
-  ok_actions          = var.alarm_actions
+  db_alarms = {
+    "${local.db_identifier}-connections" = {
+      namespace   = "AWS/RDS", metric = "DatabaseConnections", dimensions = tomap({ DBInstanceIdentifier = local.db_identifier })
+      stat        = "Maximum", period = local.period, periods = 3, threshold = local.db_connections_allowed, missing = "missing"
+      description = "RDS ${local.db_identifier}: more than ${local.db_connections_allowed} connections (the budget the plan checked, of ${local.db_max_connections})."
+    }
+    "${local.db_identifier}-cpu" = {
+      namespace   = "AWS/RDS", metric = "CPUUtilization", dimensions = tomap({ DBInstanceIdentifier = local.db_identifier })
+      stat        = "Average", period = local.period, periods = 5, threshold = var.alarm_cpu_percent, missing = "missing"
+      description = "RDS ${local.db_identifier}: CPUUtilization above ${var.alarm_cpu_percent}% for 5 minutes."
+    }
+  }
+
+  alb_alarms = var.enable_alb ? {
+    "${var.name}-alb-p99" = {
+      namespace   = "AWS/ApplicationELB", metric = "TargetResponseTime", dimensions = tomap(local.alb_dimension)
+      stat        = "p99", period = local.period, periods = 5, threshold = var.alarm_p99_seconds, missing = "notBreaching"
+      description = "p99 target response time above ${var.alarm_p99_seconds}s for 5 minutes: requests are waiting for the database."
+    }
+  } : {}
+
+  metric_alarms = merge(local.node_alarms, local.db_alarms, local.alb_alarms)
 }
 
-resource "aws_cloudwatch_metric_alarm" "cache_engine_cpu" {
-  for_each = toset(local.cache_node_ids)
+resource "aws_cloudwatch_metric_alarm" "metric" {
+  for_each = local.metric_alarms
 
-  alarm_name          = "${each.value}-engine-cpu"
-  alarm_description   = "ElastiCache node ${each.value}: EngineCPUUtilization above ${var.alarm_cpu_percent}% for 5 minutes (the engine is single-threaded)."
-  namespace           = "AWS/ElastiCache"
-  metric_name         = "EngineCPUUtilization"
-  dimensions          = { CacheClusterId = each.value }
-  statistic           = "Average"
-  period              = local.period
-  evaluation_periods  = 5
+  alarm_name          = each.key
+  alarm_description   = each.value.description
+  namespace           = each.value.namespace
+  metric_name         = each.value.metric
+  dimensions          = each.value.dimensions
+  statistic           = startswith(each.value.stat, "p") ? null : each.value.stat
+  extended_statistic  = startswith(each.value.stat, "p") ? each.value.stat : null
+  period              = each.value.period
+  evaluation_periods  = each.value.periods
   comparison_operator = "GreaterThanThreshold"
-  threshold           = var.alarm_cpu_percent
-  treat_missing_data  = "missing"
-  alarm_actions       = var.alarm_actions
-  ok_actions          = var.alarm_actions
-}
-
-resource "aws_cloudwatch_metric_alarm" "cache_connections" {
-  for_each = toset(local.cache_node_ids)
-
-  alarm_name          = "${each.value}-connections"
-  alarm_description   = "ElastiCache node ${each.value}: more than ${local.cache_connections_expected} client connections (instances x workers x 50 pooled): a leak or a reconnect storm."
-  namespace           = "AWS/ElastiCache"
-  metric_name         = "CurrConnections"
-  dimensions          = { CacheClusterId = each.value }
-  statistic           = "Maximum"
-  period              = local.period
-  evaluation_periods  = 5
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = local.cache_connections_expected
-  treat_missing_data  = "missing"
-  alarm_actions       = var.alarm_actions
-  ok_actions          = var.alarm_actions
-}
-
-resource "aws_cloudwatch_metric_alarm" "db_connections" {
-  alarm_name          = "${local.db_identifier}-connections"
-  alarm_description   = "RDS ${local.db_identifier}: more than ${local.db_connections_allowed} connections (the budget the plan checked, of ${local.db_max_connections})."
-  namespace           = "AWS/RDS"
-  metric_name         = "DatabaseConnections"
-  dimensions          = { DBInstanceIdentifier = aws_db_instance.this.identifier }
-  statistic           = "Maximum"
-  period              = local.period
-  evaluation_periods  = 3
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = local.db_connections_allowed
-  treat_missing_data  = "missing"
-  alarm_actions       = var.alarm_actions
-  ok_actions          = var.alarm_actions
-}
-
-resource "aws_cloudwatch_metric_alarm" "db_cpu" {
-  alarm_name          = "${local.db_identifier}-cpu"
-  alarm_description   = "RDS ${local.db_identifier}: CPUUtilization above ${var.alarm_cpu_percent}% for 5 minutes."
-  namespace           = "AWS/RDS"
-  metric_name         = "CPUUtilization"
-  dimensions          = { DBInstanceIdentifier = aws_db_instance.this.identifier }
-  statistic           = "Average"
-  period              = local.period
-  evaluation_periods  = 5
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = var.alarm_cpu_percent
-  treat_missing_data  = "missing"
+  threshold           = each.value.threshold
+  treat_missing_data  = each.value.missing
   alarm_actions       = var.alarm_actions
   ok_actions          = var.alarm_actions
 }
@@ -206,67 +184,31 @@ resource "aws_cloudwatch_metric_alarm" "alb_5xx" {
   }
 }
 
-resource "aws_cloudwatch_metric_alarm" "alb_p99" {
-  count = var.enable_alb ? 1 : 0
-
-  alarm_name          = "${var.name}-alb-p99"
-  alarm_description   = "p99 target response time above ${var.alarm_p99_seconds}s for 5 minutes: requests are waiting for the database."
-  namespace           = "AWS/ApplicationELB"
-  metric_name         = "TargetResponseTime"
-  dimensions          = local.alb_dimension
-  extended_statistic  = "p99"
-  period              = local.period
-  evaluation_periods  = 5
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = var.alarm_p99_seconds
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_actions
-  ok_actions          = var.alarm_actions
-}
-
 # --- dashboard -------------------------------------------------------------------
 locals {
-  cache_alarm_arns = concat(
-    [for a in aws_cloudwatch_metric_alarm.cache_evictions : a.arn],
-    [for a in aws_cloudwatch_metric_alarm.cache_engine_cpu : a.arn],
-    [for a in aws_cloudwatch_metric_alarm.cache_connections : a.arn],
-  )
   all_alarm_arns = concat(
-    [aws_cloudwatch_metric_alarm.app_cache_hit_rate.arn, aws_cloudwatch_metric_alarm.db_connections.arn, aws_cloudwatch_metric_alarm.db_cpu.arn],
-    local.cache_alarm_arns,
+    [aws_cloudwatch_metric_alarm.app_cache_hit_rate.arn],
+    [for a in aws_cloudwatch_metric_alarm.metric : a.arn],
     aws_cloudwatch_metric_alarm.alb_5xx[*].arn,
-    aws_cloudwatch_metric_alarm.alb_p99[*].arn,
   )
 
-  node_metric = { for m in ["CacheHitRate", "Evictions", "EngineCPUUtilization", "CurrConnections"] : m => [
-    for id in local.cache_node_ids : ["AWS/ElastiCache", m, "CacheClusterId", id]
-  ] }
+  # One widget per ElastiCache metric, a line per node.
+  node_widgets = { for m, w in {
+    CacheHitRate         = ["ElastiCache CacheHitRate (%)", "Average"]
+    Evictions            = ["ElastiCache Evictions", "Sum"]
+    EngineCPUUtilization = ["ElastiCache EngineCPUUtilization (%)", "Average"]
+    CurrConnections      = ["ElastiCache CurrConnections", "Maximum"]
+    } : "cache_${lower(m)}" => {
+    title   = w[0]
+    stat    = w[1]
+    metrics = jsonencode([for id in local.cache_node_ids : ["AWS/ElastiCache", m, "CacheClusterId", id]])
+  } }
 
-  widget = {
+  widget = merge(local.node_widgets, {
     app_results = {
       title   = "App: cache results per minute (JSON logs)"
       stat    = "Sum"
       metrics = jsonencode([for k, m in local.app_cache_results : [local.metrics_namespace, m]])
-    }
-    cache_hit_rate = {
-      title   = "ElastiCache CacheHitRate (%)"
-      stat    = "Average"
-      metrics = jsonencode(local.node_metric["CacheHitRate"])
-    }
-    cache_evictions = {
-      title   = "ElastiCache Evictions"
-      stat    = "Sum"
-      metrics = jsonencode(local.node_metric["Evictions"])
-    }
-    cache_cpu = {
-      title   = "ElastiCache EngineCPUUtilization (%)"
-      stat    = "Average"
-      metrics = jsonencode(local.node_metric["EngineCPUUtilization"])
-    }
-    cache_connections = {
-      title   = "ElastiCache CurrConnections"
-      stat    = "Maximum"
-      metrics = jsonencode(local.node_metric["CurrConnections"])
     }
     db = {
       title = "RDS connections and CPU (%)"
@@ -292,7 +234,7 @@ locals {
         ["AWS/ApplicationELB", "TargetResponseTime", "LoadBalancer", local.alb_suffix],
       ])
     }
-  }
+  })
   alb_suffix     = try(aws_lb.app[0].arn_suffix, "")
   metric_widgets = { for k, w in local.widget : k => w if var.enable_alb || !startswith(k, "alb_") }
 }

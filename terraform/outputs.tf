@@ -57,7 +57,7 @@ output "rds_master_secret_arn" {
 
 output "cache_auth_secret_arn" {
   description = "Secrets Manager secret holding the ElastiCache AUTH token."
-  value       = aws_secretsmanager_secret.cache_auth.arn
+  value       = aws_secretsmanager_secret.this["cache_auth"].arn
 }
 
 output "autoscaling_group_name" {
@@ -101,12 +101,12 @@ output "region" {
 
 output "app_db_secret_arn" {
   description = "Secrets Manager secret with APP_DB_PASSWORD, the app's own database role's password."
-  value       = aws_secretsmanager_secret.app_db.arn
+  value       = aws_secretsmanager_secret.this["app_db"].arn
 }
 
 output "write_api_secret_arn" {
   description = "Secrets Manager secret with WRITE_API_TOKEN (null unless enable_write_api)."
-  value       = try(aws_secretsmanager_secret.write_api[0].arn, null)
+  value       = try(aws_secretsmanager_secret.this["write_api"].arn, null)
 }
 
 output "dashboard_name" {
@@ -122,12 +122,9 @@ output "dashboard_url" {
 output "alarm_names" {
   description = "Names of the CloudWatch alarms."
   value = concat(
-    [aws_cloudwatch_metric_alarm.app_cache_hit_rate.alarm_name, aws_cloudwatch_metric_alarm.db_connections.alarm_name, aws_cloudwatch_metric_alarm.db_cpu.alarm_name],
-    [for a in aws_cloudwatch_metric_alarm.cache_evictions : a.alarm_name],
-    [for a in aws_cloudwatch_metric_alarm.cache_engine_cpu : a.alarm_name],
-    [for a in aws_cloudwatch_metric_alarm.cache_connections : a.alarm_name],
+    [aws_cloudwatch_metric_alarm.app_cache_hit_rate.alarm_name],
+    keys(aws_cloudwatch_metric_alarm.metric),
     aws_cloudwatch_metric_alarm.alb_5xx[*].alarm_name,
-    aws_cloudwatch_metric_alarm.alb_p99[*].alarm_name,
   )
 }
 

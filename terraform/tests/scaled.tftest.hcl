@@ -115,14 +115,15 @@ run "scaled_monitoring" {
   command = plan
 
   assert {
-    condition     = toset(keys(aws_cloudwatch_metric_alarm.cache_evictions)) == toset(["cachelab-cache-001", "cachelab-cache-002"]) && length(aws_cloudwatch_metric_alarm.cache_engine_cpu) == 2 && length(aws_cloudwatch_metric_alarm.cache_connections) == 2
+    condition     = alltrue([for n in ["001", "002"] : alltrue([for a in ["evictions", "engine-cpu", "connections"] : contains(keys(aws_cloudwatch_metric_alarm.metric), "cachelab-cache-${n}-${a}")])])
     error_message = "Node alarms for the primary and the replica."
   }
   assert {
     condition = (
-      length(aws_cloudwatch_metric_alarm.alb_5xx) == 1 && length(aws_cloudwatch_metric_alarm.alb_p99) == 1 &&
-      aws_cloudwatch_metric_alarm.alb_p99[0].extended_statistic == "p99" && aws_cloudwatch_metric_alarm.alb_p99[0].metric_name == "TargetResponseTime" &&
-      aws_cloudwatch_metric_alarm.alb_p99[0].dimensions.LoadBalancer == "app/cachelab-alb/0123456789abcdef"
+      length(aws_cloudwatch_metric_alarm.alb_5xx) == 1 &&
+      aws_cloudwatch_metric_alarm.metric["cachelab-alb-p99"].extended_statistic == "p99" && aws_cloudwatch_metric_alarm.metric["cachelab-alb-p99"].statistic == null &&
+      aws_cloudwatch_metric_alarm.metric["cachelab-alb-p99"].metric_name == "TargetResponseTime" &&
+      aws_cloudwatch_metric_alarm.metric["cachelab-alb-p99"].dimensions.LoadBalancer == "app/cachelab-alb/0123456789abcdef"
     )
     error_message = "With the ALB: a p99 target response time alarm on the load balancer."
   }
