@@ -10,7 +10,16 @@ class              tag          what it does
 ``ColdStartUser``  ``cold``     every user on the same *new* key each period:
                                 a burst of misses on a cold key (a stampede for
                                 cache-aside, one query for swr)
+``ItemWriter``     ``writes``   PUTs to the items of one invalidation variant
+                                (``--variant``), recording each confirmed
+                                version, then reads its own write back
+``ItemReader``     ``writes``   GETs those items and judges each answer against
+                                the writers' record (loadtest/staleness.py)
 =================  ===========  ==================================================
+
+The writer and reader scenarios share their record in one process: run them
+headless and undistributed (``python -m loadtest.staleness`` does). Writers
+need ``WRITE_API_TOKEN`` in their environment.
 
 Pick scenarios by class name (``locust -f loadtest/locustfile.py HotKeyUser``),
 by tag (``--tags zipf cold``) or in the web UI (``--class-picker``). Requests
@@ -29,10 +38,14 @@ from __future__ import annotations
 import bisect
 import csv
 import itertools
+import json
 import logging
+import os
 import random
 import time
 from functools import lru_cache
+
+from staleness import Ledger, variant_items, variant_query  # beside this file
 
 from locust import events, tag, task
 from locust.contrib.fasthttp import FastHttpUser
@@ -66,6 +79,17 @@ def _options(parser) -> None:
     group.add_argument("--cold-period", type=float, default=15.0, env_var="LOCUST_COLD_PERIOD",
                        include_in_web_ui=True,
                        help="ColdStartUser moves every user to a new cold key every N s")
+    group.add_argument("--variant", default="delete", env_var="LOCUST_VARIANT",
+                       include_in_web_ui=True,
+                       help="ItemWriter/ItemReader: the invalidation variant (ttl, delete, "
+                            "delete-unguarded, write-through, write-through-unguarded, notify)")
+    group.add_argument("--payload-bytes", type=int, default=256, env_var="LOCUST_PAYLOAD_BYTES",
+                       include_in_web_ui=True, help="ItemWriter: bytes per written payload")
+    group.add_argument("--writers", type=int, default=2, env_var="LOCUST_WRITERS",
+                       include_in_web_ui=False, help="ItemWriter: how many writer users")
+    group.add_argument("--staleness-out", default=None, env_var="LOCUST_STALENESS_OUT",
+                       include_in_web_ui=False,
+                       help="write the writers' and readers' staleness summary (JSON) here")
     group.add_argument("--max-fail-ratio", type=float, default=None,
                        env_var="LOCUST_MAX_FAIL_RATIO", include_in_web_ui=False,
                        help="exit non-zero when failures/requests exceeds this (0-1)")
@@ -229,6 +253,96 @@ class ColdStartUser(LabUser):
         period = max(1.0, float(_option(self, "cold_period", 15.0)))
         item = COLD_FIRST_ITEM + int(time.time() // period) % COLD_SPAN
         self.lookup(item, "cold: /api/version?item=[cold]")
+
+
+# -- writes and staleness ----------------------------------------------------------
+LEDGER = Ledger()
+
+
+class _ItemUser(LabUser):
+    abstract = True
+
+    def on_start(self) -> None:
+        self.variant = str(_option(self, "variant", "delete"))
+        self.items = variant_items(self.variant)
+        self.query = variant_query(self.variant)
+
+    def read_item(self, item: int, name: str) -> int | None:
+        with self.client.get(f"/api/items/{item}?{self.query}", name=name,
+                             catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(_http_problem(response))
+                LEDGER.error(self.variant)
+                return None
+            try:
+                version = int(response.json()["item"]["version"])
+            except Exception:  # noqa: BLE001 - any malformed body is a failure
+                response.failure("body is not an item with a version")
+                return None
+            response.success()
+            return version
+
+
+class ItemWriter(_ItemUser):
+    """Writes an item of its variant, records the confirmed version, reads it back."""
+
+    weight = 1
+
+    @tag("writes")
+    @task
+    def write(self) -> None:
+        item = random.choice(self.items)
+        size = max(1, int(_option(self, "payload_bytes", 256)))
+        payload = f"{self.variant}-{time.time():.6f}-".ljust(size, "x")[:size]
+        headers = {"Authorization": f"Bearer {os.environ.get('WRITE_API_TOKEN', '')}"}
+        started = time.monotonic()
+        with self.client.put(f"/api/items/{item}?{self.query}", json={"payload": payload},
+                             headers=headers, name=f"write: PUT /api/items/[id] ({self.variant})",
+                             catch_response=True) as response:
+            confirmed = time.monotonic()
+            if response.status_code != 200:
+                response.failure(_http_problem(response))
+                LEDGER.error(self.variant)
+                return
+            version = int(response.json()["item"]["version"])
+            response.success()
+        LEDGER.committed(self.variant, item, version, confirmed, confirmed - started)
+        own = self.read_item(item, f"write: own read ({self.variant})")
+        if own is not None:
+            LEDGER.own_read(self.variant, version, own)
+
+
+class ItemReader(_ItemUser):
+    """Reads the items of its variant and judges every answer against the record."""
+
+    weight = 4
+
+    @tag("writes")
+    @task
+    def read(self) -> None:
+        item = random.choice(self.items)
+        started = time.monotonic()
+        version = self.read_item(item, f"read: GET /api/items/[id] ({self.variant})")
+        if version is not None:
+            LEDGER.read(self.variant, item, version, started)
+
+
+@events.init.add_listener
+def _writer_count(environment, **_kwargs) -> None:
+    options = getattr(environment, "parsed_options", None)
+    writers = getattr(options, "writers", None)
+    if writers:
+        ItemWriter.fixed_count = int(writers)
+
+
+@events.quitting.add_listener
+def _staleness_summary(environment, **_kwargs) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    path = getattr(environment.parsed_options, "staleness_out", None)
+    if path:
+        with open(path, "w") as handle:
+            json.dump(LEDGER.summary(), handle, indent=2)
 
 
 @events.quitting.add_listener

@@ -50,6 +50,15 @@ SLOW_STATEMENTS = {
 }
 
 
+def coverage_dir() -> Path:
+    """Where the test stacks' containers write their coverage data (the app runs
+    as uid 10001, so anyone may write; scripts/test combines and reports it)."""
+    path = Path(os.environ.get("COVERAGE_DATA_DIR", ROOT / ".coverage-data"))
+    path.mkdir(exist_ok=True)
+    path.chmod(0o777)
+    return path
+
+
 def engine_image(engine: str) -> str:
     variable, default = ENGINES[engine]
     return os.environ.get(variable) or default
@@ -90,7 +99,8 @@ class Stack:
     def create(cls, prefix: str = "cachelab-test", extra_files: tuple[str, ...] = (),
                engine: str = "valkey") -> Stack:
         env = {**TEST_ENV, "POSTGRES_PASSWORD": secrets.token_hex(16),
-               "CACHE_IMAGE": engine_image(engine), "WRITE_API_TOKEN": secrets.token_hex(16)}
+               "CACHE_IMAGE": engine_image(engine), "WRITE_API_TOKEN": secrets.token_hex(16),
+               "COVERAGE_DIR": str(coverage_dir())}
         env["APP_DB_PASSWORD"] = secrets.token_hex(16)  # the app's own role (db-init creates it)
         files = [ROOT / "compose.yaml", ROOT / "tests" / "compose.test.yaml"]
         files += [ROOT / f for f in extra_files]

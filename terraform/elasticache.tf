@@ -11,7 +11,7 @@ resource "aws_elasticache_replication_group" "this" {
   #checkov:skip=CKV2_AWS_50: automatic failover + Multi-AZ is the scale path (cache_replicas > 0); the default lab uses one cache.t4g.micro node
   #checkov:skip=CKV_AWS_191: lab - the AWS-managed key encrypts at rest; a customer-managed KMS key costs $1/month
   replication_group_id = "${var.name}-cache"
-  description          = "${var.name} cache (cache-aside)"
+  description          = "${var.name} cache"
 
   engine               = var.cache_engine
   engine_version       = var.cache_engine_version

@@ -19,7 +19,9 @@ locals {
   # ElastiCache names a replication group's nodes <id>-001, <id>-002, ...
   cache_node_ids = [for i in range(1 + var.cache_replicas) : format("%s-%03d", aws_elasticache_replication_group.this.replication_group_id, i + 1)]
   # Every gunicorn worker holds at most REDIS_MAX_CONNECTIONS (50) connections.
-  cache_connections_expected = var.app_instance_count * var.gunicorn_workers * 50
+  # Per gunicorn worker: its pool (REDIS_MAX_CONNECTIONS, 80 by default) and
+  # its tracking connection (tier 1's invalidations).
+  cache_connections_expected = var.app_instance_count * var.gunicorn_workers * (80 + 1)
 
   alb_dimension = var.enable_alb ? { LoadBalancer = aws_lb.app[0].arn_suffix } : {}
   period        = 60
@@ -97,7 +99,7 @@ locals {
     "${id}-connections" = {
       namespace   = "AWS/ElastiCache", metric = "CurrConnections", dimensions = tomap({ CacheClusterId = id })
       stat        = "Maximum", period = local.period, periods = 5, threshold = local.cache_connections_expected, missing = "missing"
-      description = "ElastiCache node ${id}: more than ${local.cache_connections_expected} client connections (instances x workers x 50 pooled): a leak or a reconnect storm."
+      description = "ElastiCache node ${id}: more than ${local.cache_connections_expected} client connections (instances x workers x (80 pooled + 1 tracking)): a leak or a reconnect storm."
     }
   }]...)
 

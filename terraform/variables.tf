@@ -143,13 +143,13 @@ variable "cache_ttl_seconds" {
 }
 
 variable "cache_strategy" {
-  description = "CACHE_STRATEGY passed to the app: none, cache-aside or swr (swr is the local Compose default too)."
+  description = "CACHE_STRATEGY passed to the app: none, cache-aside, swr or two-tier (two-tier is the local Compose default too)."
   type        = string
-  default     = "swr"
+  default     = "two-tier"
 
   validation {
-    condition     = contains(["none", "cache-aside", "swr"], var.cache_strategy)
-    error_message = "cache_strategy must be one of none, cache-aside, swr."
+    condition     = contains(["none", "cache-aside", "swr", "two-tier"], var.cache_strategy)
+    error_message = "cache_strategy must be one of none, cache-aside, swr, two-tier."
   }
 }
 

@@ -9,7 +9,12 @@ and a HEALTHCHECK; stop signals and grace periods let requests drain.
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
+
+from loadtest.stack import ROOT
 
 SERVICES = ("nginx", "app", "redis", "postgres")
 
@@ -78,27 +83,43 @@ def test_graceful_stop_settings(lab):
     assert nginx.attrs["Config"]["StopTimeout"] >= 31
 
 
-def test_app_image_has_no_compiler_or_pip_cache(lab):
-    image = running(lab, "app").image
+@pytest.fixture(scope="module")
+def production_image(stack, tmp_path_factory):
+    """The app image as the lab and AWS build it (target runtime): the test
+    stack runs the same image plus coverage.py (target coverage)."""
+    override = tmp_path_factory.mktemp("runtime") / "runtime.yaml"
+    override.write_text("services:\n  app:\n    image: cachelab/app:test-runtime\n"
+                        "    build:\n      target: runtime\n")
+    result = subprocess.run(
+        ["docker", "compose", "-p", stack.project, "-f", str(ROOT / "compose.yaml"),
+         "-f", str(override), "build", "--quiet", "app"],
+        cwd=ROOT, env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return stack.docker.images.get("cachelab/app:test-runtime")
+
+
+def test_app_image_has_no_compiler_pip_cache_or_test_tools(lab, production_image):
     out = lab.docker.containers.run(
-        image.id, ["sh", "-c", "command -v gcc cc c++ g++ x86_64-linux-gnu-gcc-12 as ld || true; "
-                   "ls -A /root/.cache 2>/dev/null || true"],
+        production_image.id,
+        ["sh", "-c", "command -v gcc cc c++ g++ x86_64-linux-gnu-gcc-12 as ld || true; "
+                     "ls -A /root/.cache /opt/coverage /src 2>/dev/null || true"],
         entrypoint=[], user="0", remove=True, network_disabled=True)
     assert out.decode().strip() == "", out.decode()
 
 
-def test_app_image_is_multi_stage_and_declares_user_and_healthcheck(lab):
-    for service in ("app", "nginx"):
-        config = running(lab, service).image.attrs["Config"]
-        assert config["User"] not in ("", "0", "root"), service
-        assert config.get("Healthcheck", {}).get("Test"), service
-    # The runtime stage starts from the base image: no build stage layers
-    # (pip, the source tree) end up in it.
-    history = running(lab, "app").image.history()
-    commands = " ".join(layer.get("CreatedBy", "") for layer in history)
-    assert "pip install" not in commands
-    assert "COPY /opt/venv /opt/venv" in commands or "--from=build" in commands or \
-        "/opt/venv" in commands
+def test_app_image_is_multi_stage_and_declares_user_and_healthcheck(lab, production_image):
+    for image in (production_image, running(lab, "nginx").image):
+        config = image.attrs["Config"]
+        assert config["User"] not in ("", "0", "root"), image.tags
+        assert config.get("Healthcheck", {}).get("Test"), image.tags
+    # The runtime stage starts from the base image and copies the finished venv:
+    # no build step (pip, the source tree) left a layer in it.
+    commands = [layer.get("CreatedBy", "") for layer in production_image.history()]
+    assert not [c for c in commands if "pip install" in c or "/src/" in c], commands
+    assert any("COPY /opt/venv /opt/venv" in c for c in commands), commands
+    # The test image is exactly the production image plus coverage.py.
+    test_image = running(lab, "app").image
+    assert production_image.id in [layer["Id"] for layer in test_image.history()]
 
 
 def test_nginx_reload_works_as_non_root(lab):

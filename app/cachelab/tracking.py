@@ -262,11 +262,13 @@ class Tracking:
 
     def _set_mode(self, mode: str, reason: str) -> None:
         changed = mode != self.mode
-        self.mode, self.reason = mode, reason
         if not changed and mode != TRACKING:
-            return  # another failed attempt: nothing new was missed
-        # Every change of connection state may have lost invalidations.
+            self.reason = reason  # another failed attempt: nothing new was missed
+            return
+        # Every change of connection state may have lost invalidations; the
+        # copies are reset before the new mode is visible to requests.
         self.local.reset(tracking=mode == TRACKING)
+        self.mode, self.reason = mode, reason
         self._wake(None)
         if changed:
             metrics.TRACKING_STATE.set(TRACKING_LEVEL[mode])

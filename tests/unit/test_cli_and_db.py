@@ -1,0 +1,68 @@
+"""The command line (check-config, cache purge) and the database client's bounds."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import replace
+
+import pytest
+from click.testing import CliRunner
+
+from cachelab.cli import main
+from cachelab.db import Database, DatabaseUnavailable
+
+
+def env_for(settings, **extra) -> dict[str, str]:
+    return {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+            "CACHE_NAMESPACE": settings.cache_namespace, **extra}
+
+
+def test_check_config_prints_the_settings_without_secrets(settings):
+    env = env_for(settings, WRITE_API_TOKEN="a-secret-token-0123456789")
+    result = CliRunner().invoke(main, ["check-config"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "cache_strategy=two-tier" in result.output and "write_api=on" in result.output
+    assert "fake:fake" not in result.output and "a-secret-token" not in result.output
+
+
+def test_check_config_names_the_bad_variable(settings):
+    result = CliRunner().invoke(main, ["check-config"],
+                                env=env_for(settings, CACHE_TTL_SECONDS="ten"))
+    assert result.exit_code != 0
+    assert "invalid configuration: CACHE_TTL_SECONDS must be an integer" in result.output
+
+
+def test_purge_deletes_entries_and_locks_of_this_namespace_only(settings, raw):
+    namespace = settings.cache_namespace
+    for n in range(3):
+        raw.set(f"{namespace}:v2:version:{n}", "entry")
+    raw.set(f"{namespace}:v2:version:0:lock", "a-lock")
+    raw.set("other:v2:version:0", "not ours")
+    result = CliRunner().invoke(main, ["cache", "purge"], env=env_for(settings))
+    assert result.exit_code == 0, result.output
+    assert f"deleted 4 keys matching {namespace}:v2:*" in result.output
+    assert raw.exists("other:v2:version:0") and not raw.keys(f"{namespace}:v2:*")
+
+
+def test_a_full_pool_answers_database_unavailable_after_the_pool_wait(settings):
+    db = Database(replace(settings, db_pool_size=1, db_pool_wait_seconds=0.2))
+    assert db._slots.acquire(timeout=1)  # the only connection is busy
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match="no free database connection within 0.2s"):
+        db.fetch_slow_version()
+    assert 0.2 <= time.monotonic() - started < 1.0
+
+
+def test_a_server_that_never_answers_fails_within_the_connect_timeout(settings):
+    """A paused PostgreSQL accepts TCP but says nothing: the client-side deadline ends it."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes handshakes; nobody ever answers
+        port = silent.getsockname()[1]
+        db = Database(replace(settings, db_connect_timeout_seconds=1,
+                              database_url=f"postgresql://u:p@127.0.0.1:{port}/x"))
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            db.fetch_slow_version()
+        assert time.monotonic() - started < 2.5
