@@ -58,8 +58,9 @@ SOURCES = {"memory", "redis", "database", "local"}
 STRATEGIES = {"none", "cache-aside", "swr", "two-tier"}
 HOT_ITEM = 0
 COLD_FIRST_ITEM = 9000  # cold keys live in 9000-9999, away from the Zipf range
+DASHBOARD_ITEMS = range(8000, 9000)  # the dashboard's burst button: no scenario reads them
 COLD_SPAN = 1000
-MAX_ZIPF_KEYS = COLD_FIRST_ITEM - 1
+MAX_ZIPF_KEYS = DASHBOARD_ITEMS.start - 1
 
 
 @events.init_command_line_parser.add_listener

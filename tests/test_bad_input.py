@@ -243,6 +243,18 @@ def test_openapi_description_matches_the_app():
             if p["in"] == "query"} == set(params.ALLOWED)
 
 
+def test_openapi_describes_the_items_api_as_the_app_checks_it():
+    from cachelab import config, items
+
+    path = OPENAPI["paths"]["/api/items/{id}"]
+    get_params = {p["name"]: p["schema"] for p in path["get"]["parameters"]}
+    assert get_params["id"]["maximum"] == items.MAX_ITEM_ID
+    assert tuple(get_params["mode"]["enum"]) == config.INVALIDATION_MODES
+    body = path["put"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["payload"]["maxLength"] == items.MAX_PAYLOAD_BYTES
+    assert {"400", "401", "403", "404"} <= set(path["put"]["responses"])
+
+
 def test_openapi_description_is_served(lab):
     served = lab.get("/static/openapi.json")
     assert served.status_code == 200 and served.json() == OPENAPI

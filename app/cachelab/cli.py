@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, read_integer, read_number
 
 
 def _settings() -> Settings:
@@ -51,24 +51,32 @@ def db_init(wait_seconds: float) -> None:
         role = dbinit.app_role_from_env(dict(os.environ))
     except ValueError as exc:
         raise click.ClickException(f"invalid configuration: {exc}") from None
-    delay = None
-    raw = os.environ.get("SLOW_QUERY_SECONDS", "").strip()
-    if raw:
-        try:
-            delay = float(raw)
-        except ValueError:
-            raise click.ClickException(f"invalid configuration: SLOW_QUERY_SECONDS must be a number, got {raw!r}") from None
-        if not 0 <= delay <= 300:
-            raise click.ClickException("invalid configuration: SLOW_QUERY_SECONDS must be between 0 and 300")
     try:
-        applied = dbinit.apply(url, dbinit.directory_from_env(), wait_seconds, delay, role)
+        lab_settings = _lab_settings(os.environ)
+    except ConfigError as exc:
+        raise click.ClickException(f"invalid configuration: {exc}") from None
+    try:
+        applied = dbinit.apply(url, dbinit.directory_from_env(), wait_seconds, lab_settings, role)
     except dbinit.DatabaseNotReady as exc:
         click.echo(f"Error: db-init failed: {exc}", err=True)
         sys.exit(75)
     except Exception as exc:  # report, never dump a traceback with the URL in it
         raise click.ClickException(f"db-init failed: {type(exc).__name__}: {str(exc).strip()[:300]}") from exc
     click.echo(f"db-init: applied {', '.join(applied)}; app role {role.user} in {dbinit.RUNTIME_GROUP}"
-               + ("" if delay is None else f"; slow_query_seconds={delay:g}"))
+               + "".join(f"; {name}={value}" for name, value in lab_settings.items()))
+
+
+def _lab_settings(env) -> dict[str, str]:
+    """The database's own settings (table lab_settings), from the variables that are set."""
+    settings: dict[str, str] = {}
+    if env.get("SLOW_QUERY_SECONDS", "").strip():
+        delay = read_number(env, "SLOW_QUERY_SECONDS", 10.0, 0.0, 300.0)
+        settings["slow_query_seconds"] = f"{delay:g}"
+    for name, key, low, high in (("ITEM_COUNT", "item_count", 1, 100_000),
+                                 ("ITEM_PAYLOAD_BYTES", "item_payload_bytes", 1, 65_536)):
+        if env.get(name, "").strip():
+            settings[key] = str(read_integer(env, name, 0, low, high))
+    return settings
 
 
 @main.group()

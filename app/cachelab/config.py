@@ -42,7 +42,7 @@ def read_integer(env: Mapping[str, str], name: str, default: int, low: int, high
     return _bounded(env, name, default, low, high, int, "an integer")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+def read_number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
     return _bounded(env, name, default, low, high, float, "a number")
 
 
@@ -134,32 +134,32 @@ class Settings:
             cache_strategy=_choice(env, "CACHE_STRATEGY", "two-tier", STRATEGIES),
             cache_ttl_seconds=read_integer(env, "CACHE_TTL_SECONDS", 10, 1, 86_400),
             cache_grace_seconds=read_integer(env, "CACHE_GRACE_SECONDS", 300, 0, 86_400),
-            cache_jitter_ratio=_number(env, "CACHE_JITTER_RATIO", 0.1, 0.0, 0.5),
+            cache_jitter_ratio=read_number(env, "CACHE_JITTER_RATIO", 0.1, 0.0, 0.5),
             cache_namespace=namespace,
-            cache_lock_wait_seconds=_number(env, "CACHE_LOCK_WAIT_SECONDS", 15.0, 0.1, 300.0),
-            cache_lock_lease_seconds=_number(env, "CACHE_LOCK_LEASE_SECONDS", 5.0, 0.3, 60.0),
-            xfetch_beta=_number(env, "XFETCH_BETA", 1.0, 0.0, 10.0),
+            cache_lock_wait_seconds=read_number(env, "CACHE_LOCK_WAIT_SECONDS", 15.0, 0.1, 300.0),
+            cache_lock_lease_seconds=read_number(env, "CACHE_LOCK_LEASE_SECONDS", 5.0, 0.3, 60.0),
+            xfetch_beta=read_number(env, "XFETCH_BETA", 1.0, 0.0, 10.0),
             local_cache_size=read_integer(env, "LOCAL_CACHE_SIZE", 1024, 1, 1_000_000),
             refresh_threads=read_integer(env, "CACHE_REFRESH_THREADS", 4, 1, 64),
             fill_slots=read_integer(env, "CACHE_FILL_SLOTS", 16, 1, 1_000),
             miss_slots=read_integer(env, "CACHE_MISS_SLOTS", 48, 1, 1_000),
             cache_tracking=_choice(env, "CACHE_TRACKING", "auto", TRACKING_CHOICES),
             memory_fallback_ttl_ms=read_integer(env, "MEMORY_FALLBACK_TTL_MS", 1000, 0, 60_000),
-            tracking_heartbeat_seconds=_number(env, "TRACKING_HEARTBEAT_SECONDS", 1.0, 0.1, 60.0),
+            tracking_heartbeat_seconds=read_number(env, "TRACKING_HEARTBEAT_SECONDS", 1.0, 0.1, 60.0),
             redis_socket_timeout_ms=read_integer(env, "REDIS_SOCKET_TIMEOUT_MS", 75, 1, 10_000),
             redis_connect_timeout_ms=read_integer(env, "REDIS_CONNECT_TIMEOUT_MS", 100, 1, 10_000),
             redis_max_connections=read_integer(env, "REDIS_MAX_CONNECTIONS", 80, 1, 10_000),
             breaker_failure_threshold=read_integer(env, "BREAKER_FAILURE_THRESHOLD", 3, 1, 1_000),
-            breaker_cooldown_seconds=_number(env, "BREAKER_COOLDOWN_SECONDS", 5.0, 0.1, 600.0),
+            breaker_cooldown_seconds=read_number(env, "BREAKER_COOLDOWN_SECONDS", 5.0, 0.1, 600.0),
             db_connect_timeout_seconds=read_integer(env, "DB_CONNECT_TIMEOUT_SECONDS", 3, 1, 60),
             db_statement_timeout_ms=read_integer(env, "DB_STATEMENT_TIMEOUT_MS", 30_000, 100, 600_000),
             db_pool_size=read_integer(env, "DB_POOL_SIZE", 20, 1, 1_000),
-            db_pool_wait_seconds=_number(env, "DB_POOL_WAIT_SECONDS", 10.0, 0.0, 300.0),
-            slow_query_seconds=_number(env, "SLOW_QUERY_SECONDS", -1.0, 0.0, 300.0)
+            db_pool_wait_seconds=read_number(env, "DB_POOL_WAIT_SECONDS", 10.0, 0.0, 300.0),
+            slow_query_seconds=read_number(env, "SLOW_QUERY_SECONDS", -1.0, 0.0, 300.0)
             if env.get("SLOW_QUERY_SECONDS", "").strip() else None,
             gunicorn_threads=read_integer(env, "GUNICORN_THREADS", 64, 1, 1000),
-            request_log_hit_sample=_number(env, "REQUEST_LOG_HIT_SAMPLE", 0.01, 0.0, 1.0),
-            log_summary_seconds=_number(env, "LOG_SUMMARY_SECONDS", 10.0, 0.0, 3600.0),
+            request_log_hit_sample=read_number(env, "REQUEST_LOG_HIT_SAMPLE", 0.01, 0.0, 1.0),
+            log_summary_seconds=read_number(env, "LOG_SUMMARY_SECONDS", 10.0, 0.0, 3600.0),
             write_api_token=token,
             items_invalidation=_choice(env, "ITEMS_INVALIDATION", "delete", INVALIDATION_MODES),
         )

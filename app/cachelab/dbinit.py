@@ -8,7 +8,9 @@ the master user, which is *not* a superuser) and, in one transaction:
 2. creates or updates the app's own LOGIN role (``APP_DB_USER``, password
    ``APP_DB_PASSWORD``) and makes it a member of the NOLOGIN group role
    ``cachelab_runtime``, to which the SQL files grant what the app needs;
-3. upserts ``SLOW_QUERY_SECONDS`` into ``lab_settings``.
+3. upserts the lab's settings (``SLOW_QUERY_SECONDS``, ``ITEM_COUNT``,
+   ``ITEM_PAYLOAD_BYTES``) into ``lab_settings`` as soon as a file has created
+   that table, so the files after it (the items' seeding) see them.
 
 The password is sent as a SCRAM-SHA-256 verifier computed on the client
 (libpq's ``PQencryptPasswordConn``), so the clear text never appears in a
@@ -69,7 +71,7 @@ def app_role_from_env(env: dict[str, str]) -> AppRole:
 
 
 def apply(database_url: str, directory: Path, wait_seconds: float,
-          slow_query_seconds: float | None, app_role: AppRole) -> list[str]:
+          lab_settings: dict[str, str], app_role: AppRole) -> list[str]:
     files = sorted(directory.glob("*.sql"))
     if not files:
         raise FileNotFoundError(f"no *.sql files in {directory}")
@@ -84,19 +86,28 @@ def apply(database_url: str, directory: Path, wait_seconds: float,
                 (owner,) = cur.fetchone()
                 if owner == app_role.user:
                     raise ValueError(f"APP_DB_USER ({app_role.user}) must not be the database owner")
+                pending = dict(lab_settings)
                 for path in files:
                     cur.execute(path.read_text())
                     applied.append(path.name)
+                    if pending and _has_settings_table(cur):
+                        _store_settings(cur, pending)
+                        pending = {}
                 _ensure_app_role(conn, cur, app_role)
-                if slow_query_seconds is not None:
-                    cur.execute(
-                        "INSERT INTO lab_settings (name, value) VALUES ('slow_query_seconds', %s) "
-                        "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                        (str(slow_query_seconds),),
-                    )
     finally:
         conn.close()
     return applied
+
+
+def _has_settings_table(cur) -> bool:
+    cur.execute("SELECT to_regclass('lab_settings') IS NOT NULL")
+    return bool(cur.fetchone()[0])
+
+
+def _store_settings(cur, settings: dict[str, str]) -> None:
+    for name, value in settings.items():
+        cur.execute("INSERT INTO lab_settings (name, value) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", (name, value))
 
 
 def _ensure_app_role(conn, cur, role: AppRole) -> None:

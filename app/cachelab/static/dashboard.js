@@ -20,9 +20,15 @@
   var RESULT_LABELS = {
     hit: "HIT", stale: "STALE (served, refresh started)", miss: "MISS (ran the slow query)",
     collapsed: "MISS collapsed (waited for another request's query)",
-    bypass: "BYPASS (uncached baseline or Redis down)", local: "local (in-process, Redis down)"
+    bypass: "BYPASS (uncached baseline or Redis down)", local: "local copy (Redis down)",
+    overloaded: "refused: 503 overloaded (too many misses in flight)"
   };
-  var STATE_ICONS = { fresh: "✓", stale: "◐", refreshing: "↻", missing: "∅" };
+  var STATE_ICONS = { fresh: "✓", stale: "◐", refreshing: "↻", missing: "∅", tombstone: "†" };
+  var MODES = ["ttl", "delete", "write-through", "notify"];
+  var TIER_TEXT = {
+    tracking: "✓ coherent (tracking)", fallback: "⚠ bounded (no tracking)",
+    down: "⚠ reconnecting", starting: "starting", off: "off (CACHE_TRACKING=off)"
+  };
 
   var root = document.getElementById("dashboard");
   if (!root) { return; }
@@ -155,6 +161,86 @@
     return agg;
   }
 
+  // Redis INFO counters and item staleness over `span`, for the Redis and staleness panels.
+  function aggregateExtras(span) {
+    var out = { evicted: 0, hits: 0, misses: 0, dt: 0, modes: {} };
+    var now = performance.now();
+    Object.keys(instances).forEach(function (id) {
+      var inst = instances[id];
+      if (now - inst.seen > INSTANCE_STALE_MS) { return; }
+      var snaps = inst.snaps, cur = snaps[snaps.length - 1], base = null;
+      for (var i = snaps.length - 2; i >= 0; i--) {
+        base = snaps[i];
+        if (cur.server_time - snaps[i].server_time >= span) { break; }
+      }
+      if (!base) { return; }
+      var dt = cur.server_time - base.server_time;
+      if (dt <= 0) { return; }
+      var ci = cur.redis_info || {}, bi = base.redis_info || {};
+      if (ci.status === "ok" && bi.status === "ok" && !out.dt) {  // one server: count it once
+        out.dt = dt;
+        out.evicted = Math.max(0, ci.evicted_keys - bi.evicted_keys);
+        out.hits = Math.max(0, ci.keyspace_hits - bi.keyspace_hits);
+        out.misses = Math.max(0, ci.keyspace_misses - bi.keyspace_misses);
+      }
+      MODES.forEach(function (mode) {
+        var m = out.modes[mode] || (out.modes[mode] = { fresh: 0, stale: 0, buckets: {}, dt: 0 });
+        var cr = (cur.item_reads || {})[mode] || {}, br = (base.item_reads || {})[mode] || {};
+        m.fresh += (cr.fresh || 0) - (br.fresh || 0);
+        m.stale += (cr.stale || 0) - (br.stale || 0);
+        m.dt = Math.max(m.dt, dt);
+        var ch = (cur.item_staleness || {})[mode], bh = (base.item_staleness || {})[mode];
+        if (ch) { addBuckets(m.buckets, ch, bh); }
+      });
+    });
+    return out;
+  }
+
+  function fmtBytes(bytes) {
+    if (bytes === undefined || bytes === null) { return "—"; }
+    if (bytes >= 1 << 30) { return (bytes / (1 << 30)).toFixed(1) + " GiB"; }
+    if (bytes >= 1 << 20) { return (bytes / (1 << 20)).toFixed(1) + " MiB"; }
+    return (bytes / 1024).toFixed(0) + " KiB";
+  }
+
+  function renderRedisPanel(snap) {
+    var info = snap.redis_info || {}, x = aggregateExtras(WINDOW_S);
+    if (info.status !== "ok") {
+      setText("redis-memory", "unavailable");
+      $("redis-info-body").replaceChildren(row(["Redis", "unavailable"], true));
+      return;
+    }
+    var limit = info.maxmemory || 0;
+    var used = info.used_memory || 0;
+    setText("redis-memory", fmtBytes(used) + (limit ? " of " + fmtBytes(limit) + " (" + (100 * used / limit).toFixed(0) + " %)" : " (no maxmemory)"));
+    var meter = $("redis-memory-meter");
+    if (meter) { meter.value = limit ? Math.min(1, used / limit) : 0; }
+    var perS = function (n) { return x.dt ? fmtRate(n / x.dt) + "/s" : "—"; };
+    var lookups = x.hits + x.misses;
+    $("redis-info-body").replaceChildren.apply($("redis-info-body"), [
+      row(["Engine", (info.valkey_version ? "Valkey " + info.valkey_version : "Redis " + (info.redis_version || "?")) +
+        " · " + (info.maxmemory_policy || "")], true),
+      row(["Evicted keys", perS(x.evicted) + " · " + fmtCount(info.evicted_keys || 0) + " since start"], true),
+      row(["Keyspace hits / misses", perS(x.hits) + " / " + perS(x.misses) +
+        (lookups ? " (" + (100 * x.hits / lookups).toFixed(0) + " % hits)" : "")], true),
+      row(["Clients", fmtCount(info.connected_clients || 0) + " connected, " +
+        fmtCount(info.tracking_clients || 0) + " tracking (tier-1 listeners)"], true)
+    ]);
+  }
+
+  function renderStaleness() {
+    var x = aggregateExtras(HISTORY_S);
+    var rows = MODES.map(function (mode) {
+      var m = x.modes[mode] || { fresh: 0, stale: 0, buckets: {}, dt: 0 };
+      var reads = m.fresh + m.stale;
+      return row([mode,
+        m.dt ? fmtRate(reads / m.dt) + "/s" : "—",
+        reads ? (100 * m.stale / reads).toFixed(1) + " %" : "—",
+        m.stale ? fmtMs(quantile(0.5, m.buckets)) + " · " + fmtMs(quantile(0.99, m.buckets)) : "—"], true);
+    });
+    $("staleness-body").replaceChildren.apply($("staleness-body"), rows);
+  }
+
   function latestTotals() {
     var totals = { results: {}, slow: 0, slowSum: 0, slowBuckets: {} };
     var now = performance.now();
@@ -205,6 +291,8 @@
       while (points.length && snap.server_time - points[0].t > HISTORY_S) { points.shift(); }
     }
     renderTiles(snap, agg);
+    renderRedisPanel(snap);
+    renderStaleness();
     renderTables();
     renderKeys(snap);
     renderCharts();
@@ -238,6 +326,10 @@
     setText("redis-health", redis.status === "up" ? "✓ up · " + redis.latency_ms.toFixed(1) + " ms" : "✗ down");
     setText("pg-health", pg.status === "up" ? "✓ up · " + pg.latency_ms.toFixed(1) + " ms" : "✗ down");
     setText("pg-detail", pg.status === "up" ? "ping round trip" : (pg.error || "not answering"));
+    var tier = redis.memory_tier || {};
+    setText("memory-tier", tier.enabled ? (TIER_TEXT[tier.mode] || tier.mode) : "not used");
+    setText("memory-tier-detail", tier.enabled ? (tier.bound || "") : "strategy " + snap.strategy + " reads Redis every time");
+    $("memory-tier").className = "big " + (!tier.enabled || tier.mode === "tracking" ? "ok" : "warn");
     var state = snap.breaker.state;
     setText("breaker", { closed: "✓ closed", "half-open": "⚠ half-open (probing Redis)", open: "✗ open (requests skip Redis)" }[state] || state);
     $("redis-health").className = "big " + (redis.status === "up" ? "ok" : "bad");
@@ -353,6 +445,9 @@
       var r = mem.row, cell = tr.querySelector(".ttl"), text;
       if (r.state === "missing") {
         text = r.gone ? "expired or evicted" : "being filled";
+      } else if (r.state === "tombstone") {
+        text = "deleted by a write (v" + r.version + "), gone in " +
+          Math.max(0, r.expires_s - elapsed).toFixed(0) + " s";
       } else {
         var left = r.ttl_s - elapsed;
         if (left > 0) {
@@ -546,7 +641,8 @@
   function sendBurst() {
     var n = parseInt($("burst-size").value, 10);
     if (!(n >= 2 && n <= 50)) { n = 20; $("burst-size").value = "20"; }
-    var item = 1000 + Math.floor(Math.random() * 9000);  // a fresh item: its key is cold
+    // A fresh item from 8000-8999, a range no Locust scenario uses: its key is cold.
+    var item = 8000 + Math.floor(Math.random() * 1000);
     setBusy(true);
     setText("try-result", "Sending " + n + " requests for item " + item + " at once…");
     var started = performance.now();
