@@ -1,8 +1,17 @@
-"""The same headless Locust load against each cache strategy, then one report.
+"""The benchmarks: ``latency`` (Locust per strategy) and ``hits`` (hit throughput).
 
-    python -m loadtest.bench --duration 60s --users 20 --delay 10
+    python -m loadtest.bench latency --duration 60s --users 20 --delay 10
+    python -m loadtest.bench hits --rounds 5 --duration 10s
 
-For each strategy (default: none, cache-aside, swr) the lab is reconfigured
+``hits`` brings up a stack of its own and compares our strategies with
+Flask-Caching and a static page under equal CPU limits: see
+:mod:`loadtest.hitbench`. Without a subcommand the arguments go to
+``latency`` (its flags are the command's original ones).
+
+``latency`` runs the same headless Locust load against each cache strategy
+of the running lab, then writes one report.
+
+For each strategy (default: none, cache-aside, swr, two-tier) the lab is reconfigured
 with ``docker compose up -d --wait`` (``CACHE_STRATEGY``, and
 ``SLOW_QUERY_SECONDS`` which recreates PostgreSQL, keeping its volume), Redis
 is flushed so every strategy starts cold, and Locust runs headless on this
@@ -39,7 +48,7 @@ from .report import CSV_PREFIX, HTML_REPORT, RunResult, fill_from_csv, p50_ratio
 from .stack import ROOT, Stack, metric
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-STRATEGIES = ("none", "cache-aside", "swr")
+STRATEGIES = ("none", "cache-aside", "swr", "two-tier")
 SCENARIOS = {
     "hot": ["HotKeyUser"],
     "zipf": ["ZipfUser"],
@@ -78,13 +87,31 @@ def _strategies(text: str) -> list[str]:
     return names
 
 
+SUBCOMMANDS = ("latency", "hits")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import hitbench
+
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.bench",
+        description="The lab's benchmarks: `latency` (Locust against each strategy of the "
+                    "running lab) and `hits` (hit throughput against Flask-Caching and a "
+                    "static page, on a stack of its own).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{latency,hits}")
+    add_latency_arguments(commands.add_parser(
+        "latency", help="Locust load per strategy of the running lab (latency, hit ratio)",
         description="Run the same headless Locust load against each cache strategy of the "
-                    "running lab and write CSV/HTML reports, a Markdown summary and charts.")
+                    "running lab and write CSV/HTML reports, a Markdown summary and charts."))
+    hitbench.add_arguments(commands.add_parser(
+        "hits", help="hit throughput of each strategy vs Flask-Caching and a static page",
+        description=hitbench.__doc__.split("\n\n")[0]), parse_duration)
+    return parser
+
+
+def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategies", type=_strategies, default=list(STRATEGIES),
-                        help="comma-separated, in order (default: none,cache-aside,swr)")
+                        help="comma-separated, in order (default: none,cache-aside,swr,two-tier)")
     parser.add_argument("--duration", type=parse_duration, default=60.0,
                         help="Locust run time per strategy, e.g. 60s, 2m (default 60s)")
     parser.add_argument("--users", type=int, default=20, help="concurrent users (default 20)")
@@ -111,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="machine description for the report (default: from this host)")
     parser.add_argument("--publish", type=Path, default=None,
                         help="also copy summary.md and the charts here (e.g. docs/results)")
-    return parser
 
 
 # -- the stack ----------------------------------------------------------------
@@ -318,7 +344,8 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
         "host": stack.base_url,
         "strategies": args.strategies,
         "command": "python -m loadtest.bench " + " ".join(
-            shlex.quote(a) for a in _without(getattr(args, "argv", None) or [], "--machine")),
+            shlex.quote(a) for a in _without(getattr(args, "argv", None) or ["latency"],
+                                             "--machine")),
     }
     files = write_report(results_dir, meta, results)
     print(summary_table(results), flush=True)
@@ -360,12 +387,17 @@ def publish(results_dir: Path, meta: dict, results: list[RunResult], target: Pat
 
 
 def main(argv: list[str] | None = None, stack: Stack | None = None) -> int:
+    from .hitbench import HitBenchError
+    from .hitbench import run as run_hits
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
+        argv = ["latency", *argv]  # the command's original form: latency flags only
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        return run(args, stack)
-    except BenchError as exc:
+        return run_hits(args) if args.command == "hits" else run(args, stack)
+    except (BenchError, HitBenchError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:

@@ -254,7 +254,7 @@ def _number(cell: str) -> float:
 
 def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_path, capsys):
     out, docs = tmp_path / "bench", tmp_path / "docs"
-    code = bench.main(["--strategies", "none,swr", "--duration", "8s", "--users", "3",
+    code = bench.main(["latency", "--strategies", "none,swr", "--duration", "8s", "--users", "3",
                        "--delay", "1", "--results", str(out), "--max-fail-ratio", "0",
                        "--publish", str(docs), "--machine", "test stack"], stack=lab)
     printed = capsys.readouterr().out
@@ -309,14 +309,31 @@ def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_pat
     published = (docs / "summary.md").read_text()
     assert _table(published) == table and "locust_stats.csv" not in published
 
-    # The lab is back on its original strategy.
-    assert bench.current_settings(lab)["CACHE_STRATEGY"] == "swr"
-    assert lab.get("/api/version").json()["strategy"] == "swr"
+    # The lab is back on its original strategy (the default, two-tier).
+    assert bench.current_settings(lab)["CACHE_STRATEGY"] == "two-tier"
+    assert lab.get("/api/version").json()["strategy"] == "two-tier"
 
 
-def test_benchmark_fails_clearly_when_the_lab_is_not_running(docker_available, capsys):
-    code = bench.main(["--project", "cachelab-absent-0000", "--duration", "1s"])
+@pytest.mark.parametrize("command", [["latency"], []])  # without a subcommand: latency
+def test_benchmark_fails_clearly_when_the_lab_is_not_running(docker_available, capsys, command):
+    code = bench.main([*command, "--project", "cachelab-absent-0000", "--duration", "1s"])
     err = capsys.readouterr().err
     assert code == 2
     assert "the lab is not running" in err and "docker compose up" in err
     assert "cachelab-absent-0000" in err and "Traceback" not in err
+
+
+def test_benchmark_subcommands_and_their_options(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--help"])
+    assert exit_.value.code == 0 and "{latency,hits}" in capsys.readouterr().out
+    args = bench.build_parser().parse_args(["hits", "--modes", "expiry", "--systems",
+                                            "two-tier,flask-caching", "--duration", "2s"])
+    assert (args.modes, args.systems, args.duration) == (["expiry"], ["two-tier",
+                                                                      "flask-caching"], 2.0)
+    with pytest.raises(SystemExit):
+        bench.build_parser().parse_args(["hits", "--systems", "memcached"])
+    assert bench.main(["hits", "--delay", "30"]) == 2
+    assert "--delay must be between 1 and 10" in capsys.readouterr().err
+    assert bench.main(["hits", "--delay", "5", "--duration", "8s"]) == 2
+    assert "at least twice --delay" in capsys.readouterr().err
