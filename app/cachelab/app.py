@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import dashboard, errors, items, logs, requestlog, views
+from . import dashboard, errors, hitpath, items, logs, requestlog, views
 from .notify import Freshness, NotifyListener
 from .config import Settings
 from .db import Database
@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
     app.register_blueprint(items.bp)
     app.register_blueprint(dashboard.bp)
     errors.register(app)
-    requestlog.register(app, summary, settings.request_log_hit_sample)
+    books = requestlog.register(app, summary, settings.request_log_hit_sample)
+    # Outermost: tier-1 hits are answered before Flask (see cachelab.hitpath).
+    app.wsgi_app = hitpath.MemoryHits(app.wsgi_app, service, books)  # type: ignore[method-assign]
     service.start()
     listener.start()
     summary.start()

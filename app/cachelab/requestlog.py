@@ -18,10 +18,12 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
 from flask import Flask, Response, g, request
 
 from . import metrics
+from .lookup import Lookup
 from .params import REQUEST_ID
 
 log = logging.getLogger("cachelab.request")
@@ -68,15 +70,50 @@ class Summary:
         self.flush()
 
 
-def register(app: Flask, summary: Summary, hit_sample: float) -> None:
-    sample = random.Random()
+def request_id(incoming: str) -> str:
+    """Nginx always sends one; anything malformed is replaced, not trusted."""
+    return incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+class Books:
+    """What every answered request leaves behind: its duration in the histogram,
+    its cache result in the summary and, unless it is a hit left out of the
+    sample, one log line. Shared by Flask (below) and the WSGI hit path
+    (:mod:`cachelab.hitpath`)."""
+
+    def __init__(self, summary: Summary, hit_sample: float) -> None:
+        self.summary = summary
+        self.hit_sample = hit_sample
+        self._sample = random.Random()
+
+    def record(self, route: str, status: int, elapsed: float, cache_result: str,
+               lookup: Lookup | None, request_id: str, method: str, path: str,
+               client: Callable[[], str | None]) -> None:
+        metrics.request_seconds(route, cache_result, f"{status // 100}xx").observe(elapsed)
+        if cache_result != "none":
+            self.summary.count(cache_result)
+        if route in _QUIET_ROUTES:
+            return
+        if cache_result == "hit" and status < 400 and self._sample.random() >= self.hit_sample:
+            return
+        log.info("request", extra={
+            "request_id": request_id, "method": method, "path": path,
+            "status": status, "duration_ms": round(elapsed * 1000, 2),
+            "client": client(),
+            "cache": lookup.result if lookup else None,
+            "source": lookup.tier if lookup else None,
+            "timings_ms": {k: round(v, 2) for k, v in lookup.timings_ms.items()}
+            if lookup else None,
+        })
+
+
+def register(app: Flask, summary: Summary, hit_sample: float) -> Books:
+    books = Books(summary, hit_sample)
 
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
-        incoming = request.headers.get("X-Request-ID", "")
-        # Nginx always sets one; anything malformed is replaced, not trusted.
-        g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        g.request_id = request_id(request.headers.get("X-Request-ID", ""))
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -87,21 +124,9 @@ def register(app: Flask, summary: Summary, hit_sample: float) -> None:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         if route == "/metrics":
             return response
-        status = response.status_code
-        metrics.request_seconds(route, cache_result, f"{status // 100}xx").observe(elapsed)
-        if cache_result != "none":
-            summary.count(cache_result)
-        if route in _QUIET_ROUTES:
-            return response
-        if cache_result == "hit" and status < 400 and sample.random() >= hit_sample:
-            return response
-        log.info("request", extra={
-            "request_id": g.get("request_id"), "method": request.method, "path": request.path,
-            "status": status, "duration_ms": round(elapsed * 1000, 2),
-            "client": request.remote_addr,
-            "cache": lookup.result if lookup else None,
-            "source": lookup.tier if lookup else None,
-            "timings_ms": {k: round(v, 2) for k, v in lookup.timings_ms.items()}
-            if lookup else None,
-        })
+        books.record(route, response.status_code, elapsed, cache_result, lookup,
+                     g.get("request_id"), request.method, request.path,
+                     lambda: request.remote_addr)
         return response
+
+    return books

@@ -8,6 +8,10 @@ few fields (cache result, tier, TTL left, timings) and joins the pieces.
 Validators: a weak ``ETag`` per entry generation (the per-request fields
 differ, the data does not), ``Cache-Control: no-cache`` (a browser may keep
 the answer but asks every time) and ``If-None-Match`` -> 304.
+
+Flask's views and the WSGI hit path (:mod:`cachelab.hitpath`) build their
+bodies and headers here, with the same functions: :func:`json_body`,
+:func:`page_body`, :func:`cache_headers`, :func:`not_modified`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from .lookup import BYPASS, HIT, MISS, STALE, Lookup
 
 CACHE_NAME = "lab"
 PAGE_MARK = "<!--lab:status-->"
-_JSON = "application/json"
+JSON_TYPE = "application/json"
+HTML_TYPE = "text/html; charset=utf-8"
 
 
 def _static_fields(lookup: Lookup, extra: dict[str, Any]) -> bytes:
@@ -59,9 +64,24 @@ def _head(lookup: Lookup) -> bytes:
             f'"ttl_remaining_s":{ttl},"timings_ms":{{{timings}}},').encode()
 
 
+def json_body(lookup: Lookup, tail: bytes) -> bytes:
+    """The JSON document: this request's fields, then the generation's prepared ones."""
+    return _head(lookup) + tail
+
+
 def json_response(lookup: Lookup, fields: dict[str, Any], kind: str) -> Response:
     tail = _prepared(lookup, kind, lambda: _static_fields(lookup, fields))
-    return _finish(lookup, _head(lookup) + tail, _JSON)
+    return _finish(lookup, json_body(lookup, tail), JSON_TYPE)
+
+
+def page_kind(template: str) -> str:
+    return "page:" + template
+
+
+def page_body(lookup: Lookup, prepared: tuple[bytes, bytes]) -> bytes:
+    """The page: the generation's rendered halves around this request's status rows."""
+    head, tail = prepared
+    return head + _status_block(lookup).encode() + tail
 
 
 def page_response(lookup: Lookup, template: str, **context: Any) -> Response:
@@ -70,9 +90,8 @@ def page_response(lookup: Lookup, template: str, **context: Any) -> Response:
         head, _, tail = rendered.partition(PAGE_MARK)
         return head.encode(), tail.encode()
 
-    head, tail = _prepared(lookup, "page:" + template, build)
-    return _finish(lookup, head + _status_block(lookup).encode() + tail,
-                   "text/html; charset=utf-8")
+    prepared = _prepared(lookup, page_kind(template), build)
+    return _finish(lookup, page_body(lookup, prepared), HTML_TYPE)
 
 
 def _status_block(lookup: Lookup) -> str:
@@ -100,18 +119,27 @@ def _status_block(lookup: Lookup) -> str:
     )
 
 
+def not_modified(tag: str | None, if_none_match: str) -> bool:
+    """``If-None-Match`` names this generation's ETag: answer 304."""
+    return tag is not None and tag in if_none_match
+
+
+def cache_headers(lookup: Lookup, tag: str | None) -> list[tuple[str, str]]:
+    """The cache headers every lookup answer carries (200 and 304 alike)."""
+    headers = [("X-Cache", lookup.result), ("Cache-Status", cache_status(lookup)),
+               ("Cache-Control", "no-cache")]
+    if tag is not None:
+        headers.append(("ETag", tag))
+    return headers
+
+
 def _finish(lookup: Lookup, body: bytes, content_type: str) -> Response:
     tag = etag(lookup)
-    if tag is not None and tag in request.headers.get("If-None-Match", ""):
+    if not_modified(tag, request.headers.get("If-None-Match", "")):
         response = Response(status=304)
     else:
         response = Response(body, content_type=content_type)
-    headers = response.headers
-    headers["X-Cache"] = lookup.result
-    headers["Cache-Status"] = cache_status(lookup)
-    headers["Cache-Control"] = "no-cache"
-    if tag is not None:
-        headers["ETag"] = tag
+    response.headers.extend(cache_headers(lookup, tag))
     return response
 
 

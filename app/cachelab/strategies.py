@@ -92,16 +92,9 @@ class CacheService:
                           value=loaded.value, detail="request" if bypass else "strategy-none",
                           timings_ms=dict(timer.timings))
         if self.memory_tier:
-            started = time.perf_counter()
-            self.tracking.sync()
-            local = self.local.servable(target.key)
-            if local is not None:
-                left = local.soft_deadline - self.clock()
-                timer.add("memory", started)
-                self._maybe_early_refresh(target, local, left)
-                return Lookup(target=target, strategy=strategy, result=HIT, tier=MEMORY,
-                              value=local.entry.value, entry=local.entry, local=local,
-                              ttl_remaining=left, timings_ms=timer.timings)
+            hit = self.memory_hit(target)
+            if hit is not None:
+                return hit
         snapshot = self.local.snapshot(target.key)
         started = time.perf_counter()
         try:
@@ -133,6 +126,24 @@ class CacheService:
             return self.filler.fill(target, strategy, timer)
         except RedisDown:
             return self.degraded.serve(target, strategy, timer)
+
+    def memory_hit(self, target: Target) -> Lookup | None:
+        """Tier 1: this worker's fresh copy, after applying any invalidation already
+        received (strategy ``two-tier`` only). Also the WSGI hit path's lookup
+        (:mod:`cachelab.hitpath`)."""
+        if not self.memory_tier:
+            return None
+        started = time.perf_counter()
+        self.tracking.sync()
+        local = self.local.servable(target.key)
+        if local is None:
+            return None
+        left = local.soft_deadline - self.clock()
+        memory_ms = (time.perf_counter() - started) * 1000
+        self._maybe_early_refresh(target, local, left)
+        return Lookup(target=target, strategy=self.settings.cache_strategy, result=HIT,
+                      tier=MEMORY, value=local.entry.value, entry=local.entry, local=local,
+                      ttl_remaining=left, timings_ms={"memory": memory_ms})
 
     # -- helpers ----------------------------------------------------------------------
     def _maybe_early_refresh(self, target: Target, local: LocalEntry, left: float) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from . import metrics, responses
-from .keys import version_target
+from . import keys, metrics, responses
 from .lookup import Lookup
-from .params import read_lookup_args
+from .params import MAX_ITEM, read_lookup_args
 from .redis_store import CacheUnavailable
 from .db import DatabaseUnavailable
 from .strategies import CacheService
@@ -21,10 +21,19 @@ def service() -> CacheService:
     return current_app.extensions["cachelab"]
 
 
-def record(lookup: Lookup) -> None:
-    """Count the lookup once, for metrics, the request log and the summary line."""
-    g.lookup = lookup
+def count(lookup: Lookup) -> None:
+    """Count the lookup once, by strategy, result and tier (also the WSGI hit path's)."""
     metrics.CACHE_REQUESTS[(lookup.strategy, lookup.metric_result, lookup.tier)].inc()
+
+
+def record(lookup: Lookup) -> None:
+    """Count the lookup, and keep it for the request log and the summary line."""
+    g.lookup = lookup
+    count(lookup)
+
+
+# One Target per item and namespace (a key is a SHA-256 of the query): made once.
+version_target = lru_cache(maxsize=4 * (MAX_ITEM + 1))(keys.version_target)
 
 
 def finish(response: Response, lookup: Lookup) -> Response:
