@@ -148,9 +148,12 @@ def warm(stack: Stack, system: System, delay: float) -> dict:
 
 
 # -- measuring ---------------------------------------------------------------------------
-def cpu_ns(container) -> int:
-    stats = container.stats(stream=False, one_shot=True)
-    return int(stats["cpu_stats"]["cpu_usage"]["total_usage"])
+def cpu_counters(container) -> tuple[int, int, int]:
+    """CPU used (ns), and CFS periods / throttled periods of its cgroup so far."""
+    cpu = container.stats(stream=False, one_shot=True)["cpu_stats"]
+    throttling = cpu.get("throttling_data") or {}
+    return (int(cpu["cpu_usage"]["total_usage"]), int(throttling.get("periods", 0)),
+            int(throttling.get("throttled_periods", 0)))
 
 
 def run_wrk(stack: Stack, system: System, args: argparse.Namespace, seconds: float) -> dict:
@@ -185,16 +188,19 @@ class Sample:
     errors: int
     cpu_s_per_1k: float
     redis_cpu_s_per_1k: float
+    throttled: float | None  # share of its CFS periods a container of the system was throttled in
     cpu_by_container_s: dict[str, float] = field(default_factory=dict)
 
 
 def measure(stack: Stack, system: System, mode: str, round_: int, args: argparse.Namespace,
             containers: dict) -> Sample:
     watched = list(system.cpu_services) + ["redis"]
-    before = {name: cpu_ns(containers[name]) for name in watched}
+    before = {name: cpu_counters(containers[name]) for name in watched}
     summary = run_wrk(stack, system, args, args.duration)
-    after = {name: cpu_ns(containers[name]) for name in watched}
-    used = {name: (after[name] - before[name]) / 1e9 for name in watched}
+    after = {name: cpu_counters(containers[name]) for name in watched}
+    used = {name: (after[name][0] - before[name][0]) / 1e9 for name in watched}
+    throttled = [(after[name][2] - before[name][2]) / (after[name][1] - before[name][1])
+                 for name in system.cpu_services if after[name][1] > before[name][1]]
     requests_ = int(summary["requests"])
     seconds = summary["duration_us"] / 1e6
     per_1k = 1000 / requests_ if requests_ else float("nan")
@@ -206,6 +212,7 @@ def measure(stack: Stack, system: System, mode: str, round_: int, args: argparse
         errors=sum(summary["errors"].values()),
         cpu_s_per_1k=sum(used[name] for name in system.cpu_services) * per_1k,
         redis_cpu_s_per_1k=used["redis"] * per_1k,
+        throttled=max(throttled) if throttled else None,
         cpu_by_container_s={name: round(value, 4) for name, value in used.items()})
 
 
@@ -216,7 +223,9 @@ def median_row(samples: list[Sample]) -> dict:
     return {"rounds": len(samples), "requests": sum(s.requests for s in samples),
             "errors": sum(s.errors for s in samples), "rps": med("rps"), "p50_ms": med("p50_ms"),
             "p99_ms": med("p99_ms"), "max_ms": max(s.max_ms for s in samples),
-            "cpu_s_per_1k": med("cpu_s_per_1k"), "redis_cpu_s_per_1k": med("redis_cpu_s_per_1k")}
+            "cpu_s_per_1k": med("cpu_s_per_1k"), "redis_cpu_s_per_1k": med("redis_cpu_s_per_1k"),
+            "throttled": statistics.median(throttled) if (throttled := [
+                s.throttled for s in samples if s.throttled is not None]) else None}
 
 
 def add_ratios(rows: dict[str, dict]) -> None:

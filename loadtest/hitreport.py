@@ -34,15 +34,17 @@ def mode_table(data: dict, mode: str) -> str:
     rows = data["modes"][mode]["rows"]
     labels = data["meta"]["labels"]
     lines = ["| system | req/s | p50 ms | p99 ms | CPU s / 1k req | Redis CPU s / 1k req "
-             "| × Flask-Caching req/s | share of ceiling | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| × Flask-Caching req/s | share of ceiling | CPU-throttled periods | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, row in rows.items():
+        throttled = row.get("throttled")
         lines.append(
             f"| {labels.get(name, name)} | {_num(row['rps'])} | {_ms(row['p50_ms'])} "
             f"| {_ms(row['p99_ms'])} | {_num(row['cpu_s_per_1k'], 3)} "
             f"| {_num(row['redis_cpu_s_per_1k'], 3)} "
             f"| {_num(row['x_flask_caching'], 2, '×')} "
             f"| {_num(None if row['of_ceiling'] is None else row['of_ceiling'] * 100, 1, ' %')} "
+            f"| {_num(None if throttled is None else throttled * 100, 0, ' %')} "
             f"| {row['errors']} |")
     return "\n".join(lines)
 
@@ -96,6 +98,12 @@ def render_markdown(data: dict) -> str:
                       if len(services) > 1) + ". *Redis CPU* is the shared cache's, apart.",
             "- *× Flask-Caching*: req/s divided by Flask-Caching's in the same mode; "
             "*share of ceiling*: req/s as a share of the static page's.",
+            "- *CPU-throttled periods*: the share of the kernel's 100 ms CFS periods in "
+            "which the system's container (the busier of two) used up its 1-CPU quota and "
+            "was stopped until the next period (Docker's `throttling_data`). A saturated "
+            "container with two busy processes (two gunicorn workers) spends its quota in "
+            "about 50 ms on two cores, then waits: requests in flight then take tens of ms "
+            "more, which is what the p99 of such a system shows.",
             "- Expiry mode: a key that expired while its system was idle (between its "
             "rounds) is refilled by the first request of the next round; cache-aside and "
             "Flask-Caching make the requests that arrive meanwhile wait for the query, "

@@ -41,6 +41,7 @@ def test_one_short_round_reports_every_system_in_both_modes(docker_available, tm
             assert row["rounds"] == 1 and row["requests"] > 0 and row["errors"] == 0, (mode, name)
             assert row["rps"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
             assert 0 < row["cpu_s_per_1k"] < 100 and row["redis_cpu_s_per_1k"] >= 0
+            assert row["throttled"] is None or 0 <= row["throttled"] <= 1
             assert math.isclose(row["x_flask_caching"] * rows["flask-caching"]["rps"], row["rps"])
             assert 0 < row["of_ceiling"]
         assert rows["flask-caching"]["x_flask_caching"] == 1 and rows["ceiling"]["of_ceiling"] == 1
