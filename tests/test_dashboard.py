@@ -232,7 +232,7 @@ def test_browser_burst_changes_hit_ratio_and_key_state(lab, browser):
     assert "✓ up" in page.text_content("#redis-health")
     assert "✓ up" in page.text_content("#pg-health")
     assert "closed" in page.text_content("#breaker")
-    assert page.text_content("#strategy") == "swr"
+    assert page.text_content("#strategy") == "two-tier"
 
     page.fill("#burst-size", "20")
     for _attempt in range(3):  # each burst uses a new cold item

@@ -71,7 +71,7 @@ def _lab_settings(env) -> dict[str, str]:
     settings: dict[str, str] = {}
     if env.get("SLOW_QUERY_SECONDS", "").strip():
         delay = read_number(env, "SLOW_QUERY_SECONDS", 10.0, 0.0, 300.0)
-        settings["slow_query_seconds"] = f"{delay:g}"
+        settings["slow_query_seconds"] = str(delay)
     for name, key, low, high in (("ITEM_COUNT", "item_count", 1, 100_000),
                                  ("ITEM_PAYLOAD_BYTES", "item_payload_bytes", 1, 65_536)):
         if env.get(name, "").strip():

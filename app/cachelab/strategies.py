@@ -33,12 +33,12 @@ from .admission import Admission
 from .config import Settings
 from .db import Database
 from .degraded import Degraded
-from .entry import xfetch_due
+from .entry import Entry, xfetch_due
 from .fills import Filler, RedisDown
 from .leases import Leases
 from .local import LocalEntries, LocalEntry
 from .lookup import BYPASS, DATABASE, HIT, MEMORY, MISS, REDIS, STALE, Lookup, Target, Timer
-from .redis_store import CacheUnavailable, RedisStore
+from .redis_store import CacheUnavailable, Read, RedisStore
 from .refresher import Refresher
 from .sources import Loader
 from .tracking import Tracking
@@ -103,6 +103,8 @@ class CacheService:
             timer.add("cache", started)
             return self.degraded.serve(target, strategy, timer)
         timer.add("cache", started)
+        if read.entry is not None and strategy == "cache-aside" and read.soft_remaining <= 0:
+            read = Read(None, None, -2)  # past its TTL (a grace entry of another strategy)
         if read.entry is not None:
             left = read.soft_remaining
             local = self.local.put(target.key, read.entry, left, read.pttl_ms / 1000, snapshot)
@@ -110,8 +112,8 @@ class CacheService:
                 self.filler.refresh_in_background(target, read.entry, "stale")
                 result = STALE
             else:
-                if strategy != "cache-aside" and local is not None:
-                    self._maybe_early_refresh(target, local, left)
+                if strategy != "cache-aside":  # whether or not a copy was kept
+                    self._early_refresh_if_due(target, read.entry, left)
                 result = HIT
             return Lookup(target=target, strategy=strategy, result=result, tier=REDIS,
                           value=read.entry.value, entry=read.entry, local=local,
@@ -147,8 +149,11 @@ class CacheService:
 
     # -- helpers ----------------------------------------------------------------------
     def _maybe_early_refresh(self, target: Target, local: LocalEntry, left: float) -> None:
-        if xfetch_due(local.entry, left, self.settings.xfetch_beta, self.rng):
-            self.filler.refresh_in_background(target, local.entry, "early")
+        self._early_refresh_if_due(target, local.entry, left)
+
+    def _early_refresh_if_due(self, target: Target, entry: Entry, left: float) -> None:
+        if xfetch_due(entry, left, self.settings.xfetch_beta, self.rng):
+            self.filler.refresh_in_background(target, entry, "early")
 
     def _cache_aside_fill(self, target: Target, timer: Timer) -> Lookup:
         """The reference's miss: every concurrent miss queries (no single flight)."""

@@ -263,9 +263,11 @@ def test_redis_data_loss_is_answered_from_the_workers_copy(settings, db, service
     key = target(settings)
     service.get(key)
     service.get(key)  # a read confirms this worker's copy (its own fill invalidated it)
+    old_server = service.tracking._server_run_id
     valkey.terminate()  # killed: nothing saved
     valkey.start()  # the same port, an empty server with a new run_id
-    wait_until(lambda: service.tracking.active and service.tracking._server_run_id, 10,
+    wait_until(lambda: service.tracking.active
+               and service.tracking._server_run_id not in (None, old_server), 10,
                interval=0.02, message="the listener back on the new server")
     wait_until(lambda: service.store.breaker.state == "closed"
                or service.store.ping() is None, 5, interval=0.05, message="redis answers")
