@@ -61,18 +61,19 @@ def test_cache_aside_lets_every_concurrent_miss_query(settings, db, services):
     assert db.calls["version"] == 5
 
 
-def test_an_orphaned_lease_delays_a_fill_by_at_most_its_length(settings, db, services, raw):
+def test_an_orphaned_lease_delays_a_fill_by_at_most_its_length(settings, db, services):
     """Defect: a fill lock outlived its SIGKILLed holder for 35 s, every request
     waited CACHE_LOCK_WAIT_SECONDS and then queried without storing."""
-    service = services(settings, db)
+    holder, other = services(settings, db), services(settings, db)
     key = target(settings)
-    raw.set(key.lock_key, "a-dead-holder", px=int(settings.cache_lock_lease_seconds * 1000))
+    assert holder.leases.try_acquire(key.lock_key).fence > 0  # the holder's lease...
+    holder.leases._stopped = True  # ...and then it is killed: nothing renews or releases it
     started = time.monotonic()
-    lookup = service.get(key)
+    lookup = other.get(key)
     waited = time.monotonic() - started
     assert lookup.result == MISS and lookup.stored and lookup.detail == ""
     assert waited <= settings.cache_lock_lease_seconds + 0.5, waited
-    assert service.store.read(key.key).entry is not None
+    assert other.store.read(key.key).entry is not None
     assert db.calls["version"] == 1
 
 
