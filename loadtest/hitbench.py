@@ -261,6 +261,7 @@ def invalidation_lag(stack: Stack, writes: int, connections: int = 8) -> dict:
         thread.join(15)
     key = sessions[0].get(url, timeout=10).json()["key"]
     lags: list[float] = []
+    round_trips: list[float] = []  # the polls' own duration: the measurement's resolution
     try:
         for index in range(writes):
             wait_until(lambda: all(s.get(url, timeout=5).headers["Cache-Status"]
@@ -276,6 +277,7 @@ def invalidation_lag(stack: Stack, writes: int, connections: int = 8) -> dict:
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 version = sessions[turn % connections].get(url, timeout=5).json()["version"]
+                round_trips.append(time.perf_counter() - started)
                 turn += 1
                 if version != marker:
                     last_old = started
@@ -289,7 +291,9 @@ def invalidation_lag(stack: Stack, writes: int, connections: int = 8) -> dict:
     lags.sort()
     return {"writes": len(lags), "connections": connections,
             "p50_ms": percentile(lags, 50) * 1000, "p99_ms": percentile(lags, 99) * 1000,
-            "max_ms": lags[-1] * 1000 if lags else None}
+            "max_ms": lags[-1] * 1000 if lags else None,
+            "stale_writes": sum(1 for lag in lags if lag > 0),
+            "poll_p50_ms": percentile(round_trips, 50) * 1000}
 
 
 def percentile(values: list[float], q: float) -> float:

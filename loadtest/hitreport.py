@@ -86,7 +86,11 @@ def render_markdown(data: dict) -> str:
                 f"the old value, {lag['writes']} times: **p50 {lag['p50_ms']:.2f} ms, "
                 f"p99 {lag['p99_ms']:.2f} ms** (max {lag['max_ms']:.2f} ms). The lag is "
                 f"measured from the SET's reply to the start of the last request that "
-                f"still got the old value.", ""]
+                f"still got the old value (0: none did)"
+                + (f"; {lag['stale_writes']} of the {lag['writes']} writes had such a "
+                   f"request, and one poll took {lag['poll_p50_ms']:.2f} ms (p50), the "
+                   f"resolution of the measurement" if "stale_writes" in lag else "")
+                + ".", ""]
     cpu = meta["cpu_services"]
     out += ["How to read it:", "",
             "- *req/s*, *p50*, *p99*: wrk's figures (latency of completed requests; wrk's "
@@ -120,7 +124,7 @@ def write_chart(path: Path, data: dict) -> None:
 
     modes = list(data["modes"])
     systems = data["meta"]["systems"]
-    panels = (("rps", "requests/s (median)", False), ("p99_ms", "p99, ms (log)", True),
+    panels = (("rps", "requests/s, median (log)", True), ("p99_ms", "p99, ms (log)", True),
               ("cpu_s_per_1k", "CPU s per 1,000 requests", False))
     fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.8))
     width = 0.8 / max(len(modes), 1)
