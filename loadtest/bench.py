@@ -42,6 +42,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import hitbench
 from .report import CACHE_RESULT_NAMES as CACHE_RESULTS
 from .report import CSV_PREFIX, HTML_REPORT, RunResult, fill_from_csv, p50_ratios, \
     summary_table, write_report
@@ -79,20 +80,13 @@ def parse_duration(text: str) -> float:
 
 
 def _strategies(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in STRATEGIES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown strategy {', '.join(unknown) or '(none)'}; choose from {', '.join(STRATEGIES)}")
-    return names
+    return hitbench.comma_names(text, STRATEGIES, "strategy")
 
 
 SUBCOMMANDS = ("latency", "hits")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import hitbench
-
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.bench",
         description="The lab's benchmarks: `latency` (Locust against each strategy of the "
@@ -253,7 +247,7 @@ def run_strategy(stack: Stack, args: argparse.Namespace, strategy: str, results_
     say(f"{label}: configuring " + " ".join(f"{k}={v}" for k, v in settings.items()))
     apply_settings(stack, settings, app_count)
     stack.flush_cache()
-    before_calls = stack.settled_slow_calls(at_least=0, settle=1.0)
+    before_calls = stack.settled_slow_calls(at_least=0)
     before_results = cache_results(stack, strategy)
 
     run_dir = results_dir / strategy
@@ -267,9 +261,7 @@ def run_strategy(stack: Stack, args: argparse.Namespace, strategy: str, results_
                          + output[-2000:])
 
     # Queries cut off when Locust stopped still finish in PostgreSQL: let them land.
-    after_calls = stack.settled_slow_calls(at_least=before_calls,
-                                           settle=min(args.delay, 10) + 1.5,
-                                           timeout=args.delay + 30)
+    after_calls = stack.settled_slow_calls(at_least=before_calls, timeout=args.delay + 30)
     after_results = cache_results(stack, strategy)
     result = fill_from_csv(RunResult(strategy=strategy, directory=strategy), run_dir)
     result.slow_calls = after_calls - before_calls
@@ -344,8 +336,8 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
         "host": stack.base_url,
         "strategies": args.strategies,
         "command": "python -m loadtest.bench " + " ".join(
-            shlex.quote(a) for a in _without(getattr(args, "argv", None) or ["latency"],
-                                             "--machine")),
+            shlex.quote(a) for a in hitbench.without_options(
+                getattr(args, "argv", None) or ["latency"], ("--machine",))),
     }
     files = write_report(results_dir, meta, results)
     print(summary_table(results), flush=True)
@@ -362,19 +354,6 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
     return 0
 
 
-def _without(argv: list[str], option: str) -> list[str]:
-    """argv minus ``option`` and its value (the machine is reported on its own line)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(option + "="):
-            out.append(arg)
-    return out
-
-
 def publish(results_dir: Path, meta: dict, results: list[RunResult], target: Path) -> None:
     """Copy the summary (without links to the git-ignored per-run files) and the charts."""
     from .report import CHARTS, render_markdown
@@ -387,17 +366,14 @@ def publish(results_dir: Path, meta: dict, results: list[RunResult], target: Pat
 
 
 def main(argv: list[str] | None = None, stack: Stack | None = None) -> int:
-    from .hitbench import HitBenchError
-    from .hitbench import run as run_hits
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
         argv = ["latency", *argv]  # the command's original form: latency flags only
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        return run_hits(args) if args.command == "hits" else run(args, stack)
-    except (BenchError, HitBenchError) as exc:
+        return hitbench.run(args) if args.command == "hits" else run(args, stack)
+    except (BenchError, hitbench.HitBenchError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:

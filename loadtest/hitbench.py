@@ -308,7 +308,8 @@ def machine_description() -> str:
             f"({platform.machine()}), Docker Compose stack on the same host")
 
 
-def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+def comma_names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    """``a,b`` -> ["a", "b"], each one of ``allowed`` (an argparse type; also bench's)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in allowed]
     if unknown or not names:
@@ -330,9 +331,9 @@ def add_arguments(parser: argparse.ArgumentParser, parse_duration) -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--delay", type=float, default=2.0,
                         help="SLOW_QUERY_SECONDS, and the TTL in expiry mode (default 2)")
-    parser.add_argument("--modes", type=lambda t: _names(t, MODES, "mode"), default=list(MODES),
+    parser.add_argument("--modes", type=lambda t: comma_names(t, MODES, "mode"), default=list(MODES),
                         help="pure-hit,expiry (default both)")
-    parser.add_argument("--systems", type=lambda t: _names(t, tuple(BY_NAME), "system"),
+    parser.add_argument("--systems", type=lambda t: comma_names(t, tuple(BY_NAME), "system"),
                         default=list(BY_NAME), help="default: " + ",".join(BY_NAME))
     parser.add_argument("--lag-writes", type=int, default=50,
                         help="writes for the invalidation-lag measurement (0: skip; default 50)")
@@ -425,8 +426,8 @@ def run(args: argparse.Namespace) -> int:
         "labels": {s.name: s.label for s in systems},
         "cpu_services": {s.name: list(s.cpu_services) for s in systems},
         "command": "python -m loadtest.bench " + " ".join(
-            shlex.quote(a) for a in _without(getattr(args, "argv", None) or ["hits"],
-                                             ("--machine", "--results", "--project"))),
+            shlex.quote(a) for a in without_options(getattr(args, "argv", None) or ["hits"],
+                                                    ("--machine", "--results", "--project"))),
     }
     files = hitreport.write_report(results_dir, data)
     print(hitreport.render_tables(data), flush=True)
@@ -439,8 +440,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _without(argv: list[str], options: tuple[str, ...]) -> list[str]:
-    """argv minus the given options and their values (machine-specific paths and names)."""
+def without_options(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """argv minus the given options and their values (machine-specific paths and names;
+    also bench's)."""
     out, skip = [], False
     for arg in argv:
         if skip:

@@ -11,6 +11,8 @@ import math
 import sys
 from pathlib import Path
 
+from .report import _clean  # JSON has no NaN: missing figures become null
+
 MODE_TITLES = {
     "pure-hit": "Pure hits (TTL far above the run)",
     "expiry": "Across expiries (TTL = query time)",
@@ -152,16 +154,6 @@ def write_chart(path: Path, data: dict) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _clean(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 def write_report(results_dir: Path, data: dict) -> dict[str, Path]:

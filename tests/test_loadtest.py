@@ -213,7 +213,8 @@ def test_compose_serves_the_locust_ui_with_workers_ready_to_swarm(stack):
 def test_compose_file_defines_master_and_scalable_worker():
     result = subprocess.run(["docker", "compose", "-f", str(ROOT / "compose.yaml"), "config",
                              "--format", "json"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60, env={**os.environ, "POSTGRES_PASSWORD": "x"})
+                            timeout=60, env={**os.environ, "POSTGRES_PASSWORD": "x",
+                                                        "APP_DB_PASSWORD": "y" * 16})
     if result.returncode != 0 and "docker" in result.stderr.lower() and "not" in result.stderr:
         pytest.skip(result.stderr)
     assert result.returncode == 0, result.stderr
