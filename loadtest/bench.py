@@ -39,13 +39,20 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import hitbench
 from .report import CACHE_RESULT_NAMES as CACHE_RESULTS
-from .report import CSV_PREFIX, HTML_REPORT, RunResult, fill_from_csv, p50_ratios, \
-    summary_table, write_report
+from .report import (
+    CSV_PREFIX,
+    HTML_REPORT,
+    RunResult,
+    fill_from_csv,
+    p50_ratios,
+    summary_table,
+    write_report,
+)
 from .stack import ROOT, Stack, metric
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -90,48 +97,101 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.bench",
         description="The lab's benchmarks: `latency` (Locust against each strategy of the "
-                    "running lab) and `hits` (hit throughput against Flask-Caching and a "
-                    "static page, on a stack of its own).")
+        "running lab) and `hits` (hit throughput against Flask-Caching and a "
+        "static page, on a stack of its own).",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{latency,hits}")
-    add_latency_arguments(commands.add_parser(
-        "latency", help="Locust load per strategy of the running lab (latency, hit ratio)",
-        description="Run the same headless Locust load against each cache strategy of the "
-                    "running lab and write CSV/HTML reports, a Markdown summary and charts."))
-    hitbench.add_arguments(commands.add_parser(
-        "hits", help="hit throughput of each strategy vs Flask-Caching and a static page",
-        description=hitbench.__doc__.split("\n\n")[0]), parse_duration)
+    add_latency_arguments(
+        commands.add_parser(
+            "latency",
+            help="Locust load per strategy of the running lab (latency, hit ratio)",
+            description="Run the same headless Locust load against each cache strategy of the "
+            "running lab and write CSV/HTML reports, a Markdown summary and charts.",
+        )
+    )
+    hitbench.add_arguments(
+        commands.add_parser(
+            "hits",
+            help="hit throughput of each strategy vs Flask-Caching and a static page",
+            description=hitbench.__doc__.split("\n\n")[0],
+        ),
+        parse_duration,
+    )
     return parser
 
 
 def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strategies", type=_strategies, default=list(STRATEGIES),
-                        help="comma-separated, in order (default: none,cache-aside,swr,two-tier)")
-    parser.add_argument("--duration", type=parse_duration, default=60.0,
-                        help="Locust run time per strategy, e.g. 60s, 2m (default 60s)")
+    parser.add_argument(
+        "--strategies",
+        type=_strategies,
+        default=list(STRATEGIES),
+        help="comma-separated, in order (default: none,cache-aside,swr,two-tier)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=parse_duration,
+        default=60.0,
+        help="Locust run time per strategy, e.g. 60s, 2m (default 60s)",
+    )
     parser.add_argument("--users", type=int, default=20, help="concurrent users (default 20)")
-    parser.add_argument("--spawn-rate", type=float, default=None,
-                        help="users started per second (default: all users within 1 s)")
-    parser.add_argument("--delay", type=float, default=10.0,
-                        help="SLOW_QUERY_SECONDS for the runs (default 10, the lab's)")
-    parser.add_argument("--ttl", type=int, default=None,
-                        help="CACHE_TTL_SECONDS for the runs (default: keep the lab's)")
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="hot",
-                        help="locustfile user classes to run (default hot: one key)")
+    parser.add_argument(
+        "--spawn-rate",
+        type=float,
+        default=None,
+        help="users started per second (default: all users within 1 s)",
+    )
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=10.0,
+        help="SLOW_QUERY_SECONDS for the runs (default 10, the lab's)",
+    )
+    parser.add_argument(
+        "--ttl",
+        type=int,
+        default=None,
+        help="CACHE_TTL_SECONDS for the runs (default: keep the lab's)",
+    )
+    parser.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        default="hot",
+        help="locustfile user classes to run (default hot: one key)",
+    )
     parser.add_argument("--wait-min", type=float, default=0.1, help="think time min, s")
     parser.add_argument("--wait-max", type=float, default=0.5, help="think time max, s")
     parser.add_argument("--zipf-keys", type=int, default=1000, help="ZipfUser key space")
-    parser.add_argument("--max-fail-ratio", type=float, default=None,
-                        help="fail (exit 1) when a run's failure ratio exceeds this (0-1)")
-    parser.add_argument("--max-p95-ms", type=float, default=None,
-                        help="fail (exit 1) when a cached strategy's p95 exceeds this (ms)")
-    parser.add_argument("--results", type=Path, default=None,
-                        help="output folder (default results/<UTC timestamp>)")
-    parser.add_argument("--project", default=None,
-                        help="Compose project of the lab (default cachelab, compose.yaml's name)")
-    parser.add_argument("--machine", default=None,
-                        help="machine description for the report (default: from this host)")
-    parser.add_argument("--publish", type=Path, default=None,
-                        help="also copy summary.md and the charts here (e.g. docs/results)")
+    parser.add_argument(
+        "--max-fail-ratio",
+        type=float,
+        default=None,
+        help="fail (exit 1) when a run's failure ratio exceeds this (0-1)",
+    )
+    parser.add_argument(
+        "--max-p95-ms",
+        type=float,
+        default=None,
+        help="fail (exit 1) when a cached strategy's p95 exceeds this (ms)",
+    )
+    parser.add_argument(
+        "--results", type=Path, default=None, help="output folder (default results/<UTC timestamp>)"
+    )
+    parser.add_argument(
+        "--project",
+        default=None,
+        help="Compose project of the lab (default cachelab, compose.yaml's name)",
+    )
+    parser.add_argument(
+        "--machine",
+        default=None,
+        help="machine description for the report (default: from this host)",
+    )
+    parser.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        help="also copy summary.md and the charts here (e.g. docs/results)",
+    )
 
 
 # -- the stack ----------------------------------------------------------------
@@ -143,14 +203,18 @@ def check_stack_up(stack: Stack) -> None:
     except Exception as exc:  # noqa: BLE001 - Docker itself is unreachable
         raise BenchError(f"cannot reach Docker ({exc}); is the Docker engine running?") from exc
     if not nginx:
-        raise BenchError(f"the lab is not running: no running nginx container in Compose "
-                         f"project '{stack.project}'; {start}")
+        raise BenchError(
+            f"the lab is not running: no running nginx container in Compose "
+            f"project '{stack.project}'; {start}"
+        )
     try:
         stack.wait_ready(timeout=20)
     except Exception as exc:  # noqa: BLE001
-        raise BenchError(f"the lab in project '{stack.project}' does not answer /readyz "
-                         f"through Nginx ({exc}); check `docker compose ps` and the logs, "
-                         f"or {start}") from exc
+        raise BenchError(
+            f"the lab in project '{stack.project}' does not answer /readyz "
+            f"through Nginx ({exc}); check `docker compose ps` and the logs, "
+            f"or {start}"
+        ) from exc
 
 
 def current_settings(stack: Stack) -> dict[str, str]:
@@ -184,22 +248,46 @@ def apply_settings(stack: Stack, settings: dict[str, str], app_count: int) -> No
 
 def cache_results(stack: Stack, strategy: str) -> dict[str, float]:
     samples = stack.app_metrics()
-    return {result: metric(samples, "cachelab_cache_requests_total", strategy=strategy,
-                           result=result) for result in CACHE_RESULTS}
+    return {
+        result: metric(samples, "cachelab_cache_requests_total", strategy=strategy, result=result)
+        for result in CACHE_RESULTS
+    }
 
 
 # -- one run --------------------------------------------------------------------
 def locust_command(args: argparse.Namespace, host: str, run_dir: Path, cached: bool) -> list[str]:
     spawn_rate = args.spawn_rate or float(args.users)
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-               "-H", host, "-u", str(args.users), "-r", f"{spawn_rate:g}",
-               "-t", f"{math.ceil(args.duration)}s",
-               "--csv", str(run_dir / CSV_PREFIX), "--csv-full-history",
-               "--html", str(run_dir / HTML_REPORT), "--only-summary",
-               # Failures are reported, not fatal: only the thresholds set the exit code.
-               "--exit-code-on-error", "0",
-               "--wait-min", f"{args.wait_min:g}", "--wait-max", f"{args.wait_max:g}",
-               "--zipf-keys", str(args.zipf_keys)]
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-H",
+        host,
+        "-u",
+        str(args.users),
+        "-r",
+        f"{spawn_rate:g}",
+        "-t",
+        f"{math.ceil(args.duration)}s",
+        "--csv",
+        str(run_dir / CSV_PREFIX),
+        "--csv-full-history",
+        "--html",
+        str(run_dir / HTML_REPORT),
+        "--only-summary",
+        # Failures are reported, not fatal: only the thresholds set the exit code.
+        "--exit-code-on-error",
+        "0",
+        "--wait-min",
+        f"{args.wait_min:g}",
+        "--wait-max",
+        f"{args.wait_max:g}",
+        "--zipf-keys",
+        str(args.zipf_keys),
+    ]
     if args.max_fail_ratio is not None:
         command += ["--max-fail-ratio", f"{args.max_fail_ratio:g}"]
     if args.max_p95_ms is not None and cached:
@@ -218,16 +306,19 @@ def run_locust(command: list[str], run_dir: Path, duration: float, label: str) -
         if name.startswith("LOCUST_"):
             del env[name]
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir,
-                                   env=env)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir, env=env
+        )
         try:
             while process.poll() is None:
                 now = time.monotonic()
                 if now >= deadline:
                     process.kill()
                     process.wait(10)
-                    raise BenchError(f"{label}: Locust did not finish within "
-                                     f"{duration + 60:.0f} s; see {log_path}")
+                    raise BenchError(
+                        f"{label}: Locust did not finish within "
+                        f"{duration + 60:.0f} s; see {log_path}"
+                    )
                 if now >= next_report:
                     say(f"  {label}: {now - started:.0f}/{duration:.0f} s")
                     next_report += 10
@@ -239,8 +330,14 @@ def run_locust(command: list[str], run_dir: Path, duration: float, label: str) -
     return process.returncode, output
 
 
-def run_strategy(stack: Stack, args: argparse.Namespace, strategy: str, results_dir: Path,
-                 app_count: int, label: str) -> RunResult:
+def run_strategy(
+    stack: Stack,
+    args: argparse.Namespace,
+    strategy: str,
+    results_dir: Path,
+    app_count: int,
+    label: str,
+) -> RunResult:
     settings = {"CACHE_STRATEGY": strategy, "SLOW_QUERY_SECONDS": f"{args.delay:g}"}
     if args.ttl is not None:
         settings["CACHE_TTL_SECONDS"] = str(args.ttl)
@@ -253,36 +350,44 @@ def run_strategy(stack: Stack, args: argparse.Namespace, strategy: str, results_
     run_dir = results_dir / strategy
     run_dir.mkdir(parents=True, exist_ok=True)
     command = locust_command(args, stack.base_url, run_dir, cached=strategy != "none")
-    say(f"{label}: Locust {args.users} users for {args.duration:g} s "
-        f"(scenario {args.scenario}) -> {run_dir}")
+    say(
+        f"{label}: Locust {args.users} users for {args.duration:g} s "
+        f"(scenario {args.scenario}) -> {run_dir}"
+    )
     code, output = run_locust(command, run_dir, args.duration, label)
     if not (run_dir / f"{CSV_PREFIX}_stats.csv").exists():
-        raise BenchError(f"{label}: Locust wrote no CSV (exit {code}); last output:\n"
-                         + output[-2000:])
+        raise BenchError(
+            f"{label}: Locust wrote no CSV (exit {code}); last output:\n" + output[-2000:]
+        )
 
     # Queries cut off when Locust stopped still finish in PostgreSQL: let them land.
     after_calls = stack.settled_slow_calls(at_least=before_calls, timeout=args.delay + 30)
     after_results = cache_results(stack, strategy)
     result = fill_from_csv(RunResult(strategy=strategy, directory=strategy), run_dir)
     result.slow_calls = after_calls - before_calls
-    result.cache_results = {k: max(0.0, after_results[k] - before_results[k])
-                            for k in CACHE_RESULTS}
+    result.cache_results = {
+        k: max(0.0, after_results[k] - before_results[k]) for k in CACHE_RESULTS
+    }
     result.locust_exit_code = code
     result.threshold_breaches = re.findall(r"threshold exceeded: (.*)", output)
     if code != 0 and not result.threshold_breaches:
         result.threshold_breaches = [f"Locust exited with code {code} (see {run_dir}/locust.log)"]
     hit = result.hit_ratio
-    say(f"{label}: {result.requests} requests, {result.rps:.1f}/s, p50 {result.p50_ms:g} ms, "
+    say(
+        f"{label}: {result.requests} requests, {result.rps:.1f}/s, p50 {result.p50_ms:g} ms, "
         f"p95 {result.p95_ms:g} ms, {result.failures} failures, {result.slow_calls} slow calls, "
-        f"hit ratio {'n/a' if hit is None else f'{hit:.1%}'}")
+        f"hit ratio {'n/a' if hit is None else f'{hit:.1%}'}"
+    )
     return result
 
 
 # -- the whole benchmark ------------------------------------------------------------
 def machine_description() -> str:
-    return (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()} "
-            f"({platform.machine()}), Python {platform.python_version()}, "
-            f"Docker Compose stack on the same host")
+    return (
+        f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()} "
+        f"({platform.machine()}), Python {platform.python_version()}, "
+        f"Docker Compose stack on the same host"
+    )
 
 
 def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
@@ -290,17 +395,22 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
         raise BenchError("--users must be at least 1")
     if args.delay < 0:
         raise BenchError("--delay must not be negative")
-    stack = stack or (Stack.running_lab() if args.project in (None, "cachelab")
-                      else Stack(project=args.project, files=[ROOT / "compose.yaml"], env={}))
+    stack = stack or (
+        Stack.running_lab()
+        if args.project in (None, "cachelab")
+        else Stack(project=args.project, files=[ROOT / "compose.yaml"], env={})
+    )
     say(f"checking the lab (Compose project '{stack.project}')")
     check_stack_up(stack)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     results_dir = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     results_dir.mkdir(parents=True, exist_ok=True)
     original = current_settings(stack)
     app_count = max(1, len([c for c in stack.containers("app") if c.status == "running"]))
-    say(f"lab at {stack.base_url}: {app_count} app container(s), current settings "
-        + " ".join(f"{k}={v}" for k, v in sorted(original.items())))
+    say(
+        f"lab at {stack.base_url}: {app_count} app container(s), current settings "
+        + " ".join(f"{k}={v}" for k, v in sorted(original.items()))
+    )
 
     results: list[RunResult] = []
     try:
@@ -335,9 +445,13 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
         "app_containers": app_count,
         "host": stack.base_url,
         "strategies": args.strategies,
-        "command": "python -m loadtest.bench " + " ".join(
-            shlex.quote(a) for a in hitbench.without_options(
-                getattr(args, "argv", None) or ["latency"], ("--machine",))),
+        "command": "python -m loadtest.bench "
+        + " ".join(
+            shlex.quote(a)
+            for a in hitbench.without_options(
+                getattr(args, "argv", None) or ["latency"], ("--machine",)
+            )
+        ),
     }
     files = write_report(results_dir, meta, results)
     print(summary_table(results), flush=True)

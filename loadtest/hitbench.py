@@ -50,7 +50,7 @@ import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -77,14 +77,24 @@ class System:
 
 SYSTEMS = (
     System("ceiling", "Nginx static page (ceiling)", "ceiling", 8080, ("ceiling",), ours=False),
-    System("two-tier+nginx", "two-tier (default), through the lab's Nginx", "nginx", 8080,
-           ("nginx", "app")),
+    System(
+        "two-tier+nginx",
+        "two-tier (default), through the lab's Nginx",
+        "nginx",
+        8080,
+        ("nginx", "app"),
+    ),
     System("two-tier", "two-tier (default), app port", "app", 8000, ("app",)),
     System("swr", "swr, app port", "app-swr", 8000, ("app-swr",)),
-    System("cache-aside", "cache-aside, app port", "app-cache-aside", 8000,
-           ("app-cache-aside",)),
-    System("flask-caching", "Flask-Caching (`@cache.cached`, Redis)", "baseline", 8000,
-           ("baseline",), ours=False),
+    System("cache-aside", "cache-aside, app port", "app-cache-aside", 8000, ("app-cache-aside",)),
+    System(
+        "flask-caching",
+        "Flask-Caching (`@cache.cached`, Redis)",
+        "baseline",
+        8000,
+        ("baseline",),
+        ours=False,
+    ),
 )
 BY_NAME = {system.name: system for system in SYSTEMS}
 BASELINE, CEILING = "flask-caching", "ceiling"
@@ -129,8 +139,12 @@ def check_answer(stack: Stack, system: System, timeout: float) -> dict:
         response = requests.get(url, timeout=timeout)
         body = response.json()
         if response.status_code == 200 and str(body.get("version", "")).startswith("PostgreSQL"):
-            return {"status": response.status_code, "version": body["version"],
-                    "x_cache": response.headers.get("X-Cache"), "item": body.get("item")}
+            return {
+                "status": response.status_code,
+                "version": body["version"],
+                "x_cache": response.headers.get("X-Cache"),
+                "item": body.get("item"),
+            }
         return None
 
     return wait_until(answered, timeout, interval=0.2, message=f"{system.name} to answer {PATH}")
@@ -142,8 +156,12 @@ def warm(stack: Stack, system: System, delay: float) -> dict:
     if system.ours:
         url = base_url(stack, system) + PATH
         session = requests.Session()
-        wait_until(lambda: session.get(url, timeout=10).headers.get("X-Cache") == "HIT",
-                   delay + 30, interval=0.05, message=f"{system.name} to serve a HIT")
+        wait_until(
+            lambda: session.get(url, timeout=10).headers.get("X-Cache") == "HIT",
+            delay + 30,
+            interval=0.05,
+            message=f"{system.name} to serve a HIT",
+        )
     return first
 
 
@@ -152,8 +170,11 @@ def cpu_counters(container) -> tuple[int, int, int]:
     """CPU used (ns), and CFS periods / throttled periods of its cgroup so far."""
     cpu = container.stats(stream=False, one_shot=True)["cpu_stats"]
     throttling = cpu.get("throttling_data") or {}
-    return (int(cpu["cpu_usage"]["total_usage"]), int(throttling.get("periods", 0)),
-            int(throttling.get("throttled_periods", 0)))
+    return (
+        int(cpu["cpu_usage"]["total_usage"]),
+        int(throttling.get("periods", 0)),
+        int(throttling.get("throttled_periods", 0)),
+    )
 
 
 def run_wrk(stack: Stack, system: System, args: argparse.Namespace, seconds: float) -> dict:
@@ -161,9 +182,18 @@ def run_wrk(stack: Stack, system: System, args: argparse.Namespace, seconds: flo
     url = f"http://{system.service}:{system.port}{PATH}"
     # A request may wait for the slow query (expiry mode): count it, do not time it out.
     request_timeout = max(10.0, args.delay * 3 + 5)
-    command = ["timeout", f"{seconds + request_timeout + 30:.0f}", "wrk",
-               f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s",
-               f"--timeout={request_timeout:g}s", "-s", "/bench/report.lua", url]
+    command = [
+        "timeout",
+        f"{seconds + request_timeout + 30:.0f}",
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{seconds:g}s",
+        f"--timeout={request_timeout:g}s",
+        "-s",
+        "/bench/report.lua",
+        url,
+    ]
     code, output = stack.container("wrk").exec_run(command)
     text = output.decode(errors="replace")
     lines = [line for line in text.splitlines() if line.startswith("{")]
@@ -192,40 +222,59 @@ class Sample:
     cpu_by_container_s: dict[str, float] = field(default_factory=dict)
 
 
-def measure(stack: Stack, system: System, mode: str, round_: int, args: argparse.Namespace,
-            containers: dict) -> Sample:
+def measure(
+    stack: Stack, system: System, mode: str, round_: int, args: argparse.Namespace, containers: dict
+) -> Sample:
     watched = list(system.cpu_services) + ["redis"]
     before = {name: cpu_counters(containers[name]) for name in watched}
     summary = run_wrk(stack, system, args, args.duration)
     after = {name: cpu_counters(containers[name]) for name in watched}
     used = {name: (after[name][0] - before[name][0]) / 1e9 for name in watched}
-    throttled = [(after[name][2] - before[name][2]) / (after[name][1] - before[name][1])
-                 for name in system.cpu_services if after[name][1] > before[name][1]]
+    throttled = [
+        (after[name][2] - before[name][2]) / (after[name][1] - before[name][1])
+        for name in system.cpu_services
+        if after[name][1] > before[name][1]
+    ]
     requests_ = int(summary["requests"])
     seconds = summary["duration_us"] / 1e6
     per_1k = 1000 / requests_ if requests_ else float("nan")
     latency = summary["latency_us"]
     return Sample(
-        system=system.name, mode=mode, round=round_, requests=requests_, seconds=seconds,
+        system=system.name,
+        mode=mode,
+        round=round_,
+        requests=requests_,
+        seconds=seconds,
         rps=requests_ / seconds if seconds else 0.0,
-        p50_ms=latency["p50"] / 1000, p99_ms=latency["p99"] / 1000, max_ms=latency["max"] / 1000,
+        p50_ms=latency["p50"] / 1000,
+        p99_ms=latency["p99"] / 1000,
+        max_ms=latency["max"] / 1000,
         errors=sum(summary["errors"].values()),
         cpu_s_per_1k=sum(used[name] for name in system.cpu_services) * per_1k,
         redis_cpu_s_per_1k=used["redis"] * per_1k,
         throttled=max(throttled) if throttled else None,
-        cpu_by_container_s={name: round(value, 4) for name, value in used.items()})
+        cpu_by_container_s={name: round(value, 4) for name, value in used.items()},
+    )
 
 
 def median_row(samples: list[Sample]) -> dict:
     def med(attr: str) -> float:
         return statistics.median(getattr(s, attr) for s in samples)
 
-    return {"rounds": len(samples), "requests": sum(s.requests for s in samples),
-            "errors": sum(s.errors for s in samples), "rps": med("rps"), "p50_ms": med("p50_ms"),
-            "p99_ms": med("p99_ms"), "max_ms": max(s.max_ms for s in samples),
-            "cpu_s_per_1k": med("cpu_s_per_1k"), "redis_cpu_s_per_1k": med("redis_cpu_s_per_1k"),
-            "throttled": statistics.median(throttled) if (throttled := [
-                s.throttled for s in samples if s.throttled is not None]) else None}
+    return {
+        "rounds": len(samples),
+        "requests": sum(s.requests for s in samples),
+        "errors": sum(s.errors for s in samples),
+        "rps": med("rps"),
+        "p50_ms": med("p50_ms"),
+        "p99_ms": med("p99_ms"),
+        "max_ms": max(s.max_ms for s in samples),
+        "cpu_s_per_1k": med("cpu_s_per_1k"),
+        "redis_cpu_s_per_1k": med("redis_cpu_s_per_1k"),
+        "throttled": statistics.median(throttled)
+        if (throttled := [s.throttled for s in samples if s.throttled is not None])
+        else None,
+    }
 
 
 def add_ratios(rows: dict[str, dict]) -> None:
@@ -234,8 +283,9 @@ def add_ratios(rows: dict[str, dict]) -> None:
     for row in rows.values():
         row["x_flask_caching"] = row["rps"] / base["rps"] if base and base["rps"] else None
         row["of_ceiling"] = row["rps"] / ceiling["rps"] if ceiling and ceiling["rps"] else None
-        row["cpu_x_flask_caching"] = (row["cpu_s_per_1k"] / base["cpu_s_per_1k"]
-                                      if base and base["cpu_s_per_1k"] else None)
+        row["cpu_x_flask_caching"] = (
+            row["cpu_s_per_1k"] / base["cpu_s_per_1k"] if base and base["cpu_s_per_1k"] else None
+        )
 
 
 # -- invalidation lag -------------------------------------------------------------------
@@ -264,10 +314,18 @@ def invalidation_lag(stack: Stack, writes: int, connections: int = 8) -> dict:
     round_trips: list[float] = []  # the polls' own duration: the measurement's resolution
     try:
         for index in range(writes):
-            wait_until(lambda: all(s.get(url, timeout=5).headers["Cache-Status"]
-                                   .endswith("memory; hit") for s in sessions), 10,
-                       interval=0.02, message="every connection served from memory")
-            entry = json.loads(client.get(key))
+            wait_until(
+                lambda: all(
+                    s.get(url, timeout=5).headers["Cache-Status"].endswith("memory; hit")
+                    for s in sessions
+                ),
+                10,
+                interval=0.02,
+                message="every connection served from memory",
+            )
+            raw = client.get(key)
+            assert raw is not None, f"{key} vanished"
+            entry = json.loads(raw)
             marker = f"written-outside-{index}"
             entry["value"]["version"] = marker
             entry["fence"] += 1
@@ -289,11 +347,15 @@ def invalidation_lag(stack: Stack, writes: int, connections: int = 8) -> dict:
         for session in sessions:
             session.close()
     lags.sort()
-    return {"writes": len(lags), "connections": connections,
-            "p50_ms": percentile(lags, 50) * 1000, "p99_ms": percentile(lags, 99) * 1000,
-            "max_ms": lags[-1] * 1000 if lags else None,
-            "stale_writes": sum(1 for lag in lags if lag > 0),
-            "poll_p50_ms": percentile(round_trips, 50) * 1000}
+    return {
+        "writes": len(lags),
+        "connections": connections,
+        "p50_ms": percentile(lags, 50) * 1000,
+        "p99_ms": percentile(lags, 99) * 1000,
+        "max_ms": lags[-1] * 1000 if lags else None,
+        "stale_writes": sum(1 for lag in lags if lag > 0),
+        "poll_p50_ms": percentile(round_trips, 50) * 1000,
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -304,8 +366,10 @@ def percentile(values: list[float], q: float) -> float:
 
 # -- the run ----------------------------------------------------------------------------
 def machine_description() -> str:
-    return (f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()} "
-            f"({platform.machine()}), Docker Compose stack on the same host")
+    return (
+        f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()} "
+        f"({platform.machine()}), Docker Compose stack on the same host"
+    )
 
 
 def comma_names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -314,41 +378,88 @@ def comma_names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     unknown = [name for name in names if name not in allowed]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(allowed)}")
+            f"unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(allowed)}"
+        )
     return names
 
 
 def add_arguments(parser: argparse.ArgumentParser, parse_duration) -> None:
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="rounds per mode; each runs every system once (default 5)")
-    parser.add_argument("--duration", type=parse_duration, default=10.0,
-                        help="wrk run per system and round, e.g. 10s (default 10s)")
-    parser.add_argument("--warmup", default=3.0,
-                        type=lambda text: 0.0 if text.strip() in ("0", "0s") else parse_duration(text),
-                        help="discarded load per system before the rounds, 0 for none (default 3s)")
-    parser.add_argument("--connections", type=int, default=16,
-                        help="wrk connections: the closed-loop concurrency (default 16)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="rounds per mode; each runs every system once (default 5)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=parse_duration,
+        default=10.0,
+        help="wrk run per system and round, e.g. 10s (default 10s)",
+    )
+    parser.add_argument(
+        "--warmup",
+        default=3.0,
+        type=lambda text: 0.0 if text.strip() in ("0", "0s") else parse_duration(text),
+        help="discarded load per system before the rounds, 0 for none (default 3s)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=16,
+        help="wrk connections: the closed-loop concurrency (default 16)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--delay", type=float, default=2.0,
-                        help="SLOW_QUERY_SECONDS, and the TTL in expiry mode (default 2)")
-    parser.add_argument("--modes", type=lambda t: comma_names(t, MODES, "mode"), default=list(MODES),
-                        help="pure-hit,expiry (default both)")
-    parser.add_argument("--systems", type=lambda t: comma_names(t, tuple(BY_NAME), "system"),
-                        default=list(BY_NAME), help="default: " + ",".join(BY_NAME))
-    parser.add_argument("--lag-writes", type=int, default=50,
-                        help="writes for the invalidation-lag measurement (0: skip; default 50)")
-    parser.add_argument("--engine", choices=("valkey", "redis"), default="valkey",
-                        help="cache engine image (default valkey)")
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=2.0,
+        help="SLOW_QUERY_SECONDS, and the TTL in expiry mode (default 2)",
+    )
+    parser.add_argument(
+        "--modes",
+        type=lambda t: comma_names(t, MODES, "mode"),
+        default=list(MODES),
+        help="pure-hit,expiry (default both)",
+    )
+    parser.add_argument(
+        "--systems",
+        type=lambda t: comma_names(t, tuple(BY_NAME), "system"),
+        default=list(BY_NAME),
+        help="default: " + ",".join(BY_NAME),
+    )
+    parser.add_argument(
+        "--lag-writes",
+        type=int,
+        default=50,
+        help="writes for the invalidation-lag measurement (0: skip; default 50)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("valkey", "redis"),
+        default="valkey",
+        help="cache engine image (default valkey)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the round order")
-    parser.add_argument("--project", default=DEFAULT_PROJECT,
-                        help=f"Compose project of the bench stack (default {DEFAULT_PROJECT})")
+    parser.add_argument(
+        "--project",
+        default=DEFAULT_PROJECT,
+        help=f"Compose project of the bench stack (default {DEFAULT_PROJECT})",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the bench stack running")
-    parser.add_argument("--results", type=Path, default=None,
-                        help="output folder (default results/<UTC timestamp>)")
-    parser.add_argument("--publish", type=Path, default=None,
-                        help="also copy hits.md and hits.png here (e.g. docs/results)")
-    parser.add_argument("--machine", default=None,
-                        help="machine description for the report (default: from this host)")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="output folder (default results/<UTC timestamp>)"
+    )
+    parser.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        help="also copy hits.md and hits.png here (e.g. docs/results)",
+    )
+    parser.add_argument(
+        "--machine",
+        default=None,
+        help="machine description for the report (default: from this host)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -360,10 +471,12 @@ def run(args: argparse.Namespace) -> int:
         # The TTL in expiry mode is a whole number of seconds; the lab's lock wait is 15 s.
         raise HitBenchError("--delay must be between 1 and 10 seconds")
     if "expiry" in args.modes and args.duration < 2 * args.delay:
-        raise HitBenchError("--duration must be at least twice --delay in expiry mode, so "
-                            "that a round outlasts a refill")
+        raise HitBenchError(
+            "--duration must be at least twice --delay in expiry mode, so "
+            "that a round outlasts a refill"
+        )
     systems = [BY_NAME[name] for name in args.systems]
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     results_dir = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     results_dir.mkdir(parents=True, exist_ok=True)
     stack = make_stack(args.project, args.delay, args.engine)
@@ -379,8 +492,10 @@ def run(args: argparse.Namespace) -> int:
             stack.overrides = {"CACHE_TTL_SECONDS": str(ttl)}
             stack.up(*services_for(systems))
             stack.flush_cache()
-            containers = {name: stack.container(name) for name in
-                          {s for system in systems for s in system.cpu_services} | {"redis"}}
+            containers = {
+                name: stack.container(name)
+                for name in {s for system in systems for s in system.cpu_services} | {"redis"}
+            }
             for system in systems:
                 data["checks"].setdefault(mode, {})[system.name] = warm(stack, system, args.delay)
                 if args.warmup > 0:
@@ -391,43 +506,61 @@ def run(args: argparse.Namespace) -> int:
                 for system in order:
                     sample = measure(stack, system, mode, round_, args, containers)
                     data["samples"].append(asdict(sample))
-                    say(f"{mode} round {round_}/{args.rounds} {system.name}: "
+                    say(
+                        f"{mode} round {round_}/{args.rounds} {system.name}: "
                         f"{sample.rps:,.0f} req/s, p50 {sample.p50_ms:.1f} ms, "
                         f"p99 {sample.p99_ms:.1f} ms, {sample.cpu_s_per_1k:.3f} CPU s/1k, "
-                        f"{sample.errors} errors")
+                        f"{sample.errors} errors"
+                    )
             for system in systems:  # still answering correctly after the load
                 check_answer(stack, system, timeout=args.delay + 30)
             if mode == "pure-hit" and args.lag_writes > 0 and "two-tier" in args.systems:
                 say(f"invalidation lag over {args.lag_writes} writes")
                 data["lag"] = invalidation_lag(stack, args.lag_writes)
-                say(f"invalidation lag p50 {data['lag']['p50_ms']:.2f} ms, "
-                    f"p99 {data['lag']['p99_ms']:.2f} ms")
+                say(
+                    f"invalidation lag p50 {data['lag']['p50_ms']:.2f} ms, "
+                    f"p99 {data['lag']['p99_ms']:.2f} ms"
+                )
     finally:
         if args.keep:
-            say(f"left running: docker compose -p {args.project} "
-                f"-f compose.yaml -f {BENCH_FILE.relative_to(ROOT)} ps")
+            say(
+                f"left running: docker compose -p {args.project} "
+                f"-f compose.yaml -f {BENCH_FILE.relative_to(ROOT)} ps"
+            )
         else:
             stack.down()
 
     for mode in args.modes:
         rows = {}
         for system in systems:
-            samples = [Sample(**s) for s in data["samples"]
-                       if s["mode"] == mode and s["system"] == system.name]
+            samples = [
+                Sample(**s)
+                for s in data["samples"]
+                if s["mode"] == mode and s["system"] == system.name
+            ]
             rows[system.name] = median_row(samples)
         add_ratios(rows)
         data["modes"][mode]["rows"] = rows
     data["meta"] = {
         "started_utc": started.strftime("%Y-%m-%d %H:%M"),
         "machine": args.machine or machine_description(),
-        "engine": args.engine, "rounds": args.rounds, "duration_s": args.duration,
-        "warmup_s": args.warmup, "connections": args.connections, "threads": args.threads,
-        "delay_s": args.delay, "systems": [s.name for s in systems],
+        "engine": args.engine,
+        "rounds": args.rounds,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "connections": args.connections,
+        "threads": args.threads,
+        "delay_s": args.delay,
+        "systems": [s.name for s in systems],
         "labels": {s.name: s.label for s in systems},
         "cpu_services": {s.name: list(s.cpu_services) for s in systems},
-        "command": "python -m loadtest.bench " + " ".join(
-            shlex.quote(a) for a in without_options(getattr(args, "argv", None) or ["hits"],
-                                                    ("--machine", "--results", "--project"))),
+        "command": "python -m loadtest.bench "
+        + " ".join(
+            shlex.quote(a)
+            for a in without_options(
+                getattr(args, "argv", None) or ["hits"], ("--machine", "--results", "--project")
+            )
+        ),
     }
     files = hitreport.write_report(results_dir, data)
     print(hitreport.render_tables(data), flush=True)

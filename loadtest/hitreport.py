@@ -35,9 +35,11 @@ def _ms(value) -> str:
 def mode_table(data: dict, mode: str) -> str:
     rows = data["modes"][mode]["rows"]
     labels = data["meta"]["labels"]
-    lines = ["| system | req/s | p50 ms | p99 ms | CPU s / 1k req | Redis CPU s / 1k req "
-             "| × Flask-Caching req/s | share of ceiling | CPU-throttled periods | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| system | req/s | p50 ms | p99 ms | CPU s / 1k req | Redis CPU s / 1k req "
+        "| × Flask-Caching req/s | share of ceiling | CPU-throttled periods | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, row in rows.items():
         throttled = row.get("throttled")
         lines.append(
@@ -47,74 +49,106 @@ def mode_table(data: dict, mode: str) -> str:
             f"| {_num(row['x_flask_caching'], 2, '×')} "
             f"| {_num(None if row['of_ceiling'] is None else row['of_ceiling'] * 100, 1, ' %')} "
             f"| {_num(None if throttled is None else throttled * 100, 0, ' %')} "
-            f"| {row['errors']} |")
+            f"| {row['errors']} |"
+        )
     return "\n".join(lines)
 
 
 def render_tables(data: dict) -> str:
     out = []
     for mode in data["modes"]:
-        out += [f"{MODE_TITLES[mode]}, TTL {data['modes'][mode]['ttl_s']} s:", "",
-                mode_table(data, mode), ""]
+        out += [
+            f"{MODE_TITLES[mode]}, TTL {data['modes'][mode]['ttl_s']} s:",
+            "",
+            mode_table(data, mode),
+            "",
+        ]
     lag = data.get("lag")
     if lag:
-        out.append(f"Tier-1 invalidation lag over {lag['writes']} writes: p50 "
-                   f"{lag['p50_ms']:.2f} ms, p99 {lag['p99_ms']:.2f} ms, max {lag['max_ms']:.2f} ms")
+        out.append(
+            f"Tier-1 invalidation lag over {lag['writes']} writes: p50 "
+            f"{lag['p50_ms']:.2f} ms, p99 {lag['p99_ms']:.2f} ms, max {lag['max_ms']:.2f} ms"
+        )
     return "\n".join(out)
 
 
 def render_markdown(data: dict) -> str:
     meta = data["meta"]
-    out = ["# Hit throughput: our strategies, Flask-Caching and a static page", "",
-           f"- **When**: {meta['started_utc']} (UTC)",
-           f"- **Machine**: {meta['machine']}",
-           f"- **Load**: wrk, closed loop, {meta['connections']} connections on "
-           f"{meta['threads']} threads, `GET /api/version`, from a container on the stack's "
-           f"network; {meta['rounds']} rounds of {meta['duration_s']:g} s per system and mode, "
-           f"every system once per round in a shuffled order, after {meta['warmup_s']:g} s of "
-           f"discarded load; the tables give the **median of the rounds**",
-           f"- **Stack**: one {meta['engine']} and one PostgreSQL shared by all; each system "
-           f"under test limited to 1 CPU (`cpus: 1.0`); slow query {meta['delay_s']:g} s",
-           f"- **Command**: `{meta['command']}`", ""]
+    out = [
+        "# Hit throughput: our strategies, Flask-Caching and a static page",
+        "",
+        f"- **When**: {meta['started_utc']} (UTC)",
+        f"- **Machine**: {meta['machine']}",
+        f"- **Load**: wrk, closed loop, {meta['connections']} connections on "
+        f"{meta['threads']} threads, `GET /api/version`, from a container on the stack's "
+        f"network; {meta['rounds']} rounds of {meta['duration_s']:g} s per system and mode, "
+        f"every system once per round in a shuffled order, after {meta['warmup_s']:g} s of "
+        f"discarded load; the tables give the **median of the rounds**",
+        f"- **Stack**: one {meta['engine']} and one PostgreSQL shared by all; each system "
+        f"under test limited to 1 CPU (`cpus: 1.0`); slow query {meta['delay_s']:g} s",
+        f"- **Command**: `{meta['command']}`",
+        "",
+    ]
     for mode in data["modes"]:
-        out += [f"## {MODE_TITLES[mode]}: TTL {data['modes'][mode]['ttl_s']} s", "",
-                mode_table(data, mode), ""]
+        out += [
+            f"## {MODE_TITLES[mode]}: TTL {data['modes'][mode]['ttl_s']} s",
+            "",
+            mode_table(data, mode),
+            "",
+        ]
     lag = data.get("lag")
     if lag:
-        out += ["## Tier-1 invalidation lag", "",
-                f"A SET made outside the app (on Redis' published port) against an entry "
-                f"every connection was served from memory, then GETs at the two-tier app's "
-                f"port over {lag['connections']} keep-alive connections until no answer has "
-                f"the old value, {lag['writes']} times: **p50 {lag['p50_ms']:.2f} ms, "
-                f"p99 {lag['p99_ms']:.2f} ms** (max {lag['max_ms']:.2f} ms). The lag is "
-                f"measured from the SET's reply to the start of the last request that "
-                f"still got the old value (0: none did)"
-                + (f"; {lag['stale_writes']} of the {lag['writes']} writes had such a "
-                   f"request, and one poll took {lag['poll_p50_ms']:.2f} ms (p50), the "
-                   f"resolution of the measurement" if "stale_writes" in lag else "")
-                + ".", ""]
+        out += [
+            "## Tier-1 invalidation lag",
+            "",
+            f"A SET made outside the app (on Redis' published port) against an entry "
+            f"every connection was served from memory, then GETs at the two-tier app's "
+            f"port over {lag['connections']} keep-alive connections until no answer has "
+            f"the old value, {lag['writes']} times: **p50 {lag['p50_ms']:.2f} ms, "
+            f"p99 {lag['p99_ms']:.2f} ms** (max {lag['max_ms']:.2f} ms). The lag is "
+            f"measured from the SET's reply to the start of the last request that "
+            f"still got the old value (0: none did)"
+            + (
+                f"; {lag['stale_writes']} of the {lag['writes']} writes had such a "
+                f"request, and one poll took {lag['poll_p50_ms']:.2f} ms (p50), the "
+                f"resolution of the measurement"
+                if "stale_writes" in lag
+                else ""
+            )
+            + ".",
+            "",
+        ]
     cpu = meta["cpu_services"]
-    out += ["How to read it:", "",
-            "- *req/s*, *p50*, *p99*: wrk's figures (latency of completed requests; wrk's "
-            "request timeout is long enough that a request waiting for the slow query "
-            "counts).",
-            "- *CPU s / 1k req*: CPU seconds the system's containers used during its round "
-            "(Docker's `cpu_stats.cpu_usage.total_usage`, before/after) per 1,000 requests"
-            + "".join(f"; {name}: {' + '.join(services)}" for name, services in cpu.items()
-                      if len(services) > 1) + ". *Redis CPU* is the shared cache's, apart.",
-            "- *× Flask-Caching*: req/s divided by Flask-Caching's in the same mode; "
-            "*share of ceiling*: req/s as a share of the static page's.",
-            "- *CPU-throttled periods*: the share of the kernel's 100 ms CFS periods in "
-            "which the system's container (the busier of two) used up its 1-CPU quota and "
-            "was stopped until the next period (Docker's `throttling_data`). A saturated "
-            "container with two busy processes (two gunicorn workers) spends its quota in "
-            "about 50 ms on two cores, then waits: requests in flight then take tens of ms "
-            "more, which is what the p99 of such a system shows.",
-            "- Expiry mode: a key that expired while its system was idle (between its "
-            "rounds) is refilled by the first request of the next round; cache-aside and "
-            "Flask-Caching make the requests that arrive meanwhile wait for the query, "
-            "swr and two-tier serve the stale entry while one refresh runs.", "",
-            f"![req/s, p99 and CPU per request per system]({CHART})", ""]
+    out += [
+        "How to read it:",
+        "",
+        "- *req/s*, *p50*, *p99*: wrk's figures (latency of completed requests; wrk's "
+        "request timeout is long enough that a request waiting for the slow query "
+        "counts).",
+        "- *CPU s / 1k req*: CPU seconds the system's containers used during its round "
+        "(Docker's `cpu_stats.cpu_usage.total_usage`, before/after) per 1,000 requests"
+        + "".join(
+            f"; {name}: {' + '.join(services)}"
+            for name, services in cpu.items()
+            if len(services) > 1
+        )
+        + ". *Redis CPU* is the shared cache's, apart.",
+        "- *× Flask-Caching*: req/s divided by Flask-Caching's in the same mode; "
+        "*share of ceiling*: req/s as a share of the static page's.",
+        "- *CPU-throttled periods*: the share of the kernel's 100 ms CFS periods in "
+        "which the system's container (the busier of two) used up its 1-CPU quota and "
+        "was stopped until the next period (Docker's `throttling_data`). A saturated "
+        "container with two busy processes (two gunicorn workers) spends its quota in "
+        "about 50 ms on two cores, then waits: requests in flight then take tens of ms "
+        "more, which is what the p99 of such a system shows.",
+        "- Expiry mode: a key that expired while its system was idle (between its "
+        "rounds) is refilled by the first request of the next round; cache-aside and "
+        "Flask-Caching make the requests that arrive meanwhile wait for the query, "
+        "swr and two-tier serve the stale entry while one refresh runs.",
+        "",
+        f"![req/s, p99 and CPU per request per system]({CHART})",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -126,21 +160,32 @@ def write_chart(path: Path, data: dict) -> None:
 
     modes = list(data["modes"])
     systems = data["meta"]["systems"]
-    panels = (("rps", "requests/s, median (log)", True), ("p99_ms", "p99, ms (log)", True),
-              ("cpu_s_per_1k", "CPU s per 1,000 requests", False))
+    panels = (
+        ("rps", "requests/s, median (log)", True),
+        ("p99_ms", "p99, ms (log)", True),
+        ("cpu_s_per_1k", "CPU s per 1,000 requests", False),
+    )
     fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.8))
     width = 0.8 / max(len(modes), 1)
-    for ax, (key, title, log) in zip(axes, panels):
+    for ax, (key, title, log) in zip(axes, panels, strict=True):
         for i, mode in enumerate(modes):
             rows = data["modes"][mode]["rows"]
             values = [rows[name][key] for name in systems]
             xs = [j + (i - (len(modes) - 1) / 2) * width for j in range(len(systems))]
-            bars = ax.bar(xs, [max(v, 1e-3) if v is not None else 0 for v in values], width,
-                          label=MODE_TITLES[mode])
-            fmt = _ms if key == "p99_ms" else (lambda v: _num(v, 3)) if key == "cpu_s_per_1k" \
+            bars = ax.bar(
+                xs,
+                [max(v, 1e-3) if v is not None else 0 for v in values],
+                width,
+                label=MODE_TITLES[mode],
+            )
+            fmt = (
+                _ms
+                if key == "p99_ms"
+                else (lambda v: _num(v, 3))
+                if key == "cpu_s_per_1k"
                 else _num
-            ax.bar_label(bars, labels=[fmt(v) for v in values], fontsize=6, padding=1,
-                         rotation=90)
+            )
+            ax.bar_label(bars, labels=[fmt(v) for v in values], fontsize=6, padding=1, rotation=90)
         ax.set_xticks(range(len(systems)), systems, rotation=30, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
         if log:
@@ -148,17 +193,22 @@ def write_chart(path: Path, data: dict) -> None:
         ax.grid(True, axis="y", which="both", alpha=0.3)
         ax.margins(y=0.25)
     axes[0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"Hit throughput at 1 CPU per system, wrk {data['meta']['connections']} "
-                 f"connections, median of {data['meta']['rounds']} interleaved rounds",
-                 fontsize=11)
+    fig.suptitle(
+        f"Hit throughput at 1 CPU per system, wrk {data['meta']['connections']} "
+        f"connections, median of {data['meta']['rounds']} interleaved rounds",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def write_report(results_dir: Path, data: dict) -> dict[str, Path]:
-    files = {"json": results_dir / "hits.json", "markdown": results_dir / "hits.md",
-             "chart": results_dir / CHART}
+    files = {
+        "json": results_dir / "hits.json",
+        "markdown": results_dir / "hits.md",
+        "chart": results_dir / CHART,
+    }
     files["json"].write_text(json.dumps(_clean(data), indent=2, allow_nan=False, default=str))
     files["markdown"].write_text(render_markdown(data))
     write_chart(files["chart"], data)

@@ -45,11 +45,10 @@ import random
 import time
 from functools import lru_cache
 
-from staleness import Ledger, variant_items, variant_query  # beside this file
-
 from locust import events, tag, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import WorkerRunner
+from staleness import Ledger, variant_items, variant_query  # beside this file
 
 log = logging.getLogger("cachelab.locust")
 
@@ -67,36 +66,93 @@ MAX_ZIPF_KEYS = DASHBOARD_ITEMS.start - 1
 def _options(parser) -> None:
     # On the parser itself, not a group: only it knows include_in_web_ui.
     group = parser
-    group.add_argument("--wait-min", type=float, default=0.1, env_var="LOCUST_WAIT_MIN",
-                       include_in_web_ui=True, help="shortest think time between requests (s)")
-    group.add_argument("--wait-max", type=float, default=0.5, env_var="LOCUST_WAIT_MAX",
-                       include_in_web_ui=True, help="longest think time between requests (s)")
-    group.add_argument("--zipf-keys", type=int, default=1000, env_var="LOCUST_ZIPF_KEYS",
-                       include_in_web_ui=True,
-                       help=f"ZipfUser key space: items 1..N (N <= {MAX_ZIPF_KEYS})")
-    group.add_argument("--zipf-exponent", type=float, default=1.1,
-                       env_var="LOCUST_ZIPF_EXPONENT", include_in_web_ui=True,
-                       help="ZipfUser skew s: P(rank k) ~ 1/k^s")
-    group.add_argument("--cold-period", type=float, default=15.0, env_var="LOCUST_COLD_PERIOD",
-                       include_in_web_ui=True,
-                       help="ColdStartUser moves every user to a new cold key every N s")
-    group.add_argument("--variant", default="delete", env_var="LOCUST_VARIANT",
-                       include_in_web_ui=True,
-                       help="ItemWriter/ItemReader: the invalidation variant (ttl, delete, "
-                            "delete-unguarded, write-through, write-through-unguarded, notify)")
-    group.add_argument("--payload-bytes", type=int, default=256, env_var="LOCUST_PAYLOAD_BYTES",
-                       include_in_web_ui=True, help="ItemWriter: bytes per written payload")
-    group.add_argument("--writers", type=int, default=2, env_var="LOCUST_WRITERS",
-                       include_in_web_ui=False, help="ItemWriter: how many writer users")
-    group.add_argument("--staleness-out", default=None, env_var="LOCUST_STALENESS_OUT",
-                       include_in_web_ui=False,
-                       help="write the writers' and readers' staleness summary (JSON) here")
-    group.add_argument("--max-fail-ratio", type=float, default=None,
-                       env_var="LOCUST_MAX_FAIL_RATIO", include_in_web_ui=False,
-                       help="exit non-zero when failures/requests exceeds this (0-1)")
-    group.add_argument("--max-p95-ms", type=float, default=None, env_var="LOCUST_MAX_P95_MS",
-                       include_in_web_ui=False,
-                       help="exit non-zero when the overall 95th percentile exceeds this (ms)")
+    group.add_argument(
+        "--wait-min",
+        type=float,
+        default=0.1,
+        env_var="LOCUST_WAIT_MIN",
+        include_in_web_ui=True,
+        help="shortest think time between requests (s)",
+    )
+    group.add_argument(
+        "--wait-max",
+        type=float,
+        default=0.5,
+        env_var="LOCUST_WAIT_MAX",
+        include_in_web_ui=True,
+        help="longest think time between requests (s)",
+    )
+    group.add_argument(
+        "--zipf-keys",
+        type=int,
+        default=1000,
+        env_var="LOCUST_ZIPF_KEYS",
+        include_in_web_ui=True,
+        help=f"ZipfUser key space: items 1..N (N <= {MAX_ZIPF_KEYS})",
+    )
+    group.add_argument(
+        "--zipf-exponent",
+        type=float,
+        default=1.1,
+        env_var="LOCUST_ZIPF_EXPONENT",
+        include_in_web_ui=True,
+        help="ZipfUser skew s: P(rank k) ~ 1/k^s",
+    )
+    group.add_argument(
+        "--cold-period",
+        type=float,
+        default=15.0,
+        env_var="LOCUST_COLD_PERIOD",
+        include_in_web_ui=True,
+        help="ColdStartUser moves every user to a new cold key every N s",
+    )
+    group.add_argument(
+        "--variant",
+        default="delete",
+        env_var="LOCUST_VARIANT",
+        include_in_web_ui=True,
+        help="ItemWriter/ItemReader: the invalidation variant (ttl, delete, "
+        "delete-unguarded, write-through, write-through-unguarded, notify)",
+    )
+    group.add_argument(
+        "--payload-bytes",
+        type=int,
+        default=256,
+        env_var="LOCUST_PAYLOAD_BYTES",
+        include_in_web_ui=True,
+        help="ItemWriter: bytes per written payload",
+    )
+    group.add_argument(
+        "--writers",
+        type=int,
+        default=2,
+        env_var="LOCUST_WRITERS",
+        include_in_web_ui=False,
+        help="ItemWriter: how many writer users",
+    )
+    group.add_argument(
+        "--staleness-out",
+        default=None,
+        env_var="LOCUST_STALENESS_OUT",
+        include_in_web_ui=False,
+        help="write the writers' and readers' staleness summary (JSON) here",
+    )
+    group.add_argument(
+        "--max-fail-ratio",
+        type=float,
+        default=None,
+        env_var="LOCUST_MAX_FAIL_RATIO",
+        include_in_web_ui=False,
+        help="exit non-zero when failures/requests exceeds this (0-1)",
+    )
+    group.add_argument(
+        "--max-p95-ms",
+        type=float,
+        default=None,
+        env_var="LOCUST_MAX_P95_MS",
+        include_in_web_ui=False,
+        help="exit non-zero when the overall 95th percentile exceeds this (ms)",
+    )
 
 
 def _option(user, name: str, default):
@@ -107,13 +163,14 @@ def _option(user, name: str, default):
 
 @lru_cache(maxsize=16)
 def _zipf_cumulative(keys: int, exponent: float) -> tuple[float, ...]:
-    return tuple(itertools.accumulate(1.0 / rank ** exponent for rank in range(1, keys + 1)))
+    return tuple(itertools.accumulate(1.0 / rank**exponent for rank in range(1, keys + 1)))
 
 
-def zipf_item(keys: int, exponent: float, rng: random.Random = random) -> int:
+def zipf_item(keys: int, exponent: float, rng: random.Random | None = None) -> int:
     """Item 1..keys, rank k drawn with probability proportional to 1/k^exponent."""
+    draw = rng.random() if rng is not None else random.random()
     cumulative = _zipf_cumulative(keys, exponent)
-    return 1 + bisect.bisect_left(cumulative, rng.random() * cumulative[-1])
+    return 1 + bisect.bisect_left(cumulative, draw * cumulative[-1])
 
 
 def _http_problem(response) -> str:
@@ -194,8 +251,9 @@ class LabUser(FastHttpUser):
                 response.success()
 
     def page(self, item: int, name: str) -> None:
-        with self.client.get(f"/?item={item}", name=name, catch_response=True,
-                             headers={"Accept": "text/html"}) as response:
+        with self.client.get(
+            f"/?item={item}", name=name, catch_response=True, headers={"Accept": "text/html"}
+        ) as response:
             problem = check_page(response, item)
             if problem:
                 response.failure(problem)
@@ -269,8 +327,9 @@ class _ItemUser(LabUser):
         self.query = variant_query(self.variant)
 
     def read_item(self, item: int, name: str) -> int | None:
-        with self.client.get(f"/api/items/{item}?{self.query}", name=name,
-                             catch_response=True) as response:
+        with self.client.get(
+            f"/api/items/{item}?{self.query}", name=name, catch_response=True
+        ) as response:
             if response.status_code != 200:
                 response.failure(_http_problem(response))
                 LEDGER.error(self.variant)
@@ -297,9 +356,13 @@ class ItemWriter(_ItemUser):
         payload = f"{self.variant}-{time.time():.6f}-".ljust(size, "x")[:size]
         headers = {"Authorization": f"Bearer {os.environ.get('WRITE_API_TOKEN', '')}"}
         started = time.monotonic()
-        with self.client.put(f"/api/items/{item}?{self.query}", json={"payload": payload},
-                             headers=headers, name=f"write: PUT /api/items/[id] ({self.variant})",
-                             catch_response=True) as response:
+        with self.client.put(
+            f"/api/items/{item}?{self.query}",
+            json={"payload": payload},
+            headers=headers,
+            name=f"write: PUT /api/items/[id] ({self.variant})",
+            catch_response=True,
+        ) as response:
             confirmed = time.monotonic()
             if response.status_code != 200:
                 response.failure(_http_problem(response))
@@ -368,8 +431,11 @@ def _thresholds(environment, **_kwargs) -> None:
         log.error("threshold exceeded: %s", "; ".join(breaches))
         environment.process_exit_code = 1
     elif max_fail_ratio is not None or max_p95 is not None:
-        log.info("thresholds met (failure ratio %.4f, p95 %s ms)", total.fail_ratio,
-                 total.get_response_time_percentile(0.95) if total.num_requests else "n/a")
+        log.info(
+            "thresholds met (failure ratio %.4f, p95 %s ms)",
+            total.fail_ratio,
+            total.get_response_time_percentile(0.95) if total.num_requests else "n/a",
+        )
 
 
 @events.quitting.add_listener
@@ -387,7 +453,10 @@ def _final_csv(environment, **_kwargs) -> None:
     from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
     writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
-    for suffix, write in (("stats", writer.requests_csv), ("failures", writer.failures_csv),
-                          ("exceptions", writer.exceptions_csv)):
+    for suffix, write in (
+        ("stats", writer.requests_csv),
+        ("failures", writer.failures_csv),
+        ("exceptions", writer.exceptions_csv),
+    ):
         with open(f"{prefix}_{suffix}.csv", "w", newline="") as handle:
             write(csv.writer(handle))

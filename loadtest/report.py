@@ -81,12 +81,17 @@ def read_history(history_csv: Path) -> list[dict[str, float]]:
         for row in csv.DictReader(handle):
             if row.get("Name") != "Aggregated":
                 continue
-            rows.append({key: _number(value) for key, value in row.items()
-                         if key not in ("Type", "Name")})
+            rows.append(
+                {
+                    key: _number(value or "")
+                    for key, value in row.items()
+                    if key not in ("Type", "Name")
+                }
+            )
     if rows:
         start = rows[0]["Timestamp"]
-        for row in rows:
-            row["elapsed"] = row["Timestamp"] - start
+        for numbers in rows:
+            numbers["elapsed"] = numbers["Timestamp"] - start
     return rows
 
 
@@ -115,7 +120,7 @@ def read_failures(failures_csv: Path) -> dict[str, int]:
             # CatchResponseError('HTTP 503 database_unavailable') -> the message
             match = re.fullmatch(r"CatchResponseError\((['\"])(.*)\1\)", error)
             error = match.group(2) if match else error
-            reasons[error] = reasons.get(error, 0) + int(_number(row.get("Occurrences")) or 0)
+            reasons[error] = reasons.get(error, 0) + int(_number(row.get("Occurrences") or "0"))
     return reasons
 
 
@@ -138,9 +143,11 @@ def summary_table(results: list[RunResult]) -> str:
     ]
     for r in results:
         slow = "n/a" if r.slow_calls is None else str(r.slow_calls)
-        lines.append(f"| {r.strategy} | {r.requests:,} | {r.rps:,.1f} | {_ms(r.p50_ms)} "
-                     f"| {_ms(r.p95_ms)} | {_ms(r.p99_ms)} | {_ms(r.max_ms)} | {r.failures} "
-                     f"| {slow} | {_ratio(r.hit_ratio)} |")
+        lines.append(
+            f"| {r.strategy} | {r.requests:,} | {r.rps:,.1f} | {_ms(r.p50_ms)} "
+            f"| {_ms(r.p95_ms)} | {_ms(r.p99_ms)} | {_ms(r.max_ms)} | {r.failures} "
+            f"| {slow} | {_ratio(r.hit_ratio)} |"
+        )
     return "\n".join(lines)
 
 
@@ -149,61 +156,90 @@ def p50_ratios(results: list[RunResult], baseline: str = "none") -> dict[str, fl
     base = next((r for r in results if r.strategy == baseline), None)
     if base is None or not base.p50_ms or math.isnan(base.p50_ms):
         return {}
-    return {r.strategy: base.p50_ms / r.p50_ms for r in results
-            if r.strategy != baseline and r.p50_ms and not math.isnan(r.p50_ms)}
+    return {
+        r.strategy: base.p50_ms / r.p50_ms
+        for r in results
+        if r.strategy != baseline and r.p50_ms and not math.isnan(r.p50_ms)
+    }
 
 
 def render_markdown(meta: dict, results: list[RunResult], links: bool = True) -> str:
     out = [f"# Benchmark: {', '.join(r.strategy for r in results)} under the same load", ""]
-    out += [f"- **When**: {meta['started_utc']} (UTC)",
-            f"- **Machine**: {meta['machine']}",
-            f"- **Load**: Locust {meta['locust_version']}, scenario `{meta['scenario']}` "
-            f"({', '.join(meta['user_classes'])}), {meta['users']} users spawned at "
-            f"{meta['spawn_rate']}/s, {meta['duration_s']:g} s per strategy, think time "
-            f"{meta['wait_min']:g}-{meta['wait_max']:g} s, against {meta['host']}",
-            f"- **Lab**: slow query {meta['delay_s']:g} s (`SLOW_QUERY_SECONDS`), cache TTL "
-            f"{meta['ttl']} (`CACHE_TTL_SECONDS`), {meta['app_containers']} app container(s), "
-            f"Redis flushed before each run",
-            f"- **Command**: `{meta['command']}`", "",
-            summary_table(results), ""]
+    out += [
+        f"- **When**: {meta['started_utc']} (UTC)",
+        f"- **Machine**: {meta['machine']}",
+        f"- **Load**: Locust {meta['locust_version']}, scenario `{meta['scenario']}` "
+        f"({', '.join(meta['user_classes'])}), {meta['users']} users spawned at "
+        f"{meta['spawn_rate']}/s, {meta['duration_s']:g} s per strategy, think time "
+        f"{meta['wait_min']:g}-{meta['wait_max']:g} s, against {meta['host']}",
+        f"- **Lab**: slow query {meta['delay_s']:g} s (`SLOW_QUERY_SECONDS`), cache TTL "
+        f"{meta['ttl']} (`CACHE_TTL_SECONDS`), {meta['app_containers']} app container(s), "
+        f"Redis flushed before each run",
+        f"- **Command**: `{meta['command']}`",
+        "",
+        summary_table(results),
+        "",
+    ]
     ratios = p50_ratios(results)
     for strategy, ratio in ratios.items():
         out.append(f"- p50 of `none` / p50 of `{strategy}`: **{ratio:,.0f}x**")
-    out += ["",
-            "Columns: Locust's aggregated figures for the whole run (percentiles are "
-            "Locust's approximations); *slow_version calls* is the change in "
-            "PostgreSQL's `pg_stat_user_functions` over the run (it also counts queries "
-            "still running when Locust stopped); *hit ratio* is (hit + stale) / all "
-            "lookups from the app's `cachelab_cache_requests_total`.", ""]
-    out += ["App lookups during each run, by result (`cachelab_cache_requests_total`; "
-            "*bypass*/*local* with a cache strategy mean Redis did not answer in time):", "",
-            "| strategy | " + " | ".join(CACHE_RESULT_NAMES) + " |",
-            "|---|" + "---:|" * len(CACHE_RESULT_NAMES)]
+    out += [
+        "",
+        "Columns: Locust's aggregated figures for the whole run (percentiles are "
+        "Locust's approximations); *slow_version calls* is the change in "
+        "PostgreSQL's `pg_stat_user_functions` over the run (it also counts queries "
+        "still running when Locust stopped); *hit ratio* is (hit + stale) / all "
+        "lookups from the app's `cachelab_cache_requests_total`.",
+        "",
+    ]
+    out += [
+        "App lookups during each run, by result (`cachelab_cache_requests_total`; "
+        "*bypass*/*local* with a cache strategy mean Redis did not answer in time):",
+        "",
+        "| strategy | " + " | ".join(CACHE_RESULT_NAMES) + " |",
+        "|---|" + "---:|" * len(CACHE_RESULT_NAMES),
+    ]
     for r in results:
-        out.append(f"| {r.strategy} | " + " | ".join(
-            f"{r.cache_results.get(name, 0):,.0f}" for name in CACHE_RESULT_NAMES) + " |")
+        out.append(
+            f"| {r.strategy} | "
+            + " | ".join(f"{r.cache_results.get(name, 0):,.0f}" for name in CACHE_RESULT_NAMES)
+            + " |"
+        )
     out.append("")
     failing = [r for r in results if r.failure_reasons]
     if failing:
         out += ["Failures (Locust's `*_failures.csv`):", ""]
         for r in failing:
-            out.append(f"- `{r.strategy}`: " + "; ".join(
-                f"{count} x {reason}" for reason, count in sorted(
-                    r.failure_reasons.items(), key=lambda item: -item[1])))
+            out.append(
+                f"- `{r.strategy}`: "
+                + "; ".join(
+                    f"{count} x {reason}"
+                    for reason, count in sorted(
+                        r.failure_reasons.items(), key=lambda item: -item[1]
+                    )
+                )
+            )
         out.append("")
     breaches = [f"`{r.strategy}`: {b}" for r in results for b in r.threshold_breaches]
     if breaches:
         out += ["**Thresholds exceeded**: " + "; ".join(breaches), ""]
-    out += ["![latency percentiles over time](latency_over_time.png)", "",
-            "![requests per second](requests_per_second.png)", "",
-            "![p50/p95/p99 per strategy](latency_summary.png)", ""]
+    out += [
+        "![latency percentiles over time](latency_over_time.png)",
+        "",
+        "![requests per second](requests_per_second.png)",
+        "",
+        "![p50/p95/p99 per strategy](latency_summary.png)",
+        "",
+    ]
     if links:
         out += ["Per-run Locust output:", ""]
         for r in results:
-            out.append(f"- `{r.strategy}`: [HTML report]({r.directory}/{HTML_REPORT}), "
-                       f"[stats CSV]({r.directory}/{CSV_PREFIX}_stats.csv), "
-                       f"[history CSV]({r.directory}/{CSV_PREFIX}_stats_history.csv), "
-                       f"[failures CSV]({r.directory}/{CSV_PREFIX}_failures.csv)")
+            out.append(
+                f"- `{r.strategy}`: [HTML report]({r.directory}/{HTML_REPORT}), "
+                f"[stats CSV]({r.directory}/{CSV_PREFIX}_stats.csv), "
+                f"[history CSV]({r.directory}/{CSV_PREFIX}_stats_history.csv), "
+                f"[failures CSV]({r.directory}/{CSV_PREFIX}_failures.csv)"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -220,25 +256,36 @@ def _pyplot():
 
 def write_charts(results_dir: Path, results: list[RunResult]) -> dict[str, Path]:
     plt = _pyplot()
-    histories = {r.strategy: read_history(results_dir / r.directory
-                                          / f"{CSV_PREFIX}_stats_history.csv")
-                 for r in results}
+    histories = {
+        r.strategy: read_history(results_dir / r.directory / f"{CSV_PREFIX}_stats_history.csv")
+        for r in results
+    }
     paths = {name: results_dir / filename for name, filename in CHARTS.items()}
 
     # Latency percentiles over time, one panel per strategy (log scale: ms vs s).
-    fig, axes = plt.subplots(len(results), 1, figsize=(9, 2.6 * len(results) + 0.8),
-                             sharex=True, sharey=True, squeeze=False)
-    for ax, r in zip(axes[:, 0], results):
+    fig, axes = plt.subplots(
+        len(results),
+        1,
+        figsize=(9, 2.6 * len(results) + 0.8),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    for ax, r in zip(axes[:, 0], results, strict=True):
         rows = [row for row in histories[r.strategy] if not math.isnan(row.get("50%", math.nan))]
         for column, style in (("50%", "-"), ("95%", "--"), ("99%", ":")):
             # Locust writes 0 when no request completed in its window: a gap, not 0 ms.
-            ax.plot([row["elapsed"] for row in rows],
-                    [row[column] if row[column] > 0 else math.nan for row in rows],
-                    style, label=f"p{column.rstrip('%')}")
+            ax.plot(
+                [row["elapsed"] for row in rows],
+                [row[column] if row[column] > 0 else math.nan for row in rows],
+                style,
+                label=f"p{column.rstrip('%')}",
+            )
         ax.set_yscale("log")
         ax.set_ylabel("ms")
-        ax.set_title(f"{r.strategy}: response time percentiles (Locust's sliding window)",
-                     fontsize=10)
+        ax.set_title(
+            f"{r.strategy}: response time percentiles (Locust's sliding window)", fontsize=10
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("seconds since start")
@@ -250,9 +297,11 @@ def write_charts(results_dir: Path, results: list[RunResult]) -> dict[str, Path]
     fig, ax = plt.subplots(figsize=(9, 4))
     for r in results:
         rows = histories[r.strategy]
-        ax.plot([row["elapsed"] for row in rows],
-                [0.0 if math.isnan(row["Requests/s"]) else row["Requests/s"] for row in rows],
-                label=f"{r.strategy} (mean {r.rps:,.1f}/s)")
+        ax.plot(
+            [row["elapsed"] for row in rows],
+            [0.0 if math.isnan(row["Requests/s"]) else row["Requests/s"] for row in rows],
+            label=f"{r.strategy} (mean {r.rps:,.1f}/s)",
+        )
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("requests/s")
     ax.set_title("Throughput per strategy (same users and think time)", fontsize=10)
@@ -268,8 +317,9 @@ def write_charts(results_dir: Path, results: list[RunResult]) -> dict[str, Path]
     for i, (label, attr) in enumerate((("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms"))):
         values = [getattr(r, attr) for r in results]
         xs = [j + (i - 1) * width for j in range(len(results))]
-        bars = ax.bar(xs, [0.1 if math.isnan(v) else max(v, 0.1) for v in values], width,
-                      label=label)
+        bars = ax.bar(
+            xs, [0.1 if math.isnan(v) else max(v, 0.1) for v in values], width, label=label
+        )
         ax.bar_label(bars, labels=[_ms(v) for v in values], fontsize=7, padding=2)
     ax.set_xticks(range(len(results)), [r.strategy for r in results])
     ax.set_yscale("log")
@@ -288,10 +338,14 @@ def write_report(results_dir: Path, meta: dict, results: list[RunResult]) -> dic
     charts = write_charts(results_dir, results)
     summary = results_dir / "summary.md"
     summary.write_text(render_markdown(meta, results))
-    data = {"meta": meta, "runs": [r.to_dict() for r in results],
-            "p50_ratio_vs_none": p50_ratios(results)}
-    (results_dir / "summary.json").write_text(json.dumps(_clean(data), indent=2,
-                                                         allow_nan=False, default=str))
+    data = {
+        "meta": meta,
+        "runs": [r.to_dict() for r in results],
+        "p50_ratio_vs_none": p50_ratios(results),
+    }
+    (results_dir / "summary.json").write_text(
+        json.dumps(_clean(data), indent=2, allow_nan=False, default=str)
+    )
     return {"summary": summary, "json": results_dir / "summary.json", **charts}
 
 
@@ -318,7 +372,8 @@ def rebuild(results_dir: Path) -> dict[str, Path]:
         result = RunResult(**values)
         if "failure_reasons" not in run:
             result.failure_reasons = read_failures(
-                results_dir / result.directory / f"{CSV_PREFIX}_failures.csv")
+                results_dir / result.directory / f"{CSV_PREFIX}_failures.csv"
+            )
         results.append(result)
     return write_report(results_dir, data["meta"], results)
 

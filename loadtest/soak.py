@@ -19,7 +19,7 @@ import json
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .bench import parse_duration
 from .stack import ROOT, Stack
@@ -59,8 +59,9 @@ class MemorySampler(threading.Thread):
         self.t0 = time.monotonic()
 
     def containers(self):
-        found = self.stack.docker.containers.list(filters={
-            "label": f"com.docker.compose.project={self.stack.project}"})
+        found = self.stack.docker.containers.list(
+            filters={"label": f"com.docker.compose.project={self.stack.project}"}
+        )
         return sorted(found, key=lambda c: c.name)
 
     def sample_once(self) -> None:
@@ -90,30 +91,43 @@ def memory_table(samples: dict[str, list[tuple[float, float]]]) -> list[dict]:
         # Compare the first and last fifth of the run (medians), not two noisy points.
         first = sorted(values[:n])[len(values[:n]) // 2]
         last = sorted(values[-n:])[len(values[-n:]) // 2]
-        rows.append({"container": name, "samples": len(values), "start_mib": round(first, 1),
-                     "end_mib": round(last, 1), "max_mib": round(max(values), 1),
-                     "growth_mib": round(last - first, 1),
-                     "growth_pct": round((last - first) / first * 100, 1) if first else 0.0})
+        rows.append(
+            {
+                "container": name,
+                "samples": len(values),
+                "start_mib": round(first, 1),
+                "end_mib": round(last, 1),
+                "max_mib": round(max(values), 1),
+                "growth_mib": round(last - first, 1),
+                "growth_pct": round((last - first) / first * 100, 1) if first else 0.0,
+            }
+        )
     return rows
 
 
 def render(report: dict) -> str:
-    lines = [f"# Soak {report['started']}", "",
-             f"- target: {report['base_url']} (project {report['project']})",
-             f"- load: {report['users']} users, {report['rate']} req/s target, "
-             f"{report['duration_s']:.0f} s, paths {', '.join(report['paths'])}",
-             f"- requests: {report['requests']} ({report['achieved_rps']:.1f} req/s), "
-             f"errors: {report['errors']} ({report['error_pct']:.3f} %), "
-             f"statuses {report['statuses']}",
-             f"- latency: p50 {report['p50_ms']:.1f} ms, p95 {report['p95_ms']:.1f} ms, "
-             f"p99 {report['p99_ms']:.1f} ms, max {report['max_ms']:.1f} ms",
-             f"- X-Cache: {report['x_cache']}", "",
-             "| container | samples | start MiB | end MiB | max MiB | growth MiB | growth % |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Soak {report['started']}",
+        "",
+        f"- target: {report['base_url']} (project {report['project']})",
+        f"- load: {report['users']} users, {report['rate']} req/s target, "
+        f"{report['duration_s']:.0f} s, paths {', '.join(report['paths'])}",
+        f"- requests: {report['requests']} ({report['achieved_rps']:.1f} req/s), "
+        f"errors: {report['errors']} ({report['error_pct']:.3f} %), "
+        f"statuses {report['statuses']}",
+        f"- latency: p50 {report['p50_ms']:.1f} ms, p95 {report['p95_ms']:.1f} ms, "
+        f"p99 {report['p99_ms']:.1f} ms, max {report['max_ms']:.1f} ms",
+        f"- X-Cache: {report['x_cache']}",
+        "",
+        "| container | samples | start MiB | end MiB | max MiB | growth MiB | growth % |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in report["memory"]:
-        lines.append(f"| {row['container']} | {row['samples']} | {row['start_mib']} | "
-                     f"{row['end_mib']} | {row['max_mib']} | {row['growth_mib']} | "
-                     f"{row['growth_pct']} |")
+        lines.append(
+            f"| {row['container']} | {row['samples']} | {row['start_mib']} | "
+            f"{row['end_mib']} | {row['max_mib']} | {row['growth_mib']} | "
+            f"{row['growth_pct']} |"
+        )
     lines += ["", "Start/end are medians of the first/last fifth of the samples."]
     return "\n".join(lines) + "\n"
 
@@ -129,21 +143,35 @@ def published_url(stack: Stack) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=soak_duration, default=soak_duration("10m"),
-                        help="how long to hold the load: 90s, 10m, 1h (default 10m)")
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--duration",
+        type=soak_duration,
+        default=soak_duration("10m"),
+        help="how long to hold the load: 90s, 10m, 1h (default 10m)",
+    )
     parser.add_argument("--users", type=int, default=8, help="concurrent clients (default 8)")
-    parser.add_argument("--rate", type=float, default=50.0,
-                        help="target requests/s over all users (default 50)")
-    parser.add_argument("--items", type=int, default=20,
-                        help="distinct items requested in turn (default 20)")
-    parser.add_argument("--interval", type=float, default=10.0,
-                        help="seconds between memory samples (default 10)")
-    parser.add_argument("--project", default=None,
-                        help="compose project to drive (default: the lab, 'cachelab')")
-    parser.add_argument("--start", action="store_true",
-                        help="bring up a throw-away test stack instead, and remove it after")
+    parser.add_argument(
+        "--rate", type=float, default=50.0, help="target requests/s over all users (default 50)"
+    )
+    parser.add_argument(
+        "--items", type=int, default=20, help="distinct items requested in turn (default 20)"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between memory samples (default 10)"
+    )
+    parser.add_argument(
+        "--project", default=None, help="compose project to drive (default: the lab, 'cachelab')"
+    )
+    parser.add_argument(
+        "--start",
+        action="store_true",
+        help="bring up a throw-away test stack instead, and remove it after",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.users <= 256 or not 0 < args.rate <= 5000 or not 1 <= args.items <= 10000:
         parser.error("--users 1..256, --rate 0..5000, --items 1..10000")
@@ -162,34 +190,53 @@ def main(argv: list[str] | None = None) -> int:
         stack.wait_ready(timeout=60)
         paths = [f"/api/version?item={i}" for i in range(args.items)]
         sampler = MemorySampler(stack, args.interval)
-        started = datetime.now(timezone.utc)
-        print(f"soak: {args.users} users, {args.rate} req/s, {args.duration:.0f} s against "
-              f"{stack.base_url}", file=sys.stderr)
+        started = datetime.now(UTC)
+        print(
+            f"soak: {args.users} users, {args.rate} req/s, {args.duration:.0f} s against "
+            f"{stack.base_url}",
+            file=sys.stderr,
+        )
         sampler.start()
-        traffic = Traffic(stack.base_url, paths, threads=args.users, rate=args.rate,
-                          duration=args.duration, max_requests=int(args.rate * args.duration * 2),
-                          timeout=30)
+        traffic = Traffic(
+            stack.base_url,
+            paths,
+            threads=args.users,
+            rate=args.rate,
+            duration=args.duration,
+            max_requests=int(args.rate * args.duration * 2),
+            timeout=30,
+        )
         traffic.start()
         while traffic.running:
             time.sleep(min(30.0, args.duration / 10))  # progress only; the load paces itself
             hits = traffic.hits
-            print(f"  {time.monotonic() - traffic.t0:6.0f} s: {len(hits)} requests, "
-                  f"{len(hits.errors())} errors", file=sys.stderr)
+            print(
+                f"  {time.monotonic() - traffic.t0:6.0f} s: {len(hits)} requests, "
+                f"{len(hits.errors())} errors",
+                file=sys.stderr,
+            )
         hits = traffic.stop()
         sampler.stop()
         latencies = [hit.seconds * 1000 for hit in hits]
         elapsed = max((hit.ended for hit in hits), default=traffic.t0) - traffic.t0
         report = {
-            "started": started.isoformat(timespec="seconds"), "project": stack.project,
-            "base_url": stack.base_url, "users": args.users, "rate": args.rate,
-            "duration_s": args.duration, "paths": [paths[0], "...", paths[-1]],
-            "requests": len(hits), "achieved_rps": len(hits) / elapsed if elapsed else 0.0,
+            "started": started.isoformat(timespec="seconds"),
+            "project": stack.project,
+            "base_url": stack.base_url,
+            "users": args.users,
+            "rate": args.rate,
+            "duration_s": args.duration,
+            "paths": [paths[0], "...", paths[-1]],
+            "requests": len(hits),
+            "achieved_rps": len(hits) / elapsed if elapsed else 0.0,
             "errors": len(hits.errors()),
             "error_pct": len(hits.errors()) / len(hits) * 100 if hits else 0.0,
             "statuses": {str(k): v for k, v in sorted(hits.statuses().items())},
             "x_cache": dict(hits.caches()),
-            "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
-            "p99_ms": percentile(latencies, 99), "max_ms": max(latencies, default=0.0),
+            "p50_ms": percentile(latencies, 50),
+            "p95_ms": percentile(latencies, 95),
+            "p99_ms": percentile(latencies, 99),
+            "max_ms": max(latencies, default=0.0),
             "memory": memory_table(sampler.samples),
         }
     finally:

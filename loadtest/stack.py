@@ -64,8 +64,9 @@ def engine_image(engine: str) -> str:
     return os.environ.get(variable) or default
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.2,
-               message: str = "condition") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float, interval: float = 0.2, message: str = "condition"
+) -> T:
     """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -77,8 +78,10 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.2
         except Exception as exc:  # noqa: BLE001 - keep polling; report the last error
             last_error = exc
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {message}"
-                               + (f" (last error: {last_error!r})" if last_error else ""))
+            raise TimeoutError(
+                f"timed out after {timeout}s waiting for {message}"
+                + (f" (last error: {last_error!r})" if last_error else "")
+            )
         time.sleep(interval)
 
 
@@ -96,28 +99,49 @@ class Stack:
         return cls(project=DEFAULT_PROJECT, files=[ROOT / "compose.yaml"], env={})
 
     @classmethod
-    def create(cls, prefix: str = "cachelab-test", extra_files: tuple[str, ...] = (),
-               engine: str = "valkey") -> Stack:
-        env = {**TEST_ENV, "POSTGRES_PASSWORD": secrets.token_hex(16),
-               "CACHE_IMAGE": engine_image(engine), "WRITE_API_TOKEN": secrets.token_hex(16),
-               "COVERAGE_DIR": str(coverage_dir())}
+    def create(
+        cls,
+        prefix: str = "cachelab-test",
+        extra_files: tuple[str, ...] = (),
+        engine: str = "valkey",
+    ) -> Stack:
+        env = {
+            **TEST_ENV,
+            "POSTGRES_PASSWORD": secrets.token_hex(16),
+            "CACHE_IMAGE": engine_image(engine),
+            "WRITE_API_TOKEN": secrets.token_hex(16),
+            "COVERAGE_DIR": str(coverage_dir()),
+        }
         env["APP_DB_PASSWORD"] = secrets.token_hex(16)  # the app's own role (db-init creates it)
         files = [ROOT / "compose.yaml", ROOT / "tests" / "compose.test.yaml"]
         files += [ROOT / f for f in extra_files]
         return cls(project=f"{prefix}-{secrets.token_hex(3)}", files=files, env=env)
 
     # -- compose ------------------------------------------------------------
-    def compose(self, *args: str, timeout: float = 600, check: bool = True,
-                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def compose(
+        self,
+        *args: str,
+        timeout: float = 600,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess:
         command = ["docker", "compose", "-p", self.project]
         for path in self.files:
             command += ["-f", str(path)]
         full_env = {**os.environ, **self.env, **self.overrides, **(env or {})}
-        result = subprocess.run(command + list(args), cwd=ROOT, env=full_env, text=True,
-                                capture_output=True, timeout=timeout)
+        result = subprocess.run(
+            command + list(args),
+            cwd=ROOT,
+            env=full_env,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
-            raise RuntimeError(f"docker compose {' '.join(args)} failed ({result.returncode}):\n"
-                               f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"docker compose {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
         return result
 
     def up(self, *services: str, scale: dict[str, int] | None = None) -> None:
@@ -154,22 +178,35 @@ class Stack:
         return requests.get(self.url(path), timeout=timeout, **kwargs)
 
     def wait_ready(self, timeout: float = 60) -> None:
-        wait_until(lambda: self.get("/readyz", timeout=5).status_code == 200, timeout,
-                   message="/readyz to answer 200 through nginx")
+        wait_until(
+            lambda: self.get("/readyz", timeout=5).status_code == 200,
+            timeout,
+            message="/readyz to answer 200 through nginx",
+        )
 
     # -- postgres -----------------------------------------------------------
     def pg_connect(self):
         import psycopg2  # only tests need a direct connection (published port)
 
-        return psycopg2.connect(host="127.0.0.1", port=self.port("postgres", 5432),
-                                user="lab", password=self.env["POSTGRES_PASSWORD"], dbname="lab",
-                                connect_timeout=3)
+        return psycopg2.connect(
+            host="127.0.0.1",
+            port=self.port("postgres", 5432),
+            user="lab",
+            password=self.env["POSTGRES_PASSWORD"],
+            dbname="lab",
+            connect_timeout=3,
+        )
 
     def psql(self, query: str) -> str:
         """Run one query with psql inside the postgres container (local socket)."""
         code, out = self.container("postgres").exec_run(
-            ["sh", "-c", 'psql -X -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc "$0"',
-             query])
+            [
+                "sh",
+                "-c",
+                'psql -X -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc "$0"',
+                query,
+            ]
+        )
         if code != 0:
             raise RuntimeError(f"psql failed: {out.decode(errors='replace')[-500:]}")
         return out.decode().strip()
@@ -177,28 +214,43 @@ class Stack:
     def slow_calls(self, source: str = "version") -> int:
         """Slow queries PostgreSQL has finished (pg_stat_statements, updated
         before the query's result reaches the app, so exact at once)."""
-        return int(self.psql("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
-                             f"WHERE query = '{SLOW_STATEMENTS[source]}'"))
+        return int(
+            self.psql(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                f"WHERE query = '{SLOW_STATEMENTS[source]}'"
+            )
+        )
 
     def running_slow_queries(self, source: str = "version") -> int:
         """Slow queries running now (started, not finished)."""
         pattern = {"version": "%slow_version()%", "item": "%slow_item(%"}[source]
-        return int(self.psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                             f"AND query LIKE '{pattern}' AND pid <> pg_backend_pid()"))
+        return int(
+            self.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                f"AND query LIKE '{pattern}' AND pid <> pg_backend_pid()"
+            )
+        )
 
-    def settled_slow_calls(self, at_least: int = 0, timeout: float = 30,
-                           source: str = "version") -> int:
+    def settled_slow_calls(
+        self, at_least: int = 0, timeout: float = 30, source: str = "version"
+    ) -> int:
         """The finished count once no slow query is running any more (queries
         a run left behind, e.g. refreshes, land first) and it reached ``at_least``."""
+
         def settled() -> tuple[int] | None:
             if self.running_slow_queries(source):
                 return None
             count = self.slow_calls(source)
             return (count,) if count >= at_least else None
 
-        (count,) = wait_until(settled, timeout, interval=0.1,
-                              message=f"no running {source} query and >= {at_least} finished")
-        return count
+        found = wait_until(
+            settled,
+            timeout,
+            interval=0.1,
+            message=f"no running {source} query and >= {at_least} finished",
+        )
+        assert found is not None  # wait_until returns only a truthy value
+        return found[0]
 
     # -- containers ---------------------------------------------------------
     @property
@@ -208,9 +260,15 @@ class Stack:
         return self._docker
 
     def containers(self, service: str) -> list:
-        found = self.docker.containers.list(all=True, filters={"label": [
-            f"com.docker.compose.project={self.project}",
-            f"com.docker.compose.service={service}"]})
+        found = self.docker.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"com.docker.compose.project={self.project}",
+                    f"com.docker.compose.service={service}",
+                ]
+            },
+        )
         return sorted(found, key=lambda c: c.name)
 
     def container(self, service: str):
@@ -221,7 +279,10 @@ class Stack:
 
     def redis_cli(self, *args: str) -> str:
         """The engine's own CLI (valkey-cli or redis-cli) inside the cache container."""
-        script = 'if command -v valkey-cli >/dev/null; then exec valkey-cli "$@"; fi; exec redis-cli "$@"'
+        script = (
+            'if command -v valkey-cli >/dev/null; then exec valkey-cli "$@"; fi; '
+            'exec redis-cli "$@"'
+        )
         code, out = self.container("redis").exec_run(["sh", "-c", script, "cli", *args])
         if code != 0:
             raise RuntimeError(f"redis-cli {args} failed: {out!r}")
@@ -244,8 +305,10 @@ class Stack:
     @staticmethod
     def container_metrics(container) -> dict[str, float]:
         """One app container's /metrics (port 8000 inside it; Nginx does not expose it)."""
-        script = ("import urllib.request;print(urllib.request.urlopen("
-                  "'http://127.0.0.1:8000/metrics',timeout=5).read().decode())")
+        script = (
+            "import urllib.request;print(urllib.request.urlopen("
+            "'http://127.0.0.1:8000/metrics',timeout=5).read().decode())"
+        )
         code, out = container.exec_run(["python", "-c", script])
         if code != 0:
             raise RuntimeError(f"metrics scrape failed in {container.name}: {out!r}")

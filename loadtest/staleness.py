@@ -31,13 +31,19 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 # Variants run by default: each mode as shipped, and the unguarded delete and
 # write-through that show the race each guard fixes.
-VARIANTS = ("ttl", "delete", "delete-unguarded", "write-through", "write-through-unguarded",
-            "notify")
+VARIANTS = (
+    "ttl",
+    "delete",
+    "delete-unguarded",
+    "write-through",
+    "write-through-unguarded",
+    "notify",
+)
 ITEMS_PER_VARIANT = 20
 
 
@@ -84,8 +90,14 @@ class Ledger:
         self._commits: dict[tuple[str, int], list[tuple[int, float]]] = defaultdict(list)
         self.stats: dict[str, VariantStats] = defaultdict(VariantStats)
 
-    def committed(self, variant: str, item: int, version: int, confirmed_at: float,
-                  latency: float | None = None) -> None:
+    def committed(
+        self,
+        variant: str,
+        item: int,
+        version: int,
+        confirmed_at: float,
+        latency: float | None = None,
+    ) -> None:
         with self._lock:
             self._commits[(variant, item)].append((version, confirmed_at))
             if latency is not None:
@@ -97,8 +109,11 @@ class Ledger:
         """Seconds since a newer version than ``version`` was confirmed, if one
         was confirmed before the read started; None for a fresh read."""
         with self._lock:
-            newer = [at for v, at in self._commits.get((variant, item), ()) if v > version
-                     and at <= started]
+            newer = [
+                at
+                for v, at in self._commits.get((variant, item), ())
+                if v > version and at <= started
+            ]
         return started - min(newer) if newer else None
 
     def read(self, variant: str, item: int, version: int, started: float) -> float | None:
@@ -134,13 +149,16 @@ def summarize(stats: VariantStats) -> dict:
         return None if value is None else round(value * 1000, 2)
 
     return {
-        "reads": stats.reads, "stale_reads": stats.stale_reads,
+        "reads": stats.reads,
+        "stale_reads": stats.stale_reads,
         "stale_ratio": round(stats.stale_reads / stats.reads, 4) if stats.reads else None,
         "staleness_p50_ms": ms(percentile(stats.staleness_s, 50)),
         "staleness_p99_ms": ms(percentile(stats.staleness_s, 99)),
         "staleness_max_ms": ms(max(stats.staleness_s, default=None)),
-        "writes": stats.writes, "own_reads": stats.own_reads,
-        "ryw_violations": stats.ryw_violations, "errors": stats.errors,
+        "writes": stats.writes,
+        "own_reads": stats.own_reads,
+        "ryw_violations": stats.ryw_violations,
+        "errors": stats.errors,
         "write_p50_ms": ms(percentile(stats.write_latency_s, 50)),
         "write_p99_ms": ms(percentile(stats.write_latency_s, 99)),
     }
@@ -157,22 +175,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.staleness",
         description="Run the Locust writer and reader scenarios against each invalidation "
-                    "mode of the running lab and report staleness, read-your-writes "
-                    "violations, database queries/s and write latency per mode.")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated, in order (default: {','.join(VARIANTS)})")
-    parser.add_argument("--duration", type=parse_duration, default=30.0,
-                        help="Locust run time per variant (default 30s)")
+        "mode of the running lab and report staleness, read-your-writes "
+        "violations, database queries/s and write latency per mode.",
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, in order (default: {','.join(VARIANTS)})",
+    )
+    parser.add_argument(
+        "--duration",
+        type=parse_duration,
+        default=30.0,
+        help="Locust run time per variant (default 30s)",
+    )
     parser.add_argument("--readers", type=int, default=8, help="reader users (default 8)")
     parser.add_argument("--writers", type=int, default=2, help="writer users (default 2)")
-    parser.add_argument("--delay", type=float, default=1.0,
-                        help="SLOW_QUERY_SECONDS for the runs (default 1)")
+    parser.add_argument(
+        "--delay", type=float, default=1.0, help="SLOW_QUERY_SECONDS for the runs (default 1)"
+    )
     parser.add_argument("--ttl", type=int, default=10, help="CACHE_TTL_SECONDS (default 10)")
-    parser.add_argument("--payload-bytes", type=int, default=256,
-                        help="size of each written payload (default 256)")
+    parser.add_argument(
+        "--payload-bytes", type=int, default=256, help="size of each written payload (default 256)"
+    )
     parser.add_argument("--results", type=Path, default=None)
-    parser.add_argument("--publish", type=Path, default=None,
-                        help="also copy staleness.md and the chart here (e.g. docs/results)")
+    parser.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        help="also copy staleness.md and the chart here (e.g. docs/results)",
+    )
     parser.add_argument("--project", default=None, help="Compose project of the lab")
     return parser
 
@@ -184,31 +216,42 @@ def run(args: argparse.Namespace, stack=None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
-        raise BenchError(f"unknown variant {', '.join(unknown) or '(none)'}; "
-                         f"choose from {', '.join(VARIANTS)}")
-    stack = stack or (Stack.running_lab() if args.project in (None, "cachelab")
-                      else Stack(project=args.project, files=[ROOT / "compose.yaml"], env={}))
+        raise BenchError(
+            f"unknown variant {', '.join(unknown) or '(none)'}; choose from {', '.join(VARIANTS)}"
+        )
+    stack = stack or (
+        Stack.running_lab()
+        if args.project in (None, "cachelab")
+        else Stack(project=args.project, files=[ROOT / "compose.yaml"], env={})
+    )
     check_stack_up(stack)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     out = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
     original = current_settings(stack)
     token = os.environ.get("WRITE_API_TOKEN") or os.urandom(16).hex()
     app_count = max(1, len([c for c in stack.containers("app") if c.status == "running"]))
-    settings = {"SLOW_QUERY_SECONDS": f"{args.delay:g}", "CACHE_TTL_SECONDS": str(args.ttl),
-                "WRITE_API_TOKEN": token}
+    settings = {
+        "SLOW_QUERY_SECONDS": f"{args.delay:g}",
+        "CACHE_TTL_SECONDS": str(args.ttl),
+        "WRITE_API_TOKEN": token,
+    }
     rows: dict[str, dict] = {}
     try:
-        say("configuring " + " ".join(f"{k}={v}" for k, v in settings.items()
-                                      if k != "WRITE_API_TOKEN"))
+        say(
+            "configuring "
+            + " ".join(f"{k}={v}" for k, v in settings.items() if k != "WRITE_API_TOKEN")
+        )
         apply_settings(stack, settings, app_count)
         for index, variant in enumerate(variants, 1):
             say(f"[{index}/{len(variants)}] {variant}: {args.duration:g} s")
             stack.flush_cache()
             before = stack.settled_slow_calls(source="item")
             summary = run_locust(stack, args, variant, token, out)
-            calls = stack.settled_slow_calls(at_least=before, source="item",
-                                              timeout=args.delay + 60) - before
+            calls = (
+                stack.settled_slow_calls(at_least=before, source="item", timeout=args.delay + 60)
+                - before
+            )
             row = summary.get(variant, summarize(VariantStats()))
             row["db_queries"] = calls
             row["db_queries_per_s"] = round(calls / args.duration, 2)
@@ -232,30 +275,69 @@ def run_locust(stack, args: argparse.Namespace, variant: str, token: str, out: P
     locustfile = Path(__file__).resolve().parent / "locustfile.py"
     summary_path = out / f"staleness-{variant}.json"
     users = args.readers + args.writers
-    command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
-               "-H", stack.base_url, "-u", str(users), "-r", str(users),
-               "-t", f"{math.ceil(args.duration)}s", "--only-summary",
-               "--exit-code-on-error", "0", "--variant", variant,
-               "--payload-bytes", str(args.payload_bytes), "--staleness-out", str(summary_path),
-               "--writers", str(args.writers), "--wait-min", "0.02", "--wait-max", "0.1",
-               "ItemWriter", "ItemReader"]
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile),
+        "--headless",
+        "-H",
+        stack.base_url,
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{math.ceil(args.duration)}s",
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        "--variant",
+        variant,
+        "--payload-bytes",
+        str(args.payload_bytes),
+        "--staleness-out",
+        str(summary_path),
+        "--writers",
+        str(args.writers),
+        "--wait-min",
+        "0.02",
+        "--wait-max",
+        "0.1",
+        "ItemWriter",
+        "ItemReader",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
     env.update(WRITE_API_TOKEN=token, PYTHONUNBUFFERED="1")
     log = out / f"locust-{variant}.log"
     with log.open("w") as handle:
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                cwd=out, timeout=args.duration + 90)
+        result = subprocess.run(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=out,
+            timeout=args.duration + 90,
+        )
     if not summary_path.exists():
-        raise RuntimeError(f"{variant}: Locust wrote no staleness summary (exit "
-                           f"{result.returncode}); see {log}")
+        raise RuntimeError(
+            f"{variant}: Locust wrote no staleness summary (exit {result.returncode}); see {log}"
+        )
     return json.loads(summary_path.read_text())
 
 
-COLUMNS = (("reads", "reads"), ("stale_ratio", "stale reads"),
-           ("staleness_p50_ms", "staleness p50 ms"), ("staleness_p99_ms", "p99 ms"),
-           ("staleness_max_ms", "max ms"), ("ryw_violations", "RYW violations"),
-           ("db_queries_per_s", "DB queries/s"), ("write_p50_ms", "write p50 ms"),
-           ("write_p99_ms", "write p99 ms"))
+COLUMNS = (
+    ("reads", "reads"),
+    ("stale_ratio", "stale reads"),
+    ("staleness_p50_ms", "staleness p50 ms"),
+    ("staleness_p99_ms", "p99 ms"),
+    ("staleness_max_ms", "max ms"),
+    ("ryw_violations", "RYW violations"),
+    ("db_queries_per_s", "DB queries/s"),
+    ("write_p50_ms", "write p50 ms"),
+    ("write_p99_ms", "write p99 ms"),
+)
 
 
 def _cell(key: str, value) -> str:
@@ -273,15 +355,20 @@ def table(rows: dict[str, dict]) -> str:
     rule = "|---|" + "---:|" * len(COLUMNS)
     lines = [head, rule]
     for variant, row in rows.items():
-        lines.append(f"| `{variant}` | "
-                     + " | ".join(_cell(key, row.get(key)) for key, _ in COLUMNS) + " |")
+        lines.append(
+            f"| `{variant}` | " + " | ".join(_cell(key, row.get(key)) for key, _ in COLUMNS) + " |"
+        )
     return "\n".join(lines)
 
 
 def write_report(out: Path, rows: dict[str, dict], args: argparse.Namespace) -> None:
-    (out / "staleness.json").write_text(json.dumps(
-        {"settings": {k: str(v) for k, v in vars(args).items()}, "variants": rows},
-        indent=2, default=str))
+    (out / "staleness.json").write_text(
+        json.dumps(
+            {"settings": {k: str(v) for k, v in vars(args).items()}, "variants": rows},
+            indent=2,
+            default=str,
+        )
+    )
     text = [
         "# Staleness per invalidation mode",
         "",
@@ -311,9 +398,12 @@ def chart(path: Path, rows: dict[str, dict]) -> None:
 
     names = list(rows)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    panels = [("stale_ratio", "stale reads (%)", 100), ("staleness_p99_ms", "staleness p99 (ms)", 1),
-              ("db_queries_per_s", "database queries/s", 1)]
-    for axis, (key, title, scale) in zip(axes, panels):
+    panels = [
+        ("stale_ratio", "stale reads (%)", 100),
+        ("staleness_p99_ms", "staleness p99 (ms)", 1),
+        ("db_queries_per_s", "database queries/s", 1),
+    ]
+    for axis, (key, title, scale) in zip(axes, panels, strict=True):
         values = [(rows[name].get(key) or 0) * scale for name in names]
         axis.bar(range(len(names)), values, color="#4c72b0")
         axis.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)

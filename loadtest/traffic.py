@@ -63,15 +63,24 @@ class Hits(list):
         return max((hit.seconds for hit in self), default=0.0)
 
     def summary(self) -> str:
-        return (f"{len(self)} requests, statuses {dict(self.statuses())}, "
-                f"X-Cache {dict(self.caches())}, p50 {self.latency(50):.3f}s, "
-                f"p99 {self.latency(99):.3f}s, max {self.max_latency():.3f}s")
+        return (
+            f"{len(self)} requests, statuses {dict(self.statuses())}, "
+            f"X-Cache {dict(self.caches())}, p50 {self.latency(50):.3f}s, "
+            f"p99 {self.latency(99):.3f}s, max {self.max_latency():.3f}s"
+        )
 
 
 class Traffic:
-    def __init__(self, base_url: str, paths: Sequence[str] = ("/api/version",), threads: int = 4,
-                 rate: float = 20.0, duration: float = 30.0, max_requests: int = 5_000,
-                 timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        paths: Sequence[str] = ("/api/version",),
+        threads: int = 4,
+        rate: float = 20.0,
+        duration: float = 30.0,
+        max_requests: int = 5_000,
+        timeout: float = 20.0,
+    ) -> None:
         if not base_url.startswith("http://127.0.0.1:"):
             raise ValueError("traffic goes to the stack's published port on 127.0.0.1 only")
         self.base_url, self.paths, self.threads = base_url, list(paths), threads
@@ -95,8 +104,9 @@ class Traffic:
     def start(self) -> None:
         self.t0 = time.monotonic()
         for index in range(self.threads):
-            worker = threading.Thread(target=self._run, args=(index,), daemon=True,
-                                      name=f"traffic-{index}")
+            worker = threading.Thread(
+                target=self._run, args=(index,), daemon=True, name=f"traffic-{index}"
+            )
             worker.start()
             self._workers.append(worker)
 
@@ -114,9 +124,16 @@ class Traffic:
     def between(self, start: float, end: float | None = None) -> Hits:
         """Requests sent in [start, end) (time.monotonic() values)."""
         with self._lock:
-            return Hits(sorted((hit for hit in self.hits
-                                if hit.started >= start and (end is None or hit.started < end)),
-                               key=lambda hit: hit.started))
+            return Hits(
+                sorted(
+                    (
+                        hit
+                        for hit in self.hits
+                        if hit.started >= start and (end is None or hit.started < end)
+                    ),
+                    key=lambda hit: hit.started,
+                )
+            )
 
     def since(self, start: float) -> Hits:
         return self.between(start)
@@ -149,13 +166,17 @@ class Traffic:
             started = time.monotonic()
             try:
                 response = session.get(self.base_url + path, timeout=self.timeout)
-                hit = Hit(started, time.monotonic() - started, response.status_code,
-                          response.headers.get("X-Cache", ""), path,
-                          "" if response.status_code == 200 else response.text[:300],
-                          {} if response.status_code == 200 else dict(response.headers))
+                hit = Hit(
+                    started,
+                    time.monotonic() - started,
+                    response.status_code,
+                    response.headers.get("X-Cache", ""),
+                    path,
+                    "" if response.status_code == 200 else response.text[:300],
+                    {} if response.status_code == 200 else dict(response.headers),
+                )
             except requests.RequestException as exc:
-                hit = Hit(started, time.monotonic() - started, 0, "", path,
-                          type(exc).__name__, {})
+                hit = Hit(started, time.monotonic() - started, 0, "", path, type(exc).__name__, {})
                 session = requests.Session()
             with self._lock:
                 self.hits.append(hit)

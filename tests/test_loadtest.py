@@ -35,7 +35,7 @@ SCENARIO_NAMES = {
 @pytest.fixture(scope="module")
 def locust_installed() -> None:
     require_tool(all(importlib.util.find_spec(name) for name in ("locust", "matplotlib")),
-                 "locust and matplotlib (pip install -r loadtest/requirements.txt)")
+                 "locust and matplotlib (scripts/test installs them from app/uv.lock)")
 
 
 def run_locust(host: str, workdir: Path, seconds: int, *extra: str,

@@ -35,7 +35,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TF_DIR = REPO / "terraform"
 COMPOSE = REPO / "compose.yaml"
-DOCKERFILES = ["app/Dockerfile", "nginx/Dockerfile", "loadtest/Dockerfile"]
+DOCKERFILES = ["app/Dockerfile", "nginx/Dockerfile", "loadtest/Dockerfile",
+               "loadtest/baseline/Dockerfile", "loadtest/hits/wrk.Dockerfile"]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 TF_TIMEOUT = 600

@@ -8,9 +8,9 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import dashboard, errors, hitpath, items, logs, requestlog, views
-from .notify import Freshness, NotifyListener
 from .config import Settings
 from .db import Database
+from .notify import Freshness, NotifyListener
 from .redis_store import RedisStore
 from .strategies import CacheService
 
@@ -19,8 +19,9 @@ __all__ = ["create_app", "shutdown"]
 _running: list[tuple[CacheService, NotifyListener, requestlog.Summary]] = []
 
 
-def create_app(settings: Settings | None = None, db: Database | None = None,
-               store: RedisStore | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, db: Database | None = None, store: RedisStore | None = None
+) -> Flask:
     """Application factory: gunicorn calls it in each worker, after fork, so
     every worker owns its Redis pool, database pool, breaker and threads.
     Tests pass their own settings, database or store."""
@@ -48,7 +49,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None,
     summary.start()
     _running.append((service, listener, summary))
     logging.getLogger(__name__).info(
-        "app ready", extra={"strategy": settings.cache_strategy, "ttl": settings.cache_ttl_seconds})
+        "app ready", extra={"strategy": settings.cache_strategy, "ttl": settings.cache_ttl_seconds}
+    )
     return app
 
 

@@ -31,8 +31,13 @@ def check_config() -> None:
 
 
 @main.command("db-init")
-@click.option("--wait", "wait_seconds", default=60.0, show_default=True,
-              help="Seconds to wait for the database to accept connections.")
+@click.option(
+    "--wait",
+    "wait_seconds",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the database to accept connections.",
+)
 def db_init(wait_seconds: float) -> None:
     """Prepare DATABASE_URL's database (idempotent); run it as the database owner.
 
@@ -46,7 +51,9 @@ def db_init(wait_seconds: float) -> None:
 
     url = os.environ.get("DATABASE_URL", "").strip()
     if not url:
-        raise click.ClickException("invalid configuration: DATABASE_URL (the database owner's URL) is required")
+        raise click.ClickException(
+            "invalid configuration: DATABASE_URL (the database owner's URL) is required"
+        )
     try:
         role = dbinit.app_role_from_env(dict(os.environ))
     except ValueError as exc:
@@ -61,9 +68,13 @@ def db_init(wait_seconds: float) -> None:
         click.echo(f"Error: db-init failed: {exc}", err=True)
         sys.exit(75)
     except Exception as exc:  # report, never dump a traceback with the URL in it
-        raise click.ClickException(f"db-init failed: {type(exc).__name__}: {str(exc).strip()[:300]}") from exc
-    click.echo(f"db-init: applied {', '.join(applied)}; app role {role.user} in {dbinit.RUNTIME_GROUP}"
-               + "".join(f"; {name}={value}" for name, value in lab_settings.items()))
+        raise click.ClickException(
+            f"db-init failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
+        ) from exc
+    click.echo(
+        f"db-init: applied {', '.join(applied)}; app role {role.user} in {dbinit.RUNTIME_GROUP}"
+        + "".join(f"; {name}={value}" for name, value in lab_settings.items())
+    )
 
 
 def _lab_settings(env) -> dict[str, str]:
@@ -72,8 +83,10 @@ def _lab_settings(env) -> dict[str, str]:
     if env.get("SLOW_QUERY_SECONDS", "").strip():
         delay = read_number(env, "SLOW_QUERY_SECONDS", 10.0, 0.0, 300.0)
         settings["slow_query_seconds"] = str(delay)
-    for name, key, low, high in (("ITEM_COUNT", "item_count", 1, 100_000),
-                                 ("ITEM_PAYLOAD_BYTES", "item_payload_bytes", 1, 65_536)):
+    for name, key, low, high in (
+        ("ITEM_COUNT", "item_count", 1, 100_000),
+        ("ITEM_PAYLOAD_BYTES", "item_payload_bytes", 1, 65_536),
+    ):
         if env.get(name, "").strip():
             settings[key] = str(read_integer(env, name, 0, low, high))
     return settings

@@ -24,8 +24,15 @@ class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable."""
 
 
-def _bounded(env: Mapping[str, str], name: str, default: T, low: T, high: T,
-             parse: Callable[[str], T], kind: str) -> T:
+def _bounded(
+    env: Mapping[str, str],
+    name: str,
+    default: T,
+    low: T,
+    high: T,
+    parse: Callable[[str], T],
+    kind: str,
+) -> T:
     raw = env.get(name, "").strip()
     if raw == "":
         return default
@@ -42,7 +49,9 @@ def read_integer(env: Mapping[str, str], name: str, default: int, low: int, high
     return _bounded(env, name, default, low, high, int, "an integer")
 
 
-def read_number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+def read_number(
+    env: Mapping[str, str], name: str, default: float, low: float, high: float
+) -> float:
     return _bounded(env, name, default, low, high, float, "a number")
 
 
@@ -107,8 +116,13 @@ class Settings:
     def fill_wait_seconds(self) -> float:
         """How long a thread may wait on a fill it joined: the leader's whole
         path (the lock wait, then its own query with connect and pool wait)."""
-        return (self.cache_lock_wait_seconds + self.db_statement_timeout_ms / 1000
-                + self.db_connect_timeout_seconds + self.db_pool_wait_seconds + 2.0)
+        return (
+            self.cache_lock_wait_seconds
+            + self.db_statement_timeout_ms / 1000
+            + self.db_connect_timeout_seconds
+            + self.db_pool_wait_seconds
+            + 2.0
+        )
 
     @property
     def tombstone_ttl_ms(self) -> int:
@@ -126,8 +140,10 @@ class Settings:
             )
         token = env.get("WRITE_API_TOKEN", "").strip() or None
         if token is not None and not re.fullmatch(r"[A-Za-z0-9._~+/=-]{16,256}", token):
-            raise ConfigError("WRITE_API_TOKEN must be 16-256 characters of letters, digits "
-                              "or ._~+/=- (or empty to keep the write API off)")
+            raise ConfigError(
+                "WRITE_API_TOKEN must be 16-256 characters of letters, digits "
+                "or ._~+/=- (or empty to keep the write API off)"
+            )
         settings = cls(
             database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres")),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss")),
@@ -145,18 +161,23 @@ class Settings:
             miss_slots=read_integer(env, "CACHE_MISS_SLOTS", 48, 1, 1_000),
             cache_tracking=_choice(env, "CACHE_TRACKING", "auto", TRACKING_CHOICES),
             memory_fallback_ttl_ms=read_integer(env, "MEMORY_FALLBACK_TTL_MS", 1000, 0, 60_000),
-            tracking_heartbeat_seconds=read_number(env, "TRACKING_HEARTBEAT_SECONDS", 1.0, 0.1, 60.0),
+            tracking_heartbeat_seconds=read_number(
+                env, "TRACKING_HEARTBEAT_SECONDS", 1.0, 0.1, 60.0
+            ),
             redis_socket_timeout_ms=read_integer(env, "REDIS_SOCKET_TIMEOUT_MS", 75, 1, 10_000),
             redis_connect_timeout_ms=read_integer(env, "REDIS_CONNECT_TIMEOUT_MS", 100, 1, 10_000),
             redis_max_connections=read_integer(env, "REDIS_MAX_CONNECTIONS", 80, 1, 10_000),
             breaker_failure_threshold=read_integer(env, "BREAKER_FAILURE_THRESHOLD", 3, 1, 1_000),
             breaker_cooldown_seconds=read_number(env, "BREAKER_COOLDOWN_SECONDS", 5.0, 0.1, 600.0),
             db_connect_timeout_seconds=read_integer(env, "DB_CONNECT_TIMEOUT_SECONDS", 3, 1, 60),
-            db_statement_timeout_ms=read_integer(env, "DB_STATEMENT_TIMEOUT_MS", 30_000, 100, 600_000),
+            db_statement_timeout_ms=read_integer(
+                env, "DB_STATEMENT_TIMEOUT_MS", 30_000, 100, 600_000
+            ),
             db_pool_size=read_integer(env, "DB_POOL_SIZE", 20, 1, 1_000),
             db_pool_wait_seconds=read_number(env, "DB_POOL_WAIT_SECONDS", 10.0, 0.0, 300.0),
             slow_query_seconds=read_number(env, "SLOW_QUERY_SECONDS", -1.0, 0.0, 300.0)
-            if env.get("SLOW_QUERY_SECONDS", "").strip() else None,
+            if env.get("SLOW_QUERY_SECONDS", "").strip()
+            else None,
             gunicorn_threads=read_integer(env, "GUNICORN_THREADS", 64, 1, 1000),
             request_log_hit_sample=read_number(env, "REQUEST_LOG_HIT_SAMPLE", 0.01, 0.0, 1.0),
             log_summary_seconds=read_number(env, "LOG_SUMMARY_SECONDS", 10.0, 0.0, 3600.0),
@@ -168,14 +189,18 @@ class Settings:
 
     def check(self) -> None:
         """Cross-checks: combinations that would make the engine misbehave."""
-        if (self.slow_query_seconds is not None
-                and self.db_statement_timeout_ms <= self.slow_query_seconds * 1000):
+        if (
+            self.slow_query_seconds is not None
+            and self.db_statement_timeout_ms <= self.slow_query_seconds * 1000
+        ):
             raise ConfigError(
                 f"DB_STATEMENT_TIMEOUT_MS ({self.db_statement_timeout_ms}) must exceed "
                 f"SLOW_QUERY_SECONDS ({self.slow_query_seconds:g} s), or every query times out"
             )
-        if (self.slow_query_seconds is not None
-                and self.cache_lock_wait_seconds <= self.slow_query_seconds):
+        if (
+            self.slow_query_seconds is not None
+            and self.cache_lock_wait_seconds <= self.slow_query_seconds
+        ):
             raise ConfigError(
                 f"CACHE_LOCK_WAIT_SECONDS ({self.cache_lock_wait_seconds:g}) must exceed "
                 f"SLOW_QUERY_SECONDS ({self.slow_query_seconds:g}), or requests give up on "
@@ -188,8 +213,10 @@ class Settings:
                 "fill never waits for a database connection"
             )
         if self.fill_slots > self.miss_slots:
-            raise ConfigError(f"CACHE_FILL_SLOTS ({self.fill_slots}) must not exceed "
-                              f"CACHE_MISS_SLOTS ({self.miss_slots})")
+            raise ConfigError(
+                f"CACHE_FILL_SLOTS ({self.fill_slots}) must not exceed "
+                f"CACHE_MISS_SLOTS ({self.miss_slots})"
+            )
         if self.miss_slots >= self.gunicorn_threads:
             raise ConfigError(
                 f"CACHE_MISS_SLOTS ({self.miss_slots}) must be below GUNICORN_THREADS "
@@ -206,6 +233,7 @@ class Settings:
         """Settings safe to show on a page: everything but the connection URLs and the token."""
         hidden = {"database_url", "redis_url", "write_api_token"}
         shown: dict[str, object] = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden
+        }
         shown["write_api"] = "on" if self.write_api_token else "off"
         return shown

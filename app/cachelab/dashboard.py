@@ -33,9 +33,19 @@ bp = Blueprint("dashboard", __name__)
 # dashboard's own polling, health checks and static files are not traffic.
 LOOKUP_ROUTES = ("/", "/api/version", "/api/items/<raw_id>")
 CACHE_RESULTS = metrics.RESULTS
-REDIS_INFO_FIELDS = ("used_memory", "maxmemory", "maxmemory_policy", "evicted_keys",
-                     "expired_keys", "keyspace_hits", "keyspace_misses", "connected_clients",
-                     "tracking_clients", "redis_version", "valkey_version")
+REDIS_INFO_FIELDS = (
+    "used_memory",
+    "maxmemory",
+    "maxmemory_policy",
+    "evicted_keys",
+    "expired_keys",
+    "keyspace_hits",
+    "keyspace_misses",
+    "connected_clients",
+    "tracking_clients",
+    "redis_version",
+    "valkey_version",
+)
 BREAKER_LEVELS = {0: "closed", 1: "half-open", 2: "open"}
 MAX_KEYS_SHOWN = 20
 MAX_KEYS_SCANNED = 10_000
@@ -94,8 +104,9 @@ def _add_histogram_sample(hist: dict[str, Any], suffix: str, labels: dict, value
 
 def _finish_histogram(hist: dict[str, Any]) -> dict[str, Any]:
     """Buckets as [[upper bound, cumulative count], ...] sorted, +Inf as null."""
-    pairs = sorted(((float(le), count) for le, count in hist["buckets"].items()),
-                   key=lambda pair: pair[0])
+    pairs = sorted(
+        ((float(le), count) for le, count in hist["buckets"].items()), key=lambda pair: pair[0]
+    )
     return {
         "buckets": [[None if math.isinf(le) else le, count] for le, count in pairs],
         "count": hist["count"],
@@ -128,25 +139,28 @@ def read_metrics(registry) -> dict[str, Any]:
             elif name.startswith("cachelab_http_request_duration_seconds"):
                 if labels.get("route") not in LOOKUP_ROUTES:
                     continue
-                suffix = name[len("cachelab_http_request_duration_seconds"):]
+                suffix = name[len("cachelab_http_request_duration_seconds") :]
                 _add_histogram_sample(lookups, suffix, labels, value)
                 if suffix == "_count":
                     result = labels.get("cache_result", "none")
                     lookups_by_result[result] = lookups_by_result.get(result, 0.0) + value
             elif name.startswith("cachelab_slow_query_duration_seconds"):
                 outcome = labels.get("outcome", "ok")
-                suffix = name[len("cachelab_slow_query_duration_seconds"):]
-                _add_histogram_sample(slow.setdefault(outcome, _empty_histogram()), suffix,
-                                      labels, value)
+                suffix = name[len("cachelab_slow_query_duration_seconds") :]
+                _add_histogram_sample(
+                    slow.setdefault(outcome, _empty_histogram()), suffix, labels, value
+                )
             elif name == "cachelab_cache_refreshes_total":
                 key = f"{labels.get('trigger')}:{labels.get('outcome')}"
                 refreshes[key] = refreshes.get(key, 0.0) + value
             elif name == "cachelab_cache_lock_waits_total":
                 lock_waits[labels.get("outcome", "")] = value + lock_waits.get(
-                    labels.get("outcome", ""), 0.0)
+                    labels.get("outcome", ""), 0.0
+                )
             elif name == "cachelab_redis_errors_total":
                 redis_errors[labels.get("kind", "")] = value + redis_errors.get(
-                    labels.get("kind", ""), 0.0)
+                    labels.get("kind", ""), 0.0
+                )
             elif name == "cachelab_redis_breaker_state":
                 breaker_level = value if breaker_level is None else max(breaker_level, value)
             elif name == "cachelab_tracking_state":
@@ -156,10 +170,13 @@ def read_metrics(registry) -> dict[str, Any]:
                 freshness = labels.get("freshness", "")
                 per_mode[freshness] = per_mode.get(freshness, 0.0) + value
             elif name.startswith("cachelab_item_staleness_seconds"):
-                suffix = name[len("cachelab_item_staleness_seconds"):]
-                _add_histogram_sample(staleness.setdefault(labels.get("mode", ""),
-                                                           _empty_histogram()),
-                                      suffix, labels, value)
+                suffix = name[len("cachelab_item_staleness_seconds") :]
+                _add_histogram_sample(
+                    staleness.setdefault(labels.get("mode", ""), _empty_histogram()),
+                    suffix,
+                    labels,
+                    value,
+                )
     level = None if breaker_level is None else int(breaker_level)
     return {
         "cache_requests": cache_requests,
@@ -169,7 +186,10 @@ def read_metrics(registry) -> dict[str, Any]:
         "refreshes": refreshes,
         "lock_waits": lock_waits,
         "redis_errors": redis_errors,
-        "breaker": {"level": level, "state": BREAKER_LEVELS.get(level, "unknown")},
+        "breaker": {
+            "level": level,
+            "state": "unknown" if level is None else BREAKER_LEVELS.get(level, "unknown"),
+        },
         "tracking_level": None if tracking_level is None else int(tracking_level),
         "item_reads": item_reads,
         "item_staleness": {mode: _finish_histogram(h) for mode, h in staleness.items()},
@@ -220,12 +240,16 @@ def read_keys(service: CacheService, namespace: str, redis_up: bool) -> dict[str
             pipe.exists(lock_key(key))
         replies = pipe.execute() if shown else []
     except _REDIS_FAILURES as exc:
-        return {"status": "unavailable", "error": f"redis: {type(exc).__name__}",
-                "total": None, "items": []}
+        return {
+            "status": "unavailable",
+            "error": f"redis: {type(exc).__name__}",
+            "total": None,
+            "items": [],
+        }
     now = time.time()
     items = []
     for index, key in enumerate(shown):
-        raw, pttl, locked = replies[3 * index: 3 * index + 3]
+        raw, pttl, locked = replies[3 * index : 3 * index + 3]
         items.append(_key_state(key, raw, pttl, bool(locked), now))
     return {
         "status": "ok",
@@ -238,16 +262,25 @@ def read_keys(service: CacheService, namespace: str, redis_up: bool) -> dict[str
 
 def _key_state(key: str, raw: bytes | None, pttl: int, locked: bool, now: float) -> dict:
     kind = key.split(":")[2] if key.count(":") >= 3 else ""
-    state: dict[str, Any] = {"key": key.rsplit(":", 1)[-1][:12], "kind": kind, "item": None,
-                             "refreshing": locked}
+    state: dict[str, Any] = {
+        "key": key.rsplit(":", 1)[-1][:12],
+        "kind": kind,
+        "item": None,
+        "refreshing": locked,
+    }
     entry = decode(raw)
     if entry is None or pttl is None or pttl < 0:
         # No readable entry: being filled (lock held), or expired since the scan.
         state.update(state="missing", ttl_s=None, expires_s=None)
         return state
     if entry.tombstone:
-        state.update(state="tombstone", item=int(key.rsplit(":", 1)[-1]), ttl_s=None,
-                     expires_s=round(pttl / 1000, 1), version=entry.version)
+        state.update(
+            state="tombstone",
+            item=int(key.rsplit(":", 1)[-1]),
+            ttl_s=None,
+            expires_s=round(pttl / 1000, 1),
+            version=entry.version,
+        )
         return state
     soft_left = entry.soft_remaining(pttl)
     state.update(

@@ -27,8 +27,9 @@ from .config import Settings
 
 SLOW_QUERY = "SELECT slow_version()"
 ITEM_QUERY = "SELECT id, payload, version, updated_at FROM slow_item(%s)"
-ITEM_UPDATE = ("UPDATE items SET payload = %s WHERE id = %s "
-               "RETURNING id, payload, version, updated_at")
+ITEM_UPDATE = (
+    "UPDATE items SET payload = %s WHERE id = %s RETURNING id, payload, version, updated_at"
+)
 _REPING_AFTER_IDLE_SECONDS = 1.0
 _thread = threading.local()
 
@@ -85,8 +86,10 @@ class Database:
         budget = self._settings.db_statement_timeout_ms / 1000 + 2.0
         with self._connection(budget) as conn, conn.cursor() as cur:
             cur.execute(SLOW_QUERY)
-            (version,) = cur.fetchone()
-        return version
+            row = cur.fetchone()
+        if row is None:
+            raise DatabaseUnavailable("slow_version() returned no row")
+        return str(row[0])
 
     def fetch_item(self, item_id: int) -> dict | None:
         """The item as of the start of its slow query, or None if there is none."""
@@ -171,8 +174,12 @@ class Database:
 
 def _item(row: tuple) -> dict:
     item_id, payload, version, updated_at = row
-    return {"id": item_id, "version": int(version), "updated_at": updated_at.isoformat(),
-            "payload": payload}
+    return {
+        "id": item_id,
+        "version": int(version),
+        "updated_at": updated_at.isoformat(),
+        "payload": payload,
+    }
 
 
 def _describe(exc: BaseException) -> str:

@@ -63,15 +63,22 @@ def app_role_from_env(env: dict[str, str]) -> AppRole:
     """APP_DB_USER (default cachelab_app) and APP_DB_PASSWORD; ValueError names the bad one."""
     user = env.get("APP_DB_USER", "").strip() or DEFAULT_APP_USER
     if not _ROLE_NAME.match(user) or user == RUNTIME_GROUP:
-        raise ValueError(f"APP_DB_USER must be a lower-case role name other than {RUNTIME_GROUP}, got {user!r}")
+        raise ValueError(
+            f"APP_DB_USER must be a lower-case role name other than {RUNTIME_GROUP}, got {user!r}"
+        )
     password = env.get("APP_DB_PASSWORD", "")
     if len(password) < 16:
         raise ValueError("APP_DB_PASSWORD is required (at least 16 characters)")
     return AppRole(user, password)
 
 
-def apply(database_url: str, directory: Path, wait_seconds: float,
-          lab_settings: dict[str, str], app_role: AppRole) -> list[str]:
+def apply(
+    database_url: str,
+    directory: Path,
+    wait_seconds: float,
+    lab_settings: dict[str, str],
+    app_role: AppRole,
+) -> list[str]:
     files = sorted(directory.glob("*.sql"))
     if not files:
         raise FileNotFoundError(f"no *.sql files in {directory}")
@@ -85,7 +92,9 @@ def apply(database_url: str, directory: Path, wait_seconds: float,
                 cur.execute("SELECT current_user")
                 (owner,) = cur.fetchone()
                 if owner == app_role.user:
-                    raise ValueError(f"APP_DB_USER ({app_role.user}) must not be the database owner")
+                    raise ValueError(
+                        f"APP_DB_USER ({app_role.user}) must not be the database owner"
+                    )
                 pending = dict(lab_settings)
                 for path in files:
                     cur.execute(path.read_text())
@@ -106,8 +115,11 @@ def _has_settings_table(cur) -> bool:
 
 def _store_settings(cur, settings: dict[str, str]) -> None:
     for name, value in settings.items():
-        cur.execute("INSERT INTO lab_settings (name, value) VALUES (%s, %s) "
-                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", (name, value))
+        cur.execute(
+            "INSERT INTO lab_settings (name, value) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            (name, value),
+        )
 
 
 def _ensure_app_role(conn, cur, role: AppRole) -> None:
@@ -118,16 +130,21 @@ def _ensure_app_role(conn, cur, role: AppRole) -> None:
     # and reset explicitly for a role that existed before.
     cur.execute(
         sql.SQL("{} ROLE {} LOGIN NOCREATEDB NOCREATEROLE INHERIT PASSWORD {}").format(
-            sql.SQL(verb), sql.Identifier(role.user), sql.Literal(verifier))
+            sql.SQL(verb), sql.Identifier(role.user), sql.Literal(verifier)
+        )
     )
-    cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(RUNTIME_GROUP), sql.Identifier(role.user)))
+    cur.execute(
+        sql.SQL("GRANT {} TO {}").format(sql.Identifier(RUNTIME_GROUP), sql.Identifier(role.user))
+    )
 
 
 def _connect(database_url: str, wait_seconds: float):
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return psycopg2.connect(database_url, connect_timeout=3, application_name="cachelab-db-init")
+            return psycopg2.connect(
+                database_url, connect_timeout=3, application_name="cachelab-db-init"
+            )
         except psycopg2.OperationalError as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if any(marker in str(exc) for marker in _PERMANENT):

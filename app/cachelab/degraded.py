@@ -32,8 +32,15 @@ DETAIL = "redis-unavailable"
 
 
 class Degraded:
-    def __init__(self, settings: Settings, local: LocalEntries, admission: Admission,
-                 loader: Loader, refresher: Refresher, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        local: LocalEntries,
+        admission: Admission,
+        loader: Loader,
+        refresher: Refresher,
+        clock: Callable[[], float],
+    ) -> None:
         self.settings = settings
         self.local = local
         self.admission = admission
@@ -48,17 +55,37 @@ class Degraded:
             left = copy.soft_deadline - self.clock()
             if left <= 0 and self.refresher.claim(self._flight(target)):
                 self.refresher.submit(self._flight(target), lambda: self._refresh(target))
-            return Lookup(target=target, strategy=strategy, result=BYPASS, tier=LOCAL,
-                          value=copy.entry.value, entry=copy.entry, local=copy, detail=DETAIL,
-                          ttl_remaining=left, timings_ms=dict(timer.timings))
+            return Lookup(
+                target=target,
+                strategy=strategy,
+                result=BYPASS,
+                tier=LOCAL,
+                value=copy.entry.value,
+                entry=copy.entry,
+                local=copy,
+                detail=DETAIL,
+                ttl_remaining=left,
+                timings_ms=dict(timer.timings),
+            )
         with self.admission.miss():
-            copy, _ = self.flights.do(target.key, lambda: self._admitted_load(target, timer),
-                                      timeout=self.settings.fill_wait_seconds)
+            copy, _ = self.flights.do(
+                target.key,
+                lambda: self._admitted_load(target, timer),
+                timeout=self.settings.fill_wait_seconds,
+            )
         assert copy is not None
-        return Lookup(target=target, strategy=strategy, result=BYPASS, tier=DATABASE,
-                      value=copy.entry.value, entry=copy.entry, local=copy, detail=DETAIL,
-                      ttl_remaining=copy.soft_deadline - self.clock(),
-                      timings_ms=dict(timer.timings))
+        return Lookup(
+            target=target,
+            strategy=strategy,
+            result=BYPASS,
+            tier=DATABASE,
+            value=copy.entry.value,
+            entry=copy.entry,
+            local=copy,
+            detail=DETAIL,
+            ttl_remaining=copy.soft_deadline - self.clock(),
+            timings_ms=dict(timer.timings),
+        )
 
     def _admitted_load(self, target: Target, timer: Timer) -> LocalEntry | None:
         with self.admission.fill():
@@ -71,8 +98,9 @@ class Degraded:
         # Fence 0: any entry Redis has when it returns is newer than this copy.
         entry = self.loader.entry(loaded, fence=0)
         snapshot = self.local.snapshot(target.key)
-        kept = self.local.put(target.key, entry, entry.ttl, entry.ttl + entry.grace, snapshot,
-                              servable=False)
+        kept = self.local.put(
+            target.key, entry, entry.ttl, entry.ttl + entry.grace, snapshot, servable=False
+        )
         if kept is None:  # an invalidation raced: serve it this once without keeping it
             now = self.clock()
             kept = LocalEntry(entry, now + entry.ttl, now + entry.ttl + entry.grace, 0.0)
@@ -81,8 +109,11 @@ class Degraded:
     def _refresh(self, target: Target) -> None:
         outcome = "error"
         try:
-            self.flights.do(target.key, lambda: self._load(target, Timer()),
-                            timeout=self.settings.fill_wait_seconds)
+            self.flights.do(
+                target.key,
+                lambda: self._load(target, Timer()),
+                timeout=self.settings.fill_wait_seconds,
+            )
             outcome = "ok"
         except DatabaseUnavailable as exc:
             log.warning("local refresh failed", extra={"key": target.key, "reason": str(exc)})
@@ -94,4 +125,3 @@ class Degraded:
     @staticmethod
     def _flight(target: Target) -> str:
         return f"local:{target.key}"
-

@@ -71,8 +71,11 @@ def decode(raw: bytes | str | None) -> Entry | None:
         return None
     try:
         entry = Entry(
-            value=document["value"], fence=int(document["fence"]), ttl=float(document["ttl"]),
-            grace=float(document["grace"]), delta=float(document["delta"]),
+            value=document["value"],
+            fence=int(document["fence"]),
+            ttl=float(document["ttl"]),
+            grace=float(document["grace"]),
+            delta=float(document["delta"]),
             created=float(document["created"]),
             version=None if document.get("version") is None else int(document["version"]),
             tombstone=bool(document.get("tombstone", False)),
@@ -85,8 +88,16 @@ def decode(raw: bytes | str | None) -> Entry | None:
 
 
 def tombstone(version: int, fence: int, created: float) -> Entry:
-    return Entry(value={}, fence=fence, ttl=0.0, grace=0.0, delta=0.0, created=created,
-                 version=version, tombstone=True)
+    return Entry(
+        value={},
+        fence=fence,
+        ttl=0.0,
+        grace=0.0,
+        delta=0.0,
+        created=created,
+        version=version,
+        tombstone=True,
+    )
 
 
 def jittered_ttl(ttl: float, ratio: float, rng: random.Random) -> float:

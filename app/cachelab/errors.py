@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, g, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import metrics
 from .admission import RETRY_AFTER_SECONDS as OVERLOAD_RETRY_SECONDS
@@ -34,8 +34,9 @@ def error_response(status: int, code: str, message: str) -> Response:
         response = jsonify(error=code, message=message, status=status, request_id=request_id)
     else:
         response = Response(
-            render_template("error.html", status=status, code=code, message=message,
-                            request_id=request_id),
+            render_template(
+                "error.html", status=status, code=code, message=message, request_id=request_id
+            ),
             mimetype="text/html",
         )
     response.status_code = status
@@ -48,7 +49,7 @@ def register(app: Flask) -> None:
     def _http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
         response = error_response(exc.code or 500, code, exc.description or exc.name)
-        if exc.code == 405 and exc.valid_methods:
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         for name, value in exc.get_headers():
             if name == "WWW-Authenticate":
@@ -57,10 +58,12 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(DatabaseUnavailable)
     def _database_unavailable(exc: DatabaseUnavailable) -> Response:
-        log.warning("database unavailable", extra={"reason": str(exc),
-                                                   "request_id": g.get("request_id")})
+        log.warning(
+            "database unavailable", extra={"reason": str(exc), "request_id": g.get("request_id")}
+        )
         response = error_response(
-            503, "database_unavailable",
+            503,
+            "database_unavailable",
             "PostgreSQL is not answering and no cached value is available; try again shortly.",
         )
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
@@ -76,9 +79,11 @@ def register(app: Flask) -> None:
         g.cache_result = "overloaded"
         detail = "overloaded" if isinstance(exc, Overloaded) else "fill-timeout"
         response = error_response(
-            503, "overloaded",
+            503,
+            "overloaded",
             "Too many cache misses are in flight on this server; try again in a second. "
-            "Cached answers are not affected.")
+            "Cached answers are not affected.",
+        )
         response.headers["Retry-After"] = str(OVERLOAD_RETRY_SECONDS)
         response.headers["X-Cache"] = "MISS"
         response.headers["Cache-Status"] = f"lab; fwd=miss; detail={detail}"

@@ -55,9 +55,18 @@ class RedisDown(Exception):
 
 
 class Filler:
-    def __init__(self, settings: Settings, store: RedisStore, leases: Leases,
-                 local: LocalEntries, tracking: Tracking, admission: Admission,
-                 loader: Loader, refresher: Refresher, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RedisStore,
+        leases: Leases,
+        local: LocalEntries,
+        tracking: Tracking,
+        admission: Admission,
+        loader: Loader,
+        refresher: Refresher,
+        clock: Callable[[], float],
+    ) -> None:
         self.settings = settings
         self.store = store
         self.leases = leases
@@ -76,15 +85,25 @@ class Filler:
         started = time.perf_counter()
         with self.admission.miss():
             lookup, shared = self.flights.do(
-                target.key, lambda: self._lead(target, strategy, timer),
-                timeout=self.settings.fill_wait_seconds)
+                target.key,
+                lambda: self._lead(target, strategy, timer),
+                timeout=self.settings.fill_wait_seconds,
+            )
         if not shared:
             return lookup
         timer.add("lock", started)
-        return Lookup(target=target, strategy=strategy, result=lookup.result, tier=lookup.tier,
-                      value=lookup.value, entry=lookup.entry, local=lookup.local,
-                      detail="collapsed" if lookup.result == MISS else lookup.detail,
-                      ttl_remaining=lookup.ttl_remaining, timings_ms=dict(timer.timings))
+        return Lookup(
+            target=target,
+            strategy=strategy,
+            result=lookup.result,
+            tier=lookup.tier,
+            value=lookup.value,
+            entry=lookup.entry,
+            local=lookup.local,
+            detail="collapsed" if lookup.result == MISS else lookup.detail,
+            ttl_remaining=lookup.ttl_remaining,
+            timings_ms=dict(timer.timings),
+        )
 
     def _lead(self, target: Target, strategy: str, timer: Timer) -> Lookup:
         deadline = self.clock() + self.settings.cache_lock_wait_seconds
@@ -121,8 +140,7 @@ class Filler:
         finally:
             self.tracking.unwatch(watched, event)
 
-    def _fill_holding(self, target: Target, strategy: str, lease: Lease,
-                      timer: Timer) -> Lookup:
+    def _fill_holding(self, target: Target, strategy: str, lease: Lease, timer: Timer) -> Lookup:
         try:
             snapshot = self.local.snapshot(target.key)
             read = self._redis(lambda: self.store.read(target.key))
@@ -137,18 +155,30 @@ class Filler:
         fence = self._redis(self.store.next_fence)
         return self._query_and_store(target, strategy, fence, timer, "lock-timeout")
 
-    def _query_and_store(self, target: Target, strategy: str, fence: int, timer: Timer,
-                         detail: str) -> Lookup:
+    def _query_and_store(
+        self, target: Target, strategy: str, fence: int, timer: Timer, detail: str
+    ) -> Lookup:
         with self.admission.fill():
             loaded = self.loader.load(target, timer)
         entry = self.loader.entry(loaded, fence)
         local, stored = self.store_and_keep(target, entry, timer)
-        return Lookup(target=target, strategy=strategy, result=MISS, tier=DATABASE,
-                      value=entry.value, entry=entry, local=local, detail=detail,
-                      ttl_remaining=entry.ttl, stored=stored, timings_ms=dict(timer.timings))
+        return Lookup(
+            target=target,
+            strategy=strategy,
+            result=MISS,
+            tier=DATABASE,
+            value=entry.value,
+            entry=entry,
+            local=local,
+            detail=detail,
+            ttl_remaining=entry.ttl,
+            stored=stored,
+            timings_ms=dict(timer.timings),
+        )
 
-    def store_and_keep(self, target: Target, entry: Entry,
-                       timer: Timer) -> tuple[LocalEntry | None, bool]:
+    def store_and_keep(
+        self, target: Target, entry: Entry, timer: Timer
+    ) -> tuple[LocalEntry | None, bool]:
         """Write ``entry`` (guarded unless the target is not) and keep this
         worker's copy of it -- servable only if Redis now holds it. A write
         refused because Redis holds something newer keeps no copy at all."""
@@ -163,18 +193,29 @@ class Filler:
             timer.add("cache", started)
         if reachable and not stored:
             return None, False
-        local = self.local.put(target.key, entry, entry.ttl, entry.ttl + entry.grace, snapshot,
-                               servable=stored)
+        local = self.local.put(
+            target.key, entry, entry.ttl, entry.ttl + entry.grace, snapshot, servable=stored
+        )
         return local, stored
 
-    def _served(self, target: Target, strategy: str, read: Read, snapshot, timer: Timer,
-                detail: str) -> Lookup:
+    def _served(
+        self, target: Target, strategy: str, read: Read, snapshot, timer: Timer, detail: str
+    ) -> Lookup:
         assert read.entry is not None
         soft = read.soft_remaining
         local = self.local.put(target.key, read.entry, soft, read.pttl_ms / 1000, snapshot)
-        return Lookup(target=target, strategy=strategy, result=MISS, tier=REDIS,
-                      value=read.entry.value, entry=read.entry, local=local, detail=detail,
-                      ttl_remaining=soft, timings_ms=dict(timer.timings))
+        return Lookup(
+            target=target,
+            strategy=strategy,
+            result=MISS,
+            tier=REDIS,
+            value=read.entry.value,
+            entry=read.entry,
+            local=local,
+            detail=detail,
+            ttl_remaining=soft,
+            timings_ms=dict(timer.timings),
+        )
 
     @staticmethod
     def _redis(call):
@@ -199,8 +240,11 @@ class Filler:
                 return
             try:
                 read = self.store.read(target.key)
-                if (read.entry is not None and read.entry.order > seen.order
-                        and read.soft_remaining > 0):
+                if (
+                    read.entry is not None
+                    and read.entry.order > seen.order
+                    and read.soft_remaining > 0
+                ):
                     outcome = "already-fresh"  # another process refreshed it meanwhile
                     return
                 loaded = self.loader.load(target, Timer())
@@ -210,8 +254,9 @@ class Filler:
             finally:
                 self.leases.release(acquired)
         except (DatabaseUnavailable, CacheUnavailable) as exc:
-            log.warning("background refresh failed", extra={"key": target.key,
-                                                            "reason": str(exc)[:200]})
+            log.warning(
+                "background refresh failed", extra={"key": target.key, "reason": str(exc)[:200]}
+            )
         except Exception:  # never lost silently: logged with its traceback, counted
             log.exception("background refresh crashed", extra={"key": target.key})
         finally:

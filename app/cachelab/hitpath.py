@@ -56,8 +56,12 @@ def _item(query: str) -> int | None:
     """The item of a query string this path takes (``""`` or ``item=<1-4 digits>``)."""
     if not query:
         return 0
-    if query.startswith("item=") and 6 <= len(query) <= 9 and query[5:].isdigit() \
-            and query[5:].isascii():
+    if (
+        query.startswith("item=")
+        and 6 <= len(query) <= 9
+        and query[5:].isdigit()
+        and query[5:].isascii()
+    ):
         item = int(query[5:])
         return item if item <= MAX_ITEM else None
     return None
@@ -106,11 +110,21 @@ class MemoryHits:
         headers += responses.cache_headers(lookup, tag)
         rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
         elapsed = time.perf_counter() - started
-        headers.append(("Server-Timing", responses.server_timing(
-            {**lookup.timings_ms, "app": elapsed * 1000})))
+        headers.append(
+            ("Server-Timing", responses.server_timing({**lookup.timings_ms, "app": elapsed * 1000}))
+        )
         headers.append(("X-Request-ID", rid))
         start_response(_STATUS[status], headers)
         views.count(lookup)
-        self.books.record(name, status, elapsed, lookup.metric_result, lookup, rid, method,
-                          environ.get("PATH_INFO", ""), lambda: _client(environ))
+        self.books.record(
+            name,
+            status,
+            elapsed,
+            lookup.metric_result,
+            lookup,
+            rid,
+            method,
+            environ.get("PATH_INFO", ""),
+            lambda: _client(environ),
+        )
         return [] if method == "HEAD" else [body]

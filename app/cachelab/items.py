@@ -70,8 +70,11 @@ def get_item(raw_id: str) -> Response:
     record(lookup)
     if lookup.result != "BYPASS" or lookup.tier == "local":
         _freshness().observe(mode, item_id, int(lookup.value["version"]))
-    fields: dict[str, Any] = {"mode": mode, "guard": "on" if guarded else "off",
-                              "item": lookup.value}
+    fields: dict[str, Any] = {
+        "mode": mode,
+        "guard": "on" if guarded else "off",
+        "item": lookup.value,
+    }
     return finish(responses.json_response(lookup, fields, "item"), lookup)
 
 
@@ -82,8 +85,10 @@ def _authorize() -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
-        raise Unauthorized("send Authorization: Bearer <WRITE_API_TOKEN>",
-                           www_authenticate=WWWAuthenticate("bearer"))
+        raise Unauthorized(
+            "send Authorization: Bearer <WRITE_API_TOKEN>",
+            www_authenticate=WWWAuthenticate("bearer"),
+        )
     if not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise Forbidden("wrong token")
 
@@ -112,9 +117,13 @@ def put_item(raw_id: str) -> Response:
     payload = _payload()
     result = Writer(service()).put(item_id, payload, mode, guarded)
     g.cache_result = "none"
-    response = jsonify(item=result.item, mode=mode, guard="on" if guarded else "off",
-                       cache_action=result.action,
-                       timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()})
+    response = jsonify(
+        item=result.item,
+        mode=mode,
+        guard="on" if guarded else "off",
+        cache_action=result.action,
+        timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()},
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 

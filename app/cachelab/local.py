@@ -66,8 +66,7 @@ class Snapshot:
 
 
 class LocalEntries:
-    def __init__(self, size: int, fallback_ttl: float,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, size: int, fallback_ttl: float, clock: Callable[[], float]) -> None:
         self.size = size
         self.fallback_ttl = fallback_ttl
         self.clock = clock
@@ -101,8 +100,15 @@ class LocalEntries:
         with self._lock:
             return Snapshot(self._epoch, self._key_epochs.get(key, 0), self.tracking)
 
-    def put(self, key: str, entry: Entry, soft_remaining: float, hard_remaining: float,
-            snapshot: Snapshot, servable: bool = True) -> LocalEntry | None:
+    def put(
+        self,
+        key: str,
+        entry: Entry,
+        soft_remaining: float,
+        hard_remaining: float,
+        snapshot: Snapshot,
+        servable: bool = True,
+    ) -> LocalEntry | None:
         """Keep ``entry`` (just read from or written to Redis, with the given
         seconds left) unless an invalidation raced with it. Returns the copy
         of exactly this generation, if one is kept. A copy that is not in Redis
@@ -112,8 +118,7 @@ class LocalEntries:
         with self._lock:
             current = self._items.get(key)
             same = current is not None and current.entry.order == entry.order
-            if (snapshot.epoch != self._epoch
-                    or snapshot.key_epoch != self._key_epochs.get(key, 0)):
+            if snapshot.epoch != self._epoch or snapshot.key_epoch != self._key_epochs.get(key, 0):
                 return current if same else None  # raced: keep nothing new
             if current is not None and current.entry.order > entry.order and servable:
                 return None  # (a copy just loaded from the database is newer than any)
@@ -129,8 +134,9 @@ class LocalEntries:
                 return current
             soft = now + soft_remaining
             until = self._servable(soft, now, covered) if servable else 0.0
-            local = LocalEntry(entry, soft, now + hard_remaining, until, reseed_epoch=reseed,
-                               verified=servable)
+            local = LocalEntry(
+                entry, soft, now + hard_remaining, until, reseed_epoch=reseed, verified=servable
+            )
             self._items[key] = local
             self._items.move_to_end(key)
             while len(self._items) > self.size:

@@ -44,8 +44,9 @@ _CACHE_REQUESTS = Counter(
     "overloaded) and tier that answered (memory, redis, database, local, none).",
     ["strategy", "result", "tier"],
 )
-CACHE_REQUESTS = {(s, r, t): _CACHE_REQUESTS.labels(s, r, t)
-                  for s in STRATEGIES for r in RESULTS for t in TIERS}
+CACHE_REQUESTS = {
+    (s, r, t): _CACHE_REQUESTS.labels(s, r, t) for s in STRATEGIES for r in RESULTS for t in TIERS
+}
 
 _LOCK_WAITS = Counter(
     "cachelab_cache_lock_waits_total",
@@ -60,8 +61,11 @@ _REFRESHES = Counter(
     "(ok, error, skipped: another process holds the lease, already-fresh).",
     ["trigger", "outcome"],
 )
-REFRESHES = {(t, o): _REFRESHES.labels(t, o) for t in ("stale", "early")
-             for o in ("ok", "error", "skipped", "already-fresh")}
+REFRESHES = {
+    (t, o): _REFRESHES.labels(t, o)
+    for t in ("stale", "early")
+    for o in ("ok", "error", "skipped", "already-fresh")
+}
 
 _REDIS_ERRORS = Counter(
     "cachelab_redis_errors_total",
@@ -69,8 +73,10 @@ _REDIS_ERRORS = Counter(
     "(timeout, connection, breaker_open, readonly, response).",
     ["kind"],
 )
-REDIS_ERRORS = {k: _REDIS_ERRORS.labels(k)
-                for k in ("timeout", "connection", "breaker_open", "readonly", "response")}
+REDIS_ERRORS = {
+    k: _REDIS_ERRORS.labels(k)
+    for k in ("timeout", "connection", "breaker_open", "readonly", "response")
+}
 
 BREAKER_STATE = Gauge(
     "cachelab_redis_breaker_state",
@@ -99,8 +105,9 @@ _SLOW_QUERY_SECONDS = Histogram(
     ["source", "outcome"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 7.5, 10, 12.5, 15, 20, 30, 60),
 )
-SLOW_QUERY_SECONDS = {(s, o): _SLOW_QUERY_SECONDS.labels(s, o)
-                      for s in SOURCES for o in ("ok", "error")}
+SLOW_QUERY_SECONDS = {
+    (s, o): _SLOW_QUERY_SECONDS.labels(s, o) for s in SOURCES for o in ("ok", "error")
+}
 
 MODES = ("ttl", "delete", "write-through", "notify")
 _ITEM_READS = Counter(
@@ -114,8 +121,7 @@ _ITEM_STALENESS = Histogram(
     "cachelab_item_staleness_seconds",
     "Age of the newer version a stale item read missed, by invalidation mode.",
     ["mode"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
-             300),
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 ITEM_STALENESS = {m: _ITEM_STALENESS.labels(m) for m in MODES}
 NOTIFY_FAILURES = Counter(
@@ -127,8 +133,24 @@ REQUEST_SECONDS = Histogram(
     "cachelab_http_request_duration_seconds",
     "HTTP request duration by route, cache result and status class.",
     ["route", "cache_result", "status"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-             15, 30),
+    buckets=(
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+        15,
+        30,
+    ),
 )
 _request_children: dict[tuple[str, str, str], object] = {}
 
@@ -138,7 +160,8 @@ def request_seconds(route: str, cache_result: str, status: str):
     child = _request_children.get((route, cache_result, status))
     if child is None:
         child = _request_children.setdefault(
-            (route, cache_result, status), REQUEST_SECONDS.labels(route, cache_result, status))
+            (route, cache_result, status), REQUEST_SECONDS.labels(route, cache_result, status)
+        )
     return child
 
 

@@ -115,9 +115,11 @@ class NotifyListener:
 
     def _connect(self):
         settings = self.service.settings
-        conn = psycopg2.connect(settings.database_url,
-                                connect_timeout=settings.db_connect_timeout_seconds,
-                                application_name="cachelab-notify")
+        conn = psycopg2.connect(
+            settings.database_url,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            application_name="cachelab-notify",
+        )
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {CHANNEL}")
@@ -138,5 +140,7 @@ class NotifyListener:
                 invalidate(self.service, target, version)
             except CacheUnavailable as exc:
                 metrics.NOTIFY_FAILURES.inc()
-                log.warning("notify invalidation failed",
-                            extra={"key": target.key, "reason": str(exc)[:200]})
+                log.warning(
+                    "notify invalidation failed",
+                    extra={"key": target.key, "reason": str(exc)[:200]},
+                )

@@ -26,8 +26,9 @@ def check_arguments(args: MultiDict, allowed: tuple[str, ...]) -> None:
     """Refuse unknown and repeated query parameters."""
     for name in args:
         if name not in allowed:
-            raise bad_request(f"unknown query parameter {name[:40]!r}; "
-                              f"allowed: {', '.join(allowed)}")
+            raise bad_request(
+                f"unknown query parameter {name[:40]!r}; allowed: {', '.join(allowed)}"
+            )
         if len(args.getlist(name)) > 1:
             raise bad_request(f"query parameter {name!r} given more than once")
 

@@ -73,7 +73,9 @@ end
 _NEXT_FENCE = _FENCE + "return fence(KEYS[1])"
 # KEYS[1] lock, KEYS[2] fence counter; ARGV: token, px.
 # Returns the fence (> 0) if acquired, else -(milliseconds the lock still lives).
-_ACQUIRE = _FENCE + """
+_ACQUIRE = (
+    _FENCE
+    + """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return fence(KEYS[2])
 end
@@ -81,6 +83,7 @@ local left = redis.call('PTTL', KEYS[1])
 if left < 1 then left = 1 end
 return -left
 """
+)
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -113,8 +116,9 @@ class Read:
         return self.entry.soft_remaining(self.pttl_ms)
 
 
-def make_client(settings: Settings, timeout_ms: int | None = None,
-                max_connections: int | None = None) -> redis.Redis:
+def make_client(
+    settings: Settings, timeout_ms: int | None = None, max_connections: int | None = None
+) -> redis.Redis:
     """A client with a bounded blocking pool and explicit short timeouts."""
     socket_timeout = (timeout_ms or settings.redis_socket_timeout_ms) / 1000
     pool = redis.BlockingConnectionPool.from_url(
@@ -134,15 +138,21 @@ def make_client(settings: Settings, timeout_ms: int | None = None,
 class RedisStore:
     """Typed operations on the cache namespace, guarded by a circuit breaker."""
 
-    def __init__(self, settings: Settings, client: redis.Redis | None = None,
-                 on_failover: Callable[[], None] | None = None,
-                 breaker: CircuitBreaker | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis | None = None,
+        on_failover: Callable[[], None] | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.client = client or make_client(settings)
         self.fence_key = f"{settings.cache_namespace}:fence:v2"
         self.on_failover = on_failover
         self.breaker = breaker or CircuitBreaker(
-            settings.breaker_failure_threshold, settings.breaker_cooldown_seconds,
-            on_transition=_record_transition)
+            settings.breaker_failure_threshold,
+            settings.breaker_cooldown_seconds,
+            on_transition=_record_transition,
+        )
         metrics.BREAKER_STATE.set(STATE_LEVEL[self.breaker.state])
         self._guarded_write = self.client.register_script(_GUARDED_WRITE)
         self._acquire = self.client.register_script(_ACQUIRE)
@@ -177,6 +187,7 @@ class RedisStore:
     # -- entries --------------------------------------------------------------
     def read(self, key: str) -> Read:
         """The entry under ``key`` and its PTTL, in one round trip."""
+
         def get() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             pipe.get(key)
@@ -199,8 +210,13 @@ class RedisStore:
             self._call(lambda: self.client.set(key, payload, px=px))
             return True
         version = -1 if entry.version is None else entry.version
-        return bool(self._call(lambda: self._guarded_write(
-            keys=[key], args=[payload, px, version, entry.fence, int(entry.tombstone)])))
+        return bool(
+            self._call(
+                lambda: self._guarded_write(
+                    keys=[key], args=[payload, px, version, entry.fence, int(entry.tombstone)]
+                )
+            )
+        )
 
     def delete(self, *keys: str) -> int:
         return int(self._call(lambda: self.client.unlink(*keys)))
@@ -217,8 +233,9 @@ class RedisStore:
     # -- leases (the fill lock) -------------------------------------------------
     def acquire(self, lock_key: str, token: str, px: int) -> int:
         """The fence (> 0) if the lock is now ours, else -(ms it still lives)."""
-        return int(self._call(lambda: self._acquire(keys=[lock_key, self.fence_key],
-                                                      args=[token, px])))
+        return int(
+            self._call(lambda: self._acquire(keys=[lock_key, self.fence_key], args=[token, px]))
+        )
 
     def extend(self, lock_key: str, token: str, px: int) -> bool:
         return bool(self._call(lambda: self._extend(keys=[lock_key], args=[token, px])))

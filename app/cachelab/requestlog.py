@@ -61,9 +61,14 @@ class Summary:
             counts, self._counts = self._counts, Counter()
             now, since, self._since = time.monotonic(), self._since, time.monotonic()
         if counts:
-            summary_log.info("cache summary", extra={
-                "event": "cache_summary", "interval_s": round(now - since, 3),
-                **{result: counts.get(result, 0) for result in SUMMARY_RESULTS}})
+            summary_log.info(
+                "cache summary",
+                extra={
+                    "event": "cache_summary",
+                    "interval_s": round(now - since, 3),
+                    **{result: counts.get(result, 0) for result in SUMMARY_RESULTS},
+                },
+            )
 
     def close(self) -> None:
         self._stop.set()
@@ -86,9 +91,18 @@ class Books:
         self.hit_sample = hit_sample
         self._sample = random.Random()
 
-    def record(self, route: str, status: int, elapsed: float, cache_result: str,
-               lookup: Lookup | None, request_id: str, method: str, path: str,
-               client: Callable[[], str | None]) -> None:
+    def record(
+        self,
+        route: str,
+        status: int,
+        elapsed: float,
+        cache_result: str,
+        lookup: Lookup | None,
+        request_id: str,
+        method: str,
+        path: str,
+        client: Callable[[], str | None],
+    ) -> None:
         metrics.request_seconds(route, cache_result, f"{status // 100}xx").observe(elapsed)
         if cache_result != "none":
             self.summary.count(cache_result)
@@ -96,15 +110,22 @@ class Books:
             return
         if cache_result == "hit" and status < 400 and self._sample.random() >= self.hit_sample:
             return
-        log.info("request", extra={
-            "request_id": request_id, "method": method, "path": path,
-            "status": status, "duration_ms": round(elapsed * 1000, 2),
-            "client": client(),
-            "cache": lookup.result if lookup else None,
-            "source": lookup.tier if lookup else None,
-            "timings_ms": {k: round(v, 2) for k, v in lookup.timings_ms.items()}
-            if lookup else None,
-        })
+        log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "client": client(),
+                "cache": lookup.result if lookup else None,
+                "source": lookup.tier if lookup else None,
+                "timings_ms": {k: round(v, 2) for k, v in lookup.timings_ms.items()}
+                if lookup
+                else None,
+            },
+        )
 
 
 def register(app: Flask, summary: Summary, hit_sample: float) -> Books:
@@ -124,9 +145,17 @@ def register(app: Flask, summary: Summary, hit_sample: float) -> Books:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         if route == "/metrics":
             return response
-        books.record(route, response.status_code, elapsed, cache_result, lookup,
-                     g.get("request_id"), request.method, request.path,
-                     lambda: request.remote_addr)
+        books.record(
+            route,
+            response.status_code,
+            elapsed,
+            cache_result,
+            lookup,
+            g.get("request_id"),
+            request.method,
+            request.path,
+            lambda: request.remote_addr,
+        )
         return response
 
     return books

@@ -60,8 +60,10 @@ def _head(lookup: Lookup) -> bytes:
     detail = "null" if not lookup.detail else f'"{lookup.detail}"'
     ttl = "null" if lookup.ttl_remaining is None else f"{lookup.ttl_remaining:.3f}"
     timings = ",".join(f'"{name}":{value:.2f}' for name, value in lookup.timings_ms.items())
-    return (f'{{"cache":"{lookup.result}","source":"{lookup.tier}","detail":{detail},'
-            f'"ttl_remaining_s":{ttl},"timings_ms":{{{timings}}},').encode()
+    return (
+        f'{{"cache":"{lookup.result}","source":"{lookup.tier}","detail":{detail},'
+        f'"ttl_remaining_s":{ttl},"timings_ms":{{{timings}}},'
+    ).encode()
 
 
 def json_body(lookup: Lookup, tail: bytes) -> bytes:
@@ -112,9 +114,9 @@ def _status_block(lookup: Lookup) -> str:
         f'id="cache-result">{lookup.result}</span>{detail}</td></tr>'
         f'<tr><th scope="row">Served from</th><td id="source">{lookup.tier}</td></tr>'
         f'<tr><th scope="row">Cache time</th><td id="cache-ms">'
-        f'{"—" if cache_ms is None else f"{cache_ms:.2f} ms"}</td></tr>'
+        f"{'—' if cache_ms is None else f'{cache_ms:.2f} ms'}</td></tr>"
         f'<tr><th scope="row">Database time</th><td id="db-ms">'
-        f'{"— (not queried)" if db_ms is None else f"{db_ms:.1f} ms"}</td></tr>'
+        f"{'— (not queried)' if db_ms is None else f'{db_ms:.1f} ms'}</td></tr>"
         f'<tr><th scope="row">TTL left</th><td id="ttl">{ttl_text}</td></tr>'
     )
 
@@ -126,8 +128,11 @@ def not_modified(tag: str | None, if_none_match: str) -> bool:
 
 def cache_headers(lookup: Lookup, tag: str | None) -> list[tuple[str, str]]:
     """The cache headers every lookup answer carries (200 and 304 alike)."""
-    headers = [("X-Cache", lookup.result), ("Cache-Status", cache_status(lookup)),
-               ("Cache-Control", "no-cache")]
+    headers = [
+        ("X-Cache", lookup.result),
+        ("Cache-Status", cache_status(lookup)),
+        ("Cache-Control", "no-cache"),
+    ]
     if tag is not None:
         headers.append(("ETag", tag))
     return headers

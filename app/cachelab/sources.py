@@ -32,8 +32,13 @@ class Loaded:
 
 
 class Loader:
-    def __init__(self, settings: Settings, db: Database, rng: random.Random,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        rng: random.Random,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.rng = rng
@@ -65,9 +70,13 @@ class Loader:
     def entry(self, loaded: Loaded, fence: int, grace: bool = True) -> Entry:
         """A new entry for ``loaded``: jittered TTL, grace (swr) or none (cache-aside)."""
         return Entry(
-            value=loaded.value, fence=fence,
-            ttl=jittered_ttl(self.settings.cache_ttl_seconds, self.settings.cache_jitter_ratio,
-                             self.rng),
+            value=loaded.value,
+            fence=fence,
+            ttl=jittered_ttl(
+                self.settings.cache_ttl_seconds, self.settings.cache_jitter_ratio, self.rng
+            ),
             grace=float(self.settings.cache_grace_seconds) if grace else 0.0,
-            delta=loaded.seconds, created=self.wall(), version=loaded.version,
+            delta=loaded.seconds,
+            created=self.wall(),
+            version=loaded.version,
         )

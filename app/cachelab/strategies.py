@@ -45,30 +45,50 @@ from .tracking import Tracking
 
 
 class CacheService:
-    def __init__(self, settings: Settings, store: RedisStore, db: Database,
-                 clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RedisStore,
+        db: Database,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.db = db
         self.clock = clock
         self.rng = rng or random.Random()
-        self.local = LocalEntries(settings.local_cache_size,
-                                  settings.memory_fallback_ttl_ms / 1000, clock)
+        self.local = LocalEntries(
+            settings.local_cache_size, settings.memory_fallback_ttl_ms / 1000, clock
+        )
         self.refresher = Refresher(settings.refresh_threads, clock)
-        self.tracking = Tracking(store.client, f"{settings.cache_namespace}:v2:", self.local,
-                                 settings.tracking_heartbeat_seconds,
-                                 enabled=settings.cache_tracking == "auto",
-                                 on_invalidate=self.refresher.forget)
+        self.tracking = Tracking(
+            store.client,
+            f"{settings.cache_namespace}:v2:",
+            self.local,
+            settings.tracking_heartbeat_seconds,
+            enabled=settings.cache_tracking == "auto",
+            on_invalidate=self.refresher.forget,
+        )
         store.on_failover = self.tracking.reconnect
         self.admission = Admission(settings.miss_slots, settings.fill_slots)
         self.leases = Leases(store, settings.cache_lock_lease_seconds)
         self.loader = Loader(settings, db, self.rng, wall)
-        self.filler = Filler(settings, store, self.leases, self.local, self.tracking,
-                             self.admission, self.loader, self.refresher, clock)
-        self.degraded = Degraded(settings, self.local, self.admission, self.loader,
-                                 self.refresher, clock)
+        self.filler = Filler(
+            settings,
+            store,
+            self.leases,
+            self.local,
+            self.tracking,
+            self.admission,
+            self.loader,
+            self.refresher,
+            clock,
+        )
+        self.degraded = Degraded(
+            settings, self.local, self.admission, self.loader, self.refresher, clock
+        )
         self.memory_tier = settings.cache_strategy == "two-tier"
 
     def start(self) -> None:
@@ -88,9 +108,15 @@ class CacheService:
         if strategy == "none" or bypass:
             with self.admission.fill():
                 loaded = self.loader.load(target, timer)
-            return Lookup(target=target, strategy=strategy, result=BYPASS, tier=DATABASE,
-                          value=loaded.value, detail="request" if bypass else "strategy-none",
-                          timings_ms=dict(timer.timings))
+            return Lookup(
+                target=target,
+                strategy=strategy,
+                result=BYPASS,
+                tier=DATABASE,
+                value=loaded.value,
+                detail="request" if bypass else "strategy-none",
+                timings_ms=dict(timer.timings),
+            )
         if self.memory_tier:
             hit = self.memory_hit(target)
             if hit is not None:
@@ -115,9 +141,17 @@ class CacheService:
                 if strategy != "cache-aside":  # whether or not a copy was kept
                     self._early_refresh_if_due(target, read.entry, left)
                 result = HIT
-            return Lookup(target=target, strategy=strategy, result=result, tier=REDIS,
-                          value=read.entry.value, entry=read.entry, local=local,
-                          ttl_remaining=left, timings_ms=dict(timer.timings))
+            return Lookup(
+                target=target,
+                strategy=strategy,
+                result=result,
+                tier=REDIS,
+                value=read.entry.value,
+                entry=read.entry,
+                local=local,
+                ttl_remaining=left,
+                timings_ms=dict(timer.timings),
+            )
         if read.tombstone is None and self.tracking.active:
             reseeded = self._reseed(target, strategy, timer)
             if reseeded is not None:
@@ -143,9 +177,17 @@ class CacheService:
         left = local.soft_deadline - self.clock()
         memory_ms = (time.perf_counter() - started) * 1000
         self._maybe_early_refresh(target, local, left)
-        return Lookup(target=target, strategy=self.settings.cache_strategy, result=HIT,
-                      tier=MEMORY, value=local.entry.value, entry=local.entry, local=local,
-                      ttl_remaining=left, timings_ms={"memory": memory_ms})
+        return Lookup(
+            target=target,
+            strategy=self.settings.cache_strategy,
+            result=HIT,
+            tier=MEMORY,
+            value=local.entry.value,
+            entry=local.entry,
+            local=local,
+            ttl_remaining=left,
+            timings_ms={"memory": memory_ms},
+        )
 
     # -- helpers ----------------------------------------------------------------------
     def _maybe_early_refresh(self, target: Target, local: LocalEntry, left: float) -> None:
@@ -167,9 +209,18 @@ class CacheService:
                 pass
         entry = self.loader.entry(loaded, fence, grace=False)
         local, stored = self.filler.store_and_keep(target, entry, timer)
-        return Lookup(target=target, strategy="cache-aside", result=MISS, tier=DATABASE,
-                      value=entry.value, entry=entry, local=local, ttl_remaining=entry.ttl,
-                      stored=stored, timings_ms=dict(timer.timings))
+        return Lookup(
+            target=target,
+            strategy="cache-aside",
+            result=MISS,
+            tier=DATABASE,
+            value=entry.value,
+            entry=entry,
+            local=local,
+            ttl_remaining=entry.ttl,
+            stored=stored,
+            timings_ms=dict(timer.timings),
+        )
 
     def _reseed(self, target: Target, strategy: str, timer: Timer) -> Lookup | None:
         """Redis has no entry although this worker holds a copy that no
@@ -189,6 +240,15 @@ class CacheService:
         left = copy.soft_deadline - now
         if strategy != "cache-aside" and left <= 0:
             self.filler.refresh_in_background(target, copy.entry, "stale")
-        return Lookup(target=target, strategy=strategy, result=HIT if left > 0 else STALE,
-                      tier=REDIS, value=copy.entry.value, entry=copy.entry, local=copy,
-                      detail="reseeded", ttl_remaining=left, timings_ms=dict(timer.timings))
+        return Lookup(
+            target=target,
+            strategy=strategy,
+            result=HIT if left > 0 else STALE,
+            tier=REDIS,
+            value=copy.entry.value,
+            entry=copy.entry,
+            local=copy,
+            detail="reseeded",
+            ttl_remaining=left,
+            timings_ms=dict(timer.timings),
+        )

@@ -55,9 +55,15 @@ _CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.Timeout
 
 
 class Tracking:
-    def __init__(self, client: redis.Redis, prefix: str, local: LocalEntries,
-                 heartbeat: float, enabled: bool = True,
-                 on_invalidate: Callable[[list[str] | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        local: LocalEntries,
+        heartbeat: float,
+        enabled: bool = True,
+        on_invalidate: Callable[[list[str] | None], None] | None = None,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.local = local
@@ -83,8 +89,11 @@ class Tracking:
         return self.mode == TRACKING
 
     def status(self) -> dict[str, Any]:
-        return {"mode": self.mode, "reason": self.reason or None,
-                "invalidations": self.invalidations}
+        return {
+            "mode": self.mode,
+            "reason": self.reason or None,
+            "invalidations": self.invalidations,
+        }
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -175,8 +184,12 @@ class Tracking:
 
     def _connect(self) -> None:
         pool = self.client.connection_pool
-        kwargs = {**pool.connection_kwargs, "protocol": 3, "client_name": "cachelab-tracking",
-                  "socket_timeout": max(pool.connection_kwargs.get("socket_timeout") or 1.0, 1.0)}
+        kwargs = {
+            **pool.connection_kwargs,
+            "protocol": 3,
+            "client_name": "cachelab-tracking",
+            "socket_timeout": max(pool.connection_kwargs.get("socket_timeout") or 1.0, 1.0),
+        }
         conn = pool.connection_class(**kwargs)
         try:
             conn.connect()

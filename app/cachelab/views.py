@@ -8,10 +8,10 @@ from functools import lru_cache
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from . import keys, metrics, responses
+from .db import DatabaseUnavailable
 from .lookup import Lookup
 from .params import MAX_ITEM, read_lookup_args
 from .redis_store import CacheUnavailable
-from .db import DatabaseUnavailable
 from .strategies import CacheService
 
 bp = Blueprint("lab", __name__)
@@ -54,8 +54,9 @@ def _version_lookup() -> Lookup:
 @bp.get("/")
 def index() -> Response:
     lookup = _version_lookup()
-    response = responses.page_response(lookup, "index.html",
-                                       settings=current_app.config["SETTINGS"])
+    response = responses.page_response(
+        lookup, "index.html", settings=current_app.config["SETTINGS"]
+    )
     return finish(response, lookup)
 
 
@@ -73,7 +74,8 @@ def healthz() -> Response:
 
 
 def _probe(ping, failure: type[Exception]) -> dict:
-    """One round trip: ``{"status": "up", "latency_ms": …}`` or ``{"status": "down", "error": …}``."""
+    """One round trip: ``{"status": "up", "latency_ms": …}``, or
+    ``{"status": "down", "error": …}``."""
     started = time.perf_counter()
     try:
         ping()
@@ -84,9 +86,11 @@ def _probe(ping, failure: type[Exception]) -> dict:
 
 def dependency_health(cache: CacheService) -> tuple[dict, dict]:
     """Ping Redis and PostgreSQL once: shared by /readyz and /api/dashboard."""
-    redis_state = {"breaker": cache.store.breaker.state,
-                   "memory_tier": memory_tier_status(cache),
-                   **_probe(cache.store.ping, CacheUnavailable)}
+    redis_state = {
+        "breaker": cache.store.breaker.state,
+        "memory_tier": memory_tier_status(cache),
+        **_probe(cache.store.ping, CacheUnavailable),
+    }
     return redis_state, _probe(cache.db.ping, DatabaseUnavailable)
 
 
@@ -100,8 +104,7 @@ def memory_tier_status(cache: CacheService) -> dict:
         bound = "until the entry's TTL, invalidated by Redis on every write"
     else:
         bound = f"at most {fallback_ms} ms per copy (no invalidations)"
-    return {**tracking, "enabled": cache.memory_tier, "bound": bound,
-            "entries": len(cache.local)}
+    return {**tracking, "enabled": cache.memory_tier, "bound": bound, "entries": len(cache.local)}
 
 
 @bp.get("/readyz")

@@ -75,8 +75,10 @@ class Writer:
         except CacheUnavailable as exc:
             # Committed, but the cache could not be told: the entry ages out by
             # its TTL. Said in the answer, logged, never a 5xx for a done write.
-            log.warning("cache action after a write failed",
-                        extra={"key": target.key, "reason": str(exc)[:200]})
+            log.warning(
+                "cache action after a write failed",
+                extra={"key": target.key, "reason": str(exc)[:200]},
+            )
             action = "failed"
         finally:
             timer.add("cache", started)

@@ -19,12 +19,15 @@ from flask_caching import Cache
 from psycopg2.pool import ThreadedConnectionPool
 
 app = Flask(__name__)
-cache = Cache(app, config={
-    "CACHE_TYPE": "RedisCache",
-    "CACHE_REDIS_URL": os.environ["REDIS_URL"],
-    "CACHE_KEY_PREFIX": "baseline:",
-    "CACHE_DEFAULT_TIMEOUT": int(os.environ.get("CACHE_TTL_SECONDS", "10")),
-})
+cache = Cache(
+    app,
+    config={
+        "CACHE_TYPE": "RedisCache",
+        "CACHE_REDIS_URL": os.environ["REDIS_URL"],
+        "CACHE_KEY_PREFIX": "baseline:",
+        "CACHE_DEFAULT_TIMEOUT": int(os.environ.get("CACHE_TTL_SECONDS", "10")),
+    },
+)
 _pool: ThreadedConnectionPool | None = None
 _pool_lock = threading.Lock()
 
@@ -46,7 +49,8 @@ def version():
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SELECT slow_version()")
-            (text,) = cur.fetchone()
+            row = cur.fetchone()
+            text = row[0] if row else None
     finally:
         connections.putconn(conn)
     return jsonify(version=text, item=0, source="database")

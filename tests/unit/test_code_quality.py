@@ -1,0 +1,43 @@
+"""Lint, format, types and the lock: the project's habits, checked like its code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest.stack import ROOT
+
+SOURCES = ["app/cachelab", "loadtest"]
+CONFIG = str(ROOT / "app" / "pyproject.toml")
+TOOLS = Path(sys.executable).parent
+
+
+def run(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_ruff_lints_clean():
+    result = run(str(TOOLS / "ruff"), "check", "--config", CONFIG, *SOURCES)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_applied():
+    result = run(str(TOOLS / "ruff"), "format", "--check", "--config", CONFIG, *SOURCES)
+    assert result.returncode == 0, "run `ruff format --config app/pyproject.toml " \
+        "app/cachelab loadtest`\n" + result.stdout + result.stderr
+
+
+def test_mypy_finds_no_type_errors():
+    result = run(str(TOOLS / "mypy"), "--config-file", CONFIG, *SOURCES)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_lock_matches_pyproject():
+    uv = ROOT / ".venv-tools" / "bin" / "uv"  # the version app/pyproject.toml requires
+    if not uv.exists():
+        pytest.fail("uv not found in .venv-tools (scripts/test installs it there)")
+    result = run(str(uv), "lock", "--check", "--project", "app")
+    assert result.returncode == 0, "run `uv lock --project app`\n" + result.stderr
