@@ -30,6 +30,7 @@ design). Exit code 2: the lab is not running or the run could not be made.
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 import platform
@@ -38,15 +39,17 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import hitbench
+from . import hitbench, staleness
 from .report import CACHE_RESULT_NAMES as CACHE_RESULTS
 from .report import (
     CSV_PREFIX,
     HTML_REPORT,
+    QUERIES_CSV,
     RunResult,
     fill_from_csv,
     p50_ratios,
@@ -90,7 +93,7 @@ def _strategies(text: str) -> list[str]:
     return hitbench.comma_names(text, STRATEGIES, "strategy")
 
 
-SUBCOMMANDS = ("latency", "hits")
+SUBCOMMANDS = ("latency", "hits", "staleness")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         "running lab) and `hits` (hit throughput against Flask-Caching and a "
         "static page, on a stack of its own).",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{latency,hits}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{latency,hits,staleness}"
+    )
     add_latency_arguments(
         commands.add_parser(
             "latency",
@@ -114,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
             "hits",
             help="hit throughput of each strategy vs Flask-Caching and a static page",
             description=hitbench.__doc__.split("\n\n")[0],
+        ),
+        parse_duration,
+    )
+    staleness.add_arguments(
+        commands.add_parser(
+            "staleness",
+            help="staleness, read-your-writes and DB load per invalidation mode",
+            description=staleness.DESCRIPTION,
         ),
         parse_duration,
     )
@@ -222,12 +235,11 @@ def current_settings(stack: Stack) -> dict[str, str]:
     settings: dict[str, str] = {}
     app = stack.container("app")
     env = dict(item.split("=", 1) for item in app.attrs["Config"]["Env"] if "=" in item)
-    for name in ("CACHE_STRATEGY", "CACHE_TTL_SECONDS"):
+    # The app gets SLOW_QUERY_SECONDS too (checked against its timeouts); db-init
+    # stores it in the database.
+    for name in ("CACHE_STRATEGY", "CACHE_TTL_SECONDS", "SLOW_QUERY_SECONDS"):
         if env.get(name):
             settings[name] = env[name]
-    for arg in stack.container("postgres").attrs["Config"]["Cmd"] or []:
-        if arg.startswith("lab.slow_query_seconds="):
-            settings["SLOW_QUERY_SECONDS"] = arg.split("=", 1)[1]
     return settings
 
 
@@ -354,7 +366,10 @@ def run_strategy(
         f"{label}: Locust {args.users} users for {args.duration:g} s "
         f"(scenario {args.scenario}) -> {run_dir}"
     )
-    code, output = run_locust(command, run_dir, args.duration, label)
+    sampler = QuerySampler(stack)
+    with sampler:
+        code, output = run_locust(command, run_dir, args.duration, label)
+    sampler.write(run_dir / QUERIES_CSV, run_dir / f"{CSV_PREFIX}_stats_history.csv")
     if not (run_dir / f"{CSV_PREFIX}_stats.csv").exists():
         raise BenchError(
             f"{label}: Locust wrote no CSV (exit {code}); last output:\n" + output[-2000:]
@@ -365,6 +380,10 @@ def run_strategy(
     after_results = cache_results(stack, strategy)
     result = fill_from_csv(RunResult(strategy=strategy, directory=strategy), run_dir)
     result.slow_calls = after_calls - before_calls
+    result.duration_s = args.duration
+    result.ttl_s = float(
+        args.ttl if args.ttl is not None else current_settings(stack).get("CACHE_TTL_SECONDS", "10")
+    )
     result.cache_results = {
         k: max(0.0, after_results[k] - before_results[k]) for k in CACHE_RESULTS
     }
@@ -379,6 +398,49 @@ def run_strategy(
         f"hit ratio {'n/a' if hit is None else f'{hit:.1%}'}"
     )
     return result
+
+
+class QuerySampler:
+    """PostgreSQL's count of finished slow queries, once a second during a run
+    (for the queries/s chart and the TTL-expiry marks)."""
+
+    def __init__(self, stack: Stack, interval: float = 1.0) -> None:
+        self.stack, self.interval = stack, interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="query-sampler", daemon=True)
+
+    def __enter__(self) -> QuerySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.samples.append((time.time(), self.stack.slow_calls()))
+            except Exception:  # noqa: BLE001 - a missed sample is a gap in the chart
+                pass
+            if self._stop.wait(self.interval):
+                return
+
+    def write(self, path: Path, history_csv: Path) -> None:
+        """Samples as seconds since Locust's first history row (the charts' origin)."""
+        origin = self.samples[0][0] if self.samples else 0.0
+        if history_csv.exists():
+            with history_csv.open(newline="") as handle:
+                first = next(csv.DictReader(handle), None)
+            if first and first.get("Timestamp"):
+                origin = float(first["Timestamp"])
+        with path.open("w", newline="") as handle:
+            out = csv.writer(handle)
+            out.writerow(["elapsed_s", "queries"])
+            base = self.samples[0][1] if self.samples else 0
+            for at, calls in self.samples:
+                out.writerow([f"{at - origin:.2f}", calls - base])
 
 
 # -- the whole benchmark ------------------------------------------------------------
@@ -486,7 +548,11 @@ def main(argv: list[str] | None = None, stack: Stack | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        return hitbench.run(args) if args.command == "hits" else run(args, stack)
+        if args.command == "hits":
+            return hitbench.run(args)
+        if args.command == "staleness":
+            return staleness.run(args, stack)
+        return run(args, stack)
     except (BenchError, hitbench.HitBenchError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr, flush=True)
         return 2

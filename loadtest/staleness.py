@@ -8,7 +8,7 @@ time since the first such version was confirmed. A writer also reads its own
 item right after each write: an older version there is a **read-your-writes
 violation**. Nothing here trusts the app's own account.
 
-    python -m loadtest.staleness --duration 30s --delay 1 --ttl 10
+    python -m loadtest.bench staleness --duration 30s --delay 1 --ttl 10
 
 runs the Locust writer and reader scenarios (loadtest/locustfile.py,
 ``ItemWriter`` and ``ItemReader``) once per mode -- one mode at a time, so the
@@ -169,15 +169,14 @@ def say(message: str) -> None:
     print(f"staleness: {message}", flush=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .bench import parse_duration
+DESCRIPTION = (
+    "Run the Locust writer and reader scenarios against each invalidation mode "
+    "of the running lab and report staleness, read-your-writes violations, "
+    "database queries/s and write latency per mode."
+)
 
-    parser = argparse.ArgumentParser(
-        prog="python -m loadtest.staleness",
-        description="Run the Locust writer and reader scenarios against each invalidation "
-        "mode of the running lab and report staleness, read-your-writes "
-        "violations, database queries/s and write latency per mode.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser, parse_duration) -> None:
     parser.add_argument(
         "--variants",
         default=",".join(VARIANTS),
@@ -206,7 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also copy staleness.md and the chart here (e.g. docs/results)",
     )
     parser.add_argument("--project", default=None, help="Compose project of the lab")
-    return parser
 
 
 def run(args: argparse.Namespace, stack=None) -> int:
@@ -383,7 +381,7 @@ def write_report(out: Path, rows: dict[str, dict], args: argparse.Namespace) -> 
         "",
         "![staleness per mode](staleness.png)",
         "",
-        f"`python -m loadtest.staleness --duration {args.duration:g}s --delay {args.delay:g} "
+        f"`python -m loadtest.bench staleness --duration {args.duration:g}s --delay {args.delay:g} "
         f"--ttl {args.ttl}`",
     ]
     (out / "staleness.md").write_text("\n".join(text) + "\n")
@@ -417,14 +415,10 @@ def chart(path: Path, rows: dict[str, dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .bench import BenchError
+    """``python -m loadtest.staleness`` is ``python -m loadtest.bench staleness``."""
+    from .bench import main as bench_main
 
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"staleness: error: {exc}", file=sys.stderr)
-        return 2
+    return bench_main(["staleness", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

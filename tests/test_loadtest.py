@@ -289,10 +289,15 @@ def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_pat
     # Uncached: every request waited for the slow query, each one a slow_version call.
     assert _number(none["p50 ms"]) >= DELAY_MS * 0.9
     assert none["hit ratio"] == "0.0%"
-    assert _number(none["slow_version calls"]) >= runs["none"]["requests"]
+    assert _number(none["slow queries"]) >= runs["none"]["requests"]
+    assert _number(none["DB queries/s"]) == pytest.approx(_number(none["slow queries"]) / 8, 0.02)
     # Cached: one cold fill, then hits from Redis.
     assert _number(swr["p50 ms"]) * 20 < _number(none["p50 ms"])
-    assert 1 <= _number(swr["slow_version calls"]) <= 3
+    assert 1 <= _number(swr["slow queries"]) <= 3
+    # PostgreSQL's count, sampled each second, agrees with the before/after count.
+    with (out / "swr" / "db_queries.csv").open(newline="") as handle:
+        samples = [(float(r["elapsed_s"]), int(r["queries"])) for r in csv.DictReader(handle)]
+    assert len(samples) >= 6 and samples[-1][1] <= _number(swr["slow queries"])
     assert _number(swr["hit ratio"]) >= 80
     assert data["p50_ratio_vs_none"]["swr"] > 20
     assert re.search(r"p50 of `none` / p50 of `swr`: \*\*[\d,]+x\*\*", summary)
@@ -300,7 +305,8 @@ def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_pat
     # Charts: real PNGs with something drawn on them.
     from matplotlib import image
 
-    for name in ("latency_over_time.png", "requests_per_second.png", "latency_summary.png"):
+    for name in ("latency_over_time.png", "db_queries_per_second.png", "requests_per_second.png",
+                 "latency_summary.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         pixels = image.imread(out / name)
         assert pixels.shape[0] > 300 and pixels.shape[1] > 600
@@ -315,6 +321,28 @@ def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_pat
     assert lab.get("/api/version").json()["strategy"] == "two-tier"
 
 
+def test_staleness_benchmark_reports_each_mode(locust_installed, lab, tmp_path, capsys):
+    """The writers and readers of each variant, judged from outside: the table
+    and chart the command publishes."""
+    out, docs = tmp_path / "staleness", tmp_path / "docs"
+    code = bench.main(["staleness", "--variants", "delete,ttl", "--duration", "6s",
+                       "--readers", "4", "--writers", "1", "--delay", "1", "--ttl", "30",
+                       "--results", str(out), "--publish", str(docs)], stack=lab)
+    printed = capsys.readouterr().out
+    assert code == 0, printed[-3000:]
+    data = json.loads((out / "staleness.json").read_text())["variants"]
+    assert set(data) == {"delete", "ttl"}
+    for variant, row in data.items():
+        assert row["writes"] > 5 and row["reads"] > 20 and row["errors"] == 0, (variant, row)
+        assert row["db_queries"] >= 1
+    assert data["delete"]["ryw_violations"] == 0
+    assert data["ttl"]["stale_reads"] > 0  # a 30 s TTL outlives the run: reads go stale
+    table = (docs / "staleness.md").read_text()
+    assert "| `delete` |" in table and "| `ttl` |" in table
+    assert (docs / "staleness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "WRITE_API_TOKEN" not in printed
+
+
 @pytest.mark.parametrize("command", [["latency"], []])  # without a subcommand: latency
 def test_benchmark_fails_clearly_when_the_lab_is_not_running(docker_available, capsys, command):
     code = bench.main([*command, "--project", "cachelab-absent-0000", "--duration", "1s"])
@@ -327,7 +355,7 @@ def test_benchmark_fails_clearly_when_the_lab_is_not_running(docker_available, c
 def test_benchmark_subcommands_and_their_options(capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--help"])
-    assert exit_.value.code == 0 and "{latency,hits}" in capsys.readouterr().out
+    assert exit_.value.code == 0 and "{latency,hits,staleness}" in capsys.readouterr().out
     args = bench.build_parser().parse_args(["hits", "--modes", "expiry", "--systems",
                                             "two-tier,flask-caching", "--duration", "2s"])
     assert (args.modes, args.systems, args.duration) == (["expiry"], ["two-tier",
