@@ -267,9 +267,11 @@ def cache_results(stack: Stack, strategy: str) -> dict[str, float]:
 
 
 # -- one run --------------------------------------------------------------------
-def locust_command(args: argparse.Namespace, host: str, run_dir: Path, cached: bool) -> list[str]:
-    spawn_rate = args.spawn_rate or float(args.users)
-    command = [
+def headless_locust(host: str, users: int, spawn_rate: float, seconds: float) -> list[str]:
+    """The start of every headless Locust run the benchmarks make (from this host).
+
+    Failures are reported, not fatal: only thresholds set the exit code."""
+    return [
         sys.executable,
         "-m",
         "locust",
@@ -279,20 +281,33 @@ def locust_command(args: argparse.Namespace, host: str, run_dir: Path, cached: b
         "-H",
         host,
         "-u",
-        str(args.users),
+        str(users),
         "-r",
         f"{spawn_rate:g}",
         "-t",
-        f"{math.ceil(args.duration)}s",
+        f"{math.ceil(seconds)}s",
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+    ]
+
+
+def locust_environment(**extra: str) -> dict[str, str]:
+    """This process' environment without LOCUST_* (a lab's Locust settings must not
+    leak into a benchmark's run), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def locust_command(args: argparse.Namespace, host: str, run_dir: Path, cached: bool) -> list[str]:
+    command = headless_locust(
+        host, args.users, args.spawn_rate or float(args.users), args.duration
+    ) + [
         "--csv",
         str(run_dir / CSV_PREFIX),
         "--csv-full-history",
         "--html",
         str(run_dir / HTML_REPORT),
-        "--only-summary",
-        # Failures are reported, not fatal: only the thresholds set the exit code.
-        "--exit-code-on-error",
-        "0",
         "--wait-min",
         f"{args.wait_min:g}",
         "--wait-max",
@@ -313,13 +328,9 @@ def run_locust(command: list[str], run_dir: Path, duration: float, label: str) -
     deadline = time.monotonic() + duration + 60
     started = time.monotonic()
     next_report = started + 10
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for name in list(env):  # the lab's LOCUST_* settings must not leak into this run
-        if name.startswith("LOCUST_"):
-            del env[name]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir, env=env
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir, env=locust_environment()
         )
         try:
             while process.poll() is None:

@@ -21,7 +21,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .bench import BenchError, apply_settings, check_stack_up, current_settings, say
+from .bench import (
+    BenchError,
+    apply_settings,
+    check_stack_up,
+    current_settings,
+    headless_locust,
+    locust_environment,
+    say,
+)
 from .stack import ROOT, Stack
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -39,30 +47,14 @@ CHROMIUM_ARGS = [
 
 def swarm(stack: Stack, seconds: int, users: int) -> None:
     """Headless Locust against the lab, bounded by -t and a subprocess timeout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
-    command = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "-H",
-        stack.base_url,
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "-t",
-        f"{seconds}s",
-        "--only-summary",
-        "--exit-code-on-error",
-        "0",
-        "HotKeyUser",
-        "ColdStartUser",
-    ]
+    command = headless_locust(stack.base_url, users, users, seconds)
     subprocess.run(
-        command, env=env, cwd=ROOT, capture_output=True, timeout=seconds + 90, check=True
+        command + ["HotKeyUser", "ColdStartUser"],
+        env=locust_environment(),
+        cwd=ROOT,
+        capture_output=True,
+        timeout=seconds + 90,
+        check=True,
     )
 
 

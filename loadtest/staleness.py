@@ -270,27 +270,11 @@ def run(args: argparse.Namespace, stack=None) -> int:
 
 
 def run_locust(stack, args: argparse.Namespace, variant: str, token: str, out: Path) -> dict:
-    locustfile = Path(__file__).resolve().parent / "locustfile.py"
+    from .bench import headless_locust, locust_environment
+
     summary_path = out / f"staleness-{variant}.json"
     users = args.readers + args.writers
-    command = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(locustfile),
-        "--headless",
-        "-H",
-        stack.base_url,
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "-t",
-        f"{math.ceil(args.duration)}s",
-        "--only-summary",
-        "--exit-code-on-error",
-        "0",
+    command = headless_locust(stack.base_url, users, users, args.duration) + [
         "--variant",
         variant,
         "--payload-bytes",
@@ -306,8 +290,7 @@ def run_locust(stack, args: argparse.Namespace, variant: str, token: str, out: P
         "ItemWriter",
         "ItemReader",
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
-    env.update(WRITE_API_TOKEN=token, PYTHONUNBUFFERED="1")
+    env = locust_environment(WRITE_API_TOKEN=token)
     log = out / f"locust-{variant}.log"
     with log.open("w") as handle:
         result = subprocess.run(

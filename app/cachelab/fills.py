@@ -89,6 +89,14 @@ class Filler:
                 lambda: self._lead(target, strategy, timer),
                 timeout=self.settings.fill_wait_seconds,
             )
+            if shared and lookup.superseded:
+                # That query read the row before a write this request may have
+                # followed (read-your-writes): look again, in a flight of its own.
+                lookup, shared = self.flights.do(
+                    target.key,
+                    lambda: self._lead(target, strategy, timer),
+                    timeout=self.settings.fill_wait_seconds,
+                )
         if not shared:
             return lookup
         timer.add("lock", started)
@@ -161,7 +169,7 @@ class Filler:
         with self.admission.fill():
             loaded = self.loader.load(target, timer)
         entry = self.loader.entry(loaded, fence)
-        local, stored = self.store_and_keep(target, entry, timer)
+        local, stored, superseded = self.store_and_keep(target, entry, timer)
         return Lookup(
             target=target,
             strategy=strategy,
@@ -173,15 +181,17 @@ class Filler:
             detail=detail,
             ttl_remaining=entry.ttl,
             stored=stored,
+            superseded=superseded,
             timings_ms=dict(timer.timings),
         )
 
     def store_and_keep(
         self, target: Target, entry: Entry, timer: Timer
-    ) -> tuple[LocalEntry | None, bool]:
+    ) -> tuple[LocalEntry | None, bool, bool]:
         """Write ``entry`` (guarded unless the target is not) and keep this
-        worker's copy of it -- servable only if Redis now holds it. A write
-        refused because Redis holds something newer keeps no copy at all."""
+        worker's copy of it -- servable only if Redis now holds it. Returns
+        ``(copy, stored, superseded)``: a write refused because Redis holds
+        something newer (superseded) keeps no copy at all."""
         snapshot = self.local.snapshot(target.key)
         started = time.perf_counter()
         try:
@@ -192,11 +202,11 @@ class Filler:
         finally:
             timer.add("cache", started)
         if reachable and not stored:
-            return None, False
+            return None, False, True
         local = self.local.put(
             target.key, entry, entry.ttl, entry.ttl + entry.grace, snapshot, servable=stored
         )
-        return local, stored
+        return local, stored, False
 
     def _served(
         self, target: Target, strategy: str, read: Read, snapshot, timer: Timer, detail: str

@@ -43,6 +43,9 @@ class Lookup:
     detail: str = ""  # why: collapsed, lock-timeout, redis-unavailable, request, ...
     ttl_remaining: float | None = None
     stored: bool = False
+    # The query's answer lost to a newer write already in Redis (a tombstone,
+    # a newer entry): right for the request that ran it, never to be shared.
+    superseded: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -29,6 +29,12 @@ class SingleFlight(Generic[T]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: dict[str, Future[T]] = {}
+        self._followers: dict[str, int] = {}
+
+    def followers(self, key: str) -> int:
+        """How many callers are waiting on the call in flight for ``key``."""
+        with self._lock:
+            return self._followers.get(key, 0)
 
     def is_leader_free(self, key: str) -> bool:
         """True if no call for ``key`` is in flight (a caller would lead)."""
@@ -42,11 +48,18 @@ class SingleFlight(Generic[T]):
             leader = future is None
             if future is None:
                 future = self._calls[key] = Future()
+            else:
+                self._followers[key] = self._followers.get(key, 0) + 1
         if not leader:
             try:
                 return future.result(timeout=timeout), True
             except FutureTimeout:
                 raise FlightTimeout(f"waited {timeout:g}s for a fill in this worker") from None
+            finally:
+                with self._lock:
+                    left = self._followers.pop(key, 1) - 1
+                    if left:
+                        self._followers[key] = left
         try:
             result = func()
         except BaseException as exc:

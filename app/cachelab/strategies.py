@@ -208,7 +208,7 @@ class CacheService:
             except CacheUnavailable:
                 pass
         entry = self.loader.entry(loaded, fence, grace=False)
-        local, stored = self.filler.store_and_keep(target, entry, timer)
+        local, stored, _ = self.filler.store_and_keep(target, entry, timer)
         return Lookup(
             target=target,
             strategy="cache-aside",

@@ -9,16 +9,16 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import pytest
 
 from cachelab import metrics
 from cachelab.admission import Overloaded
 from cachelab.db import DatabaseUnavailable
-from cachelab.keys import version_target
-from cachelab.lookup import BYPASS, DATABASE, HIT, LOCAL, MISS, REDIS, STALE
+from cachelab.keys import item_target, version_target
+from cachelab.lookup import BYPASS, DATABASE, HIT, LOCAL, MISS, STALE
 from cachelab.refresher import Refresher
+from cachelab.writes import Writer
 from loadtest.stack import wait_until
 
 from .conftest import FakeClock, free_port
@@ -123,6 +123,7 @@ def test_followers_in_a_worker_wait_at_most_their_deadline(settings, db, service
     with pytest.raises(FlightTimeout):
         flights.do("k", lambda: None, timeout=0.2)
     assert time.monotonic() - started < 1.0
+    assert flights.followers("k") == 0  # a follower that gave up is no longer counted
     gate.set()
     leader.join(5)
 
@@ -394,3 +395,32 @@ def test_during_an_outage_a_worker_refreshes_its_copy_once_per_ttl(settings, db,
         assert db.calls["version"] == 2
     finally:
         valkey.start()
+
+
+def test_a_request_after_a_write_never_takes_a_fill_that_read_before_it(settings, db, services):
+    """Read-your-writes across a single flight: a fill that read version 1 is
+    in flight when a delete-mode write commits version 2; a read that joins the
+    flight after the write must not get version 1 (found by the staleness
+    benchmark: 1 violation in 52)."""
+    service = services(settings, db)
+    item = item_target(settings.cache_namespace, 3, "delete")
+    leader_gate = db.gate = threading.Event()
+    seen: dict[str, int] = {}
+
+    def read(name: str) -> None:
+        seen[name] = service.get(item).value["version"]
+
+    leader = threading.Thread(target=read, args=("leader",))
+    leader.start()
+    assert db.started.acquire(timeout=5)  # the fill has read version 1 and is held
+    db.gate = None  # queries started from now on answer at once
+    written = Writer(service).put(3, "new", "delete", guarded=True)
+    assert written.item["version"] == 2 and written.action == "tombstone"
+    follower = threading.Thread(target=read, args=("follower",))
+    follower.start()
+    wait_until(lambda: service.filler.flights.followers(item.key) == 1, 5, interval=0.01,
+               message="the follower joined the flight")
+    leader_gate.set()
+    leader.join(5)
+    follower.join(5)
+    assert seen == {"leader": 1, "follower": 2}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 
 from cachelab.entry import Entry
 from cachelab.keys import version_target

@@ -120,12 +120,9 @@
     return null;
   }
 
-  // The change over `span` seconds, added over every live instance.
-  function aggregate(span) {
-    var agg = {
-      lookups: 0, hits: 0, requests: 0, requestRate: 0, slow: 0, slowRate: 0, slowSum: 0,
-      latency: {}, slowBuckets: {}, results: {}, covered: false
-    };
+  // For every live app container: its latest snapshot, the one about `span`
+  // seconds before it, and the seconds between them.
+  function eachWindow(span, visit) {
     var now = performance.now();
     Object.keys(instances).forEach(function (id) {
       var inst = instances[id];
@@ -137,7 +134,17 @@
       }
       if (!base) { return; }
       var dt = cur.server_time - base.server_time;
-      if (dt <= 0) { return; }
+      if (dt > 0) { visit(cur, base, dt); }
+    });
+  }
+
+  // The change over `span` seconds, added over every live instance.
+  function aggregate(span) {
+    var agg = {
+      lookups: 0, hits: 0, requests: 0, requestRate: 0, slow: 0, slowRate: 0, slowSum: 0,
+      latency: {}, slowBuckets: {}, results: {}, covered: false
+    };
+    eachWindow(span, function (cur, base, dt) {
       agg.covered = true;
       agg.lookups += sumCacheRequests(cur) - sumCacheRequests(base);
       agg.hits += hitsOf(cur) - hitsOf(base);
@@ -164,18 +171,7 @@
   // Redis INFO counters and item staleness over `span`, for the Redis and staleness panels.
   function aggregateExtras(span) {
     var out = { evicted: 0, hits: 0, misses: 0, dt: 0, modes: {} };
-    var now = performance.now();
-    Object.keys(instances).forEach(function (id) {
-      var inst = instances[id];
-      if (now - inst.seen > INSTANCE_STALE_MS) { return; }
-      var snaps = inst.snaps, cur = snaps[snaps.length - 1], base = null;
-      for (var i = snaps.length - 2; i >= 0; i--) {
-        base = snaps[i];
-        if (cur.server_time - snaps[i].server_time >= span) { break; }
-      }
-      if (!base) { return; }
-      var dt = cur.server_time - base.server_time;
-      if (dt <= 0) { return; }
+    eachWindow(span, function (cur, base, dt) {
       var ci = cur.redis_info || {}, bi = base.redis_info || {};
       if (ci.status === "ok" && bi.status === "ok" && !out.dt) {  // one server: count it once
         out.dt = dt;
