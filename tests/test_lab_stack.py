@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 
-from loadtest.stack import parse_json, wait_until
+from loadtest.stack import ROOT, parse_json, wait_until
 
 DELAY = 1.0  # SLOW_QUERY_SECONDS in tests/stack.py
 
@@ -135,3 +137,24 @@ def test_db_init_is_idempotent_and_sets_the_function(stack):
     finally:
         conn.close()
     assert "pg_sleep" in source and "lab_settings" in source and "RETURN version()" in source
+
+
+def test_the_app_container_runs_the_code_of_this_checkout(lab):
+    """Every file of the package in the image is the checkout's own: an image
+    rebuilt after a change must not keep the previous build's code (uv reuses
+    a built wheel unless its cache-keys cover the sources)."""
+    package = ROOT / "app" / "cachelab"
+    here = {str(p.relative_to(package)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(package.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+    script = (
+        "import hashlib, json, pathlib, cachelab\n"
+        "root = pathlib.Path(cachelab.__file__).parent\n"
+        "print(json.dumps({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()"
+        " for p in root.rglob('*') if p.is_file() and '__pycache__' not in p.parts}))"
+    )
+    code, out = lab.container("app").exec_run(["python", "-c", script])
+    assert code == 0, out
+    installed = json.loads(out.decode())
+    changed = sorted(name for name in here if installed.get(name) != here[name])
+    assert not changed, f"the image runs other code than the checkout for: {changed}"
+

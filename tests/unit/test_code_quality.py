@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,15 @@ def test_the_lock_matches_pyproject():
         pytest.fail("uv not found in .venv-tools (scripts/test installs it there)")
     result = run(str(uv), "lock", "--check", "--project", "app")
     assert result.returncode == 0, "run `uv lock --project app`\n" + result.stderr
+
+
+def test_the_hashed_uv_pin_is_the_required_version():
+    """uv installs everything else, so it is hash-pinned too, at the one version
+    app/pyproject.toml requires (uv refuses to run at any other)."""
+    required = tomllib.loads((ROOT / "app" / "pyproject.toml").read_text())["tool"]["uv"][
+        "required-version"
+    ]
+    pin = (ROOT / "app" / "requirements-uv.txt").read_text()
+    pinned = re.findall(r"^uv==(\S+) \\$", pin, re.MULTILINE)
+    assert pinned and required == f"=={pinned[0]}", (required, pinned)
+    assert len(re.findall(r"--hash=sha256:[0-9a-f]{64}", pin)) >= 10  # every platform's wheel
