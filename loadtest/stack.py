@@ -178,11 +178,14 @@ class Stack:
         return requests.get(self.url(path), timeout=timeout, **kwargs)
 
     def wait_ready(self, timeout: float = 60) -> None:
-        wait_until(
-            lambda: self.get("/readyz", timeout=5).status_code == 200,
-            timeout,
-            message="/readyz to answer 200 through nginx",
-        )
+        def ready() -> bool:
+            # Asked afresh each time: a restarted or recreated nginx container
+            # (`compose up` of a dependent service may do either) gets a new
+            # ephemeral port.
+            self.__dict__.pop("_base_url", None)
+            return self.get("/readyz", timeout=5).status_code == 200
+
+        wait_until(ready, timeout, message="/readyz to answer 200 through nginx")
 
     # -- postgres -----------------------------------------------------------
     def pg_connect(self):

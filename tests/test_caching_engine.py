@@ -270,8 +270,8 @@ def test_memory_tier_is_bounded_when_the_server_refuses_tracking(lab):
     try:
         lab.container("app").restart(timeout=10)
         lab.wait_ready()
-        ready = parse_json(lab.get("/readyz"))["redis"]["memory_tier"]
-        assert ready["mode"] == "fallback" and "1000 ms" in ready["bound"], ready
+        ready = wait_for_memory_tier(lab, "fallback")
+        assert "1000 ms" in ready["bound"], ready
         path = f"/api/version?item={fresh_item()}"
         key = parse_json(lab.get(path))["key"]
         wait_until(lambda: lab.get(path).headers["Cache-Status"].endswith("memory; hit"), 10,
@@ -289,7 +289,17 @@ def test_memory_tier_is_bounded_when_the_server_refuses_tracking(lab):
         client.execute_command("ACL", "SETUSER", "default", "+client|tracking")
         lab.container("app").restart(timeout=10)
         lab.wait_ready()
-    assert parse_json(lab.get("/readyz"))["redis"]["memory_tier"]["mode"] == "tracking"
+    wait_for_memory_tier(lab, "tracking")
+
+
+def wait_for_memory_tier(lab, mode: str) -> dict:
+    """/readyz answers 200 while each worker's listener is still ``starting``: wait
+    until six answers in a row (both workers) report ``mode``."""
+    def reported() -> dict | None:
+        tiers = [parse_json(lab.get("/readyz"))["redis"]["memory_tier"] for _ in range(6)]
+        return tiers[0] if all(tier["mode"] == mode for tier in tiers) else None
+
+    return wait_until(reported, 15, interval=0.1, message=f"every worker's memory tier: {mode}")
 
 
 # -- Redis trouble ----------------------------------------------------------------------

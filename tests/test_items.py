@@ -105,16 +105,22 @@ def items_lab(lab):
     return lab
 
 
-@pytest.mark.parametrize("variant", ["delete", "write-through"])
-def test_a_writer_always_reads_its_own_write(items_lab, variant):
-    summary = drive(items_lab, variant, seconds=6)
-    assert summary["own_reads"] >= 50 and summary["writes"] == summary["own_reads"]
+# In ``delete`` mode the writer's own read is a miss that waits the slow query
+# (DELAY), so its writers get about one write per second each; write-through's
+# own read is a hit.
+@pytest.mark.parametrize(("variant", "writers", "minimum"),
+                         [("delete", 4, 16), ("write-through", 2, 50)])
+def test_a_writer_always_reads_its_own_write(items_lab, variant, writers, minimum):
+    summary = drive(items_lab, variant, seconds=8, writers=writers)
+    assert summary["own_reads"] >= minimum and summary["writes"] == summary["own_reads"]
     assert summary["ryw_violations"] == 0, summary
 
 
 def test_notify_invalidates_even_writes_made_directly_in_sql(items_lab):
     summary = drive(items_lab, "notify", seconds=6, sql_writes=True)
-    assert summary["writes"] >= 50 and summary["reads"] >= 200
+    # Every SQL write empties the item's cache entry, so most reads wait the slow
+    # query: about ten reads per reader.
+    assert summary["writes"] >= 50 and summary["reads"] >= 60
     # The trigger's NOTIFY reaches every worker, which writes the tombstone:
     # staleness is what that takes, not a TTL.
     assert summary["staleness_p99_ms"] is None or summary["staleness_p99_ms"] <= 250, summary

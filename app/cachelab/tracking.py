@@ -124,8 +124,10 @@ class Tracking:
             with self._io_lock:
                 try:
                     self._drain()
-                except _CONNECTION_ERRORS:
-                    self.local.reset(tracking=False)  # stop serving copies at once
+                except _CONNECTION_ERRORS as exc:
+                    # Stop serving copies at once, and say so: until the listener has
+                    # reconnected, /readyz and ``active`` must not claim tracking.
+                    self._set_mode(DOWN, f"connection lost: {type(exc).__name__}")
                     self._reconnect.set()  # the listener notices and reconnects
 
     # -- waiting for a key -----------------------------------------------------------

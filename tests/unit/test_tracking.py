@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 
 from cachelab.entry import Entry
 from cachelab.keys import version_target
 from cachelab.local import LocalEntries
 from cachelab.lookup import MEMORY, REDIS
+from cachelab.tracking import Tracking
 from loadtest.stack import wait_until
 
 from .conftest import FakeClock
@@ -167,3 +169,28 @@ def test_failed_reconnection_attempts_do_not_keep_invalidating_copies(settings, 
                message="three more failed attempts")
     assert service.tracking.status()["mode"] == "down"
     assert service.local.put("k", fresh_entry(1), 10, 70, snapshot) is not None
+
+
+def test_a_request_that_finds_the_connection_dead_reports_tracking_down(settings, raw):
+    """sync() on a request thread may be the first to see the connection gone: the
+    mode must say so at once, or the listener's later reconnection (which resets
+    the copies) races requests that already trusted ``active``."""
+    local = LocalEntries(size=10, fallback_ttl=1.0, clock=time.monotonic)
+    tracking = Tracking(redis.Redis.from_url(settings.redis_url), f"{settings.cache_namespace}:v2:",
+                        local, heartbeat=30.0)
+    tracking._connect()  # connected, but no listener thread: only sync() reads the socket
+    tracking._set_mode("tracking", "")
+    try:
+        assert tracking.active and local.tracking
+        for client in raw.client_list():
+            if client.get("name") == "cachelab-tracking":
+                raw.client_kill_filter(_id=client["id"])
+
+        def noticed() -> bool:
+            tracking.sync()
+            return not local.tracking
+
+        wait_until(noticed, 2, interval=0.01, message="sync() to notice the dead connection")
+        assert not tracking.active and tracking.status()["mode"] == "down"
+    finally:
+        tracking._disconnect()
