@@ -28,7 +28,8 @@ class Hit:
     x_cache: str
     path: str
     body: str  # the first 300 characters of an answer other than 200
-    headers: dict
+    headers: dict  # every header of an answer other than 200
+    cache_status: str = ""  # RFC 9211 Cache-Status: says which tier served a hit
 
     @property
     def ended(self) -> float:
@@ -174,6 +175,7 @@ class Traffic:
                     path,
                     "" if response.status_code == 200 else response.text[:300],
                     {} if response.status_code == 200 else dict(response.headers),
+                    response.headers.get("Cache-Status", ""),
                 )
             except requests.RequestException as exc:
                 hit = Hit(started, time.monotonic() - started, 0, "", path, type(exc).__name__, {})

@@ -17,6 +17,9 @@ from .entry import FORMAT
 from .lookup import Target
 
 LOCK_SUFFIX = ":lock"
+# The invalidation modes whose write is visible to every later read once the
+# PUT has returned (cachelab.writes).
+READ_YOUR_WRITES_MODES = frozenset({"delete", "write-through"})
 
 
 def prefix(namespace: str) -> str:
@@ -37,7 +40,13 @@ def item_target(namespace: str, item_id: int, mode: str, guarded: bool = True) -
     """An item's entry in the key space of one invalidation mode (modes never
     share entries, so they can be compared side by side)."""
     space = mode if guarded else f"{mode}-unguarded"
-    return Target("item", item_id, f"{prefix(namespace)}item:{space}:{item_id}", guarded)
+    return Target(
+        "item",
+        item_id,
+        f"{prefix(namespace)}item:{space}:{item_id}",
+        guarded,
+        read_your_writes=mode in READ_YOUR_WRITES_MODES,
+    )
 
 
 def lock_key(key: str) -> str:

@@ -23,6 +23,10 @@ class Target:
     ident: int
     key: str
     guarded: bool = True  # writes compare (version, fence); False shows the races
+    # Its invalidation mode promises read-your-writes across workers: tier 1 may
+    # serve it only while tracking keeps every copy coherent, never from an
+    # uncovered copy (listener starting, down, or refused: MEMORY_FALLBACK_TTL_MS).
+    read_your_writes: bool = False
 
     @property
     def lock_key(self) -> str:

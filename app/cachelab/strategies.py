@@ -70,6 +70,7 @@ class CacheService:
             settings.tracking_heartbeat_seconds,
             enabled=settings.cache_tracking == "auto",
             on_invalidate=self.refresher.forget,
+            on_lost=store.drop_idle_connections,
         )
         store.on_failover = self.tracking.reconnect
         self.admission = Admission(settings.miss_slots, settings.fill_slots)
@@ -171,6 +172,8 @@ class CacheService:
             return None
         started = time.perf_counter()
         self.tracking.sync()
+        if target.read_your_writes and not self.tracking.active:
+            return None  # an uncovered copy could predate a write another worker made
         local = self.local.servable(target.key)
         if local is None:
             return None

@@ -27,7 +27,8 @@ Every mode commits the write to PostgreSQL first (the ``items`` trigger bumps
 ``delete`` and ``write-through`` give read-your-writes: when the PUT has
 returned, the next GET through Nginx returns that version or a newer one
 (the tombstone or new entry is in Redis, and the tracking invalidation has
-been sent to every worker before the PUT's answer).
+been sent to every worker before the PUT's answer; a worker whose listener is
+not connected reads these items from Redis, never from tier 1).
 """
 
 from __future__ import annotations

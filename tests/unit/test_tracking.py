@@ -8,10 +8,11 @@ import pytest
 import redis
 
 from cachelab.entry import Entry
-from cachelab.keys import version_target
+from cachelab.keys import item_target, version_target
 from cachelab.local import LocalEntries
 from cachelab.lookup import MEMORY, REDIS
 from cachelab.tracking import Tracking
+from cachelab.writes import Writer
 from loadtest.stack import wait_until
 
 from .conftest import FakeClock
@@ -194,3 +195,43 @@ def test_a_request_that_finds_the_connection_dead_reports_tracking_down(settings
         assert not tracking.active and tracking.status()["mode"] == "down"
     finally:
         tracking._disconnect()
+
+
+@pytest.mark.parametrize("mode", ["delete", "write-through"])
+def test_a_worker_without_its_listener_never_serves_a_read_your_writes_item_from_memory(
+        settings, db, services, mode):
+    """Another container's write must reach the next read even while this worker's
+    listener is still starting (or down, or refused): tier 1's bounded fallback is
+    for data without that promise (found in CI: 1 read-your-writes violation in
+    116 write-through writes, 0.6-0.8 s stale, right after the app started)."""
+    clock = FakeClock()
+    writer = services(settings, db)
+    reader = services(settings, db, clock=clock, start=False)  # listener not connected
+    assert reader.tracking.status()["mode"] == "starting"
+    item = item_target(settings.cache_namespace, 5, mode)
+    page = version_target(settings.cache_namespace, 7)
+    for target in (item, page):
+        reader.get(target)  # the fill
+        reader.get(target)  # from Redis: an uncovered copy stays in memory
+    assert reader.get(page).tier == MEMORY  # the bounded fallback still serves the page
+    written = Writer(writer).put(5, "new", mode, guarded=True)
+    clock.advance(0.1)  # well inside MEMORY_FALLBACK_TTL_MS
+    assert reader.get(item).value["version"] == written.item["version"] == 2
+
+
+def test_a_lost_tracking_connection_closes_the_idle_request_connections(
+        settings, db, services, raw):
+    """The listener's heartbeat is each worker's probe of the endpoint: when it
+    loses the node, the request pool's idle connections (to the same node) go too,
+    before a request pays a timeout on one of them after a failover."""
+    service = services(settings, db)
+    pool = service.store.client.connection_pool
+    idle = [pool.get_connection() for _ in range(3)]
+    for connection in idle:
+        pool.release(connection)
+    assert all(connection._sock is not None for connection in idle)
+    for client in raw.client_list():
+        if client.get("name") == "cachelab-tracking":
+            raw.client_kill_filter(_id=client["id"])
+    wait_until(lambda: all(connection._sock is None for connection in idle), 3, interval=0.01,
+               message="the idle request connections to close")
