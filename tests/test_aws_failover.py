@@ -138,7 +138,10 @@ def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
                    message="load after the recovery")
     hits = load.hits
     after = lab.get("/api/version?item=703")  # a write on the new primary, then a HIT
-    again = lab.get("/api/version?item=703")
+    # A pooled connection still open to the old node costs the request that draws
+    # it one timeout and a degraded 200 (BYPASS); then a HIT (within a bound).
+    again = wait_until(lambda: (r := lab.get("/api/version?item=703")).headers["X-Cache"] == "HIT"
+                       and r, 10, interval=0.05, message="item 703 a HIT from the new primary")
     readonly = metric(lab.app_metrics(), "cachelab_redis_errors_total", kind="readonly") - readonly_before
     during = load.since(failover_at)
     figures = {
@@ -164,8 +167,7 @@ def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
     assert all(r.status_code == 200 for r in cold), figures
     assert figures["seconds_until_hit_after_endpoint_move"] < 10, figures
     assert figures["p99_s"] < 3 and figures["max_s"] < 5, figures  # a miss costs ~1 s (SLOW_QUERY_SECONDS)
-    assert after.status_code == 200 and again.headers["X-Cache"] == "HIT", (
-        figures, dict(after.headers), dict(again.headers))
+    assert after.status_code == 200 and again.status_code == 200, figures
     assert _role(node_b) == "master" and "master_link_status:up" in _cli(node_a, "INFO", "replication")
     # Every HIT that went to the cache after the recovery was served by node B
     # (tier-1 memory hits of two-tier never reach a cache node).

@@ -355,6 +355,10 @@ def test_redis_paused_under_load_breaker_opens_no_5xx(lab):
 def test_a_redis_restart_is_answered_from_the_workers_copies(lab):
     """Redis restarts empty: each worker writes its confirmed copy back instead of
     making the first reader of every key wait for the query."""
+    # Copies are written back only if tracking covered them when they were read:
+    # every worker's listener back from what the previous test did to Redis.
+    wait_until(lambda: metric(lab.app_metrics(), "cachelab_tracking_state") == 0, 30,
+               interval=0.2, message="tracking in every worker before the copies are read")
     items = [fresh_item() for _ in range(3)]
     for item in items:
         lab.get(f"/api/version?item={item}")

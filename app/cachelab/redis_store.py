@@ -168,11 +168,9 @@ class RedisStore:
             raise CacheUnavailable(str(exc)) from exc
         except redis.exceptions.TimeoutError as exc:
             metrics.REDIS_ERRORS["timeout"].inc()
-            self.drop_idle_connections()
             raise CacheUnavailable("redis timeout") from exc
         except _FAILURES as exc:
             metrics.REDIS_ERRORS["connection"].inc()
-            self.drop_idle_connections()
             raise CacheUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
         except redis.exceptions.ReadOnlyError as exc:
             # A failover demoted the node this pool talks to: drop every pooled
@@ -185,14 +183,6 @@ class RedisStore:
         except redis.exceptions.RedisError as exc:  # OOM, NOPERM, WRONGTYPE, ...
             metrics.REDIS_ERRORS["response"].inc()
             raise CacheUnavailable(f"redis error: {str(exc)[:120]}") from exc
-
-    def drop_idle_connections(self) -> None:
-        """Close the pooled connections no thread is using: they were opened to
-        the endpoint as it resolved then. After one of them failed (the node
-        died, or a failover moved the endpoint), each would cost a request a
-        timeout; the next use of a closed one connects afresh instead. Connections
-        in use are left to their threads."""
-        self.client.connection_pool.disconnect(inuse_connections=False)
 
     # -- entries --------------------------------------------------------------
     def read(self, key: str) -> Read:

@@ -70,7 +70,6 @@ class CacheService:
             settings.tracking_heartbeat_seconds,
             enabled=settings.cache_tracking == "auto",
             on_invalidate=self.refresher.forget,
-            on_lost=store.drop_idle_connections,
         )
         store.on_failover = self.tracking.reconnect
         self.admission = Admission(settings.miss_slots, settings.fill_slots)

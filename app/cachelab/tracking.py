@@ -29,9 +29,6 @@ Rules
   ``TRACKING_HEARTBEAT_SECONDS`` detects a dead connection, and a node that a
   failover turned into a replica; either way the listener reconnects. That
   heartbeat bounds how long a silently dead connection can leave tier 1 stale.
-  It is also the worker's probe of the endpoint: a lost connection closes the
-  request pool's idle connections (``on_lost``), so that after a failover no
-  request pays a timeout on a connection to the old node.
 * Before tier 1 serves a copy, the request thread drains any invalidation
   already waiting on the socket (:meth:`sync`), so an invalidation that
   reached this host before the request is never ignored.
@@ -66,14 +63,12 @@ class Tracking:
         heartbeat: float,
         enabled: bool = True,
         on_invalidate: Callable[[list[str] | None], None] | None = None,
-        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.local = local
         self.heartbeat = heartbeat
         self.on_invalidate = on_invalidate
-        self.on_lost = on_lost
         self.mode = STARTING if enabled else OFF
         self.reason = "" if enabled else "CACHE_TRACKING=off"
         self.invalidations = 0
@@ -134,7 +129,6 @@ class Tracking:
                     # reconnected, /readyz and ``active`` must not claim tracking.
                     self._set_mode(DOWN, f"connection lost: {type(exc).__name__}")
                     self._reconnect.set()  # the listener notices and reconnects
-                    self._lost()
 
     # -- waiting for a key -----------------------------------------------------------
     def watch(self, keys: Iterable[str]) -> threading.Event:
@@ -187,7 +181,6 @@ class Tracking:
                 if not self._stop.is_set():
                     log.warning("tracking connection lost", extra={"reason": str(exc)[:200]})
                 self._set_mode(DOWN, f"connection lost: {type(exc).__name__}")
-                self._lost()
             finally:
                 self._disconnect()
 
@@ -281,11 +274,6 @@ class Tracking:
         if self.on_invalidate is not None:
             self.on_invalidate(names)
         return push
-
-    def _lost(self) -> None:
-        """The endpoint failed this worker's probe: tell the request pool."""
-        if self.on_lost is not None:
-            self.on_lost()
 
     def _set_mode(self, mode: str, reason: str) -> None:
         changed = mode != self.mode

@@ -13,8 +13,6 @@ from cachelab.entry import Entry, tombstone
 from cachelab.leases import Busy, Lease, Leases
 from cachelab.redis_store import CacheUnavailable, RedisStore
 
-from loadtest.stack import wait_until
-
 from .conftest import free_port
 
 
@@ -161,22 +159,3 @@ def test_an_unreachable_redis_opens_the_breaker(settings):
         store.read("k")
     with pytest.raises(CacheUnavailable):
         store.ping()
-
-
-def test_a_connection_failure_closes_the_idle_pooled_connections(store, raw):
-    """Every idle connection went to the same endpoint: after one fails (the node
-    died, or a failover moved the endpoint), each of the others would cost a
-    request a timeout (found by the failover drill: a BYPASS after 76 ms, seconds
-    after the endpoint had moved). A server that stops answering stands in for a
-    node that left the network (redis-py itself replaces a connection the server
-    closed)."""
-    pool = store.client.connection_pool
-    idle = [pool.get_connection() for _ in range(3)]
-    for connection in idle:
-        pool.release(connection)
-    raw.execute_command("CLIENT", "PAUSE", 800, "ALL")  # longer than the 500 ms timeout
-    with pytest.raises(CacheUnavailable, match="timeout"):
-        store.read("k")  # the most recently released one times out
-    assert all(connection._sock is None for connection in idle)
-    wait_until(lambda: store.read("k").entry is None, 5, interval=0.05,
-               message="the next requests to connect afresh once the server answers")

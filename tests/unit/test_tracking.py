@@ -217,21 +217,3 @@ def test_a_worker_without_its_listener_never_serves_a_read_your_writes_item_from
     written = Writer(writer).put(5, "new", mode, guarded=True)
     clock.advance(0.1)  # well inside MEMORY_FALLBACK_TTL_MS
     assert reader.get(item).value["version"] == written.item["version"] == 2
-
-
-def test_a_lost_tracking_connection_closes_the_idle_request_connections(
-        settings, db, services, raw):
-    """The listener's heartbeat is each worker's probe of the endpoint: when it
-    loses the node, the request pool's idle connections (to the same node) go too,
-    before a request pays a timeout on one of them after a failover."""
-    service = services(settings, db)
-    pool = service.store.client.connection_pool
-    idle = [pool.get_connection() for _ in range(3)]
-    for connection in idle:
-        pool.release(connection)
-    assert all(connection._sock is not None for connection in idle)
-    for client in raw.client_list():
-        if client.get("name") == "cachelab-tracking":
-            raw.client_kill_filter(_id=client["id"])
-    wait_until(lambda: all(connection._sock is None for connection in idle), 3, interval=0.01,
-               message="the idle request connections to close")
