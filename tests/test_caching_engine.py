@@ -128,7 +128,12 @@ def test_a_flood_of_cold_misses_does_not_slow_the_hits(lab):
     for response in refused:
         assert parse_json(response)["error"] == "overloaded"
         assert response.headers["Retry-After"] == "1"
-        assert response.elapsed.total_seconds() < 1.0, "a refusal must be fast"
+    # Refused at once, without waiting for a slot: the time is the client's and
+    # the edge's (100 requests started together on 2 cores), far below the 5 s
+    # query. A percentile plus a generous maximum, not one tight maximum.
+    refusal_times = [r.elapsed.total_seconds() for r in refused]
+    assert percentile(refusal_times, 90) < 1.0 and max(refusal_times, default=0) < 2.5, \
+        sorted(refusal_times)[-5:]
     served = [r for r in cold if r.status_code == 200]
     # 2 workers x 16 fill slots: at most 32 queries at once, the rest refused.
     assert 1 <= len(served) <= 2 * 16 and len(refused) >= 100 - 2 * 16
