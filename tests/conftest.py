@@ -31,9 +31,13 @@ def _docker_ready() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        return subprocess.run(["docker", "compose", "version"], capture_output=True,
-                              timeout=20).returncode == 0 and subprocess.run(
-            ["docker", "info"], capture_output=True, timeout=20).returncode == 0
+        return (
+            subprocess.run(
+                ["docker", "compose", "version"], capture_output=True, timeout=20
+            ).returncode
+            == 0
+            and subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -72,14 +76,22 @@ def engine_stack(request, docker_available) -> Stack:
 
 def _reset(stack: Stack) -> Stack:
     """Default test settings, all containers running, empty cache."""
-    for container in stack.docker.containers.list(all=True, filters={
-            "label": f"com.docker.compose.project={stack.project}"}):
+    for container in stack.docker.containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={stack.project}"}
+    ):
         if container.status == "paused":
             container.unpause()
-    needs_reset = bool(stack.overrides) or len(stack.containers("app")) != 1 or any(
-        c.status != "running" for c in stack.docker.containers.list(all=True, filters={
-            "label": f"com.docker.compose.project={stack.project}"})
-        if c.labels.get("com.docker.compose.service") != "db-init")
+    needs_reset = (
+        bool(stack.overrides)
+        or len(stack.containers("app")) != 1
+        or any(
+            c.status != "running"
+            for c in stack.docker.containers.list(
+                all=True, filters={"label": f"com.docker.compose.project={stack.project}"}
+            )
+            if c.labels.get("com.docker.compose.service") != "db-init"
+        )
+    )
     if needs_reset:
         stack.reconfigure()
     stack.wait_ready()

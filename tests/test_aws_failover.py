@@ -38,21 +38,32 @@ RESULTS = ROOT / "results" / "failover.json"
 
 
 def _cli(container, *args: str) -> str:
-    code, out = container.exec_run(["sh", "-c", 'cli=$(command -v valkey-cli || command -v redis-cli); '
-                                    'exec "$cli" "$@"', "cli", *args])
+    code, out = container.exec_run(
+        [
+            "sh",
+            "-c",
+            'cli=$(command -v valkey-cli || command -v redis-cli); exec "$cli" "$@"',
+            "cli",
+            *args,
+        ]
+    )
     if code != 0:
         raise AssertionError(f"cache cli {args} in {container.name}: {out!r}")
     return out.decode().strip()
 
 
 def _keyspace_hits(container) -> int:
-    stats = dict(line.split(":", 1) for line in _cli(container, "INFO", "stats").splitlines() if ":" in line)
+    stats = dict(
+        line.split(":", 1) for line in _cli(container, "INFO", "stats").splitlines() if ":" in line
+    )
     return int(stats["keyspace_hits"])
 
 
 def _client_list(container) -> list[dict[str, str]]:
-    return [dict(field.split("=", 1) for field in line.split() if "=" in field)
-            for line in _cli(container, "CLIENT", "LIST").splitlines()]
+    return [
+        dict(field.split("=", 1) for field in line.split() if "=" in field)
+        for line in _cli(container, "CLIENT", "LIST").splitlines()
+    ]
 
 
 def _role(container) -> str:
@@ -97,25 +108,48 @@ def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
     # Node B: same image, a replica of A (both load a full sync in memory: A's
     # root filesystem is read-only, like the lab's redis service).
     node_b = docker.containers.run(
-        node_a.image.id, name=f"{lab.project}-cache-b", detach=True, network=repl.name,
-        command=["redis-server", "--save", "", "--appendonly", "no", "--replicaof", "node-a", "6379",
-                 "--repl-diskless-load", "swapdb", "--maxmemory", "128mb",
-                 "--maxmemory-policy", "volatile-lru"],
-        networking_config={repl.name: docker.api.create_endpoint_config(aliases=["node-b"])})
+        node_a.image.id,
+        name=f"{lab.project}-cache-b",
+        detach=True,
+        network=repl.name,
+        command=[
+            "redis-server",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "node-a",
+            "6379",
+            "--repl-diskless-load",
+            "swapdb",
+            "--maxmemory",
+            "128mb",
+            "--maxmemory-policy",
+            "volatile-lru",
+        ],
+        networking_config={repl.name: docker.api.create_endpoint_config(aliases=["node-b"])},
+    )
     extra.append(node_b)
     _cli(node_a, "CONFIG", "SET", "repl-diskless-load", "swapdb")
 
     for path in HOT:  # cached before the load
         assert lab.get(path).status_code == 200
-    wait_until(lambda: "master_link_status:up" in _cli(node_b, "INFO", "replication")
-               and int(_cli(node_b, "DBSIZE")) >= int(_cli(node_a, "DBSIZE")) >= len(HOT),
-               timeout=30, message="node B to replicate node A")
+    wait_until(
+        lambda: (
+            "master_link_status:up" in _cli(node_b, "INFO", "replication")
+            and int(_cli(node_b, "DBSIZE")) >= int(_cli(node_a, "DBSIZE")) >= len(HOT)
+        ),
+        timeout=30,
+        message="node B to replicate node A",
+    )
     assert lab.get(HOT[0]).headers["X-Cache"] == "HIT"
     b_hits_before = _keyspace_hits(node_b)
     readonly_before = metric(lab.app_metrics(), "cachelab_redis_errors_total", kind="readonly")
 
-    with Traffic(lab.base_url, paths=HOT, threads=4, rate=20, duration=60, max_requests=1500,
-                 timeout=20) as load:
+    with Traffic(
+        lab.base_url, paths=HOT, threads=4, rate=20, duration=60, max_requests=1500, timeout=20
+    ) as load:
         wait_until(lambda: load.count_since(load.t0) >= 40, timeout=20, message="steady load")
         failover_at = time.monotonic()
         # 1. promotion and demotion (what ElastiCache does first)
@@ -131,18 +165,32 @@ def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
         moved_at = time.monotonic()
         # HIT again, served by the new primary (its own hit counter moves)
         first_hit = wait_until(
-            lambda: _keyspace_hits(node_b) > b_hits_before
-            and next((h for h in load.since(moved_at) if h.x_cache == "HIT"), None),
-            timeout=30, interval=0.05, message="X-Cache: HIT from the new primary")
-        wait_until(lambda: load.count_since(first_hit.ended) >= 40, timeout=30,
-                   message="load after the recovery")
+            lambda: (
+                _keyspace_hits(node_b) > b_hits_before
+                and next((h for h in load.since(moved_at) if h.x_cache == "HIT"), None)
+            ),
+            timeout=30,
+            interval=0.05,
+            message="X-Cache: HIT from the new primary",
+        )
+        wait_until(
+            lambda: load.count_since(first_hit.ended) >= 40,
+            timeout=30,
+            message="load after the recovery",
+        )
     hits = load.hits
     after = lab.get("/api/version?item=703")  # a write on the new primary, then a HIT
     # A pooled connection still open to the old node costs the request that draws
     # it one timeout and a degraded 200 (BYPASS); then a HIT (within a bound).
-    again = wait_until(lambda: (r := lab.get("/api/version?item=703")).headers["X-Cache"] == "HIT"
-                       and r, 10, interval=0.05, message="item 703 a HIT from the new primary")
-    readonly = metric(lab.app_metrics(), "cachelab_redis_errors_total", kind="readonly") - readonly_before
+    again = wait_until(
+        lambda: (r := lab.get("/api/version?item=703")).headers["X-Cache"] == "HIT" and r,
+        10,
+        interval=0.05,
+        message="item 703 a HIT from the new primary",
+    )
+    readonly = (
+        metric(lab.app_metrics(), "cachelab_redis_errors_total", kind="readonly") - readonly_before
+    )
     during = load.since(failover_at)
     figures = {
         "requests": len(hits),
@@ -152,7 +200,8 @@ def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
         "errors": len(hits.errors()),
         "seconds_until_hit_after_promotion": round(first_hit.ended - failover_at, 3),
         "seconds_until_hit_after_endpoint_move": round(first_hit.ended - moved_at, 3),
-        "p50_s": round(during.latency(50), 4), "p99_s": round(during.latency(99), 3),
+        "p50_s": round(during.latency(50), 4),
+        "p99_s": round(during.latency(99), 3),
         "max_s": round(during.max_latency(), 3),
         "readonly_errors": readonly,
         "cold_writes_in_readonly_window": [r.status_code for r in cold],
@@ -166,18 +215,32 @@ def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
     assert figures["errors"] == 0, (figures, [h.body for h in hits.errors()][:5])
     assert all(r.status_code == 200 for r in cold), figures
     assert figures["seconds_until_hit_after_endpoint_move"] < 10, figures
-    assert figures["p99_s"] < 3 and figures["max_s"] < 5, figures  # a miss costs ~1 s (SLOW_QUERY_SECONDS)
+    assert figures["p99_s"] < 3 and figures["max_s"] < 5, (
+        figures
+    )  # a miss costs ~1 s (SLOW_QUERY_SECONDS)
     assert after.status_code == 200 and again.status_code == 200, figures
-    assert _role(node_b) == "master" and "master_link_status:up" in _cli(node_a, "INFO", "replication")
+    assert _role(node_b) == "master" and "master_link_status:up" in _cli(
+        node_a, "INFO", "replication"
+    )
     # Every HIT that went to the cache after the recovery was served by node B
     # (tier-1 memory hits of two-tier never reach a cache node).
-    cache_hits_after = sum(1 for h in load.since(first_hit.ended)
-                           if h.x_cache == "HIT" and not _memory_hit(h.cache_status))
+    cache_hits_after = sum(
+        1
+        for h in load.since(first_hit.ended)
+        if h.x_cache == "HIT" and not _memory_hit(h.cache_status)
+    )
     assert _keyspace_hits(node_b) - b_hits_before >= cache_hits_after * 0.9, "HITs come from node B"
     if strategy == "two-tier":
         # The tier-1 listener followed the primary: tracking on node B, and
         # memory hits again (invalidated by node B from now on).
-        wait_until(lambda: any(c.get("name") == "cachelab-tracking" for c in
-                               _client_list(node_b)), 10, message="the listener on node B")
-        wait_until(lambda: _memory_hit(lab.get(HOT[0]).headers.get("Cache-Status", "")), 10,
-                   interval=0.05, message="a tier-1 memory hit after the failover")
+        wait_until(
+            lambda: any(c.get("name") == "cachelab-tracking" for c in _client_list(node_b)),
+            10,
+            message="the listener on node B",
+        )
+        wait_until(
+            lambda: _memory_hit(lab.get(HOT[0]).headers.get("Cache-Status", "")),
+            10,
+            interval=0.05,
+            message="a tier-1 memory hit after the failover",
+        )

@@ -35,35 +35,70 @@ from pathlib import Path
 
 import pytest
 
-from tests.aws.standins import (REGION, ROOT, TF_DIR, Janitor, boto3_client, run, shellcheck,
-                                start_moto)
+from tests.aws.standins import (
+    REGION,
+    ROOT,
+    TF_DIR,
+    Janitor,
+    boto3_client,
+    run,
+    shellcheck,
+    start_moto,
+)
 from tests.test_terraform import _terraform, tf_env  # noqa: F401 - tf_env is a fixture
 
 pytestmark = [pytest.mark.aws, pytest.mark.slow]
 
 TAG = "c-0123456789ab"
 RESULTS = ROOT / "results" / "aws-moto.json"
-SERVICES = ["autoscaling", "cloudwatch", "ec2", "ecr", "elasticache", "elbv2", "iam", "logs", "rds",
-            "secretsmanager", "ssm", "sts"]
+SERVICES = [
+    "autoscaling",
+    "cloudwatch",
+    "ec2",
+    "ecr",
+    "elasticache",
+    "elbv2",
+    "iam",
+    "logs",
+    "rds",
+    "secretsmanager",
+    "ssm",
+    "sts",
+]
 SCENARIOS = {
     "default": {},
-    "scaled": {"app_instance_count": 2, "enable_alb": True, "cache_replicas": 1, "db_multi_az": True,
-               "enable_write_api": True, "allowed_http_cidrs": ["198.51.100.0/24"]},
+    "scaled": {
+        "app_instance_count": 2,
+        "enable_alb": True,
+        "cache_replicas": 1,
+        "db_multi_az": True,
+        "enable_write_api": True,
+        "allowed_http_cidrs": ["198.51.100.0/24"],
+    },
 }
 # An image manifest for ECR (moto stores it; the data source reads its digest).
-MANIFEST = json.dumps({
-    "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-    "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2,
-               "digest": "sha256:" + "0" * 64},
-    "layers": []})
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": 2,
+            "digest": "sha256:" + "0" * 64,
+        },
+        "layers": [],
+    }
+)
 
 
 def _override(endpoint: str) -> str:
     endpoints = "\n".join(f'    {name} = "{endpoint}"' for name in SERVICES)
-    return ('provider "aws" {\n  access_key                  = "testing"\n'
-            '  secret_key                  = "testing"\n  skip_credentials_validation = true\n'
-            '  skip_metadata_api_check     = true\n  skip_requesting_account_id  = true\n\n'
-            f"  endpoints {{\n{endpoints}\n  }}\n}}\n")
+    return (
+        'provider "aws" {\n  access_key                  = "testing"\n'
+        '  secret_key                  = "testing"\n  skip_credentials_validation = true\n'
+        "  skip_metadata_api_check     = true\n  skip_requesting_account_id  = true\n\n"
+        f"  endpoints {{\n{endpoints}\n  }}\n}}\n"
+    )
 
 
 class Deployment:
@@ -73,15 +108,25 @@ class Deployment:
         root.mkdir()
         shutil.copy2(ROOT / "compose.yaml", root / "compose.yaml")  # ec2.tf embeds ../compose.yaml
         self.dir = root / "terraform"
-        shutil.copytree(TF_DIR, self.dir, ignore=shutil.ignore_patterns(
-            ".terraform", "*.tfstate", "*.tfstate.*", "terraform.tfvars", "*.auto.tfvars"))
+        shutil.copytree(
+            TF_DIR,
+            self.dir,
+            ignore=shutil.ignore_patterns(
+                ".terraform", "*.tfstate", "*.tfstate.*", "terraform.tfvars", "*.auto.tfvars"
+            ),
+        )
         (self.dir / "moto_override.tf").write_text(_override(endpoint))
         (self.dir / "lab.auto.tfvars.json").write_text(json.dumps(variables))
         self.figures: dict = {}
 
     def tf(self, *args: str, timeout: float = 900, check: bool = True):
-        return run([_terraform(), *args, "-no-color"], env=self.env, cwd=self.dir, timeout=timeout,
-                   check=check)
+        return run(
+            [_terraform(), *args, "-no-color"],
+            env=self.env,
+            cwd=self.dir,
+            timeout=timeout,
+            check=check,
+        )
 
     def timed(self, key: str, *cmd: str, **kwargs):
         started = time.monotonic()
@@ -96,8 +141,15 @@ class Deployment:
         self.tf("init", "-input=false")
         tag = f"-var=app_image_tag={TAG}"
         # 1. deploy.sh's targeted apply, and what it reads afterwards
-        self.timed("ecr_apply_seconds", "apply", "-auto-approve", "-input=false", tag,
-                   "-target=aws_ecr_repository.this", "-target=aws_ecr_lifecycle_policy.this")
+        self.timed(
+            "ecr_apply_seconds",
+            "apply",
+            "-auto-approve",
+            "-input=false",
+            tag,
+            "-target=aws_ecr_repository.this",
+            "-target=aws_ecr_lifecycle_policy.this",
+        )
         early = json.loads(self.tf("output", "-json").stdout)
         repos = early["ecr_repository_urls"]["value"]
         assert repos["app"].endswith(".dkr.ecr.eu-west-1.amazonaws.com/cachelab/app"), repos
@@ -109,10 +161,14 @@ class Deployment:
         # moto gap: the replication group's member clusters
         cache = self.client("elasticache")
         for index in range(1 + self.variables.get("cache_replicas", 0)):
-            cache.create_cache_cluster(CacheClusterId=f"cachelab-cache-{index + 1:03d}",
-                                       ReplicationGroupId="cachelab-cache", Engine="valkey",
-                                       EngineVersion="8.0", CacheNodeType="cache.t4g.micro",
-                                       NumCacheNodes=1)
+            cache.create_cache_cluster(
+                CacheClusterId=f"cachelab-cache-{index + 1:03d}",
+                ReplicationGroupId="cachelab-cache",
+                Engine="valkey",
+                EngineVersion="8.0",
+                CacheNodeType="cache.t4g.micro",
+                NumCacheNodes=1,
+            )
         # 3. the full apply
         self.timed("apply_seconds", "apply", "-auto-approve", "-input=false", tag)
         outputs = {k: v["value"] for k, v in json.loads(self.tf("output", "-json").stdout).items()}
@@ -124,10 +180,19 @@ class Deployment:
         assert second.returncode in (0, 2), second.stdout[-3000:] + second.stderr[-3000:]
         self.figures["second_plan"] = re.findall(r"Plan: .*", second.stdout)
         # 5. destroy (moto gap: the replication group and the cache subnet group leave the state)
-        self.tf("state", "rm", "aws_elasticache_replication_group.this", "aws_elasticache_subnet_group.this")
+        self.tf(
+            "state",
+            "rm",
+            "aws_elasticache_replication_group.this",
+            "aws_elasticache_subnet_group.this",
+        )
         started = time.monotonic()
-        run(["bash", str(self.dir / "destroy.sh"), "-auto-approve", "-no-color"], env=self.env,
-            cwd=self.dir, timeout=900)
+        run(
+            ["bash", str(self.dir / "destroy.sh"), "-auto-approve", "-no-color"],
+            env=self.env,
+            cwd=self.dir,
+            timeout=900,
+        )
         self.figures["destroy_seconds"] = round(time.monotonic() - started, 1)
         assert self.tf("state", "list").stdout.strip() == ""
         assert not self.client("rds").describe_db_instances()["DBInstances"]
@@ -135,33 +200,52 @@ class Deployment:
 
     def check_outputs(self, o: dict) -> None:
         scaled = self.name == "scaled"
-        assert o["app_image"] == f"{o['ecr_repository_urls']['app']}:{TAG}@sha256:" + \
-            self.client("ecr").describe_images(repositoryName="cachelab/app")["imageDetails"][0]["imageDigest"][7:]
+        assert (
+            o["app_image"]
+            == f"{o['ecr_repository_urls']['app']}:{TAG}@sha256:"
+            + self.client("ecr").describe_images(repositoryName="cachelab/app")["imageDetails"][0][
+                "imageDigest"
+            ][7:]
+        )
         assert o["rds_endpoint"].endswith(".eu-west-1.rds.amazonaws.com:5432")
         assert o["redis_primary_endpoint"]
         assert o["region"] == REGION and o["app_image_tag"] == TAG
         sm = self.client("secretsmanager")
         arns = {s["ARN"] for s in sm.list_secrets()["SecretList"]}
-        assert {o["app_db_secret_arn"], o["cache_auth_secret_arn"], o["rds_master_secret_arn"]} <= arns
-        assert (o.get("write_api_secret_arn") in arns) if scaled else o.get("write_api_secret_arn") is None
+        assert {
+            o["app_db_secret_arn"],
+            o["cache_auth_secret_arn"],
+            o["rds_master_secret_arn"],
+        } <= arns
+        assert (
+            (o.get("write_api_secret_arn") in arns)
+            if scaled
+            else o.get("write_api_secret_arn") is None
+        )
         budget = o["db_connection_budget"]
         workers = 2 * (20 + 1)
-        assert budget["needed"] == (2 if scaled else 1) * workers and budget["needed"] <= budget["allowed"]
+        assert (
+            budget["needed"] == (2 if scaled else 1) * workers
+            and budget["needed"] <= budget["allowed"]
+        )
         if scaled:
             assert o["url"].startswith("http://") and ".elb.amazonaws.com" in o["url"]
         assert len(o["instance_ids"]) == (2 if scaled else 1)
         asg = self.client("autoscaling").describe_auto_scaling_groups(
-            AutoScalingGroupNames=[o["autoscaling_group_name"]])["AutoScalingGroups"][0]
+            AutoScalingGroupNames=[o["autoscaling_group_name"]]
+        )["AutoScalingGroups"][0]
         assert asg["DesiredCapacity"] == (2 if scaled else 1)
         self.figures["outputs"] = sorted(o)
 
     def check_user_data(self, o: dict) -> None:
         ec2 = self.client("ec2")
         asg = self.client("autoscaling").describe_auto_scaling_groups(
-            AutoScalingGroupNames=[o["autoscaling_group_name"]])["AutoScalingGroups"][0]
+            AutoScalingGroupNames=[o["autoscaling_group_name"]]
+        )["AutoScalingGroups"][0]
         template = asg["LaunchTemplate"]["LaunchTemplateId"]
-        data = ec2.describe_launch_template_versions(LaunchTemplateId=template, Versions=["$Latest"])[
-            "LaunchTemplateVersions"][0]["LaunchTemplateData"]
+        data = ec2.describe_launch_template_versions(
+            LaunchTemplateId=template, Versions=["$Latest"]
+        )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
         sent = data["UserData"]  # base64 of gzip, as EC2 receives it
         assert len(sent) <= 16384, f"user data is {len(sent)} bytes, over EC2's 16 KB"
         self.figures["user_data_bytes"] = len(sent)
@@ -173,10 +257,17 @@ class Deployment:
         assert lint.returncode == 0, lint.stdout[-4000:]
         assert data["MetadataOptions"]["HttpTokens"] == "required"
         # bootstrap.env: every setting bootstrap.sh insists on, no secret value
-        env_block = script.split("<<'__CACHELAB_BOOTSTRAP_ENV__'\n", 1)[1].split("\n__CACHELAB_BOOTSTRAP_ENV__", 1)[0]
+        env_block = script.split("<<'__CACHELAB_BOOTSTRAP_ENV__'\n", 1)[1].split(
+            "\n__CACHELAB_BOOTSTRAP_ENV__", 1
+        )[0]
         rendered = dict(line.split("=", 1) for line in env_block.splitlines() if line)
         boot = (TF_DIR / "host" / "bootstrap.sh").read_text()
-        needed = re.search(r"for name in (.*?); do\n  need", boot, re.DOTALL).group(1).replace("\\\n", " ").split()
+        needed = (
+            re.search(r"for name in (.*?); do\n  need", boot, re.DOTALL)
+            .group(1)
+            .replace("\\\n", " ")
+            .split()
+        )
         assert set(needed) - {"INSTANCE_ID"} <= set(rendered), set(needed) - set(rendered)
         assert rendered["APP_IMAGE"] == o["app_image"] and rendered["HTTP_BIND"] == "0.0.0.0"
         assert ("WRITE_API_SECRET_ARN" in rendered) == (self.name == "scaled")
@@ -192,8 +283,14 @@ class Deployment:
         assert alarms == set(o["alarm_names"]), (alarms, o["alarm_names"])
         nodes = 2 if self.name == "scaled" else 1
         assert len(alarms) == 3 + 3 * nodes + (2 if self.name == "scaled" else 0)
-        filters = self.client("logs").describe_metric_filters(logGroupName=o["log_group_name"])["metricFilters"]
-        assert {f["metricTransformations"][0]["metricName"] for f in filters} >= {"CacheHit", "CacheMiss", "CacheStale"}
+        filters = self.client("logs").describe_metric_filters(logGroupName=o["log_group_name"])[
+            "metricFilters"
+        ]
+        assert {f["metricTransformations"][0]["metricName"] for f in filters} >= {
+            "CacheHit",
+            "CacheMiss",
+            "CacheStale",
+        }
         assert all(f["filterPattern"] == '{ $.event = "cache_summary" }' for f in filters)
         body = json.loads(cw.get_dashboard(DashboardName=o["dashboard_name"])["DashboardBody"])
         titles = [w["properties"].get("title", "") for w in body["widgets"]]
@@ -221,8 +318,11 @@ def deployments(docker_available, tf_env, tmp_path_factory):  # noqa: F811 - tf_
                 except Exception as exc:  # noqa: BLE001 - reported by that scenario's test
                     results[name] = exc
         RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps({n: (r if isinstance(r, dict) else repr(r)) for n, r in results.items()},
-                                      indent=2))
+        RESULTS.write_text(
+            json.dumps(
+                {n: (r if isinstance(r, dict) else repr(r)) for n, r in results.items()}, indent=2
+            )
+        )
         yield results
     finally:
         janitor.cleanup()

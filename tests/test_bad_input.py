@@ -23,8 +23,13 @@ from loadtest.stack import ROOT, parse_json, wait_until
 
 OPENAPI = json.loads((ROOT / "app" / "cachelab" / "static" / "openapi.json").read_text())
 WARM_ITEMS = ("1", "2", "3")
-SECURITY_HEADERS = ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy",
-                    "Content-Security-Policy", "Permissions-Policy")
+SECURITY_HEADERS = (
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "Referrer-Policy",
+    "Content-Security-Policy",
+    "Permissions-Policy",
+)
 HEADER_TIMEOUT = 5  # client_header_timeout / client_body_timeout in the nginx template
 
 
@@ -58,8 +63,9 @@ def status_of(raw: bytes) -> int:
 
 
 # -- methods, sizes, headers ----------------------------------------------------
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
-                                    "PROPFIND", "FOO"])
+@pytest.mark.parametrize(
+    "method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND", "FOO"]
+)
 def test_other_methods_get_405_with_allow(lab, method):
     response = requests.request(method, lab.url("/api/version"), data=b"x" * 10, timeout=10)
     assert response.status_code == 405
@@ -90,16 +96,27 @@ def test_oversized_requests_are_refused_at_the_edge(lab):
 
 
 def test_metrics_and_its_variants_are_not_reachable_from_outside(lab):
-    for path in ("/metrics", "/metrics/", "/metrics?x=1", "//metrics", "/%6Detrics",
-                 "/metrics/../metrics", "/./metrics"):
+    for path in (
+        "/metrics",
+        "/metrics/",
+        "/metrics?x=1",
+        "//metrics",
+        "/%6Detrics",
+        "/metrics/../metrics",
+        "/./metrics",
+    ):
         response = requests.get(lab.base_url + path, timeout=10)
         assert response.status_code == 404, path
         assert "process_cpu" not in response.text and "cachelab_" not in response.text, path
 
 
 def test_security_headers_on_every_kind_of_answer(lab):
-    answers = [lab.get("/api/version?item=1"), lab.get("/"), lab.get("/nope"),
-               lab.get("/api/version?item=x")]
+    answers = [
+        lab.get("/api/version?item=1"),
+        lab.get("/"),
+        lab.get("/nope"),
+        lab.get("/api/version?item=x"),
+    ]
     assert [a.status_code for a in answers] == [200, 200, 404, 400]
     for answer in answers:
         for header in SECURITY_HEADERS:
@@ -131,8 +148,9 @@ def test_slow_clients_are_cut_off_and_do_not_block_others(lab):
     them after its 5 s client timeouts, and serves everyone else meanwhile."""
     results: dict = {}
     names = [f"slow-headers-{n}" for n in range(10)] + ["slow-body"]
-    clients = [threading.Thread(target=_slow_header_client, args=(lab, results, name))
-               for name in names]
+    clients = [
+        threading.Thread(target=_slow_header_client, args=(lab, results, name)) for name in names
+    ]
     for client in clients:
         client.start()
     try:
@@ -156,8 +174,9 @@ def test_rate_limit_answers_429_with_retry_after_when_on(lab):
     limited = None
     for i in range(30):
         # A spoofed X-Forwarded-For does not make a new client (no trusted proxy).
-        response = session.get(lab.url("/api/version?item=1"), timeout=10,
-                               headers={"X-Forwarded-For": f"10.0.0.{i}"})
+        response = session.get(
+            lab.url("/api/version?item=1"), timeout=10, headers={"X-Forwarded-For": f"10.0.0.{i}"}
+        )
         statuses.append(response.status_code)
         if response.status_code == 429:
             limited = response
@@ -166,14 +185,18 @@ def test_rate_limit_answers_429_with_retry_after_when_on(lab):
     assert limited.headers["Retry-After"] == "1"
     assert limited.headers["Cache-Control"] == "no-store"
     assert parse_json(limited)["error"] == "too_many_requests"
-    wait_until(lambda: lab.get("/api/version?item=1", timeout=5).status_code == 200, 10,
-               message="the limit to let requests through again")
+    wait_until(
+        lambda: lab.get("/api/version?item=1", timeout=5).status_code == 200,
+        10,
+        message="the limit to let requests through again",
+    )
 
 
 def test_rate_limit_is_off_in_the_local_lab(lab):
     session = requests.Session()
-    statuses = {session.get(lab.url("/api/version?item=1"), timeout=30).status_code
-                for _ in range(60)}
+    statuses = {
+        session.get(lab.url("/api/version?item=1"), timeout=30).status_code for _ in range(60)
+    }
     assert statuses == {200}
 
 
@@ -224,13 +247,19 @@ def oracle(pairs: list[tuple[str, str]]) -> bool:
 
 
 NAMES = st.sampled_from(["item", "cache"]) | st.text(max_size=12)
-ITEM_VALUES = (st.sampled_from(WARM_ITEMS + ("01", "0002", "", " 1", "1 ", "+1", "-1", "1.0",
-                                             "0x1", "１", "١", "10000", "99999", "1e3"))
-               | st.text(max_size=16))
+ITEM_VALUES = st.sampled_from(
+    WARM_ITEMS
+    + ("01", "0002", "", " 1", "1 ", "+1", "-1", "1.0", "0x1", "１", "١", "10000", "99999", "1e3")
+) | st.text(max_size=16)
 CACHE_VALUES = st.sampled_from(["", "BYPASS", "bypass ", "yes", "0"]) | st.text(max_size=8)
-PAIRS = st.lists(st.one_of(st.tuples(st.just("item"), ITEM_VALUES),
-                           st.tuples(st.just("cache"), CACHE_VALUES),
-                           st.tuples(NAMES, st.text(max_size=8))), max_size=4)
+PAIRS = st.lists(
+    st.one_of(
+        st.tuples(st.just("item"), ITEM_VALUES),
+        st.tuples(st.just("cache"), CACHE_VALUES),
+        st.tuples(NAMES, st.text(max_size=8)),
+    ),
+    max_size=4,
+)
 
 
 def test_openapi_description_matches_the_app():
@@ -239,8 +268,11 @@ def test_openapi_description_matches_the_app():
     item = _parameter("item")["schema"]
     assert item["maximum"] == params.MAX_ITEM and item["minimum"] == 0
     assert set(OPENAPI["paths"]["/api/version"]["get"]["responses"]) >= {"200", "400", "503"}
-    assert {p["name"] for p in OPENAPI["paths"]["/api/version"]["get"]["parameters"]
-            if p["in"] == "query"} == set(params.ALLOWED)
+    assert {
+        p["name"]
+        for p in OPENAPI["paths"]["/api/version"]["get"]["parameters"]
+        if p["in"] == "query"
+    } == set(params.ALLOWED)
 
 
 def test_openapi_describes_the_items_api_as_the_app_checks_it():
@@ -260,8 +292,11 @@ def test_openapi_description_is_served(lab):
     assert served.status_code == 200 and served.json() == OPENAPI
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(pairs=PAIRS)
 def test_fuzzed_query_parameters_get_200_or_a_clear_400(lab, pairs):
     # Valid requests stay on warm items (or item 0), so no example waits for a slow query.
@@ -281,10 +316,10 @@ def test_fuzzed_query_parameters_get_200_or_a_clear_400(lab, pairs):
         assert len(response.text) < 1000
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(value=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1,
-                     max_size=80))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=80))
 def test_fuzzed_request_ids_are_kept_or_replaced(lab, value):
     response = lab.get("/api/version?item=1", headers={"X-Request-ID": value})
     assert response.status_code == 200
@@ -295,8 +330,17 @@ def test_fuzzed_request_ids_are_kept_or_replaced(lab, value):
 
 
 def test_nothing_from_a_request_reaches_a_redis_key(lab):
-    for value in ("1", "0001", "1 OR 1=1", "1;FLUSHALL", "*", "lab:*", "\r\nFLUSHALL\r\n",
-                  "1'--", "%2A"):
+    for value in (
+        "1",
+        "0001",
+        "1 OR 1=1",
+        "1;FLUSHALL",
+        "*",
+        "lab:*",
+        "\r\nFLUSHALL\r\n",
+        "1'--",
+        "%2A",
+    ):
         response = lab.get("/api/version", params={"item": value})
         assert response.status_code in (200, 400), (value, response.status_code)
     keys = set(lab.redis_cli("--scan").split()) - {"lab:fence:v2"}  # the fence counter
@@ -314,19 +358,29 @@ def test_stack_is_healthy_after_the_bad_input(lab):
 
 
 # -- invalid environment at start-up ---------------------------------------------
-@pytest.mark.parametrize(("service", "variable", "value"), [
-    ("nginx", "RATE_LIMIT_RPS", "fast"), ("nginx", "RATE_LIMIT_BURST", "-1"),
-    ("nginx", "REAL_IP_FROM", "evil;host"), ("nginx", "UPSTREAM_WATCH_SECONDS", "0"),
-    ("app", "CACHE_TTL_SECONDS", "ten"), ("app", "CACHE_STRATEGY", "lru"),
-    ("app", "REDIS_URL", "http://redis"), ("app", "GUNICORN_WORKERS", "0"),
-    ("app", "DB_STATEMENT_TIMEOUT_MS", "900"),  # not above SLOW_QUERY_SECONDS (1 s)
-    ("app", "DB_STATEMENT_TIMEOUT_MS", "0"), ("app", "REDIS_SOCKET_TIMEOUT_MS", "fast"),
-    ("app", "CACHE_NAMESPACE", "Bad Space"), ("app", "DATABASE_URL", "mysql://db/lab"),
-    ("app", "GUNICORN_THREADS", "many"),
-])
+@pytest.mark.parametrize(
+    ("service", "variable", "value"),
+    [
+        ("nginx", "RATE_LIMIT_RPS", "fast"),
+        ("nginx", "RATE_LIMIT_BURST", "-1"),
+        ("nginx", "REAL_IP_FROM", "evil;host"),
+        ("nginx", "UPSTREAM_WATCH_SECONDS", "0"),
+        ("app", "CACHE_TTL_SECONDS", "ten"),
+        ("app", "CACHE_STRATEGY", "lru"),
+        ("app", "REDIS_URL", "http://redis"),
+        ("app", "GUNICORN_WORKERS", "0"),
+        ("app", "DB_STATEMENT_TIMEOUT_MS", "900"),  # not above SLOW_QUERY_SECONDS (1 s)
+        ("app", "DB_STATEMENT_TIMEOUT_MS", "0"),
+        ("app", "REDIS_SOCKET_TIMEOUT_MS", "fast"),
+        ("app", "CACHE_NAMESPACE", "Bad Space"),
+        ("app", "DATABASE_URL", "mysql://db/lab"),
+        ("app", "GUNICORN_THREADS", "many"),
+    ],
+)
 def test_bad_configuration_stops_the_service_naming_the_variable(stack, service, variable, value):
-    result = stack.compose("run", "--rm", "--no-deps", "-e", f"{variable}={value}", service,
-                           check=False, timeout=120)
+    result = stack.compose(
+        "run", "--rm", "--no-deps", "-e", f"{variable}={value}", service, check=False, timeout=120
+    )
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert f"invalid configuration: {variable}" in output, output[-1000:]

@@ -56,16 +56,21 @@ def wait_for_replicas(stack: Stack, replicas: int) -> None:
         for _ in range(4 * replicas):
             stack.get("/healthz", timeout=5)
         return all(
-            metric(stack.container_metrics(c), "cachelab_http_request_duration_seconds_count",
-                   route="/healthz") > 0 for c in containers)
+            metric(
+                stack.container_metrics(c),
+                "cachelab_http_request_duration_seconds_count",
+                route="/healthz",
+            )
+            > 0
+            for c in containers
+        )
 
     wait_until(all_serving, timeout=30, interval=0.5, message="nginx to reach every replica")
 
 
 def redis_client(stack: Stack) -> redis.Redis:
     """A direct client on the cache (published on 127.0.0.1 by tests/compose.test.yaml)."""
-    return redis.Redis(host="127.0.0.1", port=int(stack.port("redis", 6379)),
-                       socket_timeout=5)
+    return redis.Redis(host="127.0.0.1", port=int(stack.port("redis", 6379)), socket_timeout=5)
 
 
 # -- cold keys and the bulkhead ------------------------------------------------------
@@ -100,26 +105,36 @@ def test_a_flood_of_cold_misses_does_not_slow_the_hits(lab):
     assert lab.get(hot).status_code == 200
     for _ in range(3):  # concurrent bursts reach both workers: each keeps a copy
         assert all(r.status_code == 200 for r in concurrent_gets(lab, [hot] * 16))
-    wait_until(lambda: all(lab.get(hot).headers["Cache-Status"].endswith("memory; hit")
-                           for _ in range(12)), 10, interval=0.05,
-               message="the hot key in the workers' memory")
-    cold_paths = [f"/api/version?item={item}"
-                  for item in random.sample(range(1000, 10_000), 100)]
+    wait_until(
+        lambda: all(
+            lab.get(hot).headers["Cache-Status"].endswith("memory; hit") for _ in range(12)
+        ),
+        10,
+        interval=0.05,
+        message="the hot key in the workers' memory",
+    )
+    cold_paths = [f"/api/version?item={item}" for item in random.sample(range(1000, 10_000), 100)]
     cold: list[requests.Response] = []
     flood = threading.Thread(target=lambda: cold.extend(concurrent_gets(lab, cold_paths)))
     before = lab.settled_slow_calls()
     traffic = Traffic(lab.base_url, [hot], threads=4, rate=100, duration=6)
     flood.start()
-    wait_until(lambda: lab.running_slow_queries() >= 10, 10, interval=0.05,
-               message="the flood to reach PostgreSQL")
+    wait_until(
+        lambda: lab.running_slow_queries() >= 10,
+        10,
+        interval=0.05,
+        message="the flood to reach PostgreSQL",
+    )
     with traffic:
         wait_until(lambda: not traffic.running, 30, message="the hot-key load")
     flood.join(60)
     hits = traffic.hits
     samples = lab.app_metrics()
-    books = "; ".join(f"{k.split('{')[0][9:]}{{{k.split('{')[1]} = {v:g}"
-                      for k, v in sorted(samples.items()) if v and (
-                          "redis_errors" in k or "transitions" in k or "requests_total" in k))
+    books = "; ".join(
+        f"{k.split('{')[0][9:]}{{{k.split('{')[1]} = {v:g}"
+        for k, v in sorted(samples.items())
+        if v and ("redis_errors" in k or "transitions" in k or "requests_total" in k)
+    )
     assert len(hits) > 200 and not hits.errors(), f"{hits.summary()}\n{books}"
     assert hits.latency(99) <= 0.100 and hits.max_latency() <= 1.0, hits.summary()
     statuses = sorted({r.status_code for r in cold})
@@ -132,8 +147,9 @@ def test_a_flood_of_cold_misses_does_not_slow_the_hits(lab):
     # the edge's (100 requests started together on 2 cores), far below the 5 s
     # query. A percentile plus a generous maximum, not one tight maximum.
     refusal_times = [r.elapsed.total_seconds() for r in refused]
-    assert percentile(refusal_times, 90) < 1.0 and max(refusal_times, default=0) < 2.5, \
-        sorted(refusal_times)[-5:]
+    assert percentile(refusal_times, 90) < 1.0 and max(refusal_times, default=0) < 2.5, sorted(
+        refusal_times
+    )[-5:]
     served = [r for r in cold if r.status_code == 200]
     # 2 workers x 16 fill slots: at most 32 queries at once, the rest refused.
     assert 1 <= len(served) <= 2 * 16 and len(refused) >= 100 - 2 * 16
@@ -191,8 +207,10 @@ def test_stale_entry_is_served_while_postgres_is_down(lab):
     postgres.stop(timeout=10)
     try:
         stale = wait_until(
-            lambda: (r := lab.get(f"/api/version?item={item}")).headers["X-Cache"] == "STALE"
-            and r, timeout=10, message="the entry to turn stale")
+            lambda: (r := lab.get(f"/api/version?item={item}")).headers["X-Cache"] == "STALE" and r,
+            timeout=10,
+            message="the entry to turn stale",
+        )
         assert stale.status_code == 200
         assert "fwd=stale" in stale.headers["Cache-Status"]
         assert parse_json(stale)["version"] == parse_json(first)["version"]
@@ -203,8 +221,12 @@ def test_stale_entry_is_served_while_postgres_is_down(lab):
     finally:
         postgres.start()
     lab.wait_ready(timeout=60)
-    wait_until(lambda: lab.get(f"/api/version?item={item}").headers["X-Cache"] == "HIT",
-               timeout=30, interval=0.3, message="a refresh to succeed once postgres is back")
+    wait_until(
+        lambda: lab.get(f"/api/version?item={item}").headers["X-Cache"] == "HIT",
+        timeout=30,
+        interval=0.3,
+        message="a refresh to succeed once postgres is back",
+    )
     samples = lab.app_metrics()
     assert metric(samples, "cachelab_cache_refreshes_total", outcome="error") >= 1
 
@@ -219,17 +241,28 @@ def test_a_write_through_another_container_is_never_served_stale_by_memory(lab):
     token = lab.env["WRITE_API_TOKEN"]
     path = "/api/items/7?mode=write-through"
     lab.get(path)
-    wait_until(lambda: sum(lab.get(path).headers["Cache-Status"].endswith("memory; hit")
-                           for _ in range(20)) == 20, 20, message="both containers in memory")
+    wait_until(
+        lambda: (
+            sum(lab.get(path).headers["Cache-Status"].endswith("memory; hit") for _ in range(20))
+            == 20
+        ),
+        20,
+        message="both containers in memory",
+    )
     stale_after_write = []
     for round_ in range(20):
-        written = requests.put(lab.url(path), json={"payload": f"round-{round_}"}, timeout=10,
-                               headers={"Authorization": f"Bearer {token}"})
+        written = requests.put(
+            lab.url(path),
+            json={"payload": f"round-{round_}"},
+            timeout=10,
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert written.status_code == 200, written.text
         version = written.json()["item"]["version"]
         reads = [lab.get(path) for _ in range(10)]
-        stale_after_write += [r.json()["item"]["version"] for r in reads
-                              if r.json()["item"]["version"] < version]
+        stale_after_write += [
+            r.json()["item"]["version"] for r in reads if r.json()["item"]["version"] < version
+        ]
         assert any(r.headers["Cache-Status"].endswith("memory; hit") for r in reads)
     assert stale_after_write == []
 
@@ -244,9 +277,15 @@ def test_invalidation_reaches_every_worker_within_milliseconds(lab):
     lags = []
     session = requests.Session()
     for round_ in range(30):
-        wait_until(lambda: all(session.get(lab.url(path)).headers["Cache-Status"]
-                               .endswith("memory; hit") for _ in range(6)), 10, interval=0.05,
-                   message="both workers serving from memory")
+        wait_until(
+            lambda: all(
+                session.get(lab.url(path)).headers["Cache-Status"].endswith("memory; hit")
+                for _ in range(6)
+            ),
+            10,
+            interval=0.05,
+            message="both workers serving from memory",
+        )
         entry = json.loads(client.get(key))
         entry["value"]["version"] = f"written-outside-{round_}"
         entry["fence"] += 1
@@ -264,8 +303,10 @@ def test_invalidation_reaches_every_worker_within_milliseconds(lab):
         lags.append(last_old - written)
     lags.sort()
     p50, p99 = percentile(lags, 50), percentile(lags, 99)
-    print(f"\ninvalidation lag over {len(lags)} writes: p50 {p50 * 1000:.2f} ms, "
-          f"p99 {p99 * 1000:.2f} ms, max {lags[-1] * 1000:.2f} ms")
+    print(
+        f"\ninvalidation lag over {len(lags)} writes: p50 {p50 * 1000:.2f} ms, "
+        f"p99 {p99 * 1000:.2f} ms, max {lags[-1] * 1000:.2f} ms"
+    )
     assert p50 <= 0.005 and p99 <= 0.025 and lags[-1] <= 0.2, lags
 
 
@@ -279,16 +320,23 @@ def test_memory_tier_is_bounded_when_the_server_refuses_tracking(lab):
         assert "1000 ms" in ready["bound"], ready
         path = f"/api/version?item={fresh_item()}"
         key = parse_json(lab.get(path))["key"]
-        wait_until(lambda: lab.get(path).headers["Cache-Status"].endswith("memory; hit"), 10,
-                   interval=0.05, message="a memory hit")
+        wait_until(
+            lambda: lab.get(path).headers["Cache-Status"].endswith("memory; hit"),
+            10,
+            interval=0.05,
+            message="a memory hit",
+        )
         entry = json.loads(client.get(key))
         entry["value"]["version"] = "written-outside"
         entry["fence"] += 1
         client.set(key, json.dumps(entry), px=client.pttl(key))
         written = time.monotonic()
-        wait_until(lambda: all(lab.get(path).json()["version"] == "written-outside"
-                               for _ in range(6)), 5, interval=0.02,
-                   message="the new value from every worker")
+        wait_until(
+            lambda: all(lab.get(path).json()["version"] == "written-outside" for _ in range(6)),
+            5,
+            interval=0.02,
+            message="the new value from every worker",
+        )
         assert time.monotonic() - written <= 1.0 + 0.5  # MEMORY_FALLBACK_TTL_MS + slack
     finally:
         client.execute_command("ACL", "SETUSER", "default", "+client|tracking")
@@ -300,6 +348,7 @@ def test_memory_tier_is_bounded_when_the_server_refuses_tracking(lab):
 def wait_for_memory_tier(lab, mode: str) -> dict:
     """/readyz answers 200 while each worker's listener is still ``starting``: wait
     until six answers in a row (both workers) report ``mode``."""
+
     def reported() -> dict | None:
         tiers = [parse_json(lab.get("/readyz"))["redis"]["memory_tier"] for _ in range(6)]
         return tiers[0] if all(tier["mode"] == mode for tier in tiers) else None
@@ -315,12 +364,17 @@ def _redis_fault_under_load(lab: Stack, fault, restore) -> tuple[Hits, int]:
     before = lab.settled_slow_calls()
 
     def inject(traffic: Traffic) -> None:
-        wait_until(lambda: time.monotonic() - traffic.t0 > 1.5, 5, interval=0.05,
-                   message="load to run")
+        wait_until(
+            lambda: time.monotonic() - traffic.t0 > 1.5, 5, interval=0.05, message="load to run"
+        )
         fault()
         try:
-            wait_until(lambda: time.monotonic() - traffic.t0 > 6.5, 10, interval=0.05,
-                       message="load to run during the fault")
+            wait_until(
+                lambda: time.monotonic() - traffic.t0 > 6.5,
+                10,
+                interval=0.05,
+                message="load to run during the fault",
+            )
         finally:
             restore()
 
@@ -339,8 +393,9 @@ def _assert_degraded_but_served(hits: Hits, calls: int) -> None:
 
 def test_redis_stopped_under_load_no_5xx_and_bounded_queries(lab):
     redis_container = lab.container("redis")
-    hits, calls = _redis_fault_under_load(lab, lambda: redis_container.stop(timeout=2),
-                                          redis_container.start)
+    hits, calls = _redis_fault_under_load(
+        lab, lambda: redis_container.stop(timeout=2), redis_container.start
+    )
     _assert_degraded_but_served(hits, calls)
     metrics = lab.app_metrics()
     assert metric(metrics, "cachelab_redis_breaker_transitions_total", to_state="open") >= 1
@@ -353,8 +408,11 @@ def test_redis_paused_under_load_breaker_opens_no_5xx(lab):
     metrics = lab.app_metrics()
     assert metric(metrics, "cachelab_redis_breaker_transitions_total", to_state="open") >= 1
     assert metric(metrics, "cachelab_redis_errors_total", kind="timeout") >= 1
-    wait_until(lambda: lab.get("/readyz").json()["redis"]["breaker"] == "closed",
-               timeout=20, message="the breaker to close after Redis returns")
+    wait_until(
+        lambda: lab.get("/readyz").json()["redis"]["breaker"] == "closed",
+        timeout=20,
+        message="the breaker to close after Redis returns",
+    )
 
 
 def test_a_redis_restart_is_answered_from_the_workers_copies(lab):
@@ -362,8 +420,12 @@ def test_a_redis_restart_is_answered_from_the_workers_copies(lab):
     making the first reader of every key wait for the query."""
     # Copies are written back only if tracking covered them when they were read:
     # every worker's listener back from what the previous test did to Redis.
-    wait_until(lambda: metric(lab.app_metrics(), "cachelab_tracking_state") == 0, 30,
-               interval=0.2, message="tracking in every worker before the copies are read")
+    wait_until(
+        lambda: metric(lab.app_metrics(), "cachelab_tracking_state") == 0,
+        30,
+        interval=0.2,
+        message="tracking in every worker before the copies are read",
+    )
     items = [fresh_item() for _ in range(3)]
     for item in items:
         lab.get(f"/api/version?item={item}")
@@ -371,9 +433,15 @@ def test_a_redis_restart_is_answered_from_the_workers_copies(lab):
             lab.get(f"/api/version?item={item}")
     before = lab.settled_slow_calls()
     lab.container("redis").restart(timeout=5)
-    wait_until(lambda: metric(lab.app_metrics(), "cachelab_tracking_state") == 0
-               and lab.get("/readyz").json()["redis"]["breaker"] == "closed", 30, interval=0.2,
-               message="Redis, and tracking in every worker, back")
+    wait_until(
+        lambda: (
+            metric(lab.app_metrics(), "cachelab_tracking_state") == 0
+            and lab.get("/readyz").json()["redis"]["breaker"] == "closed"
+        ),
+        30,
+        interval=0.2,
+        message="Redis, and tracking in every worker, back",
+    )
     for item in items:
         response = lab.get(f"/api/version?item={item}")
         assert response.status_code == 200 and response.elapsed.total_seconds() < DELAY / 2
@@ -422,8 +490,12 @@ def test_metrics_count_what_happened(lab):
     assert delta("cachelab_cache_requests_total", strategy="two-tier", result="hit") == 3
     assert delta("cachelab_cache_requests_total", strategy="two-tier", result="bypass") == 1
     assert delta("cachelab_slow_query_duration_seconds_count", outcome="ok") == 2
-    assert delta("cachelab_http_request_duration_seconds_count", route="/api/version",
-                 cache_result="hit") == 3
+    assert (
+        delta(
+            "cachelab_http_request_duration_seconds_count", route="/api/version", cache_result="hit"
+        )
+        == 3
+    )
     assert metric(after, "cachelab_redis_breaker_state") == 0
     assert metric(after, "cachelab_tracking_state") == 0
 

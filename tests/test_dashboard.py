@@ -26,9 +26,15 @@ from loadtest.stack import ROOT, parse_json, wait_until
 
 ARTIFACTS = ROOT / "test-artifacts"
 README_SCREENSHOT = ROOT / "docs" / "dashboard.png"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 LOOKUP_RESULTS = ("hit", "stale", "miss", "collapsed", "bypass", "local", "overloaded")
 
 
@@ -58,12 +64,23 @@ def test_snapshot_counts_match_the_requests_made(lab):
     # holds both workers' counts, so every read agrees exactly.
     for _ in range(4):
         after = snapshot(lab)
-        delta = {r: after["cache_requests"][r] - before["cache_requests"][r] for r in LOOKUP_RESULTS}
-        assert delta == {"hit": 5, "stale": 0, "miss": 1, "collapsed": 0, "bypass": 0, "local": 0,
-                         "overloaded": 0}
+        delta = {
+            r: after["cache_requests"][r] - before["cache_requests"][r] for r in LOOKUP_RESULTS
+        }
+        assert delta == {
+            "hit": 5,
+            "stale": 0,
+            "miss": 1,
+            "collapsed": 0,
+            "bypass": 0,
+            "local": 0,
+            "overloaded": 0,
+        }
         assert after["lookups"]["count"] - before["lookups"]["count"] == 6
-        by_result = {r: after["lookups"]["by_result"].get(r, 0)
-                     - before["lookups"]["by_result"].get(r, 0) for r in ("hit", "miss")}
+        by_result = {
+            r: after["lookups"]["by_result"].get(r, 0) - before["lookups"]["by_result"].get(r, 0)
+            for r in ("hit", "miss")
+        }
         assert by_result == {"hit": 5, "miss": 1}
         slow_before, slow_after = before["slow_query"]["ok"], after["slow_query"]["ok"]
         assert slow_after["count"] - slow_before["count"] == 1
@@ -97,11 +114,19 @@ def test_snapshot_reads_change_nothing_and_reveal_no_secrets(lab):
     assert last["lookups"]["count"] == first["lookups"]["count"]
     assert last["redis_errors"] == first["redis_errors"]
     assert lab.redis_cli("DBSIZE") == "0"
-    for secret in (lab.env["POSTGRES_PASSWORD"], lab.env["APP_DB_PASSWORD"],
-                   lab.env["WRITE_API_TOKEN"], "postgresql://", "redis://"):
+    for secret in (
+        lab.env["POSTGRES_PASSWORD"],
+        lab.env["APP_DB_PASSWORD"],
+        lab.env["WRITE_API_TOKEN"],
+        "postgresql://",
+        "redis://",
+    ):
         assert secret not in body
-    assert lab.get("/api/dashboard", headers={"Accept": "text/html"}).headers[
-        "Content-Type"].startswith("application/json")
+    assert (
+        lab.get("/api/dashboard", headers={"Accept": "text/html"})
+        .headers["Content-Type"]
+        .startswith("application/json")
+    )
 
 
 def test_snapshot_says_when_redis_is_down(lab):
@@ -114,8 +139,11 @@ def test_snapshot_says_when_redis_is_down(lab):
         assert body["keys"] == {"status": "unavailable", "total": None, "items": []}
     finally:
         redis.start()
-    wait_until(lambda: snapshot(lab)["health"]["redis"]["status"] == "up", 30,
-               message="redis to be reported up")
+    wait_until(
+        lambda: snapshot(lab)["health"]["redis"]["status"] == "up",
+        30,
+        message="redis to be reported up",
+    )
 
 
 def test_dashboard_page_is_linked_and_has_no_inline_code(lab):
@@ -127,8 +155,12 @@ def test_dashboard_page_is_linked_and_has_no_inline_code(lab):
     assert "<style" not in html and " style=" not in html
     assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline script"
     assert not re.search(r'(src|href)="(https?:)?//', html), "no CDN or external links"
-    for asset in ("/static/vendor/uplot/uPlot.iife.min.js", "/static/vendor/uplot/uPlot.min.css",
-                  "/static/dashboard.js", "/static/dashboard.css"):
+    for asset in (
+        "/static/vendor/uplot/uPlot.iife.min.js",
+        "/static/vendor/uplot/uPlot.min.css",
+        "/static/dashboard.js",
+        "/static/dashboard.css",
+    ):
         assert asset in html
         assert lab.get(asset).status_code == 200, asset
 
@@ -163,8 +195,14 @@ def _open_dashboard(browser, lab):
     # CSP violations and failed loads show up as console errors. Chromium drops
     # connections when the host's interfaces change (other Compose projects
     # starting or stopping): that is the machine, not the page.
-    page.on("console", lambda msg: problems.append(f"console: {msg.text}")
-            if msg.type == "error" and "ERR_NETWORK_CHANGED" not in msg.text else None)
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console: {msg.text}")
+            if msg.type == "error" and "ERR_NETWORK_CHANGED" not in msg.text
+            else None
+        ),
+    )
     page.goto(lab.url("/dashboard"), wait_until="load")
     return page, problems
 
@@ -174,7 +212,10 @@ def _wait_text(page, selector: str, pattern: str, timeout_s: float = 30) -> str:
     page.wait_for_function(
         "([sel, pat]) => { const e = document.querySelector(sel);"
         " return !!e && new RegExp(pat).test(e.textContent); }",
-        arg=[selector, pattern], timeout=timeout_s * 1000, polling=200)
+        arg=[selector, pattern],
+        timeout=timeout_s * 1000,
+        polling=200,
+    )
     return page.text_content(selector)
 
 
@@ -185,8 +226,9 @@ class Load:
         self.lab, self.deadline, self.threads = lab, time.monotonic() + seconds, threads
         self.sent = 0
         self._lock = threading.Lock()
-        self._workers = [threading.Thread(target=self._run, args=(n,), daemon=True)
-                         for n in range(threads)]
+        self._workers = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)
+        ]
 
     def _run(self, n: int) -> None:
         rng = random.Random(n)
@@ -194,11 +236,11 @@ class Load:
         while time.monotonic() < self.deadline:
             roll = rng.random()
             if roll < 0.03:
-                path = "/api/version?item=%d" % rng.randint(1000, 9999)  # a cold key
+                path = f"/api/version?item={rng.randint(1000, 9999)}"  # a cold key
             elif roll < 0.05:
                 path = "/api/version?cache=bypass"  # the uncached baseline
             else:
-                path = "/api/version?item=%d" % rng.randint(0, 7)
+                path = f"/api/version?item={rng.randint(0, 7)}"
             try:
                 session.get(self.lab.url(path), timeout=30)
             except requests.RequestException:
@@ -303,9 +345,14 @@ def test_browser_adds_up_every_app_container(lab, browser):
     for _ in range(9):
         assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "HIT"
     counts = """() => {
-        const cell = (label) => { for (const tr of document.querySelectorAll('#results-body tr')) {
-            if (tr.querySelector('th').textContent.startsWith(label)) return tr.querySelector('td').textContent; } };
-        return cell('HIT') === '9' && cell('MISS (ran') === '1' && cell('MISS collapsed') === '0'; }"""
+        const cell = (label) => {
+            for (const tr of document.querySelectorAll('#results-body tr')) {
+                if (tr.querySelector('th').textContent.startsWith(label))
+                    return tr.querySelector('td').textContent;
+            }
+        };
+        return cell('HIT') === '9' && cell('MISS (ran') === '1'
+            && cell('MISS collapsed') === '0'; }"""
     page.wait_for_function(counts, timeout=30_000, polling=250)
     _wait_text(page, "#hit-ratio", r"^90 %$", timeout_s=10)
     assert not problems, problems

@@ -36,26 +36,56 @@ AFTER_RECOVERY = 30  # requests after recovery that must all be 200
 #            every request also answers within MAX_LATENCY_FACTOR times it
 #   recovery: seconds from the end of the fault until `recovered` holds
 FAULTS = {
-    "redis-stopped": dict(allowed={200}, max_errors=0, latency=DELAY + 3, recovery=20,
-                          recovered="X-Cache HIT again"),
-    "redis-paused": dict(allowed={200}, max_errors=0, latency=DELAY + 3, recovery=20,
-                         recovered="X-Cache HIT again"),
-    "redis-restarted-empty": dict(allowed={200}, max_errors=0, latency=DELAY + 3, recovery=20,
-                                  recovered="X-Cache HIT again"),
-    "redis-disconnected": dict(allowed={200}, max_errors=0, latency=DELAY + 3, recovery=20,
-                               recovered="X-Cache HIT again"),
-    "postgres-stopped": dict(allowed={200}, max_errors=0, latency=2.0, recovery=30,
-                             recovered="an uncached item answers 200", cold=503, cold_latency=10),
-    "postgres-paused": dict(allowed={200}, max_errors=0, latency=2.0, recovery=30,
-                            recovered="an uncached item answers 200", cold=503, cold_latency=10),
-    "postgres-restarted": dict(allowed={200}, max_errors=0, latency=2.0, recovery=30,
-                               recovered="an uncached item answers 200"),
-    "app-worker-killed": dict(allowed={200, 502}, max_errors=THREADS, latency=DELAY + 4,
-                              recovery=30, recovered="2 gunicorn workers again"),
-    "app-restarted": dict(allowed={200, 502, 504}, max_errors=None, latency=5.0, recovery=60,
-                          recovered="/readyz 200"),
-    "app-rolling-restart": dict(allowed={200}, max_errors=0, latency=5.0, recovery=60,
-                                recovered="both replicas healthy"),
+    "redis-stopped": dict(
+        allowed={200}, max_errors=0, latency=DELAY + 3, recovery=20, recovered="X-Cache HIT again"
+    ),
+    "redis-paused": dict(
+        allowed={200}, max_errors=0, latency=DELAY + 3, recovery=20, recovered="X-Cache HIT again"
+    ),
+    "redis-restarted-empty": dict(
+        allowed={200}, max_errors=0, latency=DELAY + 3, recovery=20, recovered="X-Cache HIT again"
+    ),
+    "redis-disconnected": dict(
+        allowed={200}, max_errors=0, latency=DELAY + 3, recovery=20, recovered="X-Cache HIT again"
+    ),
+    "postgres-stopped": dict(
+        allowed={200},
+        max_errors=0,
+        latency=2.0,
+        recovery=30,
+        recovered="an uncached item answers 200",
+        cold=503,
+        cold_latency=10,
+    ),
+    "postgres-paused": dict(
+        allowed={200},
+        max_errors=0,
+        latency=2.0,
+        recovery=30,
+        recovered="an uncached item answers 200",
+        cold=503,
+        cold_latency=10,
+    ),
+    "postgres-restarted": dict(
+        allowed={200},
+        max_errors=0,
+        latency=2.0,
+        recovery=30,
+        recovered="an uncached item answers 200",
+    ),
+    "app-worker-killed": dict(
+        allowed={200, 502},
+        max_errors=THREADS,
+        latency=DELAY + 4,
+        recovery=30,
+        recovered="2 gunicorn workers again",
+    ),
+    "app-restarted": dict(
+        allowed={200, 502, 504}, max_errors=None, latency=5.0, recovery=60, recovered="/readyz 200"
+    ),
+    "app-rolling-restart": dict(
+        allowed={200}, max_errors=0, latency=5.0, recovery=60, recovered="both replicas healthy"
+    ),
 }
 MAX_LATENCY_FACTOR = 3  # a generous cap for the slowest single request
 RESULTS: dict[str, dict] = {}
@@ -83,8 +113,11 @@ def warm(lab) -> None:
         thread.start()
     for thread in threads:
         thread.join(30)
-    wait_until(lambda: all(lab.get(path).headers.get("X-Cache") == "HIT" for path in PATHS), 20,
-               message="the warm keys to be cached")
+    wait_until(
+        lambda: all(lab.get(path).headers.get("X-Cache") == "HIT" for path in PATHS),
+        20,
+        message="the warm keys to be cached",
+    )
 
 
 def cache_hit_again(lab) -> bool:
@@ -96,47 +129,73 @@ def ready(lab) -> bool:
 
 
 def wait_for_requests(traffic: Traffic, since: float, count: int, timeout: float = 30) -> None:
-    wait_until(lambda: len(traffic.since(since)) >= count, timeout, interval=0.1,
-               message=f"{count} requests under load")
+    wait_until(
+        lambda: len(traffic.since(since)) >= count,
+        timeout,
+        interval=0.1,
+        message=f"{count} requests under load",
+    )
 
 
-def check(name: str, traffic: Traffic, fault_start: float, fault_end: float,
-          recovered_at: float, extra: dict | None = None) -> Hits:
+def check(
+    name: str,
+    traffic: Traffic,
+    fault_start: float,
+    fault_end: float,
+    recovered_at: float,
+    extra: dict | None = None,
+) -> Hits:
     """Assert the FAULTS row ``name`` on what the load saw; record the figures.
 
     "During" runs from the fault until recovery, and over at least
     DURING_FAULT requests (a worker is respawned in well under a second)."""
     spec = FAULTS[name]
     window = traffic.since(fault_start)
-    window_end = max(recovered_at, window[DURING_FAULT - 1].started + 1e-6
-                     if len(window) >= DURING_FAULT else recovered_at)
+    window_end = max(
+        recovered_at,
+        window[DURING_FAULT - 1].started + 1e-6 if len(window) >= DURING_FAULT else recovered_at,
+    )
     during = traffic.between(fault_start, window_end)
     after = traffic.since(window_end)
     recovery = recovered_at - fault_end
     RESULTS[name] = {
-        "during": during.summary(), "after": after.summary(),
-        "errors": len(during.errors()), "p99_s": round(during.latency(99), 3),
-        "max_s": round(during.max_latency(), 3), "recovery_s": round(recovery, 2),
+        "during": during.summary(),
+        "after": after.summary(),
+        "errors": len(during.errors()),
+        "p99_s": round(during.latency(99), 3),
+        "max_s": round(during.max_latency(), 3),
+        "recovery_s": round(recovery, 2),
         **(extra or {}),
     }
     print(f"\n{name}: during {during.summary()}; recovery {recovery:.1f}s; after {after.summary()}")
     if fault_end > fault_start:  # a held fault (a restart may be over in under a second)
         assert len(during) >= 10, f"too little load during the fault: {during.summary()}"
     unexpected = {s: n for s, n in during.statuses().items() if s not in spec["allowed"]}
-    assert not unexpected, (f"{name}: statuses outside {spec['allowed']}: {unexpected}; "
-                            f"e.g. {[h.body for h in during.errors()][:3]}")
+    assert not unexpected, (
+        f"{name}: statuses outside {spec['allowed']}: {unexpected}; "
+        f"e.g. {[h.body for h in during.errors()][:3]}"
+    )
     if spec["max_errors"] is not None:
         assert len(during.errors()) <= spec["max_errors"], f"{name}: {during.summary()}"
     assert during.latency(99) <= spec["latency"], f"{name}: {during.summary()}"
-    assert during.max_latency() <= spec["latency"] * MAX_LATENCY_FACTOR, \
+    assert during.max_latency() <= spec["latency"] * MAX_LATENCY_FACTOR, (
         f"{name}: {during.summary()}"
+    )
     assert recovery <= spec["recovery"], f"{name}: recovered after {recovery:.1f}s"
     assert after and all(hit.status == 200 for hit in after), f"{name} after: {after.summary()}"
     return during
 
 
-def run_fault(lab, name: str, inject, heal, recovered, hold=None, extra=None,
-              hold_requests: int = DURING_FAULT) -> Traffic:
+def run_fault(
+    lab,
+    name: str,
+    inject,
+    heal,
+    recovered,
+    hold=None,
+    extra=None,
+    hold_requests: int = DURING_FAULT,
+) -> Traffic:
     """Load -> inject -> hold for ``hold_requests`` requests -> heal -> wait for recovery.
 
     A restart is its own end: ``hold_requests=0``, and the recovery time counts
@@ -159,8 +218,12 @@ def run_fault(lab, name: str, inject, heal, recovered, hold=None, extra=None,
         else:
             fault_end = fault_start
             inject()
-        wait_until(lambda: recovered(lab), spec["recovery"] + 15, interval=0.25,
-                   message=f"{name}: {spec['recovered']}")
+        wait_until(
+            lambda: recovered(lab),
+            spec["recovery"] + 15,
+            interval=0.25,
+            message=f"{name}: {spec['recovered']}",
+        )
         recovered_at = time.monotonic()
         wait_for_requests(traffic, fault_start, DURING_FAULT)
         wait_for_requests(traffic, max(recovered_at, time.monotonic()), AFTER_RECOVERY)
@@ -177,8 +240,9 @@ def slow_version_survives(lab) -> None:
 # -- Redis -------------------------------------------------------------------------
 def test_redis_stopped_under_load(lab):
     redis = lab.container("redis")
-    traffic = run_fault(lab, "redis-stopped", lambda: redis.stop(timeout=5), redis.start,
-                        cache_hit_again)
+    traffic = run_fault(
+        lab, "redis-stopped", lambda: redis.stop(timeout=5), redis.start, cache_hit_again
+    )
     assert "BYPASS" in traffic.hits.caches()
 
 
@@ -193,8 +257,11 @@ def test_redis_restarted_with_empty_memory_under_load(lab):
     dbsize = {}
 
     def run_id() -> str:
-        return next(line.split(":", 1)[1] for line in lab.redis_cli("INFO", "server").split()
-                    if line.startswith("run_id:"))
+        return next(
+            line.split(":", 1)[1]
+            for line in lab.redis_cli("INFO", "server").split()
+            if line.startswith("run_id:")
+        )
 
     def restart():
         dbsize["before"] = int(lab.redis_cli("DBSIZE"))
@@ -202,8 +269,15 @@ def test_redis_restarted_with_empty_memory_under_load(lab):
         redis.restart(timeout=5)
         dbsize["run_id_after"] = run_id()
 
-    run_fault(lab, "redis-restarted-empty", restart, lambda: None, cache_hit_again,
-              hold_requests=0, extra={"dbsize": dbsize})
+    run_fault(
+        lab,
+        "redis-restarted-empty",
+        restart,
+        lambda: None,
+        cache_hit_again,
+        hold_requests=0,
+        extra={"dbsize": dbsize},
+    )
     assert dbsize["before"] >= len(WARM_ITEMS)
     # A new process that loaded nothing (no persistence): whatever it holds now,
     # the workers wrote back or refilled after the restart.
@@ -215,8 +289,13 @@ def test_redis_restarted_with_empty_memory_under_load(lab):
 def test_redis_disconnected_from_the_network_under_load(lab):
     redis = lab.container("redis")
     network = lab.docker.networks.get(f"{lab.project}_default")
-    traffic = run_fault(lab, "redis-disconnected", lambda: network.disconnect(redis),
-                        lambda: network.connect(redis, aliases=["redis"]), cache_hit_again)
+    traffic = run_fault(
+        lab,
+        "redis-disconnected",
+        lambda: network.disconnect(redis),
+        lambda: network.connect(redis, aliases=["redis"]),
+        cache_hit_again,
+    )
     assert "BYPASS" in traffic.hits.caches()
 
 
@@ -229,8 +308,11 @@ def cold_probe(lab, item: int) -> tuple[int, float, dict]:
     return response.status_code, seconds, dict(response.headers)
 
 
-def uncached_item_answers(lab, items=iter(range(9000, 9999))):
-    return lab.get(f"/api/version?item={next(items)}", timeout=30).status_code == 200
+_UNCACHED_ITEMS = iter(range(9000, 9999))
+
+
+def uncached_item_answers(lab):
+    return lab.get(f"/api/version?item={next(_UNCACHED_ITEMS)}", timeout=30).status_code == 200
 
 
 @pytest.mark.parametrize("fault", ["postgres-stopped", "postgres-paused"])
@@ -244,10 +326,13 @@ def test_postgres_down_serves_the_cache_and_503_for_the_rest(lab, fault):
 
     def hold():
         status, seconds, headers = cold_probe(lab, 8000 + len(fault))
-        probe.update(status=status, seconds=round(seconds, 2), retry_after=headers.get("Retry-After"))
+        probe.update(
+            status=status, seconds=round(seconds, 2), retry_after=headers.get("Retry-After")
+        )
 
-    run_fault(lab, fault, inject, heal, uncached_item_answers, hold=hold,
-              extra={"cold_probe": probe})
+    run_fault(
+        lab, fault, inject, heal, uncached_item_answers, hold=hold, extra={"cold_probe": probe}
+    )
     assert probe["status"] == FAULTS[fault]["cold"], probe
     assert probe["retry_after"], probe
     assert probe["seconds"] <= FAULTS[fault]["cold_latency"], probe
@@ -256,8 +341,14 @@ def test_postgres_down_serves_the_cache_and_503_for_the_rest(lab, fault):
 
 def test_postgres_restarted_keeps_its_data(lab):
     postgres = lab.container("postgres")
-    run_fault(lab, "postgres-restarted", lambda: postgres.restart(timeout=10), lambda: None,
-              uncached_item_answers, hold_requests=0)
+    run_fault(
+        lab,
+        "postgres-restarted",
+        lambda: postgres.restart(timeout=10),
+        lambda: None,
+        uncached_item_answers,
+        hold_requests=0,
+    )
     slow_version_survives(lab)
 
 
@@ -344,8 +435,12 @@ def test_rolling_restart_of_two_replicas_gives_no_errors(lab):
     def slow_queries_from(container) -> int:
         container.reload()
         ip = container.attrs["NetworkSettings"]["Networks"][f"{lab.project}_default"]["IPAddress"]
-        return int(lab.psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                            f"AND query = 'SELECT slow_version()' AND client_addr = '{ip}'"))
+        return int(
+            lab.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                f"AND query = 'SELECT slow_version()' AND client_addr = '{ip}'"
+            )
+        )
 
     def roll():
         for container in replicas:
@@ -371,8 +466,12 @@ def test_rolling_restart_of_two_replicas_gives_no_errors(lab):
                 thread.join(30)
             wait_for_requests(traffic_holder[0], mark, 20)
             container.start()
-            wait_until(lambda c=container: healthy(c), 60, interval=0.25,
-                       message=f"{container.name} healthy again")
+            wait_until(
+                lambda c=container: healthy(c),
+                60,
+                interval=0.25,
+                message=f"{container.name} healthy again",
+            )
             # Nginx's watcher reloads within UPSTREAM_WATCH_SECONDS of the change.
             wait_for_requests(traffic_holder[0], time.monotonic(), 20)
 
@@ -385,11 +484,20 @@ def test_rolling_restart_of_two_replicas_gives_no_errors(lab):
         fault_start = time.monotonic()
         roll()
         fault_end = time.monotonic()
-        wait_until(lambda: all(healthy(c) for c in replicas) and ready(lab), 60,
-                   message="both replicas healthy")
+        wait_until(
+            lambda: all(healthy(c) for c in replicas) and ready(lab),
+            60,
+            message="both replicas healthy",
+        )
         recovered_at = time.monotonic()
         wait_for_requests(traffic, recovered_at, AFTER_RECOVERY)
-    check("app-rolling-restart", traffic, fault_start, fault_end, recovered_at,
-          extra={"slow_in_flight": in_flight})
+    check(
+        "app-rolling-restart",
+        traffic,
+        fault_start,
+        fault_end,
+        recovered_at,
+        extra={"slow_in_flight": in_flight},
+    )
     assert len(in_flight) >= 8 and set(in_flight) == {200}, in_flight
     assert parse_json(lab.get("/readyz"))["status"] == "ready"

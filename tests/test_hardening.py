@@ -57,9 +57,14 @@ def test_published_ports_are_local_only(lab, service):
 
 
 def test_only_nginx_is_published_besides_the_test_data_ports(lab):
-    published = {service for service in SERVICES
-                 if any(running(lab, service).attrs["NetworkSettings"]["Ports"].get(p)
-                        for p in running(lab, service).attrs["NetworkSettings"]["Ports"])}
+    published = {
+        service
+        for service in SERVICES
+        if any(
+            running(lab, service).attrs["NetworkSettings"]["Ports"].get(p)
+            for p in running(lab, service).attrs["NetworkSettings"]["Ports"]
+        )
+    }
     # tests/compose.test.yaml publishes postgres and redis on 127.0.0.1 for direct queries.
     assert published <= {"nginx", "postgres", "redis"}
 
@@ -71,7 +76,9 @@ def test_the_lab_itself_publishes_only_nginx_and_the_locust_ui():
 
     services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
     assert {name for name, spec in services.items() if spec.get("ports")} == {
-        "nginx", "locust-master"}
+        "nginx",
+        "locust-master",
+    }
 
 
 def test_graceful_stop_settings(lab):
@@ -88,12 +95,30 @@ def production_image(stack, tmp_path_factory):
     """The app image as the lab and AWS build it (target runtime): the test
     stack runs the same image plus coverage.py (target coverage)."""
     override = tmp_path_factory.mktemp("runtime") / "runtime.yaml"
-    override.write_text("services:\n  app:\n    image: cachelab/app:test-runtime\n"
-                        "    build:\n      target: runtime\n")
+    override.write_text(
+        "services:\n  app:\n    image: cachelab/app:test-runtime\n"
+        "    build:\n      target: runtime\n"
+    )
     result = subprocess.run(
-        ["docker", "compose", "-p", stack.project, "-f", str(ROOT / "compose.yaml"),
-         "-f", str(override), "build", "--quiet", "app"],
-        cwd=ROOT, env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=900)
+        [
+            "docker",
+            "compose",
+            "-p",
+            stack.project,
+            "-f",
+            str(ROOT / "compose.yaml"),
+            "-f",
+            str(override),
+            "build",
+            "--quiet",
+            "app",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return stack.docker.images.get("cachelab/app:test-runtime")
 
@@ -101,9 +126,17 @@ def production_image(stack, tmp_path_factory):
 def test_app_image_has_no_compiler_pip_cache_or_test_tools(lab, production_image):
     out = lab.docker.containers.run(
         production_image.id,
-        ["sh", "-c", "command -v gcc cc c++ g++ x86_64-linux-gnu-gcc-12 as ld || true; "
-                     "ls -A /root/.cache /opt/coverage /src 2>/dev/null || true"],
-        entrypoint=[], user="0", remove=True, network_disabled=True)
+        [
+            "sh",
+            "-c",
+            "command -v gcc cc c++ g++ x86_64-linux-gnu-gcc-12 as ld || true; "
+            "ls -A /root/.cache /opt/coverage /src 2>/dev/null || true",
+        ],
+        entrypoint=[],
+        user="0",
+        remove=True,
+        network_disabled=True,
+    )
     assert out.decode().strip() == "", out.decode()
 
 
@@ -120,7 +153,7 @@ def test_app_image_is_multi_stage_and_declares_user_and_healthcheck(lab, product
     # The test image is exactly the production image plus coverage.py's layers.
     production_layers = production_image.attrs["RootFS"]["Layers"]
     test_layers = running(lab, "app").image.attrs["RootFS"]["Layers"]
-    assert test_layers[:len(production_layers)] == production_layers
+    assert test_layers[: len(production_layers)] == production_layers
     assert len(test_layers) > len(production_layers)
 
 

@@ -19,18 +19,41 @@ from loadtest import bench, hitbench
 SYSTEMS = [system.name for system in hitbench.SYSTEMS]
 
 
-def test_one_short_round_reports_every_system_in_both_modes(docker_available, tmp_path,
-                                                             capsys):
+def test_one_short_round_reports_every_system_in_both_modes(docker_available, tmp_path, capsys):
     out, docs = tmp_path / "run", tmp_path / "docs"
     project = f"cachelab-hits-{secrets.token_hex(3)}"
-    code = bench.main(["hits", "--rounds", "1", "--duration", "2s", "--warmup", "0s",
-                       "--delay", "1", "--lag-writes", "5", "--project", project,
-                       "--results", str(out), "--publish", str(docs), "--machine", "test"])
+    code = bench.main(
+        [
+            "hits",
+            "--rounds",
+            "1",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+            "--delay",
+            "1",
+            "--lag-writes",
+            "5",
+            "--project",
+            project,
+            "--results",
+            str(out),
+            "--publish",
+            str(docs),
+            "--machine",
+            "test",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed[-3000:]
     # The stack is gone (no --keep).
-    assert docker.from_env().containers.list(all=True, filters={
-        "label": f"com.docker.compose.project={project}"}) == []
+    assert (
+        docker.from_env().containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={project}"}
+        )
+        == []
+    )
 
     data = json.loads((out / "hits.json").read_text())
     assert data["modes"]["pure-hit"]["ttl_s"] >= 3600 and data["modes"]["expiry"]["ttl_s"] == 1

@@ -22,8 +22,9 @@ from loadtest.staleness import Ledger, variant_items, variant_query
 TTL, GRACE, DELAY = 3, 60, 1.0  # seconds: the runs' CACHE_TTL_SECONDS, grace, slow query
 
 
-def drive(lab, variant: str, seconds: float, writers: int = 2, readers: int = 6,
-          sql_writes: bool = False) -> dict:
+def drive(
+    lab, variant: str, seconds: float, writers: int = 2, readers: int = 6, sql_writes: bool = False
+) -> dict:
     """Writers (through the API, or directly in SQL) and readers for ``seconds``."""
     ledger = Ledger()
     items = list(variant_items(variant))
@@ -43,8 +44,12 @@ def drive(lab, variant: str, seconds: float, writers: int = 2, readers: int = 6,
         while time.monotonic() < deadline:
             item = random.choice(items)
             started = time.monotonic()
-            response = session.put(lab.url(f"/api/items/{item}?{query}"), headers=headers,
-                                   json={"payload": f"w-{started:.6f}"}, timeout=30)
+            response = session.put(
+                lab.url(f"/api/items/{item}?{query}"),
+                headers=headers,
+                json={"payload": f"w-{started:.6f}"},
+                timeout=30,
+            )
             confirmed = time.monotonic()
             if response.status_code != 200:
                 failures.append(f"PUT {response.status_code}: {response.text[:120]}")
@@ -64,8 +69,10 @@ def drive(lab, variant: str, seconds: float, writers: int = 2, readers: int = 6,
                 while time.monotonic() < deadline:
                     item = random.choice(items)
                     started = time.monotonic()
-                    cur.execute("UPDATE items SET payload = %s WHERE id = %s RETURNING version",
-                                (f"sql-{started:.6f}", item))
+                    cur.execute(
+                        "UPDATE items SET payload = %s WHERE id = %s RETURNING version",
+                        (f"sql-{started:.6f}", item),
+                    )
                     (version,) = cur.fetchone()
                     confirmed = time.monotonic()
                     ledger.committed(variant, item, version, confirmed, confirmed - started)
@@ -86,8 +93,9 @@ def drive(lab, variant: str, seconds: float, writers: int = 2, readers: int = 6,
         list(pool.map(lambda item: read(requests.Session(), item), items))
     assert not failures, failures[:5]
     deadline = time.monotonic() + seconds
-    threads = [threading.Thread(target=sql_writer if sql_writes else api_writer)
-               for _ in range(writers)]
+    threads = [
+        threading.Thread(target=sql_writer if sql_writes else api_writer) for _ in range(writers)
+    ]
     threads += [threading.Thread(target=reader) for _ in range(readers)]
     for thread in threads:
         thread.start()
@@ -108,8 +116,9 @@ def items_lab(lab):
 # In ``delete`` mode the writer's own read is a miss that waits the slow query
 # (DELAY), so its writers get about one write per second each; write-through's
 # own read is a hit.
-@pytest.mark.parametrize(("variant", "writers", "minimum"),
-                         [("delete", 4, 16), ("write-through", 2, 50)])
+@pytest.mark.parametrize(
+    ("variant", "writers", "minimum"), [("delete", 4, 16), ("write-through", 2, 50)]
+)
 def test_a_writer_always_reads_its_own_write(items_lab, variant, writers, minimum):
     summary = drive(items_lab, variant, seconds=8, writers=writers)
     assert summary["own_reads"] >= minimum and summary["writes"] == summary["own_reads"]
@@ -148,8 +157,9 @@ def test_writes_need_the_token_and_a_body_nginx_allows(lab):
     right = {"Authorization": f"Bearer {lab.env['WRITE_API_TOKEN']}"}
     too_big = requests.put(url, json={"payload": "x" * 100_000}, headers=right, timeout=10)
     assert too_big.status_code == 413  # Nginx's body limit on this route
-    bad = requests.put(url, data="{", headers={**right, "Content-Type": "application/json"},
-                       timeout=10)
+    bad = requests.put(
+        url, data="{", headers={**right, "Content-Type": "application/json"}, timeout=10
+    )
     assert bad.status_code == 400 and "JSON" in bad.json()["message"]
     for method in ("POST", "DELETE", "PATCH"):
         refused = requests.request(method, url, timeout=10)

@@ -70,8 +70,7 @@ def test_ttl_expiry_gives_a_miss_again_with_cache_aside(lab):
     assert lab.get("/api/version").headers["X-Cache"] == "HIT"
     # The key expires in Redis after the TTL: wait for that, not for a fixed time.
     key = parse_json(first)["key"]
-    wait_until(lambda: lab.redis_cli("EXISTS", key) == "0", timeout=10,
-               message="the key to expire")
+    wait_until(lambda: lab.redis_cli("EXISTS", key) == "0", timeout=10, message="the key to expire")
     expired = lab.get("/api/version")
     assert expired.headers["X-Cache"] == "MISS"
     assert parse_json(expired)["strategy"] == "cache-aside"
@@ -90,8 +89,11 @@ def test_redis_stopped_pages_still_render_and_cache_resumes(lab):
         assert parse_json(lab.get("/readyz"))["status"] == "degraded"
     finally:
         redis.start()
-    wait_until(lambda: lab.get("/readyz").json()["redis"]["status"] == "up", 30,
-               message="redis to be reported up")
+    wait_until(
+        lambda: lab.get("/readyz").json()["redis"]["status"] == "up",
+        30,
+        message="redis to be reported up",
+    )
 
     def cached_again():
         return lab.get("/api/version").headers["X-Cache"] == "HIT"
@@ -144,8 +146,11 @@ def test_the_app_container_runs_the_code_of_this_checkout(lab):
     rebuilt after a change must not keep the previous build's code (uv reuses
     a built wheel unless its cache-keys cover the sources)."""
     package = ROOT / "app" / "cachelab"
-    here = {str(p.relative_to(package)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(package.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+    here = {
+        str(p.relative_to(package)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(package.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     script = (
         "import hashlib, json, pathlib, cachelab\n"
         "root = pathlib.Path(cachelab.__file__).parent\n"
@@ -157,4 +162,3 @@ def test_the_app_container_runs_the_code_of_this_checkout(lab):
     installed = json.loads(out.decode())
     changed = sorted(name for name in here if installed.get(name) != here[name])
     assert not changed, f"the image runs other code than the checkout for: {changed}"
-

@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-
 from conftest import require_tool
+
 from loadtest import bench
 from loadtest.stack import ROOT, metric, wait_until
 
@@ -34,19 +34,37 @@ SCENARIO_NAMES = {
 
 @pytest.fixture(scope="module")
 def locust_installed() -> None:
-    require_tool(all(importlib.util.find_spec(name) for name in ("locust", "matplotlib")),
-                 "locust and matplotlib (scripts/test installs them from app/uv.lock)")
+    require_tool(
+        all(importlib.util.find_spec(name) for name in ("locust", "matplotlib")),
+        "locust and matplotlib (scripts/test installs them from app/uv.lock)",
+    )
 
 
-def run_locust(host: str, workdir: Path, seconds: int, *extra: str,
-               classes: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run_locust(
+    host: str, workdir: Path, seconds: int, *extra: str, classes: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     """Headless Locust, bounded by -t and a subprocess timeout; CSVs under workdir/run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-               "-H", host, "-t", f"{seconds}s", "--csv", str(workdir / "run"),
-               "--only-summary", *extra, *classes]
-    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=seconds + 60)
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-H",
+        host,
+        "-t",
+        f"{seconds}s",
+        "--csv",
+        str(workdir / "run"),
+        "--only-summary",
+        *extra,
+        *classes,
+    ]
+    return subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=seconds + 60
+    )
 
 
 def stats_rows(path: Path) -> dict[str, dict[str, str]]:
@@ -55,19 +73,35 @@ def stats_rows(path: Path) -> dict[str, dict[str, str]]:
 
 
 # -- the locustfile against the real stack ------------------------------------------
-def test_every_scenario_runs_against_the_stack_with_zero_failures(locust_installed, lab,
-                                                                   tmp_path):
+def test_every_scenario_runs_against_the_stack_with_zero_failures(locust_installed, lab, tmp_path):
     before = lab.app_metrics()
-    result = run_locust(lab.base_url, tmp_path, 15, "-u", "8", "-r", "8",
-                        "--wait-min", "0.05", "--wait-max", "0.2", "--zipf-keys", "20",
-                        "--cold-period", "4", "--max-fail-ratio", "0",
-                        classes=tuple(SCENARIO_NAMES))
+    result = run_locust(
+        lab.base_url,
+        tmp_path,
+        15,
+        "-u",
+        "8",
+        "-r",
+        "8",
+        "--wait-min",
+        "0.05",
+        "--wait-max",
+        "0.2",
+        "--zipf-keys",
+        "20",
+        "--cold-period",
+        "4",
+        "--max-fail-ratio",
+        "0",
+        classes=tuple(SCENARIO_NAMES),
+    )
     output = result.stdout + result.stderr
     # Default --exit-code-on-error is 1: exit 0 means no failure and no threshold breach.
     assert result.returncode == 0, output[-3000:]
     assert "thresholds met" in output
-    assert re.search(r"All users spawned: .*ColdStartUser.*HotKeyUser.*UncachedUser.*ZipfUser",
-                     output), output[-2000:]
+    assert re.search(
+        r"All users spawned: .*ColdStartUser.*HotKeyUser.*UncachedUser.*ZipfUser", output
+    ), output[-2000:]
     rows = stats_rows(tmp_path / "run_stats.csv")
     for names in SCENARIO_NAMES.values():
         for name in names:
@@ -85,8 +119,9 @@ def test_every_scenario_runs_against_the_stack_with_zero_failures(locust_install
     after = lab.app_metrics()
 
     def delta(result_label: str) -> float:
-        return (metric(after, "cachelab_cache_requests_total", result=result_label)
-                - metric(before, "cachelab_cache_requests_total", result=result_label))
+        return metric(after, "cachelab_cache_requests_total", result=result_label) - metric(
+            before, "cachelab_cache_requests_total", result=result_label
+        )
 
     assert delta("hit") > 0 and delta("miss") >= 3  # cold keys and Zipf keys missed
     assert delta("bypass") >= int(rows["uncached: /api/version?cache=bypass"]["Request Count"])
@@ -105,10 +140,19 @@ class FakeLab(BaseHTTPRequestHandler):
         if urlsplit(self.path).path == "/":
             body, ctype = f"<html><body>{version}</body></html>".encode(), "text/html"
         else:
-            body = json.dumps({"version": version, "item": item, "cache": "HIT",
-                               "source": "redis", "detail": None, "strategy": "swr",
-                               "key": f"lab:v1:item:{item}", "ttl_remaining_s": 5.0,
-                               "timings_ms": {}}).encode()
+            body = json.dumps(
+                {
+                    "version": version,
+                    "item": item,
+                    "cache": "HIT",
+                    "source": "redis",
+                    "detail": None,
+                    "strategy": "swr",
+                    "key": f"lab:v1:item:{item}",
+                    "ttl_remaining_s": 5.0,
+                    "timings_ms": {},
+                }
+            ).encode()
             ctype = "application/json"
         self.send_response(200)
         self.send_header("Content-Type", ctype)
@@ -132,13 +176,29 @@ def fake_lab():
     server.server_close()
 
 
-def test_a_200_with_the_wrong_body_is_a_failure_and_breaks_the_threshold(locust_installed,
-                                                                         fake_lab, tmp_path):
+def test_a_200_with_the_wrong_body_is_a_failure_and_breaks_the_threshold(
+    locust_installed, fake_lab, tmp_path
+):
     fake_lab.mode = "wrong-version"
     host = f"http://127.0.0.1:{fake_lab.server_address[1]}"
-    result = run_locust(host, tmp_path, 3, "-u", "2", "-r", "2", "--exit-code-on-error", "0",
-                        "--wait-min", "0.005", "--wait-max", "0.01", "--max-fail-ratio", "0.1",
-                        classes=("HotKeyUser",))
+    result = run_locust(
+        host,
+        tmp_path,
+        3,
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "--exit-code-on-error",
+        "0",
+        "--wait-min",
+        "0.005",
+        "--wait-max",
+        "0.01",
+        "--max-fail-ratio",
+        "0.1",
+        classes=("HotKeyUser",),
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-2000:]
     assert "threshold exceeded: failure ratio 1.0000 > 0.1" in output
@@ -150,18 +210,43 @@ def test_a_200_with_the_wrong_body_is_a_failure_and_breaks_the_threshold(locust_
     assert "page does not show the PostgreSQL version" in failures
 
 
-def test_p95_threshold_fails_the_run_and_a_good_run_exits_zero(locust_installed, fake_lab,
-                                                               tmp_path):
+def test_p95_threshold_fails_the_run_and_a_good_run_exits_zero(
+    locust_installed, fake_lab, tmp_path
+):
     fake_lab.mode = "slow"  # 30 ms per answer, correct bodies
     host = f"http://127.0.0.1:{fake_lab.server_address[1]}"
-    slow = run_locust(host, tmp_path, 3, "-u", "2", "-r", "2", "--max-p95-ms", "5",
-                      "--max-fail-ratio", "0", classes=("ZipfUser",))
+    slow = run_locust(
+        host,
+        tmp_path,
+        3,
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "--max-p95-ms",
+        "5",
+        "--max-fail-ratio",
+        "0",
+        classes=("ZipfUser",),
+    )
     output = slow.stdout + slow.stderr
     assert slow.returncode == 1, output[-2000:]
     assert re.search(r"threshold exceeded: p95 \d+ ms > 5 ms", output)
     assert "failure ratio" not in output.split("threshold exceeded:")[1].splitlines()[0]
-    ok = run_locust(host, tmp_path, 3, "-u", "2", "-r", "2", "--max-p95-ms", "5000",
-                    "--max-fail-ratio", "0", classes=("ZipfUser",))
+    ok = run_locust(
+        host,
+        tmp_path,
+        3,
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "--max-p95-ms",
+        "5000",
+        "--max-fail-ratio",
+        "0",
+        classes=("ZipfUser",),
+    )
     assert ok.returncode == 0, (ok.stdout + ok.stderr)[-2000:]
     assert stats_rows(tmp_path / "run_stats.csv")["Aggregated"]["Failure Count"] == "0"
 
@@ -170,9 +255,21 @@ def test_p95_threshold_fails_the_run_and_a_good_run_exits_zero(locust_installed,
 def test_compose_serves_the_locust_ui_with_workers_ready_to_swarm(stack):
     # tests/compose.test.yaml puts the Locust services behind a profile; the real
     # compose.yaml starts them with everything else. Two workers prove --scale.
-    stack.compose("--profile", "locust", "up", "-d", "--build", "--wait", "--wait-timeout",
-                  "120", "--scale", "locust-worker=2", "locust-master", "locust-worker",
-                  timeout=600)
+    stack.compose(
+        "--profile",
+        "locust",
+        "up",
+        "-d",
+        "--build",
+        "--wait",
+        "--wait-timeout",
+        "120",
+        "--scale",
+        "locust-worker=2",
+        "locust-master",
+        "locust-worker",
+        timeout=600,
+    )
     try:
         master = stack.container("locust-master")
         assert master.attrs["Config"]["User"] == "locust"
@@ -189,32 +286,53 @@ def test_compose_serves_the_locust_ui_with_workers_ready_to_swarm(stack):
             return len(stats.get("workers", [])) >= 2
 
         wait_until(workers_connected, timeout=30, message="two Locust workers to connect")
-        swarm = requests.post(ui + "/swarm", timeout=10, data={
-            "user_count": 2, "spawn_rate": 2, "host": "http://nginx:8080",
-            "user_classes": ["HotKeyUser"]})
+        swarm = requests.post(
+            ui + "/swarm",
+            timeout=10,
+            data={
+                "user_count": 2,
+                "spawn_rate": 2,
+                "host": "http://nginx:8080",
+                "user_classes": ["HotKeyUser"],
+            },
+        )
         assert swarm.json()["success"] is True
         try:
+
             def requests_made():
                 stats = requests.get(ui + "/stats/requests", timeout=5).json()
                 total = next(s for s in stats["stats"] if s["name"] == "Aggregated")
                 return total if total["num_requests"] >= 10 else None
 
-            total = wait_until(requests_made, timeout=30, interval=0.5,
-                               message="the swarm to make 10 requests")
+            total = wait_until(
+                requests_made, timeout=30, interval=0.5, message="the swarm to make 10 requests"
+            )
             assert total["num_failures"] == 0
         finally:
             requests.post(ui + "/stop", timeout=10)
     finally:
         # Removed, not left stopped: other tests expect every container running.
-        stack.compose("--profile", "locust", "rm", "-sfv", "locust-worker", "locust-master",
-                      check=False, timeout=120)
+        stack.compose(
+            "--profile",
+            "locust",
+            "rm",
+            "-sfv",
+            "locust-worker",
+            "locust-master",
+            check=False,
+            timeout=120,
+        )
 
 
 def test_compose_file_defines_master_and_scalable_worker():
-    result = subprocess.run(["docker", "compose", "-f", str(ROOT / "compose.yaml"), "config",
-                             "--format", "json"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60, env={**os.environ, "POSTGRES_PASSWORD": "x",
-                                                        "APP_DB_PASSWORD": "y" * 16})
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "config", "--format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "POSTGRES_PASSWORD": "x", "APP_DB_PASSWORD": "y" * 16},
+    )
     if result.returncode != 0 and "docker" in result.stderr.lower() and "not" in result.stderr:
         pytest.skip(result.stderr)
     assert result.returncode == 0, result.stderr
@@ -222,7 +340,9 @@ def test_compose_file_defines_master_and_scalable_worker():
     master, worker = services["locust-master"], services["locust-worker"]
     assert master["build"]["dockerfile"] == "loadtest/Dockerfile"
     assert "PYTHON_IMAGE" in master["build"]["args"]
-    assert master["ports"][0]["published"] == "8089" and master["ports"][0]["host_ip"] == "127.0.0.1"
+    assert (
+        master["ports"][0]["published"] == "8089" and master["ports"][0]["host_ip"] == "127.0.0.1"
+    )
     assert "--master" in master["command"] and "http://nginx:8080" in master["command"]
     assert master["depends_on"]["nginx"]["condition"] == "service_healthy"
     assert "--worker" in worker["command"] and "locust-master" in worker["command"]
@@ -245,8 +365,10 @@ def _table(markdown: str) -> dict[str, dict[str, str]]:
             break
     lines = [line for line in lines if line.startswith("| ")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    return {cells[0]: dict(zip(header, cells)) for cells in
-            ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])}
+    return {
+        cells[0]: dict(zip(header, cells, strict=False))
+        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])
+    }
 
 
 def _number(cell: str) -> float:
@@ -255,13 +377,36 @@ def _number(cell: str) -> float:
 
 def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_path, capsys):
     out, docs = tmp_path / "bench", tmp_path / "docs"
-    code = bench.main(["latency", "--strategies", "none,swr", "--duration", "8s", "--users", "3",
-                       "--delay", "1", "--results", str(out), "--max-fail-ratio", "0",
-                       "--publish", str(docs), "--machine", "test stack"], stack=lab)
+    code = bench.main(
+        [
+            "latency",
+            "--strategies",
+            "none,swr",
+            "--duration",
+            "8s",
+            "--users",
+            "3",
+            "--delay",
+            "1",
+            "--results",
+            str(out),
+            "--max-fail-ratio",
+            "0",
+            "--publish",
+            str(docs),
+            "--machine",
+            "test stack",
+        ],
+        stack=lab,
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed[-3000:]
-    for step in ("[1/2] none: configuring", "[2/2] swr: Locust 3 users", "restoring",
-                 "p50 none / p50 swr"):
+    for step in (
+        "[1/2] none: configuring",
+        "[2/2] swr: Locust 3 users",
+        "restoring",
+        "p50 none / p50 swr",
+    ):
         assert step in printed
 
     summary = (out / "summary.md").read_text()
@@ -283,7 +428,9 @@ def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_pat
         with (out / strategy / "locust_stats_history.csv").open(newline="") as handle:
             history = [r for r in csv.DictReader(handle) if r["Name"] == "Aggregated"]
         assert len(history) >= 4
-        assert [int(r["Timestamp"]) for r in history] == sorted(int(r["Timestamp"]) for r in history)
+        assert [int(r["Timestamp"]) for r in history] == sorted(
+            int(r["Timestamp"]) for r in history
+        )
         html = (out / strategy / "report.html").read_text()
         assert "locust" in html.lower() and "hot: /api/version?item=0" in html
     # Uncached: every request waited for the slow query, each one a slow_version call.
@@ -305,8 +452,12 @@ def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_pat
     # Charts: real PNGs with something drawn on them.
     from matplotlib import image
 
-    for name in ("latency_over_time.png", "db_queries_per_second.png", "requests_per_second.png",
-                 "latency_summary.png"):
+    for name in (
+        "latency_over_time.png",
+        "db_queries_per_second.png",
+        "requests_per_second.png",
+        "latency_summary.png",
+    ):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         pixels = image.imread(out / name)
         assert pixels.shape[0] > 300 and pixels.shape[1] > 600
@@ -325,9 +476,28 @@ def test_staleness_benchmark_reports_each_mode(locust_installed, lab, tmp_path, 
     """The writers and readers of each variant, judged from outside: the table
     and chart the command publishes."""
     out, docs = tmp_path / "staleness", tmp_path / "docs"
-    code = bench.main(["staleness", "--variants", "delete,ttl", "--duration", "6s",
-                       "--readers", "4", "--writers", "2", "--delay", "1", "--ttl", "30",
-                       "--results", str(out), "--publish", str(docs)], stack=lab)
+    code = bench.main(
+        [
+            "staleness",
+            "--variants",
+            "delete,ttl",
+            "--duration",
+            "6s",
+            "--readers",
+            "4",
+            "--writers",
+            "2",
+            "--delay",
+            "1",
+            "--ttl",
+            "30",
+            "--results",
+            str(out),
+            "--publish",
+            str(docs),
+        ],
+        stack=lab,
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed[-3000:]
     data = json.loads((out / "staleness.json").read_text())["variants"]
@@ -357,10 +527,14 @@ def test_benchmark_subcommands_and_their_options(capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--help"])
     assert exit_.value.code == 0 and "{latency,hits,staleness}" in capsys.readouterr().out
-    args = bench.build_parser().parse_args(["hits", "--modes", "expiry", "--systems",
-                                            "two-tier,flask-caching", "--duration", "2s"])
-    assert (args.modes, args.systems, args.duration) == (["expiry"], ["two-tier",
-                                                                      "flask-caching"], 2.0)
+    args = bench.build_parser().parse_args(
+        ["hits", "--modes", "expiry", "--systems", "two-tier,flask-caching", "--duration", "2s"]
+    )
+    assert (args.modes, args.systems, args.duration) == (
+        ["expiry"],
+        ["two-tier", "flask-caching"],
+        2.0,
+    )
     with pytest.raises(SystemExit):
         bench.build_parser().parse_args(["hits", "--systems", "memcached"])
     assert bench.main(["hits", "--delay", "30"]) == 2

@@ -35,8 +35,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TF_DIR = REPO / "terraform"
 COMPOSE = REPO / "compose.yaml"
-DOCKERFILES = ["app/Dockerfile", "nginx/Dockerfile", "loadtest/Dockerfile",
-               "loadtest/baseline/Dockerfile", "loadtest/hits/wrk.Dockerfile"]
+DOCKERFILES = [
+    "app/Dockerfile",
+    "nginx/Dockerfile",
+    "loadtest/Dockerfile",
+    "loadtest/baseline/Dockerfile",
+    "loadtest/hits/wrk.Dockerfile",
+]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 TF_TIMEOUT = 600
@@ -74,7 +79,13 @@ def _checkov() -> str:
 
 def _run(cmd: list[str], cwd: Path, env: dict | None = None, timeout: int = TF_TIMEOUT):
     proc = subprocess.run(
-        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        cmd,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
     return proc
 
@@ -92,9 +103,7 @@ def _tf_files() -> dict[Path, str]:
 
 def _blocks(text: str, kind: str, type_: str | None = None):
     """Yield (labels, body) of top-level blocks like `resource "t" "n" { ... }`."""
-    pattern = re.compile(
-        r'^%s((?:\s+"[^"]*")+)\s*\{' % re.escape(kind), re.MULTILINE
-    )
+    pattern = re.compile(r"^" + re.escape(kind) + r'((?:\s+"[^"]*")+)\s*\{', re.MULTILINE)
     for m in pattern.finditer(text):
         labels = re.findall(r'"([^"]*)"', m.group(1))
         if type_ is not None and labels[0] != type_:
@@ -106,7 +115,7 @@ def _blocks(text: str, kind: str, type_: str | None = None):
             elif text[i] == "}":
                 depth -= 1
             i += 1
-        yield labels, text[m.end(): i - 1]
+        yield labels, text[m.end() : i - 1]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -139,7 +148,7 @@ def tf_work(tmp_path_factory, tf_env) -> Path:
     if not COMPOSE.is_file():
         pytest.fail(
             f"{COMPOSE.relative_to(REPO)} is missing: terraform/ec2.tf embeds it in the "
-            "user data with file(\"${path.module}/../compose.yaml\"), so validate/test need it"
+            'user data with file("${path.module}/../compose.yaml"), so validate/test need it'
         )
     root = tmp_path_factory.mktemp("tf")
     shutil.copy2(COMPOSE, root / "compose.yaml")
@@ -152,7 +161,9 @@ def tf_work(tmp_path_factory, tf_env) -> Path:
         ),
     )
     proc = _run([terraform, "init", "-backend=false", "-input=false", "-no-color"], work, tf_env)
-    assert proc.returncode == 0, "terraform init failed (offline provider mirror?)\n" + _explain(proc)
+    assert proc.returncode == 0, "terraform init failed (offline provider mirror?)\n" + _explain(
+        proc
+    )
     return work
 
 
@@ -190,10 +201,21 @@ def test_checkov_terraform(tmp_path):
     checkov = _checkov()
     scan = tmp_path / "terraform"
     shutil.copytree(
-        TF_DIR, scan, ignore=shutil.ignore_patterns(".terraform", "*.tfstate", "*.tfstate.*", "terraform.tfvars")
+        TF_DIR,
+        scan,
+        ignore=shutil.ignore_patterns(".terraform", "*.tfstate", "*.tfstate.*", "terraform.tfvars"),
     )
     proc = _run(
-        [checkov, "-d", str(scan), "--framework", "terraform", "--skip-download", "--quiet", "--compact"],
+        [
+            checkov,
+            "-d",
+            str(scan),
+            "--framework",
+            "terraform",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+        ],
         tmp_path,
     )
     _checkov_ok(proc)
@@ -203,9 +225,20 @@ def test_checkov_terraform(tmp_path):
 def test_checkov_dockerfile(dockerfile, tmp_path):
     checkov = _checkov()
     path = REPO / dockerfile
-    assert path.is_file(), f"{dockerfile} is missing (checkov must scan it with the dockerfile framework)"
+    assert path.is_file(), (
+        f"{dockerfile} is missing (checkov must scan it with the dockerfile framework)"
+    )
     proc = _run(
-        [checkov, "-f", str(path), "--framework", "dockerfile", "--skip-download", "--quiet", "--compact"],
+        [
+            checkov,
+            "-f",
+            str(path),
+            "--framework",
+            "dockerfile",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+        ],
         tmp_path,
     )
     _checkov_ok(proc)
@@ -219,7 +252,9 @@ def test_checkov_skips_have_reasons():
             m = re.search(r"checkov:skip=([A-Z0-9_]+)(.*)", line)
             if m and not re.match(r"\s*:\s*\S.{9,}", m.group(2)):
                 bad.append(f"{path.relative_to(REPO)}: {line.strip()}")
-    assert not bad, "checkov skips need an inline reason (#checkov:skip=ID: why):\n" + "\n".join(bad)
+    assert not bad, "checkov skips need an inline reason (#checkov:skip=ID: why):\n" + "\n".join(
+        bad
+    )
 
 
 # --------------------------------------------------------------------------- static checks
@@ -228,15 +263,24 @@ def test_only_aws_provider_and_versions():
     assert re.search(r'required_version\s*=\s*">=\s*1\.7"', text)
     assert re.search(r'source\s*=\s*"hashicorp/aws"', text)
     constraint = re.search(r'version\s*=\s*"(>=\s*5\.\d+,\s*<\s*6\.0)"', text)
-    assert constraint, "aws provider must be constrained like '>= 5.73, < 6.0' (5.100.0 must satisfy it)"
+    assert constraint, (
+        "aws provider must be constrained like '>= 5.73, < 6.0' (5.100.0 must satisfy it)"
+    )
     low = int(re.search(r">=\s*5\.(\d+)", constraint.group(1)).group(1))
-    assert 73 <= low <= 100, "engine = \"valkey\" needs hashicorp/aws >= 5.73"
+    assert 73 <= low <= 100, 'engine = "valkey" needs hashicorp/aws >= 5.73'
     lock = (TF_DIR / ".terraform.lock.hcl").read_text()
-    assert 'provider "registry.terraform.io/hashicorp/aws"' in lock and 'version     = "5.100.0"' in lock
-    assert len(re.findall(r'"zh:[0-9a-f]{64}"', lock)) >= 10, "keep the registry's zh: hashes (all platforms)"
+    assert (
+        'provider "registry.terraform.io/hashicorp/aws"' in lock
+        and 'version     = "5.100.0"' in lock
+    )
+    assert len(re.findall(r'"zh:[0-9a-f]{64}"', lock)) >= 10, (
+        "keep the registry's zh: hashes (all platforms)"
+    )
     alltext = "\n".join(_tf_files().values())
     for banned in ("random", "null", "tls", "cloudinit", "local", "http", "external", "time"):
-        assert not re.search(rf'(resource|data)\s+"{banned}_', alltext), f"{banned} provider is not allowed"
+        assert not re.search(rf'(resource|data)\s+"{banned}_', alltext), (
+            f"{banned} provider is not allowed"
+        )
         assert not re.search(rf'hashicorp/{banned}"', alltext), f"{banned} provider is not allowed"
 
 
@@ -246,11 +290,15 @@ def test_every_variable_typed_described_defaulted():
     for labels, body in _blocks(text, "variable"):
         names.append(labels[0])
         for attr in ("type", "description", "default"):
-            assert re.search(rf"^\s*{attr}\s*=", body, re.MULTILINE), f"variable {labels[0]} lacks {attr}"
+            assert re.search(rf"^\s*{attr}\s*=", body, re.MULTILINE), (
+                f"variable {labels[0]} lacks {attr}"
+            )
     assert len(names) >= 20
     for other in _tf_files():
         if other.name != "variables.tf":
-            assert not list(_blocks(other.read_text(), "variable")), f"variables belong in variables.tf ({other.name})"
+            assert not list(_blocks(other.read_text(), "variable")), (
+                f"variables belong in variables.tf ({other.name})"
+            )
 
 
 def test_no_open_admin_or_data_ports():
@@ -259,22 +307,32 @@ def test_no_open_admin_or_data_ports():
     alltext = "\n".join(_tf_files().values())
     assert "aws_security_group_rule" not in alltext, "use aws_vpc_security_group_*_rule resources"
     for labels, body in _blocks(alltext, "resource", "aws_security_group"):
-        assert not re.search(r"^\s*(ingress|egress)\s*[{=]", body, re.MULTILINE), f"inline rules in {labels}"
+        assert not re.search(r"^\s*(ingress|egress)\s*[{=]", body, re.MULTILINE), (
+            f"inline rules in {labels}"
+        )
     rules = list(_blocks(alltext, "resource", "aws_vpc_security_group_ingress_rule"))
     assert {labels[1] for labels, _ in rules} == {
-        "alb_http", "app_http_cidr", "app_http_alb", "cache_from_app", "db_from_app",
+        "alb_http",
+        "app_http_cidr",
+        "app_http_alb",
+        "cache_from_app",
+        "db_from_app",
     }, "a new ingress rule needs a matching assertion in terraform/tests/*.tftest.hcl and here"
     for labels, body in rules:
         ports = {int(p) for p in re.findall(r"(?:from_port|to_port)\s*=\s*(\d+)", body)}
         assert 22 not in ports, f"{labels[1]} opens 22"
         if re.search(r"cidr_ipv[46]|prefix_list_id", body):
             assert ports == {80}, f"{labels[1]}: CIDR ingress may only open port 80"
-            assert "allowed_http_cidrs" in body, f"{labels[1]}: CIDR ingress must come from allowed_http_cidrs"
+            assert "allowed_http_cidrs" in body, (
+                f"{labels[1]}: CIDR ingress must come from allowed_http_cidrs"
+            )
         if labels[1] in ("cache_from_app", "db_from_app"):
             assert "referenced_security_group_id = aws_security_group.app.id" in body
             assert not re.search(r"cidr_ipv[46]|prefix_list_id", body)
     assert "key_name" not in alltext, "no SSH key pair"
-    assert not re.search(r"default\s*=\s*\[\s*\"0\.0\.0\.0/0\"", (TF_DIR / "variables.tf").read_text())
+    assert not re.search(
+        r"default\s*=\s*\[\s*\"0\.0\.0\.0/0\"", (TF_DIR / "variables.tf").read_text()
+    )
 
 
 def test_user_data_template_is_secret_free_and_uses_the_project_files():
@@ -287,7 +345,10 @@ def test_user_data_template_is_secret_free_and_uses_the_project_files():
     assert "base64gzip(" in ec2 and "16384" in ec2
     # user data: only what needs the real host; the rest is the bootstrap, at every boot
     assert "/usr/local/lib/docker/cli-plugins" in tpl and "169.254.169.254" in tpl
-    assert "systemctl enable cachelab.service" in tpl and "ExecStart=${project_dir}/bootstrap.sh" in tpl
+    assert (
+        "systemctl enable cachelab.service" in tpl
+        and "ExecStart=${project_dir}/bootstrap.sh" in tpl
+    )
     assert "get-secret-value" not in tpl and "run --rm" not in tpl
     assert "aws secretsmanager get-secret-value" in boot
     assert "run --rm --no-deps db-init" in boot and "up -d --no-build" in boot
@@ -309,8 +370,13 @@ def test_shell_scripts_pass_shellcheck(tmp_path):
     rendered = re.sub(r"%\{[^}]*\}\n?", "", tpl)
     rendered = re.sub(r"\$\{(\w+)\}", lambda m: f"placeholder-{m.group(1)}", rendered)
     (tmp_path / "user-data.sh").write_text(rendered)
-    scripts = [TF_DIR / "host" / "bootstrap.sh", TF_DIR / "deploy.sh", TF_DIR / "destroy.sh",
-               TF_DIR / "push-images.sh", tmp_path / "user-data.sh"]
+    scripts = [
+        TF_DIR / "host" / "bootstrap.sh",
+        TF_DIR / "deploy.sh",
+        TF_DIR / "destroy.sh",
+        TF_DIR / "push-images.sh",
+        tmp_path / "user-data.sh",
+    ]
     proc = _run([shellcheck, "--severity=info", *map(str, scripts)], REPO, timeout=120)
     assert proc.returncode == 0, _explain(proc)
 
@@ -351,7 +417,9 @@ def test_compose_aws_override_shape():
     assert {"DATABASE_URL", "REDIS_URL", "CACHE_TTL_SECONDS", "CACHE_STRATEGY"} <= set(env)
     assert env["WRITE_API_TOKEN"] is None, "set only when .env defines it (enable_write_api)"
     init_env = services["db-init"]["environment"]
-    assert init_env["DATABASE_URL"] == "${DB_OWNER_URL:-}", "db-init runs as the owner, given per run"
+    assert init_env["DATABASE_URL"] == "${DB_OWNER_URL:-}", (
+        "db-init runs as the owner, given per run"
+    )
     assert {"SLOW_QUERY_SECONDS", "APP_DB_USER", "APP_DB_PASSWORD"} <= set(init_env)
     for svc in ("app", "db-init"):
         assert "./certs:/etc/cachelab/certs:ro" in services[svc]["volumes"]
@@ -367,7 +435,8 @@ def test_compose_aws_override_covers_every_local_service():
     on_aws = {"app", "db-init", "nginx"}
     assert on_aws <= set(base), f"compose.yaml lacks {on_aws - set(base)}"
     unhandled = [
-        name for name in base
+        name
+        for name in base
         if name not in on_aws and override.get(name, {}).get("profiles") != ["local-only"]
     ]
     assert not unhandled, f"services not disabled on AWS in terraform/compose.aws.yaml: {unhandled}"
@@ -393,9 +462,21 @@ def test_compose_config_merges(tmp_path):
         APP_DB_PASSWORD="unused-in-this-test",
     )
     proc = _run(
-        [docker, "compose", "-f", str(COMPOSE), "-f", str(TF_DIR / "compose.aws.yaml"),
-         "--project-directory", str(REPO), "config", "--services"],
-        tmp_path, env, timeout=120,
+        [
+            docker,
+            "compose",
+            "-f",
+            str(COMPOSE),
+            "-f",
+            str(TF_DIR / "compose.aws.yaml"),
+            "--project-directory",
+            str(REPO),
+            "config",
+            "--services",
+        ],
+        tmp_path,
+        env,
+        timeout=120,
     )
     assert proc.returncode == 0, _explain(proc)
     assert set(proc.stdout.split()) == {"app", "db-init", "nginx"}, _explain(proc)

@@ -35,8 +35,10 @@ def check_app_role(app_conn, app_user: str) -> list[str]:
     """Every way the app role exceeds what it needs, as readable lines (empty = least privilege)."""
     problems: list[str] = []
     with app_conn.cursor() as cur:
-        cur.execute("SELECT current_user, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls "
-                    "FROM pg_roles WHERE rolname = current_user")
+        cur.execute(
+            "SELECT current_user, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls "
+            "FROM pg_roles WHERE rolname = current_user"
+        )
         user, superuser, createrole, createdb, bypassrls = cur.fetchone()
         if user != app_user:
             problems.append(f"connected as {user}, expected {app_user}")
@@ -45,20 +47,26 @@ def check_app_role(app_conn, app_user: str) -> list[str]:
         cur.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (RUNTIME_GROUP,))
         if not cur.fetchone()[0]:
             problems.append(f"{user} is not a member of {RUNTIME_GROUP}")
-        cur.execute("SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()")
+        cur.execute(
+            "SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()"
+        )
         (db_owner,) = cur.fetchone()
         if db_owner == user:
             problems.append(f"{user} owns the database")
-        cur.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE pg_get_userbyid(c.relowner) = current_user")
+        cur.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE pg_get_userbyid(c.relowner) = current_user"
+        )
         if cur.fetchone()[0]:
             problems.append(f"{user} owns relations")
         cur.execute("SELECT count(*) FROM pg_proc WHERE pg_get_userbyid(proowner) = current_user")
         if cur.fetchone()[0]:
             problems.append(f"{user} owns functions")
         # What it needs: the settings table and the function.
-        cur.execute("SELECT has_function_privilege('slow_version()', 'EXECUTE'), "
-                    "has_table_privilege('lab_settings', 'SELECT')")
+        cur.execute(
+            "SELECT has_function_privilege('slow_version()', 'EXECUTE'), "
+            "has_table_privilege('lab_settings', 'SELECT')"
+        )
         if cur.fetchone() != (True, True):
             problems.append(f"{user} cannot run slow_version() or read lab_settings")
     app_conn.rollback()

@@ -30,8 +30,12 @@ from tests.conftest import require_tool
 ROOT = Path(__file__).resolve().parents[2]
 TF_DIR = ROOT / "terraform"
 REGION = "eu-west-1"
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
 # Endpoint names shaped like the real ones.
 RDS_HOST = "cachelab-db.c9akciq32xyz.eu-west-1.rds.amazonaws.com"
 CACHE_HOST = "master.cachelab-cache.abc123.euw1.cache.amazonaws.com"
@@ -61,6 +65,7 @@ def published_port(container, port: str) -> int:
         container.reload()
         bindings = container.attrs["NetworkSettings"]["Ports"].get(port) or []
         return int(bindings[0]["HostPort"]) if bindings else 0
+
     return wait_until(lookup, timeout=20, message=f"{container.name} to publish {port}")
 
 
@@ -75,19 +80,34 @@ def shellcheck() -> str:
     return found
 
 
-def run(cmd: list[str], env: dict | None = None, timeout: float = 600, cwd: Path = ROOT,
-        check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+def run(
+    cmd: list[str],
+    env: dict | None = None,
+    timeout: float = 600,
+    cwd: Path = ROOT,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"$ {' '.join(cmd)}\nexit {proc.returncode}\n--- stdout ---\n"
-                             f"{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"$ {' '.join(cmd)}\nexit {proc.returncode}\n--- stdout ---\n"
+            f"{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
 @dataclass
 class Janitor:
     """Everything a suite started, removed in reverse order."""
+
     docker: object
     containers: list = field(default_factory=list)
     networks: list = field(default_factory=list)
@@ -120,28 +140,43 @@ class Janitor:
 
 # --------------------------------------------------------------------------- moto and registry
 def start_moto(janitor: Janitor, name: str) -> str:
-    container = janitor.container(image=image("MOTO_IMAGE"), name=name,
-                                  environment={"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
-                                  ports={"5000/tcp": ("127.0.0.1", None)})
+    container = janitor.container(
+        image=image("MOTO_IMAGE"),
+        name=name,
+        environment={"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
+        ports={"5000/tcp": ("127.0.0.1", None)},
+    )
     endpoint = f"http://127.0.0.1:{published_port(container, '5000/tcp')}"
-    wait_until(lambda: requests.get(f"{endpoint}/moto-api/", timeout=2).status_code == 200,
-               timeout=90, message="moto to answer")
+    wait_until(
+        lambda: requests.get(f"{endpoint}/moto-api/", timeout=2).status_code == 200,
+        timeout=90,
+        message="moto to answer",
+    )
     return endpoint
 
 
 def boto3_client(service: str, endpoint: str):
     import boto3
 
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def start_registry(janitor: Janitor, name: str) -> str:
-    container = janitor.container(image=image("REGISTRY_IMAGE"), name=name,
-                                  ports={"5000/tcp": ("127.0.0.1", None)})
+    container = janitor.container(
+        image=image("REGISTRY_IMAGE"), name=name, ports={"5000/tcp": ("127.0.0.1", None)}
+    )
     registry = f"127.0.0.1:{published_port(container, '5000/tcp')}"
-    wait_until(lambda: requests.get(f"http://{registry}/v2/", timeout=2).status_code == 200,
-               timeout=60, message="the registry to answer")
+    wait_until(
+        lambda: requests.get(f"http://{registry}/v2/", timeout=2).status_code == 200,
+        timeout=60,
+        message="the registry to answer",
+    )
     return registry
 
 
@@ -149,8 +184,8 @@ def start_registry(janitor: Janitor, name: str) -> str:
 @dataclass
 class Certs:
     directory: Path
-    ca_pem: Path          # the CA the bootstrap downloads (RDS_CA_URL / CACHE_CA_URL)
-    wrong_ca_pem: Path    # another CA: a wrong bundle
+    ca_pem: Path  # the CA the bootstrap downloads (RDS_CA_URL / CACHE_CA_URL)
+    wrong_ca_pem: Path  # another CA: a wrong bundle
 
     def server(self, name: str) -> tuple[Path, Path]:
         return self.directory / f"{name}.crt", self.directory / f"{name}.key"
@@ -167,7 +202,9 @@ def make_certs(directory: Path, hosts: dict[str, str]) -> Certs:
     for name, host in hosts.items():
         cert = ca.issue_cert(host)
         cert.private_key_pem.write_to_path(str(directory / f"{name}.key"))
-        (directory / f"{name}.crt").write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+        (directory / f"{name}.crt").write_bytes(
+            b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+        )
     for path in directory.iterdir():
         path.chmod(0o644)
     directory.chmod(0o755)
@@ -178,8 +215,8 @@ def make_certs(directory: Path, hosts: dict[str, str]) -> Certs:
 def rds_parameters() -> dict[str, str]:
     """The parameter group's settings, from terraform/rds.tf (rds.* are RDS-only)."""
     text = (TF_DIR / "rds.tf").read_text()
-    group = text[text.index('resource "aws_db_parameter_group"'):]
-    group = group[:group.index("\n}\n")]
+    group = text[text.index('resource "aws_db_parameter_group"') :]
+    group = group[: group.index("\n}\n")]
     pairs = re.findall(r'parameter\s*\{\s*name\s*=\s*"([^"]+)"\s*value\s*=\s*"([^"]+)"', group)
     assert pairs, "no parameter blocks found in terraform/rds.tf"
     return dict(pairs)
@@ -196,22 +233,48 @@ class Rds:
     def psql(self, sql: str, db: str | None = None) -> str:
         """As the superuser (RDS's own rdsadmin), over the local socket."""
         code, out = self.container.exec_run(
-            ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", db or self.db_name,
-             "-tAc", sql], user="postgres")
+            [
+                "psql",
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                db or self.db_name,
+                "-tAc",
+                sql,
+            ],
+            user="postgres",
+        )
         if code != 0:
             raise AssertionError(f"psql failed: {out.decode(errors='replace')[-800:]}")
         return out.decode().strip()
 
     def connect(self, user: str, password: str):
-        """From the host through the published port (TLS; the name is checked by the app's own runs)."""
+        """From the host through the published port (TLS; the app's own runs check the name)."""
         import psycopg2
 
-        return psycopg2.connect(host="127.0.0.1", port=self.port, dbname=self.db_name, user=user,
-                                password=password, sslmode="require", connect_timeout=3)
+        return psycopg2.connect(
+            host="127.0.0.1",
+            port=self.port,
+            dbname=self.db_name,
+            user=user,
+            password=password,
+            sslmode="require",
+            connect_timeout=3,
+        )
 
 
-def start_rds(janitor: Janitor, name: str, network: str, aliases: list[str], certs: Certs,
-              master_user: str = "cachelab", db_name: str = "lab") -> Rds:
+def start_rds(
+    janitor: Janitor,
+    name: str,
+    network: str,
+    aliases: list[str],
+    certs: Certs,
+    master_user: str = "cachelab",
+    db_name: str = "lab",
+) -> Rds:
     password = alnum(28)
     params = rds_parameters()
     assert params.pop("rds.force_ssl") == "1", "the stand-in enforces TLS like rds.force_ssl=1"
@@ -224,30 +287,50 @@ def start_rds(janitor: Janitor, name: str, network: str, aliases: list[str], cer
         f"\\connect {db_name}\n"
         # RDS lets its master create pg_stat_statements; the stand-in creates it
         # as the superuser, so db-init meets it already there.
-        "CREATE EXTENSION pg_stat_statements;\n")
+        "CREATE EXTENSION pg_stat_statements;\n"
+    )
     (setup / "pg_hba.conf").write_text(
-        "local all all trust\n"            # the superuser inside the container only
-        "hostssl all all all scram-sha-256\n")  # TCP only over TLS (rds.force_ssl)
+        "local all all trust\n"  # the superuser inside the container only
+        "hostssl all all all scram-sha-256\n"
+    )  # TCP only over TLS (rds.force_ssl)
     for path in setup.iterdir():
         path.chmod(0o644)
     setup.chmod(0o755)
     crt, key = certs.server("rds")
-    args = ["-c", "ssl=on", "-c", "ssl_cert_file=/etc/rds-tls/server.crt",
-            "-c", "ssl_key_file=/etc/rds-tls/server.key", "-c", "hba_file=/etc/rds-tls/pg_hba.conf"]
+    args = [
+        "-c",
+        "ssl=on",
+        "-c",
+        "ssl_cert_file=/etc/rds-tls/server.crt",
+        "-c",
+        "ssl_key_file=/etc/rds-tls/server.key",
+        "-c",
+        "hba_file=/etc/rds-tls/pg_hba.conf",
+    ]
     for key_name, value in params.items():
         args += ["-c", f"{key_name}={value}"]
-    script = ("install -d -o postgres -g postgres -m 0700 /etc/rds-tls && "
-              "install -o postgres -g postgres -m 0644 /stand-in/rds.crt /etc/rds-tls/server.crt && "
-              "install -o postgres -g postgres -m 0600 /stand-in/rds.key /etc/rds-tls/server.key && "
-              "install -o postgres -g postgres -m 0644 /stand-in/rds-init/pg_hba.conf /etc/rds-tls/pg_hba.conf && "
-              'exec docker-entrypoint.sh postgres "$@"')
+    script = (
+        "install -d -o postgres -g postgres -m 0700 /etc/rds-tls && "
+        "install -o postgres -g postgres -m 0644 /stand-in/rds.crt /etc/rds-tls/server.crt && "
+        "install -o postgres -g postgres -m 0600 /stand-in/rds.key /etc/rds-tls/server.key && "
+        "install -o postgres -g postgres -m 0644 /stand-in/rds-init/pg_hba.conf "
+        "/etc/rds-tls/pg_hba.conf && "
+        'exec docker-entrypoint.sh postgres "$@"'
+    )
     container = janitor.container(
-        image=image("POSTGRES_IMAGE"), name=name, entrypoint=["sh", "-c", script, "rds"],
-        command=args, environment={"POSTGRES_PASSWORD": alnum(24), "POSTGRES_USER": "postgres"},
-        volumes={str(certs.directory): {"bind": "/stand-in", "mode": "ro"},
-                 str(setup): {"bind": "/docker-entrypoint-initdb.d", "mode": "ro"}},
-        ports={"5432/tcp": ("127.0.0.1", None)}, network=network,
-        networking_config={network: janitor.docker.api.create_endpoint_config(aliases=aliases)})
+        image=image("POSTGRES_IMAGE"),
+        name=name,
+        entrypoint=["sh", "-c", script, "rds"],
+        command=args,
+        environment={"POSTGRES_PASSWORD": alnum(24), "POSTGRES_USER": "postgres"},
+        volumes={
+            str(certs.directory): {"bind": "/stand-in", "mode": "ro"},
+            str(setup): {"bind": "/docker-entrypoint-initdb.d", "mode": "ro"},
+        },
+        ports={"5432/tcp": ("127.0.0.1", None)},
+        network=network,
+        networking_config={network: janitor.docker.api.create_endpoint_config(aliases=aliases)},
+    )
     assert crt.exists() and key.exists()
     rds = Rds(container, master_user, password, db_name, published_port(container, "5432/tcp"))
     wait_until(lambda: rds.psql("SELECT 1") == "1", timeout=90, message="the RDS stand-in to start")
@@ -261,23 +344,64 @@ class Cache:
 
     def cli(self, *args: str) -> str:
         code, out = self.container.exec_run(
-            ["redis-cli", "--tls", "--cacert", "/stand-in/ca.pem", "-h", "127.0.0.1", "-p", "6379",
-             "--sni", CACHE_HOST, "--no-auth-warning", "-a", self.token, *args])
+            [
+                "redis-cli",
+                "--tls",
+                "--cacert",
+                "/stand-in/ca.pem",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "6379",
+                "--sni",
+                CACHE_HOST,
+                "--no-auth-warning",
+                "-a",
+                self.token,
+                *args,
+            ]
+        )
         if code != 0:
             raise AssertionError(f"redis-cli {args}: {out!r}")
         return out.decode().strip()
 
 
-def start_cache(janitor: Janitor, name: str, network: str, aliases: list[str], certs: Certs) -> Cache:
+def start_cache(
+    janitor: Janitor, name: str, network: str, aliases: list[str], certs: Certs
+) -> Cache:
     """ElastiCache with transit encryption and an AUTH token: TLS only, no plaintext port."""
     token = alnum(48)
     container = janitor.container(
-        image=image("REDIS_IMAGE"), name=name, user="redis",
-        command=["redis-server", "--port", "0", "--tls-port", "6379",
-                 "--tls-cert-file", "/stand-in/cache.crt", "--tls-key-file", "/stand-in/cache.key",
-                 "--tls-ca-cert-file", "/stand-in/ca.pem", "--tls-auth-clients", "no",
-                 "--requirepass", token, "--save", "", "--appendonly", "no",
-                 "--maxmemory", "128mb", "--maxmemory-policy", "volatile-lru"],
-        volumes={str(certs.directory): {"bind": "/stand-in", "mode": "ro"}}, network=network,
-        networking_config={network: janitor.docker.api.create_endpoint_config(aliases=aliases)})
+        image=image("REDIS_IMAGE"),
+        name=name,
+        user="redis",
+        command=[
+            "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            "6379",
+            "--tls-cert-file",
+            "/stand-in/cache.crt",
+            "--tls-key-file",
+            "/stand-in/cache.key",
+            "--tls-ca-cert-file",
+            "/stand-in/ca.pem",
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            token,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory",
+            "128mb",
+            "--maxmemory-policy",
+            "volatile-lru",
+        ],
+        volumes={str(certs.directory): {"bind": "/stand-in", "mode": "ro"}},
+        network=network,
+        networking_config={network: janitor.docker.api.create_endpoint_config(aliases=aliases)},
+    )
     return Cache(container, token)

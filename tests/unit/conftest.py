@@ -74,8 +74,12 @@ class FakeDatabase:
 
     @staticmethod
     def _row(item_id: int, version: int, payload: str) -> dict:
-        return {"id": item_id, "version": version, "payload": payload,
-                "updated_at": f"2026-01-01T00:00:{version:02d}+00:00"}
+        return {
+            "id": item_id,
+            "version": version,
+            "payload": payload,
+            "updated_at": f"2026-01-01T00:00:{version:02d}+00:00",
+        }
 
     def _run(self, kind: str) -> None:
         with self._lock:
@@ -134,11 +138,18 @@ def settings(valkey) -> Settings:
         database_url="postgresql://fake:fake@127.0.0.1:1/fake",
         redis_url=f"redis://127.0.0.1:{valkey.port}/0",
         cache_namespace=f"t{next(_namespaces)}",
-        cache_ttl_seconds=10, cache_grace_seconds=60, cache_jitter_ratio=0.0,
-        cache_lock_wait_seconds=5.0, cache_lock_lease_seconds=0.6, xfetch_beta=0.0,
-        redis_socket_timeout_ms=500, redis_connect_timeout_ms=500,
-        breaker_cooldown_seconds=0.2, tracking_heartbeat_seconds=0.2,
-        slow_query_seconds=None, log_summary_seconds=0,
+        cache_ttl_seconds=10,
+        cache_grace_seconds=60,
+        cache_jitter_ratio=0.0,
+        cache_lock_wait_seconds=5.0,
+        cache_lock_lease_seconds=0.6,
+        xfetch_beta=0.0,
+        redis_socket_timeout_ms=500,
+        redis_connect_timeout_ms=500,
+        breaker_cooldown_seconds=0.2,
+        tracking_heartbeat_seconds=0.2,
+        slow_query_seconds=None,
+        log_summary_seconds=0,
     )
 
 
@@ -153,19 +164,31 @@ class Services:
     def __init__(self) -> None:
         self.made: list[CacheService] = []
 
-    def __call__(self, settings: Settings, db: FakeDatabase, clock=time.monotonic,
-                 rng: random.Random | None = None, wall=time.time, start: bool = True,
-                 **overrides) -> CacheService:
+    def __call__(
+        self,
+        settings: Settings,
+        db: FakeDatabase,
+        clock=time.monotonic,
+        rng: random.Random | None = None,
+        wall=time.time,
+        start: bool = True,
+        **overrides,
+    ) -> CacheService:
         if overrides:
             settings = replace(settings, **overrides)
-        service = CacheService(settings, RedisStore(settings), db, clock=clock,
-                               rng=rng or random.Random(7), wall=wall)
+        service = CacheService(
+            settings, RedisStore(settings), db, clock=clock, rng=rng or random.Random(7), wall=wall
+        )
         self.made.append(service)
         if start:
             service.start()
             if settings.cache_tracking == "auto":
-                wait_until(lambda: service.tracking.active, 5, interval=0.01,
-                           message="the tracking listener to connect")
+                wait_until(
+                    lambda: service.tracking.active,
+                    5,
+                    interval=0.01,
+                    message="the tracking listener to connect",
+                )
         return service
 
     def close(self) -> None:

@@ -31,8 +31,9 @@ def clock():
 @pytest.fixture
 def breaker(clock):
     transitions = []
-    b = CircuitBreaker(3, cooldown=5.0, clock=clock,
-                       on_transition=lambda old, new: transitions.append((old, new)))
+    b = CircuitBreaker(
+        3, cooldown=5.0, clock=clock, on_transition=lambda old, new: transitions.append((old, new))
+    )
     b.transitions = transitions
     return b
 
@@ -73,8 +74,11 @@ def test_half_open_lets_exactly_one_probe_through(breaker, clock):
     release.set()
     thread.join(5)
     assert result["r"] == "probe" and breaker.state == CLOSED
-    assert breaker.transitions == [("closed", "open"), ("open", "half-open"),
-                                   ("half-open", "closed")]
+    assert breaker.transitions == [
+        ("closed", "open"),
+        ("open", "half-open"),
+        ("half-open", "closed"),
+    ]
 
 
 def test_a_failed_probe_opens_it_for_another_full_cooldown(breaker, clock):

@@ -14,8 +14,12 @@ from cachelab.db import Database, DatabaseUnavailable
 
 
 def env_for(settings, **extra) -> dict[str, str]:
-    return {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-            "CACHE_NAMESPACE": settings.cache_namespace, **extra}
+    return {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "CACHE_NAMESPACE": settings.cache_namespace,
+        **extra,
+    }
 
 
 def test_check_config_prints_the_settings_without_secrets(settings):
@@ -27,8 +31,9 @@ def test_check_config_prints_the_settings_without_secrets(settings):
 
 
 def test_check_config_names_the_bad_variable(settings):
-    result = CliRunner().invoke(main, ["check-config"],
-                                env=env_for(settings, CACHE_TTL_SECONDS="ten"))
+    result = CliRunner().invoke(
+        main, ["check-config"], env=env_for(settings, CACHE_TTL_SECONDS="ten")
+    )
     assert result.exit_code != 0
     assert "invalid configuration: CACHE_TTL_SECONDS must be an integer" in result.output
 
@@ -60,8 +65,13 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(settings):
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel completes handshakes; nobody ever answers
         port = silent.getsockname()[1]
-        db = Database(replace(settings, db_connect_timeout_seconds=1,
-                              database_url=f"postgresql://u:p@127.0.0.1:{port}/x"))
+        db = Database(
+            replace(
+                settings,
+                db_connect_timeout_seconds=1,
+                database_url=f"postgresql://u:p@127.0.0.1:{port}/x",
+            )
+        )
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailable):
             db.fetch_slow_version()

@@ -8,8 +8,10 @@ import yaml
 
 from loadtest.stack import ROOT
 
-READERS = (r'(?:read_integer|read_number|_choice|_url|env\.get)\(\s*(?:env,\s*)?"([A-Z][A-Z0-9_]+)"'
-           r'|\("([A-Z][A-Z0-9_]+)", "[a-z_]+"')  # (VARIABLE, "lab_settings row") in cli.py
+READERS = (
+    r'(?:read_integer|read_number|_choice|_url|env\.get)\(\s*(?:env,\s*)?"([A-Z][A-Z0-9_]+)"'
+    r'|\("([A-Z][A-Z0-9_]+)", "[a-z_]+"'
+)  # (VARIABLE, "lab_settings row") in cli.py
 
 
 def variables_read_by(*modules: str) -> set[str]:

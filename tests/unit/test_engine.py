@@ -167,7 +167,8 @@ def test_a_refresh_that_lost_the_race_reads_again_and_skips(settings, db, servic
 
 
 def test_a_worker_that_lost_the_lease_does_not_retry_on_every_stale_read(
-        settings, db, services, raw):
+    settings, db, services, raw
+):
     """Defect: 1,395 SETs for 4,315 STALE reads in 8 s."""
     worker_a = services(settings, db, cache_strategy="swr")
     worker_b = services(settings, db, cache_strategy="swr")
@@ -182,8 +183,12 @@ def test_a_worker_that_lost_the_lease_does_not_retry_on_every_stale_read(
     wait_until(lambda: worker_a.refresher.running() == 0, 5, interval=0.01, message="A idle")
     assert not worker_a.refresher.claim(key.key)  # A remembers the lease held elsewhere
     db.gate.set()
-    wait_until(lambda: worker_a.get(key).result in (HIT, "HIT"), 5, interval=0.01,
-               message="B's refresh to land")
+    wait_until(
+        lambda: worker_a.get(key).result in (HIT, "HIT"),
+        5,
+        interval=0.01,
+        message="B's refresh to land",
+    )
     assert db.calls["version"] == 2
 
 
@@ -195,8 +200,12 @@ def test_a_failed_refresh_keeps_serving_stale_and_is_not_cached(settings, db, se
     db.fail = True
     before = counter(metrics.REFRESHES[("stale", "error")])
     assert service.get(key).result == STALE
-    wait_until(lambda: counter(metrics.REFRESHES[("stale", "error")]) > before, 5,
-               interval=0.01, message="the refresh to fail")
+    wait_until(
+        lambda: counter(metrics.REFRESHES[("stale", "error")]) > before,
+        5,
+        interval=0.01,
+        message="the refresh to fail",
+    )
     service.refresher.forget([key.key])
     assert service.get(key).result == STALE  # still the stale value, never an error
     db.fail = False
@@ -218,8 +227,12 @@ def test_xfetch_refreshes_early_with_its_probability(settings, db, services):
     before = counter(metrics.REFRESHES[("early", "ok")])
     lookup = service.get(key)
     assert lookup.result == HIT
-    wait_until(lambda: counter(metrics.REFRESHES[("early", "ok")]) == before + 1, 5,
-               interval=0.01, message="an early refresh")
+    wait_until(
+        lambda: counter(metrics.REFRESHES[("early", "ok")]) == before + 1,
+        5,
+        interval=0.01,
+        message="an early refresh",
+    )
 
 
 def test_a_worker_runs_at_most_refresh_threads_refreshes_at_once(settings, db, services, raw):
@@ -268,11 +281,20 @@ def test_redis_data_loss_is_answered_from_the_workers_copy(settings, db, service
     old_server = service.tracking._server_run_id
     valkey.terminate()  # killed: nothing saved
     valkey.start()  # the same port, an empty server with a new run_id
-    wait_until(lambda: service.tracking.active
-               and service.tracking._server_run_id not in (None, old_server), 10,
-               interval=0.02, message="the listener back on the new server")
-    wait_until(lambda: service.store.breaker.state == "closed"
-               or service.store.ping() is None, 5, interval=0.05, message="redis answers")
+    wait_until(
+        lambda: (
+            service.tracking.active and service.tracking._server_run_id not in (None, old_server)
+        ),
+        10,
+        interval=0.02,
+        message="the listener back on the new server",
+    )
+    wait_until(
+        lambda: service.store.breaker.state == "closed" or service.store.ping() is None,
+        5,
+        interval=0.05,
+        message="redis answers",
+    )
     lookup = service.get(key)
 
     assert lookup.detail == "reseeded" and lookup.result == HIT
@@ -286,15 +308,25 @@ def test_a_purge_is_never_undone_by_a_workers_copy(settings, db, services, raw):
     service.get(key)
     service.get(key)
     raw.unlink(key.key)
-    wait_until(lambda: not service.local.last_copy(key.key).verified, 2, interval=0.01,
-               message="the delete to reach the listener")
+    wait_until(
+        lambda: not service.local.last_copy(key.key).verified,
+        2,
+        interval=0.01,
+        message="the delete to reach the listener",
+    )
     assert service.get(key).result == MISS and db.calls["version"] == 2
 
 
 def test_redis_down_serves_the_copy_until_its_hard_expiry_then_queries(settings, db, services):
     clock = FakeClock()
-    service = services(settings, db, clock=clock, cache_tracking="off",
-                       redis_url=f"redis://127.0.0.1:{free_port()}/0", cache_grace_seconds=5)
+    service = services(
+        settings,
+        db,
+        clock=clock,
+        cache_tracking="off",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        cache_grace_seconds=5,
+    )
     key = target(settings)
     first = service.get(key)  # Redis unreachable: queried, kept as this worker's copy
     assert (first.result, first.tier, first.detail) == (BYPASS, DATABASE, "redis-unavailable")
@@ -328,8 +360,9 @@ def test_misses_beyond_the_fill_slots_are_refused_at_once(settings, db, services
     threads = [threading.Thread(target=cold, args=(item,)) for item in range(1, 7)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: outcomes.count("overloaded") == 4, 5, interval=0.01,
-               message="4 of 6 refused")
+    wait_until(
+        lambda: outcomes.count("overloaded") == 4, 5, interval=0.01, message="4 of 6 refused"
+    )
     started = time.perf_counter()
     assert service.get(cached).result == HIT  # hits do not wait behind the misses
     assert time.perf_counter() - started < 0.1
@@ -373,8 +406,7 @@ def test_the_uncached_baseline_runs_in_fill_slots(settings, db, services):
     thread.join(5)
 
 
-def test_during_an_outage_a_worker_refreshes_its_copy_once_per_ttl(settings, db, services,
-                                                                  valkey):
+def test_during_an_outage_a_worker_refreshes_its_copy_once_per_ttl(settings, db, services, valkey):
     """A copy read from Redis before the outage has a fence; the copy refreshed
     from the database during it has none, and must still replace it (else the
     worker queried again on every read of the stale copy)."""
@@ -418,8 +450,12 @@ def test_a_request_after_a_write_never_takes_a_fill_that_read_before_it(settings
     assert written.item["version"] == 2 and written.action == "tombstone"
     follower = threading.Thread(target=read, args=("follower",))
     follower.start()
-    wait_until(lambda: service.filler.flights.followers(item.key) == 1, 5, interval=0.01,
-               message="the follower joined the flight")
+    wait_until(
+        lambda: service.filler.flights.followers(item.key) == 1,
+        5,
+        interval=0.01,
+        message="the follower joined the flight",
+    )
     leader_gate.set()
     leader.join(5)
     follower.join(5)

@@ -11,8 +11,15 @@ from cachelab.entry import Entry, decode, jittered_ttl, tombstone, xfetch_due
 
 
 def make(delta: float = 1.0, ttl: float = 10.0, grace: float = 60.0, **kw) -> Entry:
-    return Entry(value={"version": "v"}, fence=kw.pop("fence", 5), ttl=ttl, grace=grace,
-                 delta=delta, created=0.0, **kw)
+    return Entry(
+        value={"version": "v"},
+        fence=kw.pop("fence", 5),
+        ttl=ttl,
+        grace=grace,
+        delta=delta,
+        created=0.0,
+        **kw,
+    )
 
 
 def test_round_trip_keeps_every_field():
@@ -22,12 +29,19 @@ def test_round_trip_keeps_every_field():
     assert decode(mark.encode()) == mark and mark.tombstone
 
 
-@pytest.mark.parametrize("raw", [
-    None, b"", b"not json", b"[1,2]", b'{"f":1,"value":{}}',  # the old v1 format
-    b'{"f":2,"value":"x","fence":1,"ttl":1,"grace":0,"delta":0,"created":0}',
-    b'{"f":2,"value":{},"fence":"x","ttl":1,"grace":0,"delta":0,"created":0}',
-    b'{"f":2,"value":{},"fence":1,"ttl":-1,"grace":0,"delta":0,"created":0}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        b"",
+        b"not json",
+        b"[1,2]",
+        b'{"f":1,"value":{}}',  # the old v1 format
+        b'{"f":2,"value":"x","fence":1,"ttl":1,"grace":0,"delta":0,"created":0}',
+        b'{"f":2,"value":{},"fence":"x","ttl":1,"grace":0,"delta":0,"created":0}',
+        b'{"f":2,"value":{},"fence":1,"ttl":-1,"grace":0,"delta":0,"created":0}',
+    ],
+)
 def test_old_or_corrupt_entries_read_as_a_miss(raw):
     assert decode(raw) is None
 
@@ -58,8 +72,9 @@ def test_jitter_is_only_ever_shorter_and_within_the_ratio():
     assert jittered_ttl(10, 0.2, Edge(0.999999)) == pytest.approx(8.0, abs=1e-4)
 
 
-@pytest.mark.parametrize("left, beta, delta", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0),
-                                               (0.5, 2.0, 0.5), (3.0, 2.0, 2.0)])
+@pytest.mark.parametrize(
+    "left, beta, delta", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (0.5, 2.0, 0.5), (3.0, 2.0, 2.0)]
+)
 def test_xfetch_early_refresh_rate_matches_the_paper(left, beta, delta):
     """P(refresh now | t seconds left) = exp(-t / (beta * delta)) (Vattani et al.)."""
     rng = random.Random(42)

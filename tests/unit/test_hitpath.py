@@ -52,12 +52,21 @@ def test_json_hit_has_the_same_headers_and_body_on_both_paths(app):
     fast, flask = both_paths(app, "/api/version?item=5", headers=RID)
     assert fast.status_code == flask.status_code == 200
     assert fast.headers["Cache-Status"].endswith("lab-memory; hit")
-    for name in ("Content-Type", "Content-Length", "X-Cache", "Cache-Control", "ETag",
-                 "X-Request-ID"):
+    for name in (
+        "Content-Type",
+        "Content-Length",
+        "X-Cache",
+        "Cache-Control",
+        "ETag",
+        "X-Request-ID",
+    ):
         assert fast.headers[name] == flask.headers[name], name
     assert [k for k, _ in fast.headers] == [k for k, _ in flask.headers]
     # The TTL left and the timings are this request's own.
-    assert fast.headers["Cache-Status"].split("ttl=")[0] == flask.headers["Cache-Status"].split("ttl=")[0]
+    assert (
+        fast.headers["Cache-Status"].split("ttl=")[0]
+        == flask.headers["Cache-Status"].split("ttl=")[0]
+    )
     assert fast.headers["Server-Timing"].startswith("memory;dur=")
     assert ", app;dur=" in fast.headers["Server-Timing"]
     fast_body, flask_body = json.loads(fast.data), json.loads(flask.data)
@@ -72,10 +81,16 @@ def test_page_hit_is_the_same_page(app):
     assert fast.status_code == 200 and fast.mimetype == "text/html"
     assert fast.headers["Content-Type"] == flask.headers["Content-Type"]
     assert b'id="cache-result">HIT' in fast.data and b'id="source">memory' in fast.data
-    strip = [line for line in fast.data.decode().splitlines() if 'id="ttl"' not in line
-             and 'id="cache-ms"' not in line]
-    assert strip == [line for line in flask.data.decode().splitlines() if 'id="ttl"' not in line
-                     and 'id="cache-ms"' not in line]
+    strip = [
+        line
+        for line in fast.data.decode().splitlines()
+        if 'id="ttl"' not in line and 'id="cache-ms"' not in line
+    ]
+    assert strip == [
+        line
+        for line in flask.data.decode().splitlines()
+        if 'id="ttl"' not in line and 'id="cache-ms"' not in line
+    ]
 
 
 def test_if_none_match_and_head(app):
@@ -90,8 +105,9 @@ def test_if_none_match_and_head(app):
     assert int(head.headers["Content-Length"]) == len(client.get("/api/version").data)
 
 
-@pytest.mark.parametrize("query", ["item=x", "item=10000", "itme=1", "item=1&item=2",
-                                   "cache=yes", "item=%31", "item=1&"])
+@pytest.mark.parametrize(
+    "query", ["item=x", "item=10000", "itme=1", "item=1&item=2", "cache=yes", "item=%31", "item=1&"]
+)
 def test_anything_but_a_plain_item_goes_to_flask(app, query):
     warm(app, "/api/version?item=1")
     fast, flask = both_paths(app, f"/api/version?{query}", headers=RID)
@@ -125,5 +141,9 @@ def test_a_write_by_another_client_is_seen_at_once(app, raw):
     entry["fence"] += 1
     raw.set(key, json.dumps(entry), px=raw.pttl(key))
     # Each request first applies the invalidations already received (Tracking.sync).
-    wait_until(lambda: json.loads(client.get("/api/version?item=8").data)["version"]
-               == "written-outside", 1, interval=0.001, message="the new value")
+    wait_until(
+        lambda: json.loads(client.get("/api/version?item=8").data)["version"] == "written-outside",
+        1,
+        interval=0.001,
+        message="the new value",
+    )

@@ -38,7 +38,9 @@ def test_miss_then_memory_hit_with_every_promised_header(client, db):
     first = client.get("/api/version?item=3")
     assert first.status_code == 200 and first.headers["X-Cache"] == "MISS"
     assert first.headers["Cache-Status"].startswith("lab; fwd=miss; stored; ttl=")
-    assert "db;dur=" in first.headers["Server-Timing"] and "app;dur=" in first.headers["Server-Timing"]
+    assert (
+        "db;dur=" in first.headers["Server-Timing"] and "app;dur=" in first.headers["Server-Timing"]
+    )
     client.get("/api/version?item=3")
     hit = client.get("/api/version?item=3")
     assert hit.headers["X-Cache"] == "HIT"
@@ -78,11 +80,16 @@ def test_the_uncached_baseline_always_queries(client, db):
     assert db.calls["version"] == 2
 
 
-@pytest.mark.parametrize("query, reason", [
-    ("item=x", "item must be an integer"), ("item=10000", "item must be an integer"),
-    ("itme=1", "unknown query parameter"), ("item=1&item=2", "more than once"),
-    ("cache=yes", "cache must be"),
-])
+@pytest.mark.parametrize(
+    "query, reason",
+    [
+        ("item=x", "item must be an integer"),
+        ("item=10000", "item must be an integer"),
+        ("itme=1", "unknown query parameter"),
+        ("item=1&item=2", "more than once"),
+        ("cache=yes", "cache must be"),
+    ],
+)
 def test_bad_parameters_get_a_400_with_the_reason(client, query, reason):
     response = client.get(f"/api/version?{query}")
     assert response.status_code == 400 and reason in response.get_json()["message"]
@@ -133,8 +140,9 @@ def test_metrics_count_lookups_once_by_result_and_tier(client):
 # -- the items API ---------------------------------------------------------------------
 def put(client, item_id, payload="new", token=TOKEN, **query):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    path = f"/api/items/{item_id}" + ("?" + "&".join(f"{k}={v}" for k, v in query.items())
-                                      if query else "")
+    path = f"/api/items/{item_id}" + (
+        "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""
+    )
     return client.put(path, json={"payload": payload}, headers=headers)
 
 
@@ -151,13 +159,23 @@ def test_a_put_needs_the_bearer_token(client):
     assert put(client, 1).status_code == 200
 
 
-@pytest.mark.parametrize("body, reason", [
-    (b"not json", "JSON"), (b"[]", "JSON object"), (b'{"payload": 3}', "string"),
-    (b'{"payload": "x", "more": 1}', "JSON object"), (b'{"payload": "\\u0000"}', "NUL"),
-])
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b"not json", "JSON"),
+        (b"[]", "JSON object"),
+        (b'{"payload": 3}', "string"),
+        (b'{"payload": "x", "more": 1}', "JSON object"),
+        (b'{"payload": "\\u0000"}', "NUL"),
+    ],
+)
 def test_bad_bodies_get_a_400_with_the_reason(client, body, reason):
-    response = client.put("/api/items/1", data=body, content_type="application/json",
-                          headers={"Authorization": f"Bearer {TOKEN}"})
+    response = client.put(
+        "/api/items/1",
+        data=body,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert response.status_code == 400 and reason in response.get_json()["message"]
 
 
@@ -169,8 +187,10 @@ def test_unknown_items_and_modes_are_refused(client):
     assert put(client, 500).status_code == 404
 
 
-@pytest.mark.parametrize("mode, action", [("delete", "tombstone"), ("write-through", "written"),
-                                          ("ttl", "none"), ("notify", "notify")])
+@pytest.mark.parametrize(
+    "mode, action",
+    [("delete", "tombstone"), ("write-through", "written"), ("ttl", "none"), ("notify", "notify")],
+)
 def test_each_mode_does_its_cache_action_after_the_commit(client, mode, action):
     client.get(f"/api/items/2?mode={mode}")
     response = put(client, 2, payload=f"by-{mode}", mode=mode)
@@ -192,7 +212,9 @@ def test_the_unguarded_delete_shows_the_stale_refill(make_app, db):
     client = make_app(write_api_token=TOKEN).test_client()
     for guard, expect_stale in (("off", True), ("on", False)):
         db.gate = threading.Event()
-        reader = threading.Thread(target=client.get, args=(f"/api/items/3?mode=delete&guard={guard}",))
+        reader = threading.Thread(
+            target=client.get, args=(f"/api/items/3?mode=delete&guard={guard}",)
+        )
         reader.start()
         assert db.started.acquire(timeout=5)  # the fill has read the old row
         written = put(client, 3, payload=f"guard-{guard}", mode="delete", guard=guard).get_json()
@@ -209,14 +231,15 @@ def test_settings_from_env_name_the_bad_variable():
     assert Settings.from_env(env).cache_strategy == "two-tier"
     from cachelab.config import ConfigError
 
-    for bad, name in [({"CACHE_TTL_SECONDS": "ten"}, "CACHE_TTL_SECONDS"),
-                      ({"CACHE_STRATEGY": "lru"}, "CACHE_STRATEGY"),
-                      ({"WRITE_API_TOKEN": "short"}, "WRITE_API_TOKEN"),
-                      ({"SLOW_QUERY_SECONDS": "20"}, "CACHE_LOCK_WAIT_SECONDS"),
-                      ({"REDIS_MAX_CONNECTIONS": "10"}, "REDIS_MAX_CONNECTIONS"),
-                      ({"CACHE_FILL_SLOTS": "30"}, "DB_POOL_SIZE"),
-                      ({"CACHE_MISS_SLOTS": "64"}, "CACHE_MISS_SLOTS"),
-                      ({"DB_STATEMENT_TIMEOUT_MS": "1000", "SLOW_QUERY_SECONDS": "2"},
-                       "DB_STATEMENT_TIMEOUT_MS")]:
+    for bad, name in [
+        ({"CACHE_TTL_SECONDS": "ten"}, "CACHE_TTL_SECONDS"),
+        ({"CACHE_STRATEGY": "lru"}, "CACHE_STRATEGY"),
+        ({"WRITE_API_TOKEN": "short"}, "WRITE_API_TOKEN"),
+        ({"SLOW_QUERY_SECONDS": "20"}, "CACHE_LOCK_WAIT_SECONDS"),
+        ({"REDIS_MAX_CONNECTIONS": "10"}, "REDIS_MAX_CONNECTIONS"),
+        ({"CACHE_FILL_SLOTS": "30"}, "DB_POOL_SIZE"),
+        ({"CACHE_MISS_SLOTS": "64"}, "CACHE_MISS_SLOTS"),
+        ({"DB_STATEMENT_TIMEOUT_MS": "1000", "SLOW_QUERY_SECONDS": "2"}, "DB_STATEMENT_TIMEOUT_MS"),
+    ]:
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({**env, **bad})

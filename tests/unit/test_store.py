@@ -17,8 +17,15 @@ from .conftest import free_port
 
 
 def entry(fence: int, version: int | None = None, ttl: float = 10.0) -> Entry:
-    return Entry(value={"n": fence}, fence=fence, ttl=ttl, grace=60.0, delta=0.1, created=0.0,
-                 version=version)
+    return Entry(
+        value={"n": fence},
+        fence=fence,
+        ttl=ttl,
+        grace=60.0,
+        delta=0.1,
+        created=0.0,
+        version=version,
+    )
 
 
 @pytest.fixture
@@ -135,8 +142,11 @@ def test_readonly_after_a_failover_drops_the_pool_and_says_so(settings, valkey):
         client.execute_command("REPLICAOF", "127.0.0.1", valkey.port)
         failovers = []
         from dataclasses import replace
-        store = RedisStore(replace(settings, redis_url=f"redis://127.0.0.1:{replica.port}/0"),
-                           on_failover=lambda: failovers.append(1))
+
+        store = RedisStore(
+            replace(settings, redis_url=f"redis://127.0.0.1:{replica.port}/0"),
+            on_failover=lambda: failovers.append(1),
+        )
         store.read("k")  # reads work on a replica
         pool = store.client.connection_pool
         assert any(c._sock is not None for c in pool._connections)
@@ -150,8 +160,12 @@ def test_readonly_after_a_failover_drops_the_pool_and_says_so(settings, valkey):
 
 def test_an_unreachable_redis_opens_the_breaker(settings):
     from dataclasses import replace
-    store = RedisStore(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0",
-                               breaker_failure_threshold=2))
+
+    store = RedisStore(
+        replace(
+            settings, redis_url=f"redis://127.0.0.1:{free_port()}/0", breaker_failure_threshold=2
+        )
+    )
     for _ in range(2):
         with pytest.raises(CacheUnavailable, match="unavailable"):
             store.read("k")

@@ -19,8 +19,14 @@ from .conftest import FakeClock
 
 
 def fresh_entry(fence: int, value: str = "v") -> Entry:
-    return Entry(value={"version": value, "item": 1}, fence=fence, ttl=10.0, grace=60.0,
-                 delta=0.1, created=0.0)
+    return Entry(
+        value={"version": value, "item": 1},
+        fence=fence,
+        ttl=10.0,
+        grace=60.0,
+        delta=0.1,
+        created=0.0,
+    )
 
 
 def test_the_second_read_is_served_from_memory(settings, db, services):
@@ -35,7 +41,8 @@ def test_the_second_read_is_served_from_memory(settings, db, services):
 
 
 def test_a_write_by_another_process_invalidates_memory_within_milliseconds(
-        settings, db, services, raw):
+    settings, db, services, raw
+):
     service = services(settings, db)
     target = version_target(settings.cache_namespace, 2)
     service.get(target)
@@ -63,8 +70,12 @@ def test_flush_drops_every_copy(settings, db, services, raw):
     service.get(target)
     service.get(target)
     raw.flushall()
-    wait_until(lambda: service.local.last_copy(target.key) is None, 2, interval=0.01,
-               message="the flush to reach the listener")
+    wait_until(
+        lambda: service.local.last_copy(target.key) is None,
+        2,
+        interval=0.01,
+        message="the flush to reach the listener",
+    )
     assert service.get(target).result == "MISS" and db.calls["version"] == 2
 
 
@@ -78,8 +89,12 @@ def test_a_lost_tracking_connection_stops_memory_until_it_is_back(settings, db, 
         if client.get("name") == "cachelab-tracking":
             raw.client_kill_filter(_id=client["id"])
     # Until the listener is back, nothing it may have missed is served from memory.
-    wait_until(lambda: service.get(target).tier == REDIS, 2, interval=0.01,
-               message="memory to stop serving after the connection loss")
+    wait_until(
+        lambda: service.get(target).tier == REDIS,
+        2,
+        interval=0.01,
+        message="memory to stop serving after the connection loss",
+    )
     wait_until(lambda: service.tracking.active, 5, interval=0.01, message="reconnection")
     service.get(target)
     assert service.get(target).tier == MEMORY
@@ -87,8 +102,7 @@ def test_a_lost_tracking_connection_stops_memory_until_it_is_back(settings, db, 
 
 def test_without_tracking_memory_serves_for_at_most_the_fallback_ttl(settings, db, services):
     clock = FakeClock()
-    service = services(settings, db, clock=clock, cache_tracking="off",
-                       memory_fallback_ttl_ms=1000)
+    service = services(settings, db, clock=clock, cache_tracking="off", memory_fallback_ttl_ms=1000)
     assert service.tracking.status()["mode"] == "off"
     target = version_target(settings.cache_namespace, 5)
     service.get(target)
@@ -101,14 +115,27 @@ def test_without_tracking_memory_serves_for_at_most_the_fallback_ttl(settings, d
 
 
 def test_a_server_that_refuses_tracking_is_detected_as_fallback(settings, db, services, raw):
-    raw.execute_command("ACL", "SETUSER", "notrack", "on", ">secret-password", "~*", "&*",
-                        "+@all", "-client|tracking")
+    raw.execute_command(
+        "ACL",
+        "SETUSER",
+        "notrack",
+        "on",
+        ">secret-password",
+        "~*",
+        "&*",
+        "+@all",
+        "-client|tracking",
+    )
     try:
         url = settings.redis_url.replace("redis://", "redis://notrack:secret-password@")
         service = services(settings, db, start=False, redis_url=url)
         service.start()
-        wait_until(lambda: service.tracking.status()["mode"] == "fallback", 5, interval=0.01,
-                   message="fallback mode")
+        wait_until(
+            lambda: service.tracking.status()["mode"] == "fallback",
+            5,
+            interval=0.01,
+            message="fallback mode",
+        )
         assert "tracking" in service.tracking.status()["reason"].lower()
         target = version_target(settings.cache_namespace, 6)
         service.get(target)
@@ -159,15 +186,22 @@ def test_failed_reconnection_attempts_do_not_keep_invalidating_copies(settings, 
     worker could never keep a refreshed copy and queried on every read."""
     from .conftest import free_port
 
-    service = services(settings, db, start=False,
-                       redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    service = services(settings, db, start=False, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     service.start()
-    wait_until(lambda: service.tracking.status()["mode"] == "down", 5, interval=0.01,
-               message="the listener to give up once")
+    wait_until(
+        lambda: service.tracking.status()["mode"] == "down",
+        5,
+        interval=0.01,
+        message="the listener to give up once",
+    )
     snapshot = service.local.snapshot("k")
     attempts = service.tracking.attempts
-    wait_until(lambda: service.tracking.attempts >= attempts + 3, 5, interval=0.01,
-               message="three more failed attempts")
+    wait_until(
+        lambda: service.tracking.attempts >= attempts + 3,
+        5,
+        interval=0.01,
+        message="three more failed attempts",
+    )
     assert service.tracking.status()["mode"] == "down"
     assert service.local.put("k", fresh_entry(1), 10, 70, snapshot) is not None
 
@@ -177,8 +211,12 @@ def test_a_request_that_finds_the_connection_dead_reports_tracking_down(settings
     mode must say so at once, or the listener's later reconnection (which resets
     the copies) races requests that already trusted ``active``."""
     local = LocalEntries(size=10, fallback_ttl=1.0, clock=time.monotonic)
-    tracking = Tracking(redis.Redis.from_url(settings.redis_url), f"{settings.cache_namespace}:v2:",
-                        local, heartbeat=30.0)
+    tracking = Tracking(
+        redis.Redis.from_url(settings.redis_url),
+        f"{settings.cache_namespace}:v2:",
+        local,
+        heartbeat=30.0,
+    )
     tracking._connect()  # connected, but no listener thread: only sync() reads the socket
     tracking._set_mode("tracking", "")
     try:
@@ -199,7 +237,8 @@ def test_a_request_that_finds_the_connection_dead_reports_tracking_down(settings
 
 @pytest.mark.parametrize("mode", ["delete", "write-through"])
 def test_a_worker_without_its_listener_never_serves_a_read_your_writes_item_from_memory(
-        settings, db, services, mode):
+    settings, db, services, mode
+):
     """Another container's write must reach the next read even while this worker's
     listener is still starting (or down, or refused): tier 1's bounded fallback is
     for data without that promise (found in CI: 1 read-your-writes violation in
