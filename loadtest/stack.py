@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROJECT = "cachelab"  # compose.yaml's `name:`: the lab a user runs
 T = TypeVar("T")
 
+# The tag of the images a test or bench run builds: set CACHELAB_IMAGE_TAG to keep
+# two checkouts (worktrees) on one Docker engine from overwriting each other's.
+IMAGE_TAG = os.environ.get("CACHELAB_IMAGE_TAG", "test")
 # Small delay and TTL so behaviour over several expiries fits in seconds.
 TEST_ENV = {
     "SLOW_QUERY_SECONDS": "1",
@@ -33,9 +36,9 @@ TEST_ENV = {
     "CACHE_GRACE_SECONDS": "60",
     "CACHE_LOCK_WAIT_SECONDS": "10",
     "BREAKER_COOLDOWN_SECONDS": "1",
-    "APP_IMAGE": "cachelab/app:test",
-    "NGINX_APP_IMAGE": "cachelab/nginx:test",
-    "LOCUST_IMAGE": "cachelab/locust:test",
+    "APP_IMAGE": f"cachelab/app:{IMAGE_TAG}",
+    "NGINX_APP_IMAGE": f"cachelab/nginx:{IMAGE_TAG}",
+    "LOCUST_IMAGE": f"cachelab/locust:{IMAGE_TAG}",
 }
 # The cache engines every caching and fault test runs on: the image of each
 # (VALKEY_IMAGE / REDIS_IMAGE on machines that build stand-ins).

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from loadtest.stack import ROOT
+from loadtest.stack import IMAGE_TAG, ROOT
 
 SERVICES = ("nginx", "app", "redis", "postgres")
 
@@ -96,7 +96,7 @@ def production_image(stack, tmp_path_factory):
     stack runs the same image plus coverage.py (target coverage)."""
     override = tmp_path_factory.mktemp("runtime") / "runtime.yaml"
     override.write_text(
-        "services:\n  app:\n    image: cachelab/app:test-runtime\n"
+        f"services:\n  app:\n    image: cachelab/app:{IMAGE_TAG}-runtime\n"
         "    build:\n      target: runtime\n"
     )
     result = subprocess.run(
@@ -120,7 +120,7 @@ def production_image(stack, tmp_path_factory):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    return stack.docker.images.get("cachelab/app:test-runtime")
+    return stack.docker.images.get(f"cachelab/app:{IMAGE_TAG}-runtime")
 
 
 def test_app_image_has_no_compiler_pip_cache_or_test_tools(lab, production_image):
