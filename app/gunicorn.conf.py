@@ -48,7 +48,7 @@ def on_starting(server):
 
 def worker_exit(server, worker):
     """In the exiting worker: drop queued refreshes, release leases, stop threads."""
-    from cachelab.app import shutdown
+    from cachelab.web.app import shutdown
 
     shutdown()
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from loadtest.stack import ROOT, parse_json, wait_until
 
-OPENAPI = json.loads((ROOT / "app" / "cachelab" / "static" / "openapi.json").read_text())
+OPENAPI = json.loads((ROOT / "app" / "cachelab" / "web" / "static" / "openapi.json").read_text())
 WARM_ITEMS = ("1", "2", "3")
 SECURITY_HEADERS = (
     "X-Content-Type-Options",
@@ -263,7 +263,7 @@ PAIRS = st.lists(
 
 
 def test_openapi_description_matches_the_app():
-    from cachelab import params
+    from cachelab.web import params
 
     item = _parameter("item")["schema"]
     assert item["maximum"] == params.MAX_ITEM and item["minimum"] == 0
@@ -276,7 +276,8 @@ def test_openapi_description_matches_the_app():
 
 
 def test_openapi_describes_the_items_api_as_the_app_checks_it():
-    from cachelab import config, items
+    from cachelab import config
+    from cachelab.web import items
 
     path = OPENAPI["paths"]["/api/items/{id}"]
     get_params = {p["name"]: p["schema"] for p in path["get"]["parameters"]}

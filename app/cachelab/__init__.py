@@ -1,5 +1,5 @@
 """Caching performance lab: a Flask app reading a slow PostgreSQL query through Redis.
 
-The application factory is :func:`cachelab.app.create_app` (gunicorn:
-``cachelab.app:create_app()``); ``cachelab`` on the command line is :mod:`cachelab.cli`.
+The application factory is :func:`cachelab.web.app.create_app` (gunicorn:
+``cachelab.web.app:create_app()``); ``cachelab`` on the command line is :mod:`cachelab.cli`.
 """

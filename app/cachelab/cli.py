@@ -47,7 +47,7 @@ def db_init(wait_seconds: float) -> None:
     means the database was not reachable in time (worth retrying); 1 is any
     other failure, printed with its reason.
     """
-    from . import dbinit
+    from .postgres import provision
 
     url = os.environ.get("DATABASE_URL", "").strip()
     if not url:
@@ -55,7 +55,7 @@ def db_init(wait_seconds: float) -> None:
             "invalid configuration: DATABASE_URL (the database owner's URL) is required"
         )
     try:
-        role = dbinit.app_role_from_env(dict(os.environ))
+        role = provision.app_role_from_env(dict(os.environ))
     except ValueError as exc:
         raise click.ClickException(f"invalid configuration: {exc}") from None
     try:
@@ -63,8 +63,10 @@ def db_init(wait_seconds: float) -> None:
     except ConfigError as exc:
         raise click.ClickException(f"invalid configuration: {exc}") from None
     try:
-        applied = dbinit.apply(url, dbinit.directory_from_env(), wait_seconds, lab_settings, role)
-    except dbinit.DatabaseNotReady as exc:
+        applied = provision.apply(
+            url, provision.directory_from_env(), wait_seconds, lab_settings, role
+        )
+    except provision.DatabaseNotReady as exc:
         click.echo(f"Error: db-init failed: {exc}", err=True)
         sys.exit(75)
     except Exception as exc:  # report, never dump a traceback with the URL in it
@@ -72,7 +74,7 @@ def db_init(wait_seconds: float) -> None:
             f"db-init failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
         ) from exc
     click.echo(
-        f"db-init: applied {', '.join(applied)}; app role {role.user} in {dbinit.RUNTIME_GROUP}"
+        f"db-init: applied {', '.join(applied)}; app role {role.user} in {provision.RUNTIME_GROUP}"
         + "".join(f"; {name}={value}" for name, value in lab_settings.items())
     )
 
@@ -100,8 +102,8 @@ def cache() -> None:
 @cache.command("purge")
 def cache_purge() -> None:
     """Delete every entry and lock of this namespace and format version (SCAN + UNLINK)."""
-    from .keys import namespace_pattern
-    from .redis_store import make_client
+    from .engine.keys import namespace_pattern
+    from .engine.store import make_client
 
     settings = _settings()
     client = make_client(settings, timeout_ms=2000)

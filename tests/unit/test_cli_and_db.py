@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cachelab.cli import main
-from cachelab.db import Database, DatabaseUnavailable
+from cachelab.postgres.database import Database, DatabaseUnavailable
 
 
 def env_for(settings, **extra) -> dict[str, str]:

@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cachelab import metrics
-from cachelab.admission import Overloaded
-from cachelab.db import DatabaseUnavailable
-from cachelab.keys import item_target, version_target
-from cachelab.lookup import BYPASS, DATABASE, HIT, LOCAL, MISS, STALE
-from cachelab.refresher import Refresher
-from cachelab.writes import Writer
+from cachelab.engine.admission import Overloaded
+from cachelab.engine.keys import item_target, version_target
+from cachelab.engine.lookup import BYPASS, DATABASE, HIT, LOCAL, MISS, STALE
+from cachelab.engine.refresher import Refresher
+from cachelab.engine.writes import Writer
+from cachelab.postgres.database import DatabaseUnavailable
 from loadtest.stack import wait_until
 
 from .conftest import FakeClock, free_port
@@ -112,7 +112,7 @@ def test_a_holder_slower_than_its_lease_keeps_it(settings, db, services):
 
 def test_followers_in_a_worker_wait_at_most_their_deadline(settings, db, services):
     """Defect: threads waiting on a single flight had no deadline."""
-    from cachelab.singleflight import FlightTimeout, SingleFlight
+    from cachelab.engine.singleflight import FlightTimeout, SingleFlight
 
     flights = SingleFlight()
     gate = threading.Event()

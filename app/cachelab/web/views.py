@@ -7,12 +7,14 @@ from functools import lru_cache
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from . import keys, metrics, responses
-from .db import DatabaseUnavailable
-from .lookup import Lookup
+from .. import metrics
+from ..engine import keys
+from ..engine.lookup import Lookup
+from ..engine.service import CacheService
+from ..engine.store import CacheUnavailable
+from ..postgres.database import DatabaseUnavailable
+from . import responses
 from .params import MAX_ITEM, read_lookup_args
-from .redis_store import CacheUnavailable
-from .strategies import CacheService
 
 bp = Blueprint("lab", __name__)
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 from flask import Flask, Response, g, request
 
-from . import metrics
-from .lookup import Lookup
+from .. import metrics
+from ..engine.lookup import Lookup
 from .params import REQUEST_ID
 
 log = logging.getLogger("cachelab.request")
@@ -84,7 +84,7 @@ class Books:
     """What every answered request leaves behind: its duration in the histogram,
     its cache result in the summary and, unless it is a hit left out of the
     sample, one log line. Shared by Flask (below) and the WSGI hit path
-    (:mod:`cachelab.hitpath`)."""
+    (:mod:`cachelab.web.hitpath`)."""
 
     def __init__(self, summary: Summary, hit_sample: float) -> None:
         self.summary = summary

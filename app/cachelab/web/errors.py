@@ -10,12 +10,12 @@ import logging
 from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import metrics
-from .admission import RETRY_AFTER_SECONDS as OVERLOAD_RETRY_SECONDS
-from .admission import Overloaded
-from .db import DatabaseUnavailable
-from .singleflight import FlightTimeout
-from .sources import NotFound
+from .. import metrics
+from ..engine.admission import RETRY_AFTER_SECONDS as OVERLOAD_RETRY_SECONDS
+from ..engine.admission import Overloaded
+from ..engine.singleflight import FlightTimeout
+from ..engine.sources import NotFound
+from ..postgres.database import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5

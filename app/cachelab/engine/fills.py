@@ -4,7 +4,7 @@ Rules
 -----
 * **Cold key.** The threads of a worker share one flight (the leader, and
   followers that wait at most ``fill_wait_seconds``). The leader takes the
-  key's lease (:mod:`cachelab.leases`) and runs the query, or -- if another
+  key's lease (:mod:`cachelab.engine.leases`) and runs the query, or -- if another
   process holds it -- waits for the value. Waiters are woken the moment the
   value lands or the lease goes (tracking invalidations); without tracking
   they poll with back-off. A waiter that sees the lease gone without a value
@@ -17,11 +17,11 @@ Rules
   (the holder is alive but slower than allowed) runs the query itself and
   stores its result, guarded by a fresh fence.
 * **Background refresh.** A stale or XFetch-due entry is refreshed by one
-  task per worker (:mod:`cachelab.refresher`) under the same lease and
+  task per worker (:mod:`cachelab.engine.refresher`) under the same lease and
   generation check; a failure keeps the stale entry (stale-if-error) and is
   logged and counted.
 * Every query runs in a fill slot and every waiter in a miss slot
-  (:mod:`cachelab.admission`), so misses cannot take the threads of hits.
+  (:mod:`cachelab.engine.admission`), so misses cannot take the threads of hits.
 """
 
 from __future__ import annotations
@@ -30,18 +30,18 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import metrics
+from .. import metrics
+from ..config import Settings
+from ..postgres.database import DatabaseUnavailable
 from .admission import Admission
-from .config import Settings
-from .db import DatabaseUnavailable
 from .entry import Entry
 from .leases import Busy, Lease, Leases
 from .local import LocalEntries, LocalEntry
 from .lookup import DATABASE, MISS, REDIS, Lookup, Target, Timer
-from .redis_store import CacheUnavailable, Read, RedisStore
 from .refresher import Refresher
 from .singleflight import SingleFlight
 from .sources import Loader
+from .store import CacheUnavailable, Read, RedisStore
 from .tracking import Tracking
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ purposes:
 
 * **Tier 1** (strategy ``two-tier``): a fresh copy is served from memory,
   with no network round trip, while it is *servable*: until its soft expiry
-  when the tracking listener (:mod:`cachelab.tracking`) was connected from
+  when the tracking listener (:mod:`cachelab.engine.tracking`) was connected from
   before the read until now, otherwise for at most ``MEMORY_FALLBACK_TTL_MS``.
 * **The last copy** (every strategy): during a Redis outage, or after Redis
   lost its data (restart, flush), a copy is served until its hard expiry and
@@ -54,7 +54,7 @@ class LocalEntry:
     servable_until: float  # monotonic: tier 1 may serve it until then
     reseed_epoch: int = -1  # may be written back while this equals the map's
     verified: bool = True  # no invalidation of its key since Redis confirmed it
-    # Bytes prepared once for this generation (see cachelab.responses).
+    # Bytes prepared once for this generation (see cachelab.web.responses).
     prepared: dict[str, Any] = field(default_factory=dict)
 
 

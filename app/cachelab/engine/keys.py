@@ -1,7 +1,7 @@
 """Redis key layout: ``<namespace>:v2:<source>:...`` (+ ``:lock``).
 
 Namespaced, so several labs can share one Redis; versioned (``v2`` is the
-entry format of :mod:`cachelab.entry`), so a change of format never reads old
+entry format of :mod:`cachelab.engine.entry`), so a change of format never reads old
 entries; hashed or made of validated integers, so nothing from a request
 reaches a key as text. The tracking listener subscribes to the prefix
 ``<namespace>:v2:``; ``cachelab cache purge`` deletes ``<namespace>:v2:*``.
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 
-from .db import SLOW_QUERY
+from ..postgres.database import SLOW_QUERY
 from .entry import FORMAT
 from .lookup import Target
 
 LOCK_SUFFIX = ":lock"
 # The invalidation modes whose write is visible to every later read once the
-# PUT has returned (cachelab.writes).
+# PUT has returned (cachelab.engine.writes).
 READ_YOUR_WRITES_MODES = frozenset({"delete", "write-through"})
 
 

@@ -9,7 +9,7 @@ Validators: a weak ``ETag`` per entry generation (the per-request fields
 differ, the data does not), ``Cache-Control: no-cache`` (a browser may keep
 the answer but asks every time) and ``If-None-Match`` -> 304.
 
-Flask's views and the WSGI hit path (:mod:`cachelab.hitpath`) build their
+Flask's views and the WSGI hit path (:mod:`cachelab.web.hitpath`) build their
 bodies and headers here, with the same functions: :func:`json_body`,
 :func:`page_body`, :func:`cache_headers`, :func:`not_modified`.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import Response, render_template, request
 
-from .lookup import BYPASS, HIT, MISS, STALE, Lookup
+from ..engine.lookup import BYPASS, HIT, MISS, STALE, Lookup
 
 CACHE_NAME = "lab"
 PAGE_MARK = "<!--lab:status-->"

@@ -13,7 +13,7 @@ callers turn into a documented degradation, never an HTTP 500:
 * other error replies (OOM, NOPERM, WRONGTYPE, ...) degrade that one call.
 
 The Lua scripts make each compound step atomic: a guarded write compares
-``(version, fence)`` with the stored entry (see :mod:`cachelab.entry`), and a
+``(version, fence)`` with the stored entry (see :mod:`cachelab.engine.entry`), and a
 lease is ``SET NX PX`` plus a fencing token from one counter.
 """
 
@@ -27,9 +27,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import metrics
+from .. import metrics
+from ..config import Settings
 from .breaker import STATE_LEVEL, BreakerOpen, CircuitBreaker
-from .config import Settings
 from .entry import Entry, decode
 
 T = TypeVar("T")

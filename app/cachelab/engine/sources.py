@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import metrics
-from .config import Settings
-from .db import Database, DatabaseUnavailable
+from .. import metrics
+from ..config import Settings
+from ..postgres.database import Database, DatabaseUnavailable
 from .entry import Entry, jittered_ttl
 from .lookup import Target, Timer
 

@@ -7,12 +7,13 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import dashboard, errors, hitpath, items, logs, requestlog, views
-from .config import Settings
-from .db import Database
-from .notify import Freshness, NotifyListener
-from .redis_store import RedisStore
-from .strategies import CacheService
+from .. import logs
+from ..config import Settings
+from ..engine.notify import Freshness, NotifyListener
+from ..engine.service import CacheService
+from ..engine.store import RedisStore
+from ..postgres.database import Database
+from . import dashboard, errors, hitpath, items, requestlog, views
 
 __all__ = ["create_app", "shutdown"]
 
@@ -42,7 +43,7 @@ def create_app(
     app.register_blueprint(dashboard.bp)
     errors.register(app)
     books = requestlog.register(app, summary, settings.request_log_hit_sample)
-    # Outermost: tier-1 hits are answered before Flask (see cachelab.hitpath).
+    # Outermost: tier-1 hits are answered before Flask (see cachelab.web.hitpath).
     app.wsgi_app = hitpath.MemoryHits(app.wsgi_app, service, books)  # type: ignore[method-assign]
     service.start()
     listener.start()

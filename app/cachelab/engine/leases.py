@@ -25,7 +25,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 
-from .redis_store import CacheUnavailable, RedisStore
+from .store import CacheUnavailable, RedisStore
 
 log = logging.getLogger(__name__)
 

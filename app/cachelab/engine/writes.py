@@ -20,7 +20,7 @@ Every mode commits the write to PostgreSQL first (the ``items`` trigger bumps
     **version check on write** (a guarded write stores only a newer version).
 ``notify``
     Nothing in the request: a trigger's ``NOTIFY`` reaches every app worker
-    (:mod:`cachelab.notify`), which writes the tombstone -- also for writes
+    (:mod:`cachelab.engine.notify`), which writes the tombstone -- also for writes
     made directly in SQL that never pass through the app. Asynchronous: it
     does not promise read-your-writes, only a short bounded staleness.
 
@@ -37,13 +37,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .db import DatabaseUnavailable
+from ..postgres.database import DatabaseUnavailable
 from .entry import tombstone
 from .keys import item_target
 from .lookup import Target, Timer
-from .redis_store import CacheUnavailable
+from .service import CacheService
 from .sources import Loaded, NotFound
-from .strategies import CacheService
+from .store import CacheUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ The listener connects with ``HELLO 3`` and ``CLIENT TRACKING ON BCAST PREFIX
 for every key of the namespace that anyone changes -- a refresh, a fill by
 another process, a purge, an expiry, an eviction -- and a flush message when
 the data set is flushed. The listener removes those keys from this worker's
-copies (:mod:`cachelab.local`) and wakes the requests waiting on them.
+copies (:mod:`cachelab.engine.local`) and wakes the requests waiting on them.
 
 Why our own connection rather than redis-py's ``cache_config``: redis-py's
 client-side cache (8.x) refuses servers older than 7.4 (ElastiCache Redis OSS
@@ -44,7 +44,7 @@ from typing import Any
 
 import redis
 
-from . import metrics
+from .. import metrics
 from .local import LocalEntries
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,10 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, current_app, jsonify, render_template
 
-from . import metrics
-from .entry import decode
-from .keys import LOCK_SUFFIX, lock_key, namespace_pattern
-from .strategies import CacheService
+from .. import metrics
+from ..engine.entry import decode
+from ..engine.keys import LOCK_SUFFIX, lock_key, namespace_pattern
+from ..engine.service import CacheService
 from .views import dependency_health
 
 bp = Blueprint("dashboard", __name__)

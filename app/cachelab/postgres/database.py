@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import psycopg2
 import psycopg2.extensions
 
-from .config import Settings
+from ..config import Settings
 
 SLOW_QUERY = "SELECT slow_version()"
 ITEM_QUERY = "SELECT id, payload, version, updated_at FROM slow_item(%s)"

@@ -28,10 +28,10 @@ from collections.abc import Callable
 import psycopg2
 import psycopg2.extensions
 
-from . import metrics
+from .. import metrics
 from .keys import item_target
-from .redis_store import CacheUnavailable
-from .strategies import CacheService
+from .service import CacheService
+from .store import CacheUnavailable
 from .writes import invalidate
 
 log = logging.getLogger(__name__)

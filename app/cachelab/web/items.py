@@ -5,7 +5,7 @@ cache headers as ``/api/version``. ``PUT /api/items/<id>`` (JSON
 ``{"payload": "..."}``) commits a new payload and returns the committed
 version. Both take ``mode`` (ttl, delete, write-through, notify; default
 ``ITEMS_INVALIDATION``) and ``guard`` (on by default; ``off`` shows each
-mode's race, see :mod:`cachelab.writes`); each mode (and guard) has its own
+mode's race, see :mod:`cachelab.engine.writes`); each mode (and guard) has its own
 key space, so modes can be compared side by side in one run.
 
 The write API is off unless ``WRITE_API_TOKEN`` is set; then a PUT needs
@@ -21,13 +21,13 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import BadRequest, Forbidden, Unauthorized
 
+from ..config import INVALIDATION_MODES
+from ..engine.keys import item_target
+from ..engine.notify import Freshness
+from ..engine.writes import Writer
 from . import responses
-from .config import INVALIDATION_MODES
-from .keys import item_target
-from .notify import Freshness
 from .params import bad_request, check_arguments
 from .views import finish, record, service
-from .writes import Writer
 
 bp = Blueprint("items", __name__)
 MAX_ITEM_ID = 1_000_000

@@ -2,7 +2,7 @@
 
 Rules
 -----
-* A worker that holds a copy of the key (:mod:`cachelab.local`) serves it
+* A worker that holds a copy of the key (:mod:`cachelab.engine.local`) serves it
   at once, fresh or stale, until its hard expiry -- never longer: the copy's
   deadlines came from Redis' TTL when it was read and are not extended by
   serving it. A stale copy is refreshed in the background, once per worker.
@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from . import metrics
+from .. import metrics
+from ..config import Settings
+from ..postgres.database import DatabaseUnavailable
 from .admission import Admission
-from .config import Settings
-from .db import DatabaseUnavailable
 from .local import LocalEntries, LocalEntry
 from .lookup import BYPASS, DATABASE, LOCAL, Lookup, Target, Timer
 from .refresher import Refresher

@@ -37,10 +37,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..engine.service import CacheService
 from . import responses, views
 from .params import MAX_ITEM
 from .requestlog import Books, request_id
-from .strategies import CacheService
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
