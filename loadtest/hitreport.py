@@ -7,11 +7,12 @@ re-rendered from its JSON without a stack: ``python -m loadtest.hitreport result
 from __future__ import annotations
 
 import json
-import math
+import shutil
 import sys
 from pathlib import Path
 
-from .report import _clean  # JSON has no NaN: missing figures become null
+from . import charts
+from .numbers import clean, ms, plus_minus, rate, ratio_text
 
 MODE_TITLES = {
     "pure-hit": "Pure hits (TTL far above the run)",
@@ -20,16 +21,36 @@ MODE_TITLES = {
 CHART = "hits.png"
 
 
-def _num(value, digits: int = 0, suffix: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:,.{digits}f}{suffix}"
+def _mean(cell: dict | None) -> float | None:
+    return None if not cell else cell["mean"]
 
 
-def _ms(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _half(cell: dict | None) -> float | None:
+    return None if not cell else (cell["high"] - cell["low"]) / 2
+
+
+def spread(cell: dict | None, fmt=rate) -> str:
+    """``mean ± half-width`` of a 95 % interval (the mean alone from one round)."""
+    return plus_minus(_mean(cell), _half(cell), fmt)
+
+
+def _ratio(cell: dict | None) -> str:
+    if not cell:
         return "n/a"
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+    text = ratio_text(cell["mean"])
+    if cell.get("n", 1) > 1:
+        text += f" ({ratio_text(cell['low'])}–{ratio_text(cell['high'])})"
+    return text
+
+
+def _share(cell: dict | None) -> str:
+    if not cell:
+        return "n/a"
+    return f"{cell['mean'] * 100:.1f} %"
+
+
+def _cpu(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def mode_table(data: dict, mode: str) -> str:
@@ -37,18 +58,18 @@ def mode_table(data: dict, mode: str) -> str:
     labels = data["meta"]["labels"]
     lines = [
         "| system | req/s | p50 ms | p99 ms | CPU s / 1k req | Redis CPU s / 1k req "
-        "| × Flask-Caching req/s | share of ceiling | CPU-throttled periods | errors |",
+        "| × Flask-Caching req/s (95 % CI) | share of ceiling | CPU-throttled periods | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         throttled = row.get("throttled")
         lines.append(
-            f"| {labels.get(name, name)} | {_num(row['rps'])} | {_ms(row['p50_ms'])} "
-            f"| {_ms(row['p99_ms'])} | {_num(row['cpu_s_per_1k'], 3)} "
-            f"| {_num(row['redis_cpu_s_per_1k'], 3)} "
-            f"| {_num(row['x_flask_caching'], 2, '×')} "
-            f"| {_num(None if row['of_ceiling'] is None else row['of_ceiling'] * 100, 1, ' %')} "
-            f"| {_num(None if throttled is None else throttled * 100, 0, ' %')} "
+            f"| {labels.get(name, name)} | {spread(row['rps'])} | {spread(row['p50_ms'], ms)} "
+            f"| {spread(row['p99_ms'], ms)} | {_cpu(_mean(row['cpu_s_per_1k']))} "
+            f"| {_cpu(_mean(row['redis_cpu_s_per_1k']))} "
+            f"| {_ratio(row['x_flask_caching'])} "
+            f"| {_share(row['of_ceiling'])} "
+            f"| {'n/a' if throttled is None else f'{throttled * 100:.0f} %'} "
             f"| {row['errors']} |"
         )
     return "\n".join(lines)
@@ -75,17 +96,22 @@ def render_tables(data: dict) -> str:
 def render_markdown(data: dict) -> str:
     meta = data["meta"]
     out = [
-        "# Hit throughput: our strategies, Flask-Caching and a static page",
+        "# Hit throughput at saturation (closed loop): our strategies, Flask-Caching, "
+        "a static page",
         "",
         f"- **When**: {meta['started_utc']} (UTC)",
-        f"- **Machine**: {meta['machine']}",
-        f"- **Load**: wrk, closed loop, {meta['connections']} connections on "
+        f"- **Where**: {meta['machine']}",
+        f"- **Machine load**: {meta.get('load_note', 'not recorded')}",
+        f"- **Load**: wrk, **closed loop**, {meta['connections']} connections on "
         f"{meta['threads']} threads, `GET /api/version`, from a container on the stack's "
         f"network; {meta['rounds']} rounds of {meta['duration_s']:g} s per system and mode, "
         f"every system once per round in a shuffled order, after {meta['warmup_s']:g} s of "
-        f"discarded load; the tables give the **median of the rounds**",
-        f"- **Stack**: one {meta['engine']} and one PostgreSQL shared by all; each system "
-        f"under test limited to 1 CPU (`cpus: 1.0`); slow query {meta['delay_s']:g} s",
+        f"discarded load; each figure is the **mean of the rounds ± the half-width of its "
+        f"95 % confidence interval** (Student t)",
+        f"- **Stack**: one {meta['engine']} and one PostgreSQL shared by all; every app and "
+        f"Nginx with the lab's CPU limit (compose.yaml), Flask-Caching behind the same Nginx "
+        f"image and configuration; slow query {meta['delay_s']:g} s"
+        + (f"; `before` is the lab at `{meta['before']}`" if meta.get("before") else ""),
         f"- **Command**: `{meta['command']}`",
         "",
     ]
@@ -107,100 +133,42 @@ def render_markdown(data: dict) -> str:
             f"the old value, {lag['writes']} times: **p50 {lag['p50_ms']:.2f} ms, "
             f"p99 {lag['p99_ms']:.2f} ms** (max {lag['max_ms']:.2f} ms). The lag is "
             f"measured from the SET's reply to the start of the last request that "
-            f"still got the old value (0: none did)"
-            + (
-                f"; {lag['stale_writes']} of the {lag['writes']} writes had such a "
-                f"request, and one poll took {lag['poll_p50_ms']:.2f} ms (p50), the "
-                f"resolution of the measurement"
-                if "stale_writes" in lag
-                else ""
-            )
-            + ".",
+            f"still got the old value (0: none did); {lag['stale_writes']} of the "
+            f"{lag['writes']} writes had such a request, and one poll took "
+            f"{lag['poll_p50_ms']:.2f} ms (p50), the resolution of the measurement.",
             "",
         ]
     cpu = meta["cpu_services"]
     out += [
         "How to read it:",
         "",
-        "- *req/s*, *p50*, *p99*: wrk's figures (latency of completed requests; wrk's "
-        "request timeout is long enough that a request waiting for the slow query "
-        "counts).",
+        "- *req/s*, *p50*, *p99*: wrk's figures, a **closed loop** (each connection "
+        "waits for its answer before sending again: the rate at saturation; its "
+        "latencies hide the requests a stall delayed -- the open-loop figures are in "
+        "[capacity.md](capacity.md)).",
         "- *CPU s / 1k req*: CPU seconds the system's containers used during its round "
-        "(Docker's `cpu_stats.cpu_usage.total_usage`, before/after) per 1,000 requests"
+        "(their cgroups' counters) per 1,000 requests"
         + "".join(
             f"; {name}: {' + '.join(services)}"
             for name, services in cpu.items()
             if len(services) > 1
         )
         + ". *Redis CPU* is the shared cache's, apart.",
-        "- *× Flask-Caching*: req/s divided by Flask-Caching's in the same mode; "
-        "*share of ceiling*: req/s as a share of the static page's.",
-        "- *CPU-throttled periods*: the share of the kernel's 100 ms CFS periods in "
-        "which the system's container (the busier of two) used up its 1-CPU quota and "
-        "was stopped until the next period (Docker's `throttling_data`). A saturated "
-        "container with two busy processes (two gunicorn workers) spends its quota in "
-        "about 50 ms on two cores, then waits: requests in flight then take tens of ms "
-        "more, which is what the p99 of such a system shows.",
+        "- *× Flask-Caching*: the system's req/s over Flask-Caching's (through the same "
+        "Nginx) in the same round, averaged over the rounds; *share of ceiling*: the same "
+        "against the static page.",
+        "- *CPU-throttled periods*: the share of CFS periods in which the system's "
+        "container (the busier of two) used up its CPU quota and was stopped until the "
+        "next period.",
         "- Expiry mode: a key that expired while its system was idle (between its "
         "rounds) is refilled by the first request of the next round; cache-aside and "
         "Flask-Caching make the requests that arrive meanwhile wait for the query, "
-        "swr and two-tier serve the stale entry while one refresh runs.",
+        "swr, two-tier and edge serve the stale entry while one refresh runs.",
         "",
         f"![req/s, p99 and CPU per request per system]({CHART})",
         "",
     ]
     return "\n".join(out)
-
-
-def write_chart(path: Path, data: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    modes = list(data["modes"])
-    systems = data["meta"]["systems"]
-    panels = (
-        ("rps", "requests/s, median (log)", True),
-        ("p99_ms", "p99, ms (log)", True),
-        ("cpu_s_per_1k", "CPU s per 1,000 requests", False),
-    )
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.8))
-    width = 0.8 / max(len(modes), 1)
-    for ax, (key, title, log) in zip(axes, panels, strict=True):
-        for i, mode in enumerate(modes):
-            rows = data["modes"][mode]["rows"]
-            values = [rows[name][key] for name in systems]
-            xs = [j + (i - (len(modes) - 1) / 2) * width for j in range(len(systems))]
-            bars = ax.bar(
-                xs,
-                [max(v, 1e-3) if v is not None else 0 for v in values],
-                width,
-                label=MODE_TITLES[mode],
-            )
-            fmt = (
-                _ms
-                if key == "p99_ms"
-                else (lambda v: _num(v, 3))
-                if key == "cpu_s_per_1k"
-                else _num
-            )
-            ax.bar_label(bars, labels=[fmt(v) for v in values], fontsize=6, padding=1, rotation=90)
-        ax.set_xticks(range(len(systems)), systems, rotation=30, ha="right", fontsize=8)
-        ax.set_title(title, fontsize=10)
-        if log:
-            ax.set_yscale("log")
-        ax.grid(True, axis="y", which="both", alpha=0.3)
-        ax.margins(y=0.25)
-    axes[0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(
-        f"Hit throughput at 1 CPU per system, wrk {data['meta']['connections']} "
-        f"connections, median of {data['meta']['rounds']} interleaved rounds",
-        fontsize=11,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_report(results_dir: Path, data: dict) -> dict[str, Path]:
@@ -209,10 +177,18 @@ def write_report(results_dir: Path, data: dict) -> dict[str, Path]:
         "markdown": results_dir / "hits.md",
         "chart": results_dir / CHART,
     }
-    files["json"].write_text(json.dumps(_clean(data), indent=2, allow_nan=False, default=str))
+    files["json"].write_text(json.dumps(clean(data), indent=2, allow_nan=False, default=str))
     files["markdown"].write_text(render_markdown(data))
-    write_chart(files["chart"], data)
+    charts.hits_chart(files["chart"], data, MODE_TITLES)
     return files
+
+
+def publish(results_dir: Path, data: dict, target: Path) -> None:
+    """hits.md, the chart and hits.json without the per-round samples' detail."""
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "hits.md").write_text(render_markdown(data))
+    shutil.copy2(results_dir / CHART, target / CHART)
+    shutil.copy2(results_dir / "hits.json", target / "hits.json")
 
 
 if __name__ == "__main__":

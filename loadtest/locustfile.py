@@ -17,9 +17,12 @@ class              tag          what it does
                                 the writers' record (loadtest/staleness.py)
 =================  ===========  ==================================================
 
-The writer and reader scenarios share their record in one process: run them
-headless and undistributed (``python -m loadtest.staleness`` does). Writers
-need ``WRITE_API_TOKEN`` in their environment.
+The writer and reader scenarios share their record (loadtest/ledger.py) in one
+process: run them headless and undistributed (``python -m loadtest.bench
+staleness`` does). Writers need ``WRITE_API_TOKEN`` in their environment.
+``--requests-out FILE`` writes every request (start, response time, failed)
+as CSV when Locust quits: the benchmarks compute their percentiles and
+per-second throughput from it, not from Locust's sliding windows.
 
 Pick scenarios by class name (``locust -f loadtest/locustfile.py HotKeyUser``),
 by tag (``--tags zipf cold``) or in the web UI (``--class-picker``). Requests
@@ -48,13 +51,12 @@ from functools import lru_cache
 from locust import events, tag, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import WorkerRunner
-from staleness import Ledger, variant_items, variant_query  # beside this file
+
+from loadtest.checks import check_lookup, check_page, http_problem
+from loadtest.ledger import Ledger, variant_items, variant_query
 
 log = logging.getLogger("cachelab.locust")
 
-RESULTS = {"HIT", "STALE", "MISS", "BYPASS"}
-SOURCES = {"memory", "redis", "database", "local"}
-STRATEGIES = {"none", "cache-aside", "swr", "two-tier"}
 HOT_ITEM = 0
 COLD_FIRST_ITEM = 9000  # cold keys live in 9000-9999, away from the Zipf range
 DASHBOARD_ITEMS = range(8000, 9000)  # the dashboard's burst button: no scenario reads them
@@ -138,6 +140,13 @@ def _options(parser) -> None:
         help="write the writers' and readers' staleness summary (JSON) here",
     )
     group.add_argument(
+        "--requests-out",
+        default=None,
+        env_var="LOCUST_REQUESTS_OUT",
+        include_in_web_ui=False,
+        help="write every request (start, response time, failed) here as CSV at quit",
+    )
+    group.add_argument(
         "--max-fail-ratio",
         type=float,
         default=None,
@@ -171,61 +180,6 @@ def zipf_item(keys: int, exponent: float, rng: random.Random | None = None) -> i
     draw = rng.random() if rng is not None else random.random()
     cumulative = _zipf_cumulative(keys, exponent)
     return 1 + bisect.bisect_left(cumulative, draw * cumulative[-1])
-
-
-def _http_problem(response) -> str:
-    """'HTTP 503 database_unavailable': the lab's error code, stable for grouping."""
-    if response.status_code == 0:  # no HTTP answer: connection error or timeout
-        return f"no response: {getattr(response, 'error', None)}"
-    code = ""
-    try:
-        body = response.json()
-        if isinstance(body, dict) and isinstance(body.get("error"), str):
-            code = " " + body["error"][:60]
-    except Exception:  # noqa: BLE001 - an HTML or empty error body
-        pass
-    return f"HTTP {response.status_code}{code}"
-
-
-def check_lookup(response, item: int, bypass: bool = False) -> str | None:
-    """Why a response is not the lab's answer for ``item`` (None if it is)."""
-    if response.status_code != 200:
-        return _http_problem(response)
-    try:
-        body = response.json()
-    except Exception:  # noqa: BLE001 - any decoding problem is a wrong body
-        return f"body is not JSON: {(response.text or '')[:80]!r}"
-    if not isinstance(body, dict):
-        return "body is not a JSON object"
-    version = body.get("version")
-    if not isinstance(version, str) or not version.startswith("PostgreSQL "):
-        return f"version is not a PostgreSQL version string: {str(version)[:60]!r}"
-    if body.get("item") != item:
-        return f"asked for item {item}, got {body.get('item')!r}"
-    result, source, strategy = body.get("cache"), body.get("source"), body.get("strategy")
-    if result not in RESULTS or source not in SOURCES or strategy not in STRATEGIES:
-        return f"unexpected cache/source/strategy: {result!r}/{source!r}/{strategy!r}"
-    if response.headers.get("X-Cache") != result:
-        return f"X-Cache {response.headers.get('X-Cache')!r} disagrees with body {result!r}"
-    if bypass or strategy == "none":
-        if result != "BYPASS" or source != "database":
-            return f"expected an uncached answer, got {result} from {source}"
-    elif result == "BYPASS" and body.get("detail") != "redis-unavailable":
-        return f"strategy {strategy} bypassed the cache ({body.get('detail')!r})"
-    return None
-
-
-def check_page(response, item: int) -> str | None:
-    if response.status_code != 200:
-        return _http_problem(response)
-    if not response.headers.get("Content-Type", "").startswith("text/html"):
-        return f"not HTML: {response.headers.get('Content-Type')!r}"
-    if response.headers.get("X-Cache") not in RESULTS:
-        return f"missing or bad X-Cache: {response.headers.get('X-Cache')!r}"
-    text = response.text or ""
-    if "PostgreSQL" not in text:
-        return "page does not show the PostgreSQL version"
-    return None
 
 
 class LabUser(FastHttpUser):
@@ -331,7 +285,7 @@ class _ItemUser(LabUser):
             f"/api/items/{item}?{self.query}", name=name, catch_response=True
         ) as response:
             if response.status_code != 200:
-                response.failure(_http_problem(response))
+                response.failure(http_problem(response))
                 LEDGER.error(self.variant)
                 return None
             try:
@@ -365,7 +319,7 @@ class ItemWriter(_ItemUser):
         ) as response:
             confirmed = time.monotonic()
             if response.status_code != 200:
-                response.failure(_http_problem(response))
+                response.failure(http_problem(response))
                 LEDGER.error(self.variant)
                 return
             version = int(response.json()["item"]["version"])
@@ -397,6 +351,35 @@ def _writer_count(environment, **_kwargs) -> None:
     writers = getattr(options, "writers", None)
     if writers:
         ItemWriter.fixed_count = int(writers)
+
+
+# -- every request, for the benchmarks' own percentiles and throughput -----------
+# (start epoch s, response time ms, failed, how it was served: X-Cache lower-cased, or
+# "edge" when Nginx's micro-cache answered -- the client's view of the hit ratio)
+REQUESTS: list[tuple[float, float, int, str]] = []
+EDGE_SERVED = {"HIT", "STALE", "UPDATING", "REVALIDATED"}
+
+
+@events.request.add_listener
+def _record_request(start_time, response_time, exception, response=None, **_kwargs) -> None:
+    headers = getattr(response, "headers", None) or {}
+    served = "edge" if headers.get("X-Edge-Cache") in EDGE_SERVED else ""
+    served = served or (headers.get("X-Cache") or "").lower()
+    REQUESTS.append((start_time, response_time, 0 if exception is None else 1, served))
+
+
+@events.quitting.add_listener
+def _requests_csv(environment, **_kwargs) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    path = getattr(environment.parsed_options, "requests_out", None)
+    if path:
+        with open(path, "w", newline="") as handle:
+            out = csv.writer(handle)
+            out.writerow(["start_s", "response_ms", "failed", "cache"])
+            out.writerows(
+                (f"{s:.4f}", f"{ms:.3f}", failed, served) for s, ms, failed, served in REQUESTS
+            )
 
 
 @events.quitting.add_listener

@@ -21,18 +21,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .bench import (
-    BenchError,
-    apply_settings,
-    check_stack_up,
-    current_settings,
-    headless_locust,
-    locust_environment,
-    say,
-)
+from .errors import BenchError
+from .lab import apply_settings, check_stack_up, current_settings
+from .locustrun import headless_locust, locust_environment
 from .stack import ROOT, Stack
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+
+
+def say(message: str) -> None:
+    print(f"screenshot: {message}", flush=True)
+
+
 PHASES = ("cache-aside", "two-tier")
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -21,7 +21,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from .bench import parse_duration
+from .cliargs import parse_duration
 from .stack import ROOT, Stack
 from .traffic import Traffic, percentile
 

@@ -36,6 +36,7 @@ TEST_ENV = {
     "CACHE_GRACE_SECONDS": "60",
     "CACHE_LOCK_WAIT_SECONDS": "10",
     "BREAKER_COOLDOWN_SECONDS": "1",
+    "EDGE_METRICS_SECONDS": "1",  # Nginx's request counts, summed every second
     "APP_IMAGE": f"cachelab/app:{IMAGE_TAG}",
     "NGINX_APP_IMAGE": f"cachelab/nginx:{IMAGE_TAG}",
     "LOCUST_IMAGE": f"cachelab/locust:{IMAGE_TAG}",
@@ -47,6 +48,7 @@ ENGINES = {
     "redis": ("REDIS_IMAGE", "redis:7.4-bookworm"),
 }
 # Statements counted as slow queries (pg_stat_statements' normalised text).
+LOOKUP_ROUTES = ("version", "page", "items")  # the routes Nginx's edge cache may answer
 SLOW_STATEMENTS = {
     "version": "SELECT slow_version()",
     "item": "SELECT id, payload, version, updated_at FROM slow_item($1)",
@@ -325,8 +327,37 @@ class Stack:
                 samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return samples
 
+    def edge_counts(self, service: str = "nginx", routes: tuple[str, ...] = LOOKUP_ROUTES) -> dict:
+        """Nginx's requests so far by edge cache status (``cachelab_edge_requests_total``,
+        summed over ``routes``); empty when this Nginx does not count them."""
+        return edge_counts(self.edge_metrics_text(service), routes)
+
+    def edge_metrics_text(self, service: str = "nginx") -> str:
+        """Nginx's :9145/metrics (not published: read inside the container)."""
+        try:
+            container = self.container(service)
+        except LookupError:
+            return ""
+        code, out = container.exec_run(
+            ["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:9145/metrics"]
+        )
+        return out.decode(errors="replace") if code == 0 else ""
+
     def logs(self, service: str, tail: int = 200) -> str:
         return self.compose("logs", "--no-color", "--tail", str(tail), service, check=False).stdout
+
+
+def edge_counts(text: str, routes: tuple[str, ...] = LOOKUP_ROUTES) -> dict[str, float]:
+    """``cachelab_edge_requests_total`` from Prometheus text, by cache status, over ``routes``."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != "cachelab_edge_requests_total":
+                continue
+            if sample.labels.get("route") in routes:
+                status = sample.labels.get("cache", "none")
+                counts[status] = counts.get(status, 0.0) + sample.value
+    return counts
 
 
 def metric(samples: dict[str, float], name: str, **labels: str) -> float:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import requests
 
+from . import stats
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -37,12 +39,9 @@ class Hit:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(round(q / 100 * len(ordered) + 0.5))))
-    return ordered[rank - 1]
+    """The package's one percentile (loadtest.stats), 0.0 for no values."""
+    found = stats.percentile(values, q)
+    return 0.0 if found is None else found
 
 
 class Hits(list):

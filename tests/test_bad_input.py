@@ -366,6 +366,8 @@ def test_stack_is_healthy_after_the_bad_input(lab):
         ("nginx", "RATE_LIMIT_BURST", "-1"),
         ("nginx", "REAL_IP_FROM", "evil;host"),
         ("nginx", "UPSTREAM_WATCH_SECONDS", "0"),
+        ("nginx", "EDGE_CACHE_SECONDS", "0"),
+        ("nginx", "EDGE_METRICS_SECONDS", "soon"),
         ("app", "CACHE_TTL_SECONDS", "ten"),
         ("app", "CACHE_STRATEGY", "lru"),
         ("app", "REDIS_URL", "http://redis"),

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from loadtest.ledger import Ledger, variant_items, variant_query
 from loadtest.stack import parse_json
-from loadtest.staleness import Ledger, variant_items, variant_query
 
 TTL, GRACE, DELAY = 3, 60, 1.0  # seconds: the runs' CACHE_TTL_SECONDS, grace, slow query
 

@@ -1,4 +1,5 @@
-"""Issue 4: the Locust scenarios, thresholds, Compose services and the benchmark command."""
+"""Issues 4 and 20: the Locust scenarios, thresholds, Compose services, and the
+benchmarks that run on the lab itself (latency, staleness, sweep, --target)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import pytest
 import requests
 from conftest import require_tool
 
-from loadtest import bench
+from loadtest import bench, stats
+from loadtest import lab as bench_lab
 from loadtest.stack import ROOT, metric, wait_until
 
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
@@ -45,6 +47,7 @@ def run_locust(
 ) -> subprocess.CompletedProcess:
     """Headless Locust, bounded by -t and a subprocess timeout; CSVs under workdir/run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    env["PYTHONPATH"] = str(ROOT)  # the locustfile imports loadtest.checks and loadtest.ledger
     command = [
         sys.executable,
         "-m",
@@ -375,13 +378,17 @@ def _number(cell: str) -> float:
     return float(cell.replace(",", "").rstrip("%"))
 
 
-def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_path, capsys):
+def test_latency_benchmark_writes_summary_and_charts_with_edge_hits_counted(
+    locust_installed, lab, tmp_path, capsys
+):
+    """`none` and `edge`: the table and charts come from every request Locust made;
+    the edge's hit ratio counts the answers Nginx gave from its own cache."""
     out, docs = tmp_path / "bench", tmp_path / "docs"
     code = bench.main(
         [
             "latency",
             "--strategies",
-            "none,swr",
+            "none,edge",
             "--duration",
             "8s",
             "--users",
@@ -403,34 +410,31 @@ def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_pat
     assert code == 0, printed[-3000:]
     for step in (
         "[1/2] none: configuring",
-        "[2/2] swr: Locust 3 users",
+        "[2/2] edge: Locust 3 users",
         "restoring",
-        "p50 none / p50 swr",
+        "p50 none / p50 edge",
     ):
         assert step in printed
 
     summary = (out / "summary.md").read_text()
-    assert "**Machine**: test stack" in summary and "SLOW_QUERY_SECONDS" in summary
+    assert "**Where**: test stack" in summary and "SLOW_QUERY_SECONDS" in summary
+    assert "**Machine load**:" in summary
     table = _table(summary)
-    assert set(table) == {"none", "swr"}
-    none, swr = table["none"], table["swr"]
+    assert set(table) == {"none", "edge"}
+    none, edge = table["none"], table["edge"]
     data = json.loads((out / "summary.json").read_text())
     runs = {run["strategy"]: run for run in data["runs"]}
     for strategy, row in table.items():
         run = runs[strategy]
         assert row["failures"] == "0" and run["failures"] == 0
-        assert _number(row["requests"]) == run["requests"] > 0
-        assert _number(row["req/s"]) > 0
-        # The CSV Locust wrote is the table's source.
-        csv_total = stats_rows(out / strategy / "locust_stats.csv")["Aggregated"]
-        assert int(csv_total["Request Count"]) == run["requests"]
-        assert float(csv_total["50%"]) == run["p50_ms"]
-        with (out / strategy / "locust_stats_history.csv").open(newline="") as handle:
-            history = [r for r in csv.DictReader(handle) if r["Name"] == "Aggregated"]
-        assert len(history) >= 4
-        assert [int(r["Timestamp"]) for r in history] == sorted(
-            int(r["Timestamp"]) for r in history
-        )
+        with (out / strategy / "requests.csv").open(newline="") as handle:
+            requests_ = list(csv.DictReader(handle))
+        # Every request is the table's source: its count and its one percentile.
+        assert _number(row["requests"]) == run["requests"] == len(requests_) > 0
+        times = [float(r["response_ms"]) for r in requests_]
+        assert run["p50_ms"] == stats.percentile(times, 50)
+        assert run["rps"] == pytest.approx(len(requests_) / 8)
+        assert run["load"]["seconds"] >= 8 and "disturbed" in run["load"]
         html = (out / strategy / "report.html").read_text()
         assert "locust" in html.lower() and "hot: /api/version?item=0" in html
     # Uncached: every request waited for the slow query, each one a slow_version call.
@@ -438,18 +442,20 @@ def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_pat
     assert none["hit ratio"] == "0.0%"
     assert _number(none["slow queries"]) >= runs["none"]["requests"]
     assert _number(none["DB queries/s"]) == pytest.approx(_number(none["slow queries"]) / 8, 0.02)
-    # Cached: one cold fill, then hits from Redis.
-    assert _number(swr["p50 ms"]) * 20 < _number(none["p50 ms"])
-    assert 1 <= _number(swr["slow queries"]) <= 3
-    # PostgreSQL's count, sampled each second, agrees with the before/after count.
-    with (out / "swr" / "db_queries.csv").open(newline="") as handle:
-        samples = [(float(r["elapsed_s"]), int(r["queries"])) for r in csv.DictReader(handle)]
-    assert len(samples) >= 6 and samples[-1][1] <= _number(swr["slow queries"])
-    assert _number(swr["hit ratio"]) >= 80
-    assert data["p50_ratio_vs_none"]["swr"] > 20
-    assert re.search(r"p50 of `none` / p50 of `swr`: \*\*[\d,]+x\*\*", summary)
+    # The edge: one cold fill, then hits, most of them Nginx's own (never seen by the app).
+    assert _number(edge["p50 ms"]) * 20 < _number(none["p50 ms"])
+    assert 1 <= _number(edge["slow queries"]) <= 3
+    edge_served = sum(runs["edge"]["edge_results"].get(k, 0) for k in ("hit", "updating"))
+    app_lookups = sum(runs["edge"]["cache_results"].values())
+    assert edge_served > app_lookups > 0, runs["edge"]
+    assert edge_served + app_lookups >= runs["edge"]["requests"]  # nothing unaccounted for
+    assert _number(edge["hit ratio"]) >= 80
+    assert data["p50_ratio_vs_none"]["edge"] > 20
+    # Two significant figures, not the false precision of a ratio of rounded figures.
+    assert re.search(r"p50 of `none` / p50 of `edge`: \*\*\d(\.\d)?(,?\d)*×\*\*", summary)
+    ratio = re.search(r"p50 of `none` / p50 of `edge`: \*\*([\d,.]+)×", summary).group(1)
+    assert len(ratio.replace(",", "").replace(".", "").rstrip("0")) <= 2
 
-    # Charts: real PNGs with something drawn on them.
     from matplotlib import image
 
     for name in (
@@ -465,11 +471,12 @@ def test_benchmark_writes_summary_csvs_and_charts(locust_installed, lab, tmp_pat
         assert f"]({name})" in summary
         assert (docs / name).read_bytes() == (out / name).read_bytes()
     published = (docs / "summary.md").read_text()
-    assert _table(published) == table and "locust_stats.csv" not in published
+    assert _table(published) == table and "requests.csv" not in published
 
-    # The lab is back on its original strategy (the default, two-tier).
-    assert bench.current_settings(lab)["CACHE_STRATEGY"] == "two-tier"
-    assert lab.get("/api/version").json()["strategy"] == "two-tier"
+    # The lab is back on its original strategy (the default, two-tier), Nginx too.
+    assert bench_lab.current_settings(lab)["CACHE_STRATEGY"] == "two-tier"
+    answer = lab.get("/api/version")
+    assert answer.json()["strategy"] == "two-tier" and "X-Edge-Cache" not in answer.headers
 
 
 def test_staleness_benchmark_reports_each_mode(locust_installed, lab, tmp_path, capsys):
@@ -480,9 +487,9 @@ def test_staleness_benchmark_reports_each_mode(locust_installed, lab, tmp_path, 
         [
             "staleness",
             "--variants",
-            "delete,ttl",
+            "delete,edge",
             "--duration",
-            "6s",
+            "5s",
             "--readers",
             "4",
             "--writers",
@@ -501,17 +508,24 @@ def test_staleness_benchmark_reports_each_mode(locust_installed, lab, tmp_path, 
     printed = capsys.readouterr().out
     assert code == 0, printed[-3000:]
     data = json.loads((out / "staleness.json").read_text())["variants"]
-    assert set(data) == {"delete", "ttl"}
+    assert set(data) == {"delete", "edge"}
     for variant, row in data.items():
         # delete: each writer's own read after a write waits the 1 s query
-        assert row["writes"] >= 6 and row["reads"] > 20 and row["errors"] == 0, (variant, row)
+        assert row["writes"] >= 4 and row["reads"] > 20 and row["errors"] == 0, (variant, row)
         assert row["db_queries"] >= 1
-    assert data["delete"]["ryw_violations"] == 0
-    assert data["ttl"]["stale_reads"] > 0  # a 30 s TTL outlives the run: reads go stale
+    assert data["delete"]["ryw_violations"] == 0 and data["delete"]["strategy"] == "two-tier"
+    # The edge (1 s validity) serves its copy after a write: stale reads, a writer's
+    # own read among them (no read-your-writes), each at most the validity plus a
+    # refresh old.
+    edge = data["edge"]
+    assert edge["strategy"] == "edge" and edge["stale_reads"] > 0 and edge["ryw_violations"] > 0
+    assert edge["staleness_max_ms"] < 1000 + 1000  # validity + one refresh (ms), generous
     table = (docs / "staleness.md").read_text()
-    assert "| `delete` |" in table and "| `ttl` |" in table
+    assert "| `delete` |" in table and "| `edge` |" in table
+    assert "no read-your-writes" in table
     assert (docs / "staleness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "WRITE_API_TOKEN" not in printed
+    assert bench_lab.current_settings(lab)["CACHE_STRATEGY"] == "two-tier"
 
 
 @pytest.mark.parametrize("command", [["latency"], []])  # without a subcommand: latency
@@ -526,7 +540,8 @@ def test_benchmark_fails_clearly_when_the_lab_is_not_running(docker_available, c
 def test_benchmark_subcommands_and_their_options(capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--help"])
-    assert exit_.value.code == 0 and "{latency,hits,staleness}" in capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert "{latency,hits,capacity,sweep,staleness,compare}" in capsys.readouterr().out
     args = bench.build_parser().parse_args(
         ["hits", "--modes", "expiry", "--systems", "two-tier,flask-caching", "--duration", "2s"]
     )
@@ -535,9 +550,15 @@ def test_benchmark_subcommands_and_their_options(capsys):
         ["two-tier", "flask-caching"],
         2.0,
     )
+    args = bench.build_parser().parse_args(["capacity", "--p99-ms", "10", "--fractions", "0.5,1"])
+    assert (args.p99_ms, args.fractions, args.repeats) == (10.0, [0.5, 1.0], 3)
     with pytest.raises(SystemExit):
         bench.build_parser().parse_args(["hits", "--systems", "memcached"])
+    with pytest.raises(SystemExit):
+        bench.build_parser().parse_args(["sweep", "--skews", "steep"])
     assert bench.main(["hits", "--delay", "30"]) == 2
     assert "--delay must be between 1 and 10" in capsys.readouterr().err
     assert bench.main(["hits", "--delay", "5", "--duration", "8s"]) == 2
     assert "at least twice --delay" in capsys.readouterr().err
+    assert bench.main(["hits", "--systems", "before"]) == 2
+    assert "needs --before REF" in capsys.readouterr().err

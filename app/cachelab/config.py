@@ -14,7 +14,12 @@ from dataclasses import dataclass, fields
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-STRATEGIES = ("none", "cache-aside", "swr", "two-tier")
+# The one list of strategies: the app validates CACHE_STRATEGY against it, the
+# metrics pre-create their labels from it, and the benchmarks (loadtest) run it.
+# ``edge`` is ``two-tier`` behind Nginx's own micro-cache (nginx/, rendered from
+# the same CACHE_STRATEGY): hits Nginx answers never reach the app.
+STRATEGIES = ("none", "cache-aside", "swr", "two-tier", "edge")
+MEMORY_TIER_STRATEGIES = ("two-tier", "edge")
 INVALIDATION_MODES = ("ttl", "delete", "write-through", "notify")
 TRACKING_CHOICES = ("auto", "off")
 T = TypeVar("T", int, float)
@@ -111,6 +116,11 @@ class Settings:
     log_summary_seconds: float = 10.0
     write_api_token: str | None = None
     items_invalidation: str = "delete"
+
+    @property
+    def memory_tier(self) -> bool:
+        """Whether workers keep tier-1 copies (``two-tier``, and ``edge`` behind Nginx)."""
+        return self.cache_strategy in MEMORY_TIER_STRATEGIES
 
     @property
     def fill_wait_seconds(self) -> float:

@@ -11,7 +11,28 @@ Label children are created once, here, so the request path only increments.
 answered from a cache -- this worker's memory, Redis, or a worker's last copy
 during an outage, fresh or stale (``hit + stale + local``) -- divided by every
 request to the lookup routes (``hit + stale + local + miss + collapsed +
-bypass + overloaded``).
+bypass + overloaded``). With the ``edge`` strategy, the answers Nginx gave
+from its own micro-cache never reach the app; they are counted by Nginx
+(``cachelab_edge_requests_total``, below) and added to both sides: cached
+answers ``+ edge`` over every request ``+ edge``, where *edge* is the requests
+Nginx answered from its cache (cache status ``hit``, ``stale``, ``updating``,
+``revalidated``). The others (``miss``, ``expired``, ``bypass``) reached the
+app and are among its lookups.
+
+**Slow-query buckets** are placed around the configured delay
+(``SLOW_QUERY_SECONDS``): every query takes the delay plus a few ms, so
+buckets at 1.002x, 1.005x, 1.01x ... of it resolve its percentiles to within
+a fraction of a percent (coarse decade buckets all put it in one bucket, and
+interpolation inside it invents a spread, e.g. p95 12.4 s for 10.01 s queries).
+
+**Edge metric** (Nginx, not this process): ``cachelab_edge_requests_total``
+with labels ``route`` (``version``: /api/version, ``page``: /, ``items``:
+/api/items/<id>, ``other``), ``cache`` (Nginx's ``$upstream_cache_status``
+lower-cased: ``hit``, ``stale``, ``updating``, ``revalidated``, ``miss``,
+``expired``, ``bypass``; ``none`` when the request did not go through the
+edge cache) and ``status`` (``2xx`` ... ``5xx``): every request Nginx
+answered, counted from its access log and served at ``nginx:9145/metrics``
+(nginx/entrypoint.d/50-edge-metrics.sh).
 """
 
 from __future__ import annotations
@@ -32,7 +53,8 @@ from prometheus_client import (
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
-STRATEGIES = ("none", "cache-aside", "swr", "two-tier")
+from .config import STRATEGIES
+
 RESULTS = ("hit", "stale", "miss", "collapsed", "bypass", "local", "overloaded")
 CACHED_RESULTS = ("hit", "stale", "local")
 TIERS = ("memory", "redis", "database", "local", "none")
@@ -99,11 +121,38 @@ INVALIDATIONS = Counter(
     "Invalidation messages received from Redis (each may name several keys).",
 )
 
+# Coarse buckets for anything, plus fine ones around the configured delay.
+SLOW_QUERY_BASE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Around the delay: a query takes the delay plus an overhead of a few ms (the
+# round trip, the plan), so the fine buckets are the delay plus 1, 2, 3 ... ms.
+SLOW_QUERY_FACTORS = (0.5, 0.9, 0.99, 1.5, 2)
+SLOW_QUERY_OFFSETS = (0, 1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 50, 100, 250, 500)  # ms
+
+
+def slow_query_buckets(delay: float | None) -> tuple[float, ...]:
+    """Histogram buckets for slow queries of about ``delay`` seconds."""
+    fine: tuple[float, ...] = ()
+    if delay and delay > 0:
+        fine = tuple(delay * f for f in SLOW_QUERY_FACTORS) + tuple(
+            delay + ms / 1000 for ms in SLOW_QUERY_OFFSETS
+        )
+    return tuple(sorted({round(b, 6) for b in (*SLOW_QUERY_BASE_BUCKETS, *fine)}))
+
+
+def _configured_delay() -> float | None:
+    """SLOW_QUERY_SECONDS as the app got it (the config validates it at start)."""
+    try:
+        return float(os.environ.get("SLOW_QUERY_SECONDS", "").strip())
+    except ValueError:
+        return None
+
+
 _SLOW_QUERY_SECONDS = Histogram(
     "cachelab_slow_query_duration_seconds",
-    "Duration of the slow queries as seen by the app, by source (version, item) and outcome.",
+    "Duration of the slow queries as seen by the app, by source (version, item) and outcome; "
+    "buckets around SLOW_QUERY_SECONDS.",
     ["source", "outcome"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 7.5, 10, 12.5, 15, 20, 30, 60),
+    buckets=slow_query_buckets(_configured_delay()),
 )
 SLOW_QUERY_SECONDS = {
     (s, o): _SLOW_QUERY_SECONDS.labels(s, o) for s in SOURCES for o in ("ok", "error")
@@ -178,9 +227,22 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(registry()), CONTENT_TYPE_LATEST
 
 
-def hit_ratio(counts: dict[str, float]) -> float | None:
-    """The lab's one definition of hit ratio (see the module docstring)."""
-    total = sum(counts.get(result, 0.0) for result in RESULTS)
+# Nginx's edge cache (counted by Nginx; see the module docstring).
+EDGE_METRIC = "cachelab_edge_requests_total"
+EDGE_ROUTES = ("version", "page", "items", "other")
+EDGE_STATUSES = ("hit", "stale", "updating", "revalidated", "miss", "expired", "bypass", "none")
+EDGE_SERVED = ("hit", "stale", "updating", "revalidated")  # answered without the app
+
+
+def edge_served(counts: dict[str, float]) -> float:
+    """Requests Nginx answered from its cache, from counts by cache status."""
+    return sum(counts.get(status, 0.0) for status in EDGE_SERVED)
+
+
+def hit_ratio(counts: dict[str, float], edge: float = 0.0) -> float | None:
+    """The lab's one definition of hit ratio (see the module docstring): the app's
+    lookups by result, plus ``edge`` answers Nginx gave from its own cache."""
+    total = sum(counts.get(result, 0.0) for result in RESULTS) + edge
     if not total:
         return None
-    return sum(counts.get(result, 0.0) for result in CACHED_RESULTS) / total
+    return (sum(counts.get(result, 0.0) for result in CACHED_RESULTS) + edge) / total

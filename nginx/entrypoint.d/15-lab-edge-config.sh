@@ -8,6 +8,9 @@
 #   REAL_IP_FROM      proxies (CIDRs or addresses, space or comma separated)
 #                     whose X-Forwarded-For gives the client address, e.g. the
 #                     VPC of an AWS load balancer; empty = trust no one
+#   CACHE_STRATEGY    the app's strategy (the app validates it); `edge` turns on
+#                     Nginx's micro-cache of the lookup routes in front of it
+#   EDGE_CACHE_SECONDS how long the edge keeps an answer fresh (1-60, default 1)
 set -eu
 out=${NGINX_ENVSUBST_OUTPUT_DIR:-/etc/nginx/conf.d}
 
@@ -22,6 +25,8 @@ burst=${RATE_LIMIT_BURST:-0}
 integer RATE_LIMIT_RPS "$rps" 0 1000000
 integer RATE_LIMIT_BURST "$burst" 0 1000000
 integer UPSTREAM_WATCH_SECONDS "${UPSTREAM_WATCH_SECONDS:-2}" 1 3600
+edge_seconds=${EDGE_CACHE_SECONDS:-1}
+integer EDGE_CACHE_SECONDS "$edge_seconds" 1 60
 case "${APP_UPSTREAM:-}" in
   *[!A-Za-z0-9.:_-]*|'') fail "APP_UPSTREAM must be host:port, got '${APP_UPSTREAM:-}'" ;;
 esac
@@ -41,7 +46,39 @@ esac
     echo "real_ip_header X-Forwarded-For;"
     echo "real_ip_recursive on;"
   fi
+  if [ "${CACHE_STRATEGY:-}" = edge ]; then
+    echo "proxy_cache_path /tmp/nginx-edge-cache levels=1:2 keys_zone=lab_edge:4m max_size=24m inactive=10m use_temp_path=off;"
+  fi
 } >"$out/00-lab-edge.conf"
+
+# The edge tier (CACHE_STRATEGY=edge): Nginx answers the lookup routes from its
+# own copy for EDGE_CACHE_SECONDS, then serves that copy while one background
+# request refreshes it (stale-while-revalidate); a cold key is fetched once
+# while the others wait for it (the cache lock). The key is the whole request
+# URI, so ?item= (and any other parameter) gets an entry of its own;
+# ?cache=bypass is never served from or stored in it. It gives up
+# read-your-writes: a write is seen after at most EDGE_CACHE_SECONDS plus one
+# refresh (docs/caching.md).
+if [ "${CACHE_STRATEGY:-}" = edge ]; then
+  cat >"$out/lab-edge-cache.inc" <<EOF
+# written by /docker-entrypoint.d/15-lab-edge-config.sh (CACHE_STRATEGY=edge)
+proxy_cache lab_edge;
+proxy_cache_key \$request_uri;
+proxy_cache_valid 200 ${edge_seconds}s;
+proxy_cache_use_stale updating error timeout http_500 http_502 http_503 http_504;
+proxy_cache_background_update on;
+proxy_cache_lock on;
+proxy_cache_lock_age 5s;
+proxy_cache_lock_timeout 5s;
+proxy_cache_bypass \$lab_edge_skip \$arg_cache;
+proxy_no_cache \$lab_edge_skip \$arg_cache \$lab_edge_no_store;
+proxy_ignore_headers Cache-Control Expires Set-Cookie X-Accel-Expires Vary;
+proxy_hide_header X-Request-ID;
+EOF
+  echo "edge cache: on, ${edge_seconds} s" >&2
+else
+  echo "# the edge cache is off (CACHE_STRATEGY=${CACHE_STRATEGY:-two-tier})" >"$out/lab-edge-cache.inc"
+fi
 
 if [ "$rps" -gt 0 ]; then
   echo "limit_req zone=per_client burst=$burst nodelay;" >"$out/lab-rate-limit.inc"

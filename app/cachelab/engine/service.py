@@ -17,6 +17,9 @@
     ``swr`` plus tier 1: a fresh entry this worker has seen is served from its
     own memory, with no round trip to Redis, kept coherent by Redis' tracking
     invalidations (:mod:`cachelab.engine.tracking`, :mod:`cachelab.engine.local`).
+``edge``
+    ``two-tier`` here; Nginx in front keeps its own short-lived copy of each
+    answer (nginx/, docs/caching.md), so most hits never reach this engine.
 
 With Redis unavailable every strategy falls back to :mod:`cachelab.engine.degraded`;
 after Redis lost its data (a restart), a worker's copy is written back rather
@@ -89,7 +92,7 @@ class CacheService:
         self.degraded = Degraded(
             settings, self.local, self.admission, self.loader, self.refresher, clock
         )
-        self.memory_tier = settings.cache_strategy == "two-tier"
+        self.memory_tier = settings.memory_tier
 
     def start(self) -> None:
         """Start the background threads (after fork: gunicorn calls create_app per worker)."""

@@ -1,0 +1,343 @@
+"""The benchmarks' own stack and the systems in it (loadtest/benchstack/compose.yaml).
+
+``hits`` (closed loop), ``capacity`` (open loop) and ``sweep`` measure the same
+systems, each under the lab's CPU limits, on one Redis and one PostgreSQL:
+
+* the strategies through the lab's Nginx (``two-tier``, ``swr``,
+  ``cache-aside``, ``edge``), and ``two-tier@app`` at the app's own port;
+* ``flask-caching``: loadtest/baseline/app.py behind the same Nginx image and
+  configuration, and ``flask-caching@app`` at its port -- what a user would
+  pick instead;
+* ``ceiling``: Nginx serving a static copy of the answer;
+* ``before`` (``--before REF``): the lab's app and Nginx built from a git ref,
+  with the CPU limits and settings it had there -- the "before" of a change.
+
+Every system answers ``GET /api/version?item=<n>`` (the baseline and the
+ceiling ignore ``item``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from . import cgroups
+from .errors import BenchError
+from .stack import IMAGE_TAG, ROOT, Stack, engine_image, wait_until
+
+DEFAULT_PROJECT = "cachelab-bench"
+BENCH_FILE = ROOT / "loadtest" / "benchstack" / "compose.yaml"
+PATH = "/api/version"
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    label: str
+    service: str  # the service the load goes to (and whose published port the checks use)
+    port: int  # its port on the stack's network
+    cpu_services: tuple[str, ...]  # whose CPU counts for it
+    ours: bool = True  # the lab's app behind it (X-Cache, strategies)
+    strategy: str | None = None
+    profile: str | None = None  # a Compose profile it needs
+
+
+SYSTEMS = (
+    System("ceiling", "Nginx static page (ceiling)", "ceiling", 8080, ("ceiling",), ours=False),
+    System(
+        "edge",
+        "edge (Nginx micro-cache + two-tier)",
+        "nginx-edge",
+        8080,
+        ("nginx-edge", "app-edge"),
+        strategy="edge",
+    ),
+    System(
+        "two-tier",
+        "two-tier (default), through Nginx",
+        "nginx",
+        8080,
+        ("nginx", "app"),
+        strategy="two-tier",
+    ),
+    System(
+        "before",
+        "two-tier through Nginx, before (--before)",
+        "nginx-before",
+        8080,
+        ("nginx-before", "app-before"),
+        strategy="two-tier",
+        profile="before",
+    ),
+    System("two-tier@app", "two-tier, app port", "app", 8000, ("app",), strategy="two-tier"),
+    System(
+        "swr", "swr, through Nginx", "nginx-swr", 8080, ("nginx-swr", "app-swr"), strategy="swr"
+    ),
+    System(
+        "cache-aside",
+        "cache-aside, through Nginx",
+        "nginx-cache-aside",
+        8080,
+        ("nginx-cache-aside", "app-cache-aside"),
+        strategy="cache-aside",
+    ),
+    System(
+        "flask-caching",
+        "Flask-Caching (`@cache.cached`, Redis), through Nginx",
+        "nginx-baseline",
+        8080,
+        ("nginx-baseline", "baseline"),
+        ours=False,
+    ),
+    System(
+        "flask-caching@app",
+        "Flask-Caching, app port",
+        "baseline",
+        8000,
+        ("baseline",),
+        ours=False,
+    ),
+)
+BY_NAME = {system.name: system for system in SYSTEMS}
+BASELINE, CEILING = "flask-caching", "ceiling"
+
+
+def make_stack(project: str, delay: float, engine: str) -> Stack:
+    """The bench stack's handle (nothing started yet). Its images are tagged
+    ``bench-<CACHELAB_IMAGE_TAG>``: apart from the test stacks' (the coverage build
+    under ``<CACHELAB_IMAGE_TAG>``) and from other checkouts'."""
+    tag = f"bench-{IMAGE_TAG}"
+    env = {
+        "POSTGRES_PASSWORD": secrets.token_hex(16),
+        "APP_DB_PASSWORD": secrets.token_hex(16),
+        "CACHE_IMAGE": engine_image(engine),
+        "APP_IMAGE": f"cachelab/app:{tag}",
+        "NGINX_APP_IMAGE": f"cachelab/nginx:{tag}",
+        "BASELINE_IMAGE": f"cachelab/baseline:{tag}",
+        "WRK_IMAGE": f"cachelab/wrk:{tag}",
+        "BEFORE_APP_IMAGE": f"cachelab/app:{tag}-before",
+        "BEFORE_NGINX_IMAGE": f"cachelab/nginx:{tag}-before",
+        "SLOW_QUERY_SECONDS": f"{delay:g}",
+        "WRITE_API_TOKEN": "",
+    }
+    return Stack(project=project, files=[ROOT / "compose.yaml", BENCH_FILE], env=env)
+
+
+def profiles(systems: list[System]) -> list[str]:
+    found = sorted({s.profile for s in systems if s.profile})
+    return [arg for profile in found for arg in ("--profile", profile)]
+
+
+def services_for(systems: list[System], generators: tuple[str, ...]) -> list[str]:
+    names = {service for system in systems for service in (system.service, *system.cpu_services)}
+    return sorted(names) + list(generators)
+
+
+def build(stack: Stack, systems: list[System], generators: tuple[str, ...]) -> None:
+    """Build the images, after removing what an earlier run of this project left
+    (``--keep``): its database volume has other passwords."""
+    if stack.docker.containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={stack.project}"}
+    ):
+        down(stack)
+    buildable = [s for s in services_for(systems, generators) if s not in ("k6", "ceiling")]
+    buildable = [s for s in buildable if not s.endswith("-before")]
+    stack.compose("build", "--quiet", *buildable, timeout=1500)
+
+
+def up(stack: Stack, systems: list[System], generators: tuple[str, ...]) -> None:
+    """Start (or update) the services and wait for their healthchecks. Once more on a
+    failure: on a busy machine an app may pass its healthcheck's start period and be
+    marked unhealthy a few seconds before it answers."""
+    command = [
+        *profiles(systems),
+        "up",
+        "-d",
+        "--wait",
+        "--wait-timeout",
+        "240",
+        *services_for(systems, generators),
+    ]
+    try:
+        stack.compose(*command, timeout=600)
+    except RuntimeError:
+        stack.compose(*command, timeout=600)
+
+
+def down(stack: Stack) -> None:
+    stack.compose(
+        "--profile",
+        "before",
+        "--profile",
+        "cache-bench",
+        "down",
+        "-v",
+        "--remove-orphans",
+        "--timeout",
+        "10",
+        check=False,
+    )
+
+
+def build_before(stack: Stack, ref: str) -> str:
+    """The lab's app and Nginx images as they were at git ``ref``; returns its commit."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BenchError(f"--before {ref}: not a git commit here ({exc})") from exc
+    folder = Path(tempfile.mkdtemp(prefix="cachelab-before-"))
+    try:
+        archive = folder / "ref.tar"
+        subprocess.run(["git", "archive", "--output", str(archive), commit], cwd=ROOT, check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(folder / "src", filter="data")
+        src = folder / "src"
+        env = stack.env
+        images = (
+            (
+                env["BEFORE_APP_IMAGE"],
+                [
+                    "-f",
+                    str(src / "app" / "Dockerfile"),
+                    "--target",
+                    "runtime",
+                    "--build-arg",
+                    f"PYTHON_IMAGE={_base('PYTHON_IMAGE')}",
+                    str(src),
+                ],
+            ),
+            (
+                env["BEFORE_NGINX_IMAGE"],
+                ["--build-arg", f"NGINX_IMAGE={_base('NGINX_IMAGE')}", str(src / "nginx")],
+            ),
+        )
+        for tag, args in images:
+            result = subprocess.run(
+                ["docker", "build", "-q", "-t", tag, *args],
+                capture_output=True,
+                text=True,
+                timeout=1500,
+                env={**os.environ, "DOCKER_BUILDKIT": "1"},
+            )
+            if result.returncode != 0:
+                raise BenchError(f"building {tag} from {ref}: {result.stderr[-1500:]}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return commit
+
+
+def _base(variable: str) -> str:
+    defaults = {
+        "PYTHON_IMAGE": "python:3.12-slim-bookworm",
+        "NGINX_IMAGE": "nginx:1.27-bookworm",
+    }
+    return os.environ.get(variable) or defaults[variable]
+
+
+def request_timeout(delay: float) -> float:
+    """A request may wait for the slow query (expiry mode): count it, never time it out."""
+    return max(10.0, delay * 3 + 5)
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every benchmark on the bench stack takes."""
+    parser.add_argument(
+        "--engine",
+        choices=("valkey", "redis"),
+        default="valkey",
+        help="cache engine image (default valkey)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the round order")
+    parser.add_argument(
+        "--project",
+        default=DEFAULT_PROJECT,
+        help=f"Compose project of the bench stack (default {DEFAULT_PROJECT})",
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the bench stack running")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="output folder (default results/<UTC timestamp>)"
+    )
+    parser.add_argument(
+        "--machine",
+        default=None,
+        help="machine description for the report (default: from this host)",
+    )
+
+
+def chosen_systems(args: argparse.Namespace) -> list[System]:
+    names = list(args.systems)
+    if args.before and "before" not in names:
+        names.insert(names.index("two-tier") + 1 if "two-tier" in names else 0, "before")
+    if "before" in names and not args.before:
+        raise BenchError("the `before` system needs --before REF (a git commit to build)")
+    return [BY_NAME[name] for name in names]
+
+
+# -- answers ---------------------------------------------------------------------------
+def base_url(stack: Stack, system: System) -> str:
+    return f"http://127.0.0.1:{stack.port(system.service, system.port)}"
+
+
+def check_answer(stack: Stack, system: System, timeout: float, item: int = 0) -> dict:
+    """GET the page from the host until it answers 200 with a PostgreSQL version."""
+    url = base_url(stack, system) + f"{PATH}?item={item}"
+
+    def answered():
+        response = requests.get(url, timeout=timeout)
+        body = response.json()
+        if response.status_code == 200 and str(body.get("version", "")).startswith("PostgreSQL"):
+            return {
+                "status": response.status_code,
+                "version": body["version"],
+                "x_cache": response.headers.get("X-Cache"),
+                "strategy": body.get("strategy"),
+                "item": body.get("item"),
+            }
+        return None
+
+    return wait_until(answered, timeout, interval=0.2, message=f"{system.name} to answer {PATH}")
+
+
+def warm(stack: Stack, system: System, delay: float, items: range = range(1)) -> dict:
+    """Fill the keys, then wait until a request is served from the cache."""
+    first = check_answer(stack, system, timeout=delay + 60)
+    session = requests.Session()
+    base = base_url(stack, system)
+    for item in items:
+        if item:
+            check_answer(stack, system, timeout=delay + 60, item=item)
+    if system.ours:
+        wait_until(
+            lambda: (
+                session.get(base + f"{PATH}?item=0", timeout=10).headers.get("X-Cache") == "HIT"
+            ),
+            delay + 30,
+            interval=0.05,
+            message=f"{system.name} to serve a HIT",
+        )
+    return first
+
+
+# -- CPU --------------------------------------------------------------------------------
+def containers(stack: Stack, systems: list[System]) -> dict:
+    names = {s for system in systems for s in system.cpu_services} | {"redis"}
+    return {name: stack.container(name) for name in names}
+
+
+def cpu(found: dict) -> dict[str, cgroups.Cpu]:
+    return {name: cgroups.counters(container) for name, container in found.items()}

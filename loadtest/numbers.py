@@ -1,0 +1,65 @@
+"""How the reports write figures: no more digits than the measurement holds.
+
+A ratio of two measured figures is given to two significant figures (10 s /
+3 ms is "3,300×", not "3,333×": the 3 ms is itself rounded); a latency to the
+resolution its size deserves; an interval as ``mean ± half-width``; a missing
+figure as "n/a" and "no value because nothing happened" as "none".
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def significant(value: float, digits: int = 2) -> float:
+    """``value`` rounded to ``digits`` significant figures."""
+    if value == 0 or math.isnan(value) or math.isinf(value):
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def grouped(value: float) -> str:
+    """A rounded number with thousands separators and no trailing ``.0``."""
+    text = f"{value:,.6f}".rstrip("0").rstrip(".")
+    return text
+
+
+def ratio_text(value: float | None, digits: int = 2) -> str:
+    """``3333.3`` -> ``3,300×``; ``1.2941`` -> ``1.3×``."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{grouped(significant(value, digits))}×"
+
+
+def ms(value: float | None) -> str:
+    """A latency in ms: whole ms from 10 ms, one decimal below."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def rate(value: float | None) -> str:
+    """Requests per second, to three significant figures (no false precision)."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return grouped(significant(value, 3)) if value >= 100 else f"{value:.1f}"
+
+
+def plus_minus(mean: float | None, half: float | None, fmt=rate) -> str:
+    """``mean ± half`` with each part in ``fmt``; the mean alone without spread."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if not half:
+        return fmt(mean)
+    return f"{fmt(mean)} ± {fmt(half)}"
+
+
+def clean(value):
+    """JSON has no NaN: missing figures become null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value

@@ -1,0 +1,100 @@
+"""The report of ``python -m loadtest.bench staleness``: staleness.md, .json and the chart."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from . import charts
+from .numbers import clean
+
+COLUMNS = (
+    ("reads", "reads"),
+    ("stale_ratio", "stale reads"),
+    ("staleness_p50_ms", "staleness p50 ms"),
+    ("staleness_p99_ms", "p99 ms"),
+    ("staleness_max_ms", "max ms"),
+    ("ryw_violations", "RYW violations"),
+    ("db_queries_per_s", "DB queries/s"),
+    ("write_p50_ms", "write p50 ms"),
+    ("write_p99_ms", "write p99 ms"),
+)
+STALENESS = ("staleness_p50_ms", "staleness_p99_ms", "staleness_max_ms")
+
+
+def _cell(key: str, value, row: dict) -> str:
+    if value is None:
+        # No stale read: no staleness to give -- "none", not 0.
+        if key in STALENESS and row.get("stale_reads") == 0:
+            return "none"
+        return "n/a"
+    if key == "stale_ratio":
+        return "none" if value == 0 else f"{value:.2%}"
+    if key == "ryw_violations":
+        return f"{value:,} of {row.get('own_reads', 0):,}"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return f"{value:,}"
+
+
+def table(rows: dict[str, dict]) -> str:
+    head = "| variant | " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "|---|" + "---:|" * len(COLUMNS)
+    lines = [head, rule]
+    for variant, row in rows.items():
+        lines.append(
+            f"| `{variant}` | "
+            + " | ".join(_cell(key, row.get(key), row) for key, _ in COLUMNS)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def render_markdown(meta: dict, rows: dict[str, dict]) -> str:
+    edge = rows.get("edge")
+    text = [
+        "# Staleness per invalidation mode",
+        "",
+        f"- **When**: {meta['started_utc']} (UTC)",
+        f"- **Where**: {meta['machine']}",
+        f"- **Machine load**: {meta.get('load_note', 'not recorded')}",
+        f"- **Command**: `{meta['command']}`",
+        "",
+        f"Each variant ran {meta['duration_s']:g} s alone: {meta['writers']} writers, "
+        f"{meta['readers']} readers on 20 items of its own; slow query "
+        f"{meta['delay_s']:g} s, TTL {meta['ttl_s']} s, payload {meta['payload_bytes']} bytes. "
+        "A read is stale when it started after a newer version had been confirmed to a "
+        'writer; staleness is the time since then ("none": no read was stale). A '
+        "read-your-writes violation is a writer's read of its own item, right after its "
+        "write, that returned an older version. DB queries are PostgreSQL's own count "
+        "(pg_stat_statements) of `slow_item()`.",
+        "",
+        table(rows),
+        "",
+    ]
+    if edge:
+        text += [
+            f"`edge` is the edge tier (`CACHE_STRATEGY=edge`, write-through behind it): "
+            f"Nginx serves its copy for `EDGE_CACHE_SECONDS` = {meta['edge_seconds']} s, "
+            "then that copy while one background request refreshes it, so a read may miss a "
+            "write for the validity plus one refresh. It promises no read-your-writes: a "
+            "writer's own read goes through the same copy.",
+            "",
+        ]
+    text += ["![staleness per mode](staleness.png)", ""]
+    return "\n".join(text)
+
+
+def write_report(out: Path, meta: dict, rows: dict[str, dict]) -> None:
+    (out / "staleness.json").write_text(
+        json.dumps(clean({"meta": meta, "variants": rows}), indent=2, default=str)
+    )
+    (out / "staleness.md").write_text(render_markdown(meta, rows))
+    charts.staleness_chart(out / "staleness.png", rows, meta.get("edge_seconds"))
+
+
+def publish(out: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("staleness.md", "staleness.json", "staleness.png"):
+        shutil.copy2(out / name, target / name)

@@ -1,0 +1,118 @@
+"""The loadtest package's one percentile, and the interval every repeated figure carries.
+
+**Percentile** (:func:`percentile`): nearest rank, the value below or at which
+at least ``q`` % of the samples lie -- the ``ceil(q/100 * n)``-th smallest
+sample. It is numpy's ``method="inverted_cdf"`` (Hyndman and Fan's definition
+1) and what HdrHistogram, wrk and k6's ``p(N)`` report: always a value that
+was measured, never an interpolation between two. tests/unit/test_stats.py
+checks it against numpy.
+
+**Interval** (:func:`interval`): the mean of repeated runs with a two-sided
+95 % Student-t confidence interval, ``mean ± t(0.975, n-1) * s / sqrt(n)``.
+Repeats of a benchmark step are few (3 to 10), so the t quantile, not 1.96.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+# t(0.975, df) for df = 1..30 (two-sided 95 %); above 30 the normal 1.96 is
+# within 2 % of it.
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """Nearest-rank percentile of ``values`` (``q`` in 0..100); None for no values."""
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be between 0 and 100, got {q}")
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    # round(): q * n / 100 computed in floating point may land a hair above an
+    # integer (e.g. 0.07 * 100 -> 7.000000000000001); the rank is that integer.
+    rank = max(1, math.ceil(round(q * len(ordered) / 100, 9)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def t_quantile(df: int) -> float:
+    """t(0.975, df): the factor of a two-sided 95 % interval."""
+    if df < 1:
+        raise ValueError("an interval needs at least two values")
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The mean of ``n`` repeats and its 95 % confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n}
+
+
+def interval(values: Sequence[float]) -> Interval | None:
+    """Mean and 95 % t-interval of repeated figures; a single figure has no
+    spread (low = high = the value, n = 1); None for none."""
+    data = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not data:
+        return None
+    mean = statistics.fmean(data)
+    if len(data) == 1:
+        return Interval(mean, mean, mean, 1)
+    half = t_quantile(len(data) - 1) * statistics.stdev(data) / math.sqrt(len(data))
+    return Interval(mean, mean - half, mean + half, len(data))
+
+
+def per_second(timestamps: Iterable[float], start: float, end: float) -> list[int]:
+    """How many events completed in each whole second of [start, end): the
+    throughput series of a run from its completion times (not a moving
+    average: a second in which nothing completed counts 0)."""
+    seconds = max(0, math.ceil(end - start))
+    counts = [0] * seconds
+    for at in timestamps:
+        index = math.floor(at - start)
+        if 0 <= index < seconds:
+            counts[index] += 1
+    return counts

@@ -1,0 +1,304 @@
+"""``python -m loadtest.bench sweep``: hit ratio per tier, DB load and p99 across key
+skew, tier-1 size and payload size.
+
+    python -m loadtest.bench sweep --publish docs/results           # the full sweep
+    python -m loadtest.bench sweep --quick                          # the CI profile
+
+Against the running lab (strategy ``two-tier``; its settings are put back at
+the end), an open-loop k6 load (:mod:`loadtest.k6run`, from a container on
+the host's network to the published Nginx port) reads the items API,
+``/api/items/<id>`` over ``--keys`` items, with keys drawn uniformly or
+Zipf-distributed (``--skews``: ``uniform`` or exponents, P(rank k) ~ 1/k^s).
+Two sweeps share their cells:
+
+* **tier-1 size**: every skew at every ``--tier1-sizes`` (``LOCAL_CACHE_SIZE``,
+  the copies each worker keeps), payload ``--payloads``' first;
+* **payload size**: every skew at every ``--payloads`` (``ITEM_PAYLOAD_BYTES``:
+  db-init rewrites the items), tier 1 at the largest size.
+
+Each cell: the lab reconfigured (only when its settings changed), Redis
+flushed, ``--warmup`` of discarded load at ``--rate``, then ``--duration``
+measured: the share of lookups each tier answered (the app's
+``cachelab_cache_requests_total`` by tier: memory, redis, database), the hit
+ratio (cachelab.metrics' definition), PostgreSQL's slow item queries per
+second (pg_stat_statements) and the p99 of the open loop. The miss-ratio
+curve (``sweep.png``) is tier 1's hit ratio against its size, one line per
+skew.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cachelab import metrics
+
+from . import k6run, lab, machine, sweepreport
+from .cliargs import command_line, optional_duration, parse_duration
+from .errors import BenchError
+from .stack import ROOT, Stack
+
+DESCRIPTION = (
+    "Hit ratio per tier, DB queries/s and p99 across key skew, tier-1 size and payload "
+    "size (open loop on the items API of the running lab)."
+)
+TIERS = ("memory", "redis", "database", "local", "none")
+QUICK = {
+    "skews": ["uniform", "1.2"],
+    "tier1_sizes": [10, 1000],
+    "payloads": [256, 16384],
+    "rate": 80.0,
+    "warmup": 2.0,
+    "duration": 4.0,
+    "keys": 300,
+}
+
+
+def say(message: str) -> None:
+    print(f"bench sweep: {message}", flush=True)
+
+
+def skew_list(text: str) -> list[str]:
+    skews = [part.strip() for part in text.split(",") if part.strip()]
+    for skew in skews:
+        if skew != "uniform":
+            try:
+                if not 0 < float(skew) <= 5:
+                    raise ValueError
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"--skews: 'uniform' or a Zipf exponent in (0, 5], got {skew!r}"
+                ) from None
+    if not skews:
+        raise argparse.ArgumentTypeError("--skews: at least one")
+    return skews
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("each value must be at least 1")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--skews",
+        type=skew_list,
+        default=["uniform", "0.7", "0.99", "1.2"],
+        help="key distributions: uniform and Zipf exponents (default uniform,0.7,0.99,1.2)",
+    )
+    parser.add_argument(
+        "--tier1-sizes",
+        type=int_list,
+        default=[10, 30, 100, 300, 1000],
+        help="LOCAL_CACHE_SIZE values (default 10,30,100,300,1000)",
+    )
+    parser.add_argument(
+        "--payloads",
+        type=int_list,
+        default=[256, 4096, 65536],
+        help="ITEM_PAYLOAD_BYTES values (default 256,4096,65536)",
+    )
+    parser.add_argument("--keys", type=int, default=1000, help="items read: 1..N (default 1000)")
+    parser.add_argument("--rate", type=float, default=200.0, help="open-loop req/s (default 200)")
+    parser.add_argument(
+        "--warmup", type=optional_duration, default=10.0, help="discarded load per cell (10s)"
+    )
+    parser.add_argument(
+        "--duration", type=parse_duration, default=20.0, help="measured load per cell (20s)"
+    )
+    parser.add_argument(
+        "--delay", type=float, default=0.05, help="SLOW_QUERY_SECONDS (default 0.05)"
+    )
+    parser.add_argument("--ttl", type=int, default=30, help="CACHE_TTL_SECONDS (default 30)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the CI profile: uniform and 1.2, tier 1 10 and 1000, payloads 256 and 16384, "
+        "300 keys, 80 req/s, 2 s + 4 s per cell (under 3 minutes)",
+    )
+    parser.add_argument("--project", default=None, help="Compose project of the lab")
+    parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument("--machine", default=None, help="machine description for the report")
+    parser.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        help="also copy sweep.md, sweep.json and sweep.png here (e.g. docs/results)",
+    )
+
+
+@dataclass(frozen=True)
+class Cell:
+    skew: str
+    tier1: int
+    payload: int
+    sweeps: tuple[str, ...]  # which sweep(s) it belongs to
+
+
+def cells(skews: list[str], sizes: list[int], payloads: list[int]) -> list[Cell]:
+    """Both sweeps' cells, each once, grouped so the lab is reconfigured least."""
+    found: dict[tuple[str, int, int], set[str]] = {}
+    for skew, size in itertools.product(skews, sizes):
+        found.setdefault((skew, size, payloads[0]), set()).add("tier1")
+    for skew, payload in itertools.product(skews, payloads):
+        found.setdefault((skew, max(sizes), payload), set()).add("payload")
+    ordered = sorted(found, key=lambda c: (c[2], c[1], skews.index(c[0])))
+    return [Cell(s, t, p, tuple(sorted(found[(s, t, p)]))) for s, t, p in ordered]
+
+
+def lookups_by_tier(stack: Stack) -> dict[str, dict[str, float]]:
+    """The app's lookups so far: {tier: {result: count}} (strategy two-tier)."""
+    from .stack import metric
+
+    samples = stack.app_metrics()
+    return {
+        tier: {
+            result: metric(
+                samples,
+                "cachelab_cache_requests_total",
+                strategy="two-tier",
+                result=result,
+                tier=tier,
+            )
+            for result in metrics.RESULTS
+        }
+        for tier in TIERS
+    }
+
+
+def measure_cell(stack: Stack, k6, url: str, cell: Cell, args: argparse.Namespace) -> dict:
+    settings = dict(keys=args.keys, skew=cell.skew, lab_path="/api/items/{item}", first_item=1)
+    if args.warmup > 0:
+        k6.run(url, args.rate, args.warmup, **settings)
+    before_calls = stack.settled_slow_calls(source="item", timeout=30)
+    before = lookups_by_tier(stack)
+    meter = machine.LoadMeter(stack.docker, stack.project)
+    meter.start()
+    step = k6.run(url, args.rate, args.duration, **settings)
+    load = meter.stop()
+    after = lookups_by_tier(stack)
+    calls = stack.settled_slow_calls(at_least=before_calls, source="item", timeout=30)
+    delta = {
+        tier: {r: max(0.0, after[tier][r] - before[tier][r]) for r in metrics.RESULTS}
+        for tier in TIERS
+    }
+    by_result = {r: sum(delta[t][r] for t in TIERS) for r in metrics.RESULTS}
+    total = sum(by_result.values())
+    tiers = {tier: (sum(delta[tier].values()) / total if total else None) for tier in TIERS}
+    return {
+        "skew": cell.skew,
+        "tier1": cell.tier1,
+        "payload": cell.payload,
+        "sweeps": list(cell.sweeps),
+        "lookups": total,
+        "tier_share": tiers,
+        "hit_ratio": metrics.hit_ratio(by_result),
+        "db_queries": calls - before_calls,
+        "db_queries_per_s": (calls - before_calls) / args.duration,
+        "step": step.to_dict(),
+        "load": load.to_dict(),
+    }
+
+
+def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    if not 1 <= args.keys <= 100_000:
+        raise BenchError("--keys must be between 1 and 100000 (ITEM_COUNT)")
+    started = datetime.now(UTC)
+    out = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
+    out.mkdir(parents=True, exist_ok=True)
+    stack = stack or lab.lab_stack(args.project)
+    lab.check_stack_up(stack)
+    original = lab.current_settings(stack)
+    apps = lab.app_count(stack)
+    k6 = k6run.DockerK6()
+    grid = cells(args.skews, args.tier1_sizes, args.payloads)
+    say(
+        f"{len(grid)} cells at {args.rate:g} req/s, {args.duration:g} s each, "
+        f"against {stack.base_url}"
+    )
+    rows = []
+    current: tuple[int, int] | None = None
+    try:
+        for index, cell in enumerate(grid, 1):
+            if current != (cell.tier1, cell.payload):
+                lab.apply_settings(
+                    stack,
+                    {
+                        "CACHE_STRATEGY": "two-tier",
+                        "SLOW_QUERY_SECONDS": f"{args.delay:g}",
+                        "CACHE_TTL_SECONDS": str(args.ttl),
+                        "LOCAL_CACHE_SIZE": str(cell.tier1),
+                        "ITEM_COUNT": str(max(args.keys, 1000)),
+                        "ITEM_PAYLOAD_BYTES": str(cell.payload),
+                    },
+                    apps,
+                )
+                current = (cell.tier1, cell.payload)
+            stack.flush_cache()
+            row = measure_cell(stack, k6, stack.base_url, cell, args)
+            rows.append(row)
+            shares = row["tier_share"]
+            say(
+                f"[{index}/{len(grid)}] skew {cell.skew}, tier 1 {cell.tier1}, payload "
+                f"{cell.payload} B: memory {_pct(shares['memory'])}, redis "
+                f"{_pct(shares['redis'])}, database {_pct(shares['database'])}, "
+                f"{row['db_queries_per_s']:.1f} DB queries/s, p99 {row['step']['p99_ms']} ms"
+                + (" (machine disturbed)" if row["load"]["disturbed"] else "")
+            )
+    finally:
+        say("restoring " + " ".join(f"{k}={v}" for k, v in sorted(original.items())))
+        try:
+            lab.apply_settings(stack, original, apps)
+        except Exception as exc:  # noqa: BLE001 - report, keep the first error
+            say(f"could not restore the original settings: {exc}")
+    where = machine.local_description()
+    loads = [row["load"] for row in rows]
+    data = {
+        "meta": {
+            "started_utc": started.strftime("%Y-%m-%d %H:%M"),
+            "where": where,
+            "machine": args.machine or where["machine"],
+            "load": machine.summarize(loads),
+            "load_note": machine.note(machine.summarize(loads)),
+            "rate": args.rate,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "keys": args.keys,
+            "delay_s": args.delay,
+            "ttl_s": args.ttl,
+            "skews": args.skews,
+            "tier1_sizes": args.tier1_sizes,
+            "payloads": args.payloads,
+            "quick": args.quick,
+            "command": command_line(
+                getattr(args, "argv", None), ["sweep"], ("--machine", "--results", "--project")
+            ),
+        },
+        "cells": rows,
+    }
+    files = sweepreport.write_report(out, data)
+    print(sweepreport.table(data, "tier1"), flush=True)
+    say(f"report: {files['markdown']}")
+    if args.publish:
+        sweepreport.publish(out, args.publish)
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def load(results_dir: Path) -> dict:
+    return json.loads((results_dir / "sweep.json").read_text())

@@ -1,0 +1,91 @@
+"""The report of ``python -m loadtest.bench sweep``: sweep.md, .json and the miss-ratio curve."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from . import charts
+from .numbers import clean, ms
+
+CHART = "sweep.png"
+TITLES = {
+    "tier1": "Tier-1 size (LOCAL_CACHE_SIZE, copies per worker)",
+    "payload": "Payload size (ITEM_PAYLOAD_BYTES)",
+}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f} %"
+
+
+def table(data: dict, sweep: str) -> str:
+    lines = [
+        "| skew | tier-1 size | payload B | memory | Redis | database | hit ratio "
+        "| DB queries/s | p99 ms | p99.9 ms | errors | dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for cell in data["cells"]:
+        if sweep not in cell["sweeps"]:
+            continue
+        shares, step = cell["tier_share"], cell["step"]
+        lines.append(
+            f"| {cell['skew']} | {cell['tier1']:,} | {cell['payload']:,} "
+            f"| {_pct(shares.get('memory'))} | {_pct(shares.get('redis'))} "
+            f"| {_pct(shares.get('database'))} | {_pct(cell['hit_ratio'])} "
+            f"| {cell['db_queries_per_s']:.1f} | {ms(step['p99_ms'])} | {ms(step['p999_ms'])} "
+            f"| {step['errors']} | {step['dropped']} |"
+            + (" disturbed" if cell["load"].get("disturbed") else "")
+        )
+    return "\n".join(lines)
+
+
+def render_markdown(data: dict) -> str:
+    meta = data["meta"]
+    out = [
+        "# Sweeps: key skew, tier-1 size and payload size",
+        "",
+        f"- **When**: {meta['started_utc']} (UTC)",
+        f"- **Where**: {meta['machine']}",
+        f"- **Machine load**: {meta.get('load_note', 'not recorded')}",
+        f"- **Load**: k6, open loop, {meta['rate']:g} req/s of `GET /api/items/<id>` over "
+        f"items 1..{meta['keys']:,}, keys uniform or Zipf (P(rank k) ~ 1/k^s); per cell "
+        f"{meta['warmup_s']:g} s discarded, then {meta['duration_s']:g} s measured"
+        + (" (the quick CI profile)" if meta.get("quick") else ""),
+        f"- **Lab**: two-tier, slow query {meta['delay_s']:g} s, TTL {meta['ttl_s']} s, Redis "
+        "flushed before each cell",
+        f"- **Command**: `{meta['command']}`",
+        "",
+        "*memory*, *Redis*, *database*: the share of the app's lookups each tier answered "
+        "(`cachelab_cache_requests_total` by tier); *hit ratio*: the lab's one definition "
+        "(cachelab.metrics); *DB queries/s*: PostgreSQL's own count of `slow_item()` "
+        "(pg_stat_statements); p99 / p99.9: the open loop's, one run per cell (a single "
+        "figure: no interval).",
+        "",
+    ]
+    for sweep, title in TITLES.items():
+        out += [f"## {title}", "", table(data, sweep), ""]
+    out += [
+        f"![tier 1's hit ratio against its size, per skew (miss-ratio curve)]({CHART})",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_report(out: Path, data: dict) -> dict[str, Path]:
+    files = {
+        "json": out / "sweep.json",
+        "markdown": out / "sweep.md",
+        "chart": out / CHART,
+    }
+    files["json"].write_text(json.dumps(clean(data), indent=2, allow_nan=False, default=str))
+    files["markdown"].write_text(render_markdown(data))
+    charts.miss_ratio_chart(files["chart"], data)
+    return files
+
+
+def publish(out: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("sweep.md", "sweep.json", CHART):
+        shutil.copy2(out / name, target / name)
