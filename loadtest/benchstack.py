@@ -132,6 +132,33 @@ def make_stack(project: str, delay: float, engine: str) -> Stack:
     return Stack(project=project, files=[ROOT / "compose.yaml", BENCH_FILE], env=env)
 
 
+def attach(project: str, delay: float, engine: str) -> Stack:
+    """The handle of a bench stack an earlier run left (``--keep``), for ``--reuse``:
+    its passwords are read back from its containers."""
+    stack = make_stack(project, delay, engine)
+    try:
+        postgres = stack.container("postgres")
+        db_init = stack.container("db-init")
+    except LookupError as exc:
+        raise BenchError(
+            f"--reuse: no bench stack in Compose project {project} (start one with --keep)"
+        ) from exc
+
+    def env_of(container) -> dict[str, str]:
+        return dict(e.split("=", 1) for e in container.attrs["Config"]["Env"] if "=" in e)
+
+    stack.env["POSTGRES_PASSWORD"] = env_of(postgres)["POSTGRES_PASSWORD"]
+    stack.env["APP_DB_PASSWORD"] = env_of(db_init)["APP_DB_PASSWORD"]
+    return stack
+
+
+def open_stack(args: argparse.Namespace) -> Stack:
+    """A new bench stack, or the one ``--reuse`` names."""
+    if getattr(args, "reuse", False):
+        return attach(args.project, args.delay, args.engine)
+    return make_stack(args.project, args.delay, args.engine)
+
+
 def profiles(systems: list[System]) -> list[str]:
     found = sorted({s.profile for s in systems if s.profile})
     return [arg for profile in found for arg in ("--profile", profile)]
@@ -142,9 +169,13 @@ def services_for(systems: list[System], generators: tuple[str, ...]) -> list[str
     return sorted(names) + list(generators)
 
 
-def build(stack: Stack, systems: list[System], generators: tuple[str, ...]) -> None:
+def build(
+    stack: Stack, systems: list[System], generators: tuple[str, ...], reuse: bool = False
+) -> None:
     """Build the images, after removing what an earlier run of this project left
-    (``--keep``): its database volume has other passwords."""
+    (``--keep``): its database volume has other passwords. With ``reuse``, nothing."""
+    if reuse:
+        return
     if stack.docker.containers.list(
         all=True, filters={"label": f"com.docker.compose.project={stack.project}"}
     ):
@@ -269,6 +300,11 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Compose project of the bench stack (default {DEFAULT_PROJECT})",
     )
     parser.add_argument("--keep", action="store_true", help="leave the bench stack running")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="run on the bench stack an earlier --keep left in --project (not rebuilt)",
+    )
     parser.add_argument(
         "--results", type=Path, default=None, help="output folder (default results/<UTC timestamp>)"
     )

@@ -168,6 +168,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also measure the cache server's own ceiling (valkey-benchmark; default on)",
     )
     parser.add_argument(
+        "--cache-requests",
+        type=int,
+        default=200_000,
+        help="GETs per valkey-benchmark run (default 200000)",
+    )
+    parser.add_argument(
         "--start-rate",
         type=float,
         default=100.0,
@@ -279,14 +285,17 @@ def climb(
 
 
 def bracket(levels: list[Level], target_ms: float) -> tuple[Level | None, Level | None]:
-    """The highest level that met the target and the lowest above it that did not."""
+    """The lowest level that missed the target, and the highest below it that met it
+    (a level that met above a miss is noise: the miss bounds the knee)."""
     ladder = sorted((lv for lv in levels if lv.kind != "half-knee"), key=lambda lv: lv.rate)
-    met = [lv for lv in ladder if lv.verdict(target_ms) == "met"]
-    low = met[-1] if met else None
-    above = [
-        lv for lv in ladder if lv.verdict(target_ms) != "met" and (not low or lv.rate > low.rate)
+    missed = [lv for lv in ladder if lv.verdict(target_ms) != "met"]
+    high = missed[0] if missed else None
+    met = [
+        lv
+        for lv in ladder
+        if lv.verdict(target_ms) == "met" and (high is None or lv.rate < high.rate)
     ]
-    return low, (above[0] if above else None)
+    return (met[-1] if met else None), high
 
 
 def knee_of(levels: list[Level], target_ms: float) -> Level | None:
@@ -319,11 +328,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         where = machine.local_description()
         systems = chosen_systems(args)
-        stack = benchstack.make_stack(args.project, args.delay, args.engine)
+        stack = benchstack.open_stack(args)
         stack.overrides = {"CACHE_TTL_SECONDS": str(PURE_HIT_TTL)}
         say(f"building and starting the bench stack (project {args.project})")
         try:
-            benchstack.build(stack, systems, ("wrk",))
+            benchstack.build(stack, systems, ("wrk",), args.reuse)
             if args.before:
                 say(f"building the `before` images from {args.before}")
                 data["before_commit"] = benchstack.build_before(stack, args.before)
@@ -365,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
                 }
             if args.cache_ceiling:
                 say("the cache server's own ceiling (valkey-benchmark, closed loop)")
-                data["cache_ceiling"] = cacheceiling.measure(stack, args.repeats)
+                data["cache_ceiling"] = cacheceiling.measure(stack, args.repeats, args.cache_requests)
         finally:
             if args.keep:
                 say(f"left running: Compose project {args.project}")

@@ -33,12 +33,10 @@ def add_summary(data: dict) -> None:
         ladder = sorted(
             (lv for lv in system["levels"] if lv["kind"] != "half-knee"), key=lambda lv: lv["rate"]
         )
-        met = [lv for lv in ladder if _met(lv)]
+        missed = [lv for lv in ladder if not _met(lv)]
+        miss = missed[0] if missed else None
+        met = [lv for lv in ladder if _met(lv) and (miss is None or lv["rate"] < miss["rate"])]
         knee = met[-1] if met else None
-        above = [
-            lv for lv in ladder if not _met(lv) and (knee is None or lv["rate"] > knee["rate"])
-        ]
-        miss = above[0] if above else None
         half = next((lv for lv in system["levels"] if lv["kind"] == "half-knee"), None)
         system["summary"] = {
             "knee_rps": knee["rate"] if knee else None,

@@ -241,13 +241,13 @@ def run(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     results_dir = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     results_dir.mkdir(parents=True, exist_ok=True)
-    stack = benchstack.make_stack(args.project, args.delay, args.engine)
+    stack = benchstack.open_stack(args)
     rng = random.Random(args.seed)
     meter = machine.LoadMeter(stack.docker, stack.project)
     data: dict = {"modes": {}, "samples": [], "checks": {}, "lag": None}
     say(f"building and starting the bench stack (project {args.project})")
     try:
-        benchstack.build(stack, systems, ("wrk",))
+        benchstack.build(stack, systems, ("wrk",), args.reuse)
         if args.before:
             say(f"building the `before` images from {args.before}")
             data["before_commit"] = benchstack.build_before(stack, args.before)

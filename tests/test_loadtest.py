@@ -562,3 +562,73 @@ def test_benchmark_subcommands_and_their_options(capsys):
     assert "at least twice --delay" in capsys.readouterr().err
     assert bench.main(["hits", "--systems", "before"]) == 2
     assert "needs --before REF" in capsys.readouterr().err
+
+
+def test_quick_sweep_reports_every_cell_and_the_miss_ratio_curve(lab, tmp_path, capsys):
+    """The CI profile of `sweep` (under 3 minutes): every cell's tiers, DB load and p99."""
+    out, docs = tmp_path / "sweep", tmp_path / "docs"
+    code = bench.main(
+        ["sweep", "--quick", "--results", str(out), "--publish", str(docs)], stack=lab
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed[-3000:]
+    data = json.loads((out / "sweep.json").read_text())
+    cells = {(c["skew"], c["tier1"], c["payload"]): c for c in data["cells"]}
+    assert set(cells) == {
+        ("uniform", 10, 256),
+        ("1.2", 10, 256),
+        ("uniform", 1000, 256),
+        ("1.2", 1000, 256),
+        ("uniform", 1000, 16384),
+        ("1.2", 1000, 16384),
+    }
+    for key, cell in cells.items():
+        shares = cell["tier_share"]
+        assert cell["lookups"] > 0 and cell["step"]["errors"] == 0, key
+        assert sum(v for v in shares.values() if v) == pytest.approx(1.0)
+        assert cell["db_queries"] >= 1 and cell["step"]["p99_ms"] > 0
+    # Skew and a larger tier 1 both move answers into memory: the curve's shape.
+    assert (
+        cells[("1.2", 1000, 256)]["tier_share"]["memory"]
+        > (cells[("uniform", 10, 256)]["tier_share"]["memory"])
+    )
+    report = (docs / "sweep.md").read_text()
+    assert "## Tier-1 size" in report and "## Payload size" in report
+    assert (docs / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert bench_lab.current_settings(lab)["CACHE_STRATEGY"] == "two-tier"
+
+
+def test_target_runs_the_strategy_the_target_has_and_says_where(
+    locust_installed, lab, tmp_path, capsys
+):
+    """--target measures a running deployment as it is: no reconfiguring."""
+    out = tmp_path / "target"
+    settings = bench_lab.current_settings(lab)
+    code = bench.main(
+        [
+            "latency",
+            "--target",
+            lab.base_url,
+            "--duration",
+            "3s",
+            "--users",
+            "2",
+            "--results",
+            str(out),
+            "--strategies",
+            "none",  # ignored: the target's own strategy runs
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed[-3000:]
+    assert f"target {lab.base_url}: strategy two-tier (local)" in printed
+    data = json.loads((out / "summary.json").read_text())
+    assert [run["strategy"] for run in data["runs"]] == ["two-tier"]
+    assert data["meta"]["where"]["kind"] == "local" and data["meta"]["where"]["tls"] == "off"
+    run = data["runs"][0]
+    assert run["requests"] > 0 and run["slow_calls"] is None  # the database is not reachable
+    assert run["hit_ratio"] > 0.5  # the clients' view, from X-Cache
+    assert bench_lab.current_settings(lab) == settings  # nothing was reconfigured
+    # compare: a results folder against itself names no difference.
+    assert bench.main(["compare", str(out), str(out)]) == 0
+    assert "nothing recorded" in capsys.readouterr().out

@@ -1,0 +1,61 @@
+"""Issue 20: README.md's figures are generated from docs/results, and agree with it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+from loadtest import goals, readme
+from loadtest.stack import ROOT
+
+FIGURE = re.compile(r"\d[\d,.]*\s*(?:ms|s\b|%|×|x\b|req/s|queries)")
+
+
+def results_section(text: str) -> str:
+    start = text.index("\n## Results")
+    end = text.index("\n## ", start + 5)
+    return text[start:end]
+
+
+def test_readme_figures_are_the_published_results():
+    current = readme.README.read_text()
+    assert readme.BLOCK.search(results_section(current)), "no generated block in Results"
+    assert readme.render(current) == current, (
+        "README.md disagrees with docs/results: run `python -m loadtest.readme`"
+    )
+    assert (readme.RESULTS / "goals.md").read_text() == goals.render(readme.RESULTS)
+
+
+def test_no_figure_in_the_results_section_outside_a_generated_block():
+    section = results_section(readme.README.read_text())
+    outside = readme.BLOCK.sub("", section)
+    outside = re.sub(r"`[^`]*`", "", outside)  # commands
+    outside = re.sub(r"\]\([^)]*\)", "]", outside)  # link targets
+    outside = re.sub(r"95 % (confidence|CI)", "", outside)  # a definition, not a result
+    assert not FIGURE.findall(outside), FIGURE.findall(outside)
+
+
+def test_a_changed_result_changes_the_readme(tmp_path):
+    """The check can fail: a different published figure renders a different README."""
+    folder = tmp_path / "results"
+    shutil.copytree(readme.RESULTS, folder)
+    current = readme.README.read_text()
+    for name in ("capacity.json", "hits.json", "summary.json", "staleness.json"):
+        path = folder / name
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        data["meta"]["started_utc"] = "1999-01-01 00:00"
+        path.write_text(json.dumps(data))
+        assert readme.render(current, folder) != current, name
+        path.write_text((readme.RESULTS / name).read_text())
+
+
+def test_every_published_result_has_its_command_in_the_docs():
+    docs = (ROOT / "docs" / "load-testing.md").read_text()
+    for name in ("capacity", "hits", "staleness", "sweep", "summary"):
+        path = readme.RESULTS / f"{name}.json"
+        if path.exists():
+            command = json.loads(path.read_text())["meta"]["command"]
+            assert command.split(" --publish")[0] in docs, command

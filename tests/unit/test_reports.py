@@ -1,0 +1,242 @@
+"""Issue 20: what the reports compute and what the charts draw, from synthetic runs."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from loadtest import (
+    capacity,
+    capacityreport,
+    charts,
+    compare,
+    hitbench,
+    locustcsv,
+    numbers,
+    sweep,
+    target,
+)
+from loadtest.errors import BenchError
+
+
+# -- requests per second: completions per second, a stall shows as zeros at once -----
+def test_requests_per_second_counts_completions_and_shows_a_stall_at_once():
+    """Locust's current_rps stayed frozen at ~49/s through a stampede and showed it
+    10 s late; completions per second show nothing completing while it lasts."""
+    origin = 1000.0
+    steady = [locustcsv.Request(origin + t / 10, 5.0, False) for t in range(0, 30)]  # 0-3 s
+    stalled = [locustcsv.Request(origin + 3.0 + t / 100, 10_000.0, False) for t in range(50)]
+    after = [locustcsv.Request(origin + 13.2 + t / 10, 5.0, False) for t in range(10)]
+    series = locustcsv.completions_per_second(steady + stalled + after, origin)
+    assert series[:3] == [10, 10, 10]
+    assert series[3:13] == [0] * 10  # the stall: nothing completed, drawn at once
+    assert sum(series[13:]) == 60  # the 50 stalled requests complete, then the rest
+
+
+def test_latency_over_time_draws_each_request_when_it_was_sent():
+    origin = 0.0
+    requests = [locustcsv.Request(0.5, 4.0, False), locustcsv.Request(1.2, 10_000.0, False)]
+    found = locustcsv.percentiles_by_start(requests, origin)
+    assert [second for second, _ in found] == [0.0, 1.0]
+    assert found[1][1][99] == 10_000.0  # the slow request shows where it began
+
+
+# -- dot plots on log axes, "none" drawn as none ---------------------------------------
+def test_dot_plot_draws_dots_not_bars_and_marks_none():
+    plt = charts.pyplot()
+    fig, ax = plt.subplots()
+    charts.dot_plot(
+        ax,
+        ["ttl", "delete"],
+        {"p99": [9800.0, None]},
+        log=True,
+        fmt=lambda v: f"{v:.0f}",
+    )
+    assert not ax.patches  # no bars
+    points = [line for line in ax.lines if line.get_marker() == "o"]
+    assert len(points) == 1 and list(points[0].get_ydata()) == [9800.0]
+    texts = [t.get_text() for t in ax.texts]
+    assert "none" in texts and "0.0" not in texts  # no stale read is none, not 0 ms
+    assert ax.get_yscale() == "log"
+    plt.close(fig)
+
+
+def test_staleness_chart_has_no_bar_and_says_none(tmp_path):
+    rows = {
+        "ttl": {"stale_ratio": 0.97, "staleness_p99_ms": 9800.0, "db_queries_per_s": 2.6},
+        "delete": {
+            "stale_ratio": 0.0,
+            "stale_reads": 0,
+            "staleness_p99_ms": None,
+            "db_queries_per_s": 3.3,
+        },
+    }
+    path = charts.staleness_chart(tmp_path / "s.png", rows, 1)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ratios_carry_no_false_precision():
+    assert numbers.ratio_text(10_000 / 3) == "3,300×"
+    assert numbers.ratio_text(1.2941) == "1.3×"
+    assert numbers.ratio_text(None) == "n/a"
+    assert numbers.rate(2279.4) == "2,280" and numbers.rate(54.56) == "54.6"
+    assert numbers.plus_minus(2279.4, 61.2) == "2,280 ± 61.2"
+
+
+# -- capacity: verdicts, the knee and its bracket --------------------------------------
+def step(rate, p99, errors=0, dropped=0, generator=0.2):
+    return {
+        "rate": rate,
+        "duration_s": 10,
+        "p99_ms": p99,
+        "p50_ms": p99 / 3,
+        "p999_ms": p99 * 2,
+        "achieved_rps": rate,
+        "max_ms": p99 * 3,
+        "errors": errors,
+        "dropped": dropped,
+        "generator_cores": generator,
+        "load": {"disturbed": False},
+    }
+
+
+def level(rate, *p99s, **kw):
+    found = capacity.Level("two-tier", rate, "ladder")
+    found.steps = [step(rate, p, **kw) for p in p99s]
+    return found
+
+
+def test_a_level_meets_the_target_on_the_mean_of_its_repeats():
+    assert level(100, 10, 20, 30).verdict(25) == "met"  # mean 20
+    assert level(100, 20, 30, 40).verdict(25) == "missed"
+    assert level(100, 5, 5, errors=1).verdict(25) == "errors"
+    assert level(1000, 5, dropped=50).verdict(25) == "dropped"  # 0.5 % of 10,000
+    assert level(1000, 5, dropped=5).verdict(25) == "met"  # within the 0.1 % tolerance
+    assert level(1000, 5, dropped=50, generator=0.95).verdict(25) == "generator"
+
+
+def test_knee_is_the_highest_level_met_below_the_first_missed():
+    levels = [level(100, 5), level(200, 8), level(300, 40), level(250, 20)]
+    levels[3].kind = "refine"
+    low, high = capacity.bracket(levels, 25)
+    assert (low.rate, high.rate) == (250, 300)
+    # A met level above a missed one (noise) is not the knee: the first miss bounds it.
+    noisy = [level(100, 5), level(200, 40), level(300, 10)]
+    assert [lv.rate for lv in capacity.bracket(noisy, 25) if lv] == [100, 200]
+
+
+def test_capacity_summary_gives_the_knee_its_bracket_and_the_ratio_its_range():
+    def system(label, closed, levels):
+        return {
+            "label": label,
+            "closed_rps": closed,
+            "levels": [lv.to_dict(25) for lv in levels],
+        }
+
+    half = level(150, 6)
+    half.kind = "half-knee"
+    data = {
+        "p99_target_ms": 25,
+        "systems": {
+            "two-tier": system("two-tier", 2000, [level(300, 9), level(600, 30), half]),
+            "flask-caching": system("fc", 1000, [level(100, 9), level(200, 30)]),
+        },
+    }
+    capacityreport.add_summary(data)
+    two = data["systems"]["two-tier"]["summary"]
+    assert (two["knee_rps"], two["first_miss_rps"], two["half_knee_rps"]) == (300, 600, 150)
+    assert two["knee_of_closed"] == pytest.approx(0.15)
+    assert two["x_flask_caching"] == {"mean": 3.0, "low": 1.5, "high": 6.0}
+    table = capacityreport.render_table(data)
+    assert "| two-tier | 300 (< 600) |" in table and "3× (1.5×–6×)" in table
+
+
+# -- hits: each figure with its interval, ratios from paired rounds --------------------
+def sample(system, round_, rps, cpu=0.5):
+    return hitbench.Sample(
+        system=system,
+        mode="pure-hit",
+        round=round_,
+        requests=int(rps * 10),
+        seconds=10,
+        rps=rps,
+        p50_ms=3,
+        p99_ms=20,
+        max_ms=50,
+        errors=0,
+        cpu_s_per_1k=cpu,
+        redis_cpu_s_per_1k=0.01,
+        throttled=0.1,
+    )
+
+
+def test_hits_ratios_are_paired_by_round():
+    base = [sample("flask-caching", r, rps) for r, rps in ((1, 1000), (2, 500), (3, 1000))]
+    ours = [sample("two-tier", r, rps) for r, rps in ((1, 2000), (2, 1000), (3, 2000))]
+    row = hitbench.summarize(ours, base, [])
+    # Round 2 was slow for both (noise on the machine): the paired ratio is 2 every time.
+    assert row["x_flask_caching"]["mean"] == pytest.approx(2.0)
+    assert row["x_flask_caching"]["high"] - row["x_flask_caching"]["low"] == pytest.approx(0)
+    assert row["rps"]["n"] == 3 and row["rps"]["low"] < row["rps"]["mean"] < row["rps"]["high"]
+
+
+# -- --target: where it ran, and comparing two places -----------------------------------
+def test_where_a_target_runs():
+    local = target.where_of("http://127.0.0.1:8080", [])
+    assert local["kind"] == "local" and local["tls"] == "off"
+    aws = target.where_of(
+        "https://lab.example.com", ["kind=aws", "region=eu-west-1", "app=t3.small", "tls=on"]
+    )
+    assert aws["label"] == "aws eu-west-1" and aws["app"] == "t3.small"
+    with pytest.raises(BenchError):
+        target.where_of("http://x", ["region"])
+
+
+def test_compare_names_what_differed():
+    local = target.where_of("http://127.0.0.1:8080", [])
+    aws = target.where_of(
+        "https://lab.example.com",
+        ["kind=aws", "region=eu-west-1", "app=t3.small", "cache=cache.t4g.micro", "tls=on"],
+    )
+    lines = compare.differences(local, aws)
+    text = "\n".join(lines)
+    assert "**tls**: off vs on" in text and "round trip" in text
+    assert "**app**" in text and "**region**" in text
+
+
+def test_compare_puts_two_capacity_runs_side_by_side(tmp_path):
+    def run(folder, knee, where):
+        folder.mkdir()
+        (folder / "capacity.json").write_text(
+            __import__("json").dumps(
+                {
+                    "p99_target_ms": 25,
+                    "meta": {"where": where},
+                    "systems": {"two-tier": {"summary": {"knee_rps": knee}}},
+                }
+            )
+        )
+
+    run(tmp_path / "a", 1000, target.where_of("http://127.0.0.1:1", []))
+    run(
+        tmp_path / "b",
+        500,
+        target.where_of("https://x.example", ["kind=aws", "region=us-east-1"]),
+    )
+    text = compare.render(tmp_path / "a", tmp_path / "b")
+    assert "| two-tier | highest rate with p99 ≤ 25 ms | 1,000 | 500 | 0.5× |" in text
+    assert "**kind**: local vs aws" in text
+
+
+# -- sweep: both sweeps' cells, each once -----------------------------------------------
+def test_sweep_cells_cover_both_sweeps_once_grouped_by_settings():
+    found = sweep.cells(["uniform", "1.2"], [10, 100], [256, 4096])
+    keys = [(c.skew, c.tier1, c.payload) for c in found]
+    assert len(keys) == len(set(keys)) == 6
+    shared = next(c for c in found if (c.tier1, c.payload) == (100, 256))
+    assert shared.sweeps == ("payload", "tier1")
+    settings = [(c.tier1, c.payload) for c in found]
+    assert settings == sorted(settings, key=lambda s: (s[1], s[0]))  # fewest reconfigurations
+    with pytest.raises(argparse.ArgumentTypeError):
+        sweep.skew_list("steep")
