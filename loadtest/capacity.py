@@ -374,7 +374,9 @@ def run(args: argparse.Namespace) -> int:
                 }
             if args.cache_ceiling:
                 say("the cache server's own ceiling (valkey-benchmark, closed loop)")
-                data["cache_ceiling"] = cacheceiling.measure(stack, args.repeats, args.cache_requests)
+                data["cache_ceiling"] = cacheceiling.measure(
+                    stack, args.repeats, args.cache_requests
+                )
         finally:
             if args.keep:
                 say(f"left running: Compose project {args.project}")

@@ -112,7 +112,7 @@ def rows(folder: Path) -> list[tuple[str, str, bool | None]]:
         )
     )
     edge = (staleness or {}).get("variants", {}).get("edge")
-    if edge:
+    if edge and staleness:
         validity = staleness["meta"].get("edge_seconds", 1) * 1000
         worst = edge.get("staleness_max_ms")
         p99 = edge.get("staleness_p99_ms")
