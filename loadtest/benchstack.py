@@ -19,18 +19,13 @@ ceiling ignore ``item``).
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
-import shutil
-import subprocess
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from . import cgroups
+from . import cgroups, images
 from .errors import BenchError
 from .stack import IMAGE_TAG, ROOT, Stack, engine_image, wait_until
 
@@ -220,64 +215,8 @@ def down(stack: Stack) -> None:
 
 
 def build_before(stack: Stack, ref: str) -> str:
-    """The lab's app and Nginx images as they were at git ``ref``; returns its commit."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise BenchError(f"--before {ref}: not a git commit here ({exc})") from exc
-    folder = Path(tempfile.mkdtemp(prefix="cachelab-before-"))
-    try:
-        archive = folder / "ref.tar"
-        subprocess.run(["git", "archive", "--output", str(archive), commit], cwd=ROOT, check=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(folder / "src", filter="data")
-        src = folder / "src"
-        env = stack.env
-        images = (
-            (
-                env["BEFORE_APP_IMAGE"],
-                [
-                    "-f",
-                    str(src / "app" / "Dockerfile"),
-                    "--target",
-                    "runtime",
-                    "--build-arg",
-                    f"PYTHON_IMAGE={_base('PYTHON_IMAGE')}",
-                    str(src),
-                ],
-            ),
-            (
-                env["BEFORE_NGINX_IMAGE"],
-                ["--build-arg", f"NGINX_IMAGE={_base('NGINX_IMAGE')}", str(src / "nginx")],
-            ),
-        )
-        for tag, args in images:
-            result = subprocess.run(
-                ["docker", "build", "-q", "-t", tag, *args],
-                capture_output=True,
-                text=True,
-                timeout=1500,
-                env={**os.environ, "DOCKER_BUILDKIT": "1"},
-            )
-            if result.returncode != 0:
-                raise BenchError(f"building {tag} from {ref}: {result.stderr[-1500:]}")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return commit
-
-
-def _base(variable: str) -> str:
-    defaults = {
-        "PYTHON_IMAGE": "python:3.12-slim-bookworm",
-        "NGINX_IMAGE": "nginx:1.27-bookworm",
-    }
-    return os.environ.get(variable) or defaults[variable]
+    """The `before` system's images, built from git ``ref``; returns its commit."""
+    return images.build_before(ref, stack.env["BEFORE_APP_IMAGE"], stack.env["BEFORE_NGINX_IMAGE"])
 
 
 def request_timeout(delay: float) -> float:

@@ -390,11 +390,7 @@ def run(args: argparse.Namespace) -> int:
         for step in level["steps"]
     ]
     data["meta"] = {
-        "started_utc": started.strftime("%Y-%m-%d %H:%M"),
-        "where": where,
-        "machine": args.machine or where["machine"],
-        "load": machine.summarize(loads),
-        "load_note": machine.note(machine.summarize(loads)),
+        **machine.run_meta(started, where, args.machine, loads),
         "engine": args.engine,
         "repeats": args.repeats,
         "step_s": args.step,

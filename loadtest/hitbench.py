@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import benchstack, hitreport, lag, machine
+from . import benchstack, hitreport, images, lag, machine, target, wrkrun
 from .benchstack import (
     BASELINE,
     BY_NAME,
@@ -47,7 +47,7 @@ from .benchstack import (
 )
 from .cliargs import comma_names, command_line, optional_duration, parse_duration
 from .errors import BenchError
-from .stack import ROOT, Stack
+from .stack import IMAGE_TAG, ROOT, Stack
 from .stats import interval
 from .wrkrun import run_wrk
 
@@ -216,6 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="writes for the invalidation-lag measurement (0: skip; default 50)",
     )
     add_stack_arguments(parser)
+    target.add_arguments(parser)
     parser.add_argument(
         "--publish",
         type=Path,
@@ -224,7 +225,90 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def report(args: argparse.Namespace, data: dict, results_dir: Path) -> int:
+    files = hitreport.write_report(results_dir, data)
+    print(hitreport.render_tables(data), flush=True)
+    say(f"report: {files['markdown']}")
+    if args.publish:
+        hitreport.publish(results_dir, data, args.publish)
+        say(f"published hits.md, hits.json and hits.png to {args.publish}")
+    return 0
+
+
+def run_target(args: argparse.Namespace) -> int:
+    """``--target URL``: the deployment alone, as it is (its TTL, its CPU, its cache),
+    wrk from this host; no CPU or lag figures (its containers are not ours)."""
+    found = target.describe(args)
+    say(f"target {found.url}: strategy {found.strategy} ({found.where['label']})")
+    image = images.build_wrk(f"cachelab/wrk:bench-{IMAGE_TAG}")
+    started = datetime.now(UTC)
+    results_dir = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    name = f"target ({found.strategy})"
+    url = found.url + benchstack.PATH
+    meter = machine.LoadMeter(None, None)
+    samples = []
+    if args.warmup > 0:
+        wrkrun.run_wrk_image(image, url, args.warmup, args.connections, args.threads, 30)
+    for round_ in range(1, args.rounds + 1):
+        meter.start()
+        summary = wrkrun.run_wrk_image(
+            image, url, args.duration, args.connections, args.threads, 30
+        )
+        load = meter.stop()
+        requests_ = int(summary["requests"])
+        seconds = summary["duration_us"] / 1e6
+        latency = summary["latency_us"]
+        sample = Sample(
+            system=name,
+            mode="as-deployed",
+            round=round_,
+            requests=requests_,
+            seconds=seconds,
+            rps=requests_ / seconds if seconds else 0.0,
+            p50_ms=latency["p50"] / 1000,
+            p99_ms=latency["p99"] / 1000,
+            max_ms=latency["max"] / 1000,
+            errors=sum(summary["errors"].values()),
+            cpu_s_per_1k=float("nan"),
+            redis_cpu_s_per_1k=float("nan"),
+            throttled=None,
+            load=load.to_dict(),
+        )
+        samples.append(sample)
+        say(f"round {round_}/{args.rounds}: {sample.rps:,.0f} req/s, p99 {sample.p99_ms:.1f} ms")
+    data: dict = {
+        "modes": {
+            "as-deployed": {"ttl_s": "the target's", "rows": {name: summarize(samples, [], [])}}
+        },
+        "samples": [asdict(s) for s in samples],
+        "checks": {},
+        "lag": None,
+    }
+    loads = [s.load for s in samples]
+    data["meta"] = {
+        **machine.run_meta(started, found.where, args.machine, loads),
+        "engine": "the target's",
+        "rounds": args.rounds,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "connections": args.connections,
+        "threads": args.threads,
+        "delay_s": args.delay,
+        "before": None,
+        "systems": [name],
+        "labels": {name: f"{found.url} ({found.strategy})"},
+        "cpu_services": {name: []},
+        "command": command_line(
+            getattr(args, "argv", None), ["hits"], ("--machine", "--results", "--project")
+        ),
+    }
+    return report(args, data, results_dir)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.target:
+        return run_target(args)
     if args.rounds < 1 or args.connections < 1 or args.threads < 1:
         raise BenchError("--rounds, --connections and --threads must be at least 1")
     if args.connections < args.threads:
@@ -318,11 +402,7 @@ def run(args: argparse.Namespace) -> int:
     where = machine.local_description()
     loads = [s["load"] for s in data["samples"]]
     data["meta"] = {
-        "started_utc": started.strftime("%Y-%m-%d %H:%M"),
-        "where": where,
-        "machine": args.machine or where["machine"],
-        "load": machine.summarize(loads),
-        "load_note": machine.note(machine.summarize(loads)),
+        **machine.run_meta(started, where, args.machine, loads),
         "engine": args.engine,
         "rounds": args.rounds,
         "duration_s": args.duration,
@@ -338,13 +418,7 @@ def run(args: argparse.Namespace) -> int:
             getattr(args, "argv", None), ["hits"], ("--machine", "--results", "--project")
         ),
     }
-    files = hitreport.write_report(results_dir, data)
-    print(hitreport.render_tables(data), flush=True)
-    say(f"report: {files['markdown']}")
-    if args.publish:
-        hitreport.publish(results_dir, data, args.publish)
-        say(f"published hits.md, hits.json and hits.png to {args.publish}")
-    return 0
+    return report(args, data, results_dir)
 
 
 def load(results_dir: Path) -> dict:

@@ -17,6 +17,7 @@ from .numbers import clean, ms, plus_minus, rate, ratio_text
 MODE_TITLES = {
     "pure-hit": "Pure hits (TTL far above the run)",
     "expiry": "Across expiries (TTL = query time)",
+    "as-deployed": "The target as deployed (its own TTL and traffic)",
 }
 CHART = "hits.png"
 

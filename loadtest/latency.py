@@ -307,11 +307,7 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
     ttl = args.ttl if args.ttl is not None else original.get("CACHE_TTL_SECONDS", "10")
     loads = [r.load for r in results]
     meta = {
-        "started_utc": started.strftime("%Y-%m-%d %H:%M"),
-        "where": where,
-        "machine": args.machine or where["machine"],
-        "load": machine.summarize(loads),
-        "load_note": machine.note(machine.summarize(loads)),
+        **machine.run_meta(started, where, args.machine, loads),
         "locust_version": version("locust"),
         "scenario": args.scenario,
         "user_classes": SCENARIOS[args.scenario],

@@ -189,3 +189,15 @@ def note(summary: dict) -> str:
     if summary["disturbed_steps"]:
         text = "**taken under contention**: " + text
     return text
+
+
+def run_meta(started, where: dict, machine: str | None, loads: list[dict]) -> dict:
+    """What every report says about its run: when, where, how busy the machine was."""
+    found = summarize(loads)
+    return {
+        "started_utc": started.strftime("%Y-%m-%d %H:%M"),
+        "where": where,
+        "machine": machine or where["machine"],
+        "load": found,
+        "load_note": note(found),
+    }

@@ -155,11 +155,7 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
         where = machine.local_description()
     loads = [row["load"] for row in rows.values()]
     meta = {
-        "started_utc": started.strftime("%Y-%m-%d %H:%M"),
-        "where": where,
-        "machine": args.machine or where["machine"],
-        "load": machine.summarize(loads),
-        "load_note": machine.note(machine.summarize(loads)),
+        **machine.run_meta(started, where, args.machine, loads),
         "duration_s": args.duration,
         "readers": args.readers,
         "writers": args.writers,

@@ -267,11 +267,7 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
     loads = [row["load"] for row in rows]
     data = {
         "meta": {
-            "started_utc": started.strftime("%Y-%m-%d %H:%M"),
-            "where": where,
-            "machine": args.machine or where["machine"],
-            "load": machine.summarize(loads),
-            "load_note": machine.note(machine.summarize(loads)),
+            **machine.run_meta(started, where, args.machine, loads),
             "rate": args.rate,
             "warmup_s": args.warmup,
             "duration_s": args.duration,

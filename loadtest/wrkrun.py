@@ -43,3 +43,33 @@ def run_wrk(
     if code != 0 or not lines:
         raise BenchError(f"wrk against {url} failed (exit {code}): {text[-1500:]}")
     return json.loads(lines[-1])
+
+
+def run_wrk_image(
+    image: str,
+    url: str,
+    seconds: float,
+    connections: int,
+    threads: int,
+    request_timeout: float,
+) -> dict:
+    """wrk from its image with ``docker run --network host``: for a ``--target``."""
+    import subprocess
+
+    command = [
+        "docker", "run", "--rm", "--network", "host", "--read-only", "--cap-drop", "ALL",
+        image, "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
+        f"--timeout={request_timeout:g}s", "-s", "/bench/report.lua", url,
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + request_timeout + 120
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"wrk ({image}) against {url} did not run: {exc}") from exc
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        raise BenchError(
+            f"wrk against {url} failed (exit {result.returncode}): {result.stderr[-1500:]}"
+        )
+    return json.loads(lines[-1])

@@ -11,6 +11,8 @@
 #   CACHE_STRATEGY    the app's strategy (the app validates it); `edge` turns on
 #                     Nginx's micro-cache of the lookup routes in front of it
 #   EDGE_CACHE_SECONDS how long the edge keeps an answer fresh (1-60, default 1)
+#   REQUEST_LOG_HIT_SAMPLE  share of cache hits written to the access log (0-1,
+#                     default 0.01, as the app's); every other answer is logged
 set -eu
 out=${NGINX_ENVSUBST_OUTPUT_DIR:-/etc/nginx/conf.d}
 
@@ -25,6 +27,13 @@ burst=${RATE_LIMIT_BURST:-0}
 integer RATE_LIMIT_RPS "$rps" 0 1000000
 integer RATE_LIMIT_BURST "$burst" 0 1000000
 integer UPSTREAM_WATCH_SECONDS "${UPSTREAM_WATCH_SECONDS:-2}" 1 3600
+sample=${REQUEST_LOG_HIT_SAMPLE:-0.01}
+case "$sample" in
+  ''|*[!0-9.]*|*.*.*) fail "REQUEST_LOG_HIT_SAMPLE must be a number from 0 to 1, got '$sample'" ;;
+esac
+# split_clients takes percentages to two decimals: 0.0001 is none, 1 is all.
+hit_percent=$(awk -v s="$sample" 'BEGIN { if (s < 0 || s > 1) exit 1; printf "%.2f", s * 100 }') \
+  || fail "REQUEST_LOG_HIT_SAMPLE must be a number from 0 to 1, got '$sample'"
 edge_seconds=${EDGE_CACHE_SECONDS:-1}
 integer EDGE_CACHE_SECONDS "$edge_seconds" 1 60
 case "${APP_UPSTREAM:-}" in
@@ -46,6 +55,13 @@ esac
     echo "real_ip_header X-Forwarded-For;"
     echo "real_ip_recursive on;"
   fi
+  # A sample of the cache hits (the request id is random), every other answer.
+  case "$hit_percent" in
+    0.00) rule="* 0;" ;;
+    100.00) rule="* 1;" ;;
+    *) rule="${hit_percent}% 1; * 0;" ;;
+  esac
+  echo "split_clients \"\${request_id}\" \$lab_hit_sampled { $rule }"
   if [ "${CACHE_STRATEGY:-}" = edge ]; then
     echo "proxy_cache_path /tmp/nginx-edge-cache levels=1:2 keys_zone=lab_edge:4m max_size=24m inactive=10m use_temp_path=off;"
   fi
