@@ -65,10 +65,14 @@ class Step:
         return data
 
 
-def vus_for(rate: float, budget_ms: float = 250.0) -> int:
-    """Virtual users for a rate: enough for every request to take ``budget_ms``
-    before one is dropped (a VU is busy for the whole of its request)."""
-    return max(20, math.ceil(rate * budget_ms / 1000))
+MAX_VUS = 1000  # about 2 GB of k6 at most
+
+
+def vus_for(rate: float, budget_ms: float = 100.0) -> int:
+    """Virtual users for a rate: enough for every request in flight to take
+    ``budget_ms`` (4x a 25 ms target) before one is dropped -- a VU is busy for
+    the whole of its request -- within MAX_VUS."""
+    return min(MAX_VUS, max(20, math.ceil(rate * budget_ms / 1000)))
 
 
 def parse(summary: dict) -> Step:
