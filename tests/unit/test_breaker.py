@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from cachelab.engine.breaker import CLOSED, HALF_OPEN, OPEN, BreakerOpen, CircuitBreaker
+from cachelab.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerOpen, CircuitBreaker
 
 from .conftest import FakeClock
 

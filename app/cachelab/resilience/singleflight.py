@@ -1,13 +1,20 @@
 """In-process single flight: concurrent callers for one key share one call.
 
-The Redis lock collapses misses across processes and containers; this collapses
-them across the threads of one gunicorn worker first, so a worker sends at most
-one lock attempt, one wait or one database query per key at a time.
+The cache's lease collapses misses across processes and containers; this
+collapses them across the threads of one worker first, so a worker sends at
+most one lease attempt, one wait or one query per key at a time.
 
-Rules: the first caller (the leader) runs ``func``; the others wait for its
-result at most ``timeout`` seconds, then get :class:`FlightTimeout` (never an
-unbounded wait). The leader's exception is raised in every caller. Nothing is
-remembered after the call ends: errors are never cached.
+Rules
+-----
+* The first caller (the leader) runs ``func``; the others (followers) wait for
+  its result at most ``timeout`` seconds, then get :class:`FlightTimeout`
+  (never an unbounded wait).
+* The leader runs inside ``leading()`` and each follower waits inside
+  ``following()``: the caller's admission control (a bulkhead) decides how
+  many of each a worker takes. A leader refused there fails its flight, and
+  its followers get the same exception.
+* The leader's exception is raised in every caller. Nothing is remembered after
+  the call ends: errors are never cached.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import AbstractContextManager, nullcontext
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+Admit = Callable[[], AbstractContextManager[object]]
 
 
 class FlightTimeout(Exception):
@@ -36,12 +45,19 @@ class SingleFlight(Generic[T]):
         with self._lock:
             return self._followers.get(key, 0)
 
-    def is_leader_free(self, key: str) -> bool:
-        """True if no call for ``key`` is in flight (a caller would lead)."""
+    def in_flight(self, key: str) -> bool:
+        """True if a call for ``key`` is running (a caller would follow it)."""
         with self._lock:
-            return key not in self._calls
+            return key in self._calls
 
-    def do(self, key: str, func: Callable[[], T], timeout: float) -> tuple[T, bool]:
+    def do(
+        self,
+        key: str,
+        func: Callable[[], T],
+        timeout: float,
+        leading: Admit = nullcontext,
+        following: Admit = nullcontext,
+    ) -> tuple[T, bool]:
         """Return ``(result, shared)``; ``shared`` is True for callers that waited."""
         with self._lock:
             future = self._calls.get(key)
@@ -52,7 +68,8 @@ class SingleFlight(Generic[T]):
                 self._followers[key] = self._followers.get(key, 0) + 1
         if not leader:
             try:
-                return future.result(timeout=timeout), True
+                with following():
+                    return future.result(timeout=timeout), True
             except FutureTimeout:
                 raise FlightTimeout(f"waited {timeout:g}s for a fill in this worker") from None
             finally:
@@ -61,13 +78,14 @@ class SingleFlight(Generic[T]):
                     if left:
                         self._followers[key] = left
         try:
-            result = func()
+            with leading():
+                result = func()
         except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        else:
-            future.set_result(result)
-            return result, False
-        finally:
             with self._lock:
                 del self._calls[key]
+            future.set_exception(exc)
+            raise
+        with self._lock:
+            del self._calls[key]
+        future.set_result(result)
+        return result, False
