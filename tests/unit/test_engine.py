@@ -121,22 +121,32 @@ def test_a_holder_slower_than_its_lease_keeps_it(settings, db, services):
     assert lookup.detail == "collapsed" and db.calls["version"] == 1
 
 
-def test_followers_in_a_worker_wait_at_most_their_deadline(settings, db, services):
+def test_followers_in_a_worker_wait_at_most_their_deadline():
     """Defect: threads waiting on a single flight had no deadline."""
     from cachelab.resilience.singleflight import FlightTimeout, SingleFlight
 
-    flights = SingleFlight()
-    gate = threading.Event()
-    leader = threading.Thread(target=flights.do, args=("k", lambda: gate.wait(5), 10))
-    leader.start()
-    wait_until(lambda: flights.in_flight("k"), 2, interval=0.01, message="leader")
+    flights: SingleFlight[None] = SingleFlight()
+    leader = flights.join("k")
+    assert leader.leader and flights.in_flight("k")
+    follower = flights.join("k")
     started = time.monotonic()
     with pytest.raises(FlightTimeout):
-        flights.do("k", lambda: None, timeout=0.2)
+        follower.wait(0.2)
     assert time.monotonic() - started < 1.0
     assert flights.followers("k") == 0  # a follower that gave up is no longer counted
-    gate.set()
-    leader.join(5)
+    leader.resolve(None)
+    assert not flights.in_flight("k") and flights.join("k").leader
+
+
+def test_a_failed_flight_fails_its_followers_and_is_not_remembered():
+    from cachelab.resilience.singleflight import SingleFlight
+
+    flights: SingleFlight[int] = SingleFlight()
+    leader, follower = flights.join("k"), flights.join("k")
+    leader.fail(ValueError("boom"))
+    with pytest.raises(ValueError, match="boom"):
+        follower.wait(1)
+    assert flights.join("k").leader
 
 
 # -- stale entries and refreshes -----------------------------------------------------

@@ -182,18 +182,23 @@ class Fills:
         lead: Callable[[], Filled],
         timer: Timer,
     ) -> tuple[Filled, bool]:
+        """Lead the key's flight in this worker, or follow it (each kind of thread
+        admitted by the bulkhead apart)."""
+        flight = flights.join(target.key)
+        if flight.leader:
+            try:
+                with self.bulkhead.miss():
+                    filled = lead()
+            except BaseException as exc:
+                flight.fail(exc)
+                raise
+            flight.resolve(filled)
+            return filled, False
         started = time.perf_counter()
-        filled, shared = flights.do(
-            target.key,
-            lead,
-            timeout=self.settings.fill_wait_seconds,
-            leading=self.bulkhead.miss,
-            following=self.bulkhead.follower,
-        )
-        if shared:
-            timer.add("lock", started)
-            filled = replace(filled, stored=False, detail="collapsed")
-        return filled, shared
+        with self.bulkhead.follower():
+            filled = flight.wait(self.settings.fill_wait_seconds)
+        timer.add("lock", started)
+        return replace(filled, stored=False, detail="collapsed"), True
 
     def _lead(self, target: Target, timer: Timer) -> Filled:
         deadline = self.clock() + self.settings.cache_lock_wait_seconds

@@ -187,7 +187,8 @@ class RedisStore:
 
     def _call(self, func: Callable[[], T]) -> T:
         try:
-            return self.breaker.call(func, _FAILURES)
+            with self.breaker.guard(_FAILURES):
+                return func()
         except BreakerOpen as exc:
             metrics.REDIS_ERRORS["breaker_open"].inc()
             raise CacheUnavailable(str(exc)) from exc
