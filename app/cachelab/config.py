@@ -102,6 +102,7 @@ class Settings:
     tracking_heartbeat_seconds: float = 1.0
     redis_socket_timeout_ms: int = 75
     redis_connect_timeout_ms: int = 100
+    redis_retry_timeout_ms: int = 500
     redis_max_connections: int = 160
     breaker_failure_threshold: int = 3
     breaker_cooldown_seconds: float = 5.0
@@ -184,6 +185,7 @@ class Settings:
             ),
             redis_socket_timeout_ms=read_integer(env, "REDIS_SOCKET_TIMEOUT_MS", 75, 1, 10_000),
             redis_connect_timeout_ms=read_integer(env, "REDIS_CONNECT_TIMEOUT_MS", 100, 1, 10_000),
+            redis_retry_timeout_ms=read_integer(env, "REDIS_RETRY_TIMEOUT_MS", 500, 1, 60_000),
             redis_max_connections=read_integer(env, "REDIS_MAX_CONNECTIONS", 160, 1, 10_000),
             breaker_failure_threshold=read_integer(env, "BREAKER_FAILURE_THRESHOLD", 3, 1, 1_000),
             breaker_cooldown_seconds=read_number(env, "BREAKER_COOLDOWN_SECONDS", 5.0, 0.1, 600.0),

@@ -88,12 +88,21 @@ FILLS_SUPERSEDED = {r: _FILLS_SUPERSEDED.labels(r) for r in ("newer-in-redis", "
 _REDIS_ERRORS = Counter(
     "cachelab_redis_errors_total",
     "Redis calls that failed or were refused, by kind "
-    "(timeout, connection, breaker_open, readonly, response, unexpected).",
+    "(timeout, connection, breaker_open, readonly, response, unexpected; patient: the "
+    "last, patient try of a read with no other answer than the database also failed).",
     ["kind"],
 )
 REDIS_ERRORS = {
     k: _REDIS_ERRORS.labels(k)
-    for k in ("timeout", "connection", "breaker_open", "readonly", "response", "unexpected")
+    for k in (
+        "timeout",
+        "connection",
+        "breaker_open",
+        "readonly",
+        "response",
+        "unexpected",
+        "patient",
+    )
 }
 
 BREAKER_STATE = Gauge(

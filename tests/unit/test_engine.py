@@ -505,3 +505,28 @@ def test_a_request_after_a_write_never_takes_a_fill_that_read_before_it(settings
     leader.join(5)
     follower.join(5)
     assert seen == {"leader": 1, "follower": 2}
+
+
+def test_a_cached_key_keeps_answering_while_redis_is_only_slow(settings, db, services, raw):
+    """Defect: during a flood of cold misses on a saturated machine, Redis answered
+    later than its 75 ms timeout, the breaker opened, and a worker without its
+    own copy of a cached key needed a miss slot that the flood held (503s). With
+    no copy to fall back on, the read asks Redis once more, patiently."""
+    filler = services(settings, db)
+    other = services(
+        settings,
+        db,
+        redis_socket_timeout_ms=50,
+        breaker_failure_threshold=1,
+        redis_retry_timeout_ms=2000,
+        fill_slots=1,
+        miss_slots=1,
+    )
+    key = target(settings, 11)
+    filler.reads.get(key)  # cached in Redis; `other` has no copy of it
+    with other.bulkhead.miss():  # the flood holds every miss slot of this worker
+        raw.execute_command("CLIENT", "PAUSE", "300", "ALL")  # Redis answers late
+        lookup = other.reads.get(key)
+    assert (lookup.result, lookup.tier) == (HIT, "redis")
+    assert other.store.breaker.state in ("open", "half-open")  # the first try did time out
+    assert db.calls["version"] == 1

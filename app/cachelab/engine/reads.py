@@ -42,9 +42,12 @@ Rules, in the order they apply
    (``collapsed`` for requests that waited for another's query).
 5. **Redis unavailable** at any step (timeout, error, breaker open): this
    worker's last copy, fresh or stale, until its hard expiry (a stale one is
-   refreshed once in the background); else one query per key in this worker,
-   kept as its copy. -> BYPASS, ``redis-unavailable`` (from ``local`` or the
-   database).
+   refreshed once in the background). A request with no copy, whose only other
+   answer is the slow query, first reads Redis once more, past the breaker,
+   with ``REDIS_RETRY_TIMEOUT_MS``: a Redis that is only slow (a saturated
+   machine) still answers it, and a cached key keeps answering. Else one
+   query per key in this worker, kept as its copy. -> BYPASS,
+   ``redis-unavailable`` (from ``local`` or the database).
 
 A row that does not exist is answered like any value, as a cached "not found"
 (a 404 for the client); its entry lives ``NEGATIVE_TTL_SECONDS``.
@@ -112,8 +115,14 @@ class ReadPath:
         try:  # rule 3
             read = self.store.read(target.key)
         except CacheUnavailable:
-            timer.add("cache", started)
-            return self._degraded(target, timer)
+            if self.tier1.last_copy(target.key) is not None:
+                timer.add("cache", started)
+                return self._degraded(target, timer)
+            try:  # rule 5's exception: no copy, so ask Redis once more, patiently
+                read = self.store.read_patiently(target.key)
+            except CacheUnavailable:
+                timer.add("cache", started)
+                return self._degraded(target, timer)
         timer.add("cache", started)
         found = read.entry
         if found is not None and not found.tombstone:

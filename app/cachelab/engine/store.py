@@ -43,6 +43,7 @@ from .model import NO_VERSION, Entry, decode
 
 T = TypeVar("T")
 _FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+_PATIENT_CONNECTIONS = 16
 
 # KEYS[1] entry; ARGV: payload, px, version (-1: none), fence, kind.
 # Returns 1 if written, 0 if the stored entry is as new or newer.
@@ -172,6 +173,20 @@ class RedisStore:
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client or make_client(settings)
+        # A second, small pool with a longer timeout and no breaker: the last try of
+        # a read that has no other answer than the database (see read_patiently).
+        pool = self.client.connection_pool
+        self.patient = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool(
+                connection_class=pool.connection_class,
+                max_connections=_PATIENT_CONNECTIONS,
+                timeout=settings.redis_retry_timeout_ms / 1000,
+                **{
+                    **pool.connection_kwargs,
+                    "socket_timeout": settings.redis_retry_timeout_ms / 1000,
+                },
+            )
+        )
         self.fence_ttl_ms = settings.fence_ttl_ms
         self.breaker = breaker or CircuitBreaker(
             settings.breaker_failure_threshold,
@@ -219,6 +234,24 @@ class RedisStore:
             return pipe.execute()
 
         raw, pttl = self._call(get)
+        entry = decode(raw)
+        if entry is None or pttl is None or pttl < 0:
+            return NOTHING
+        return Read(entry, pttl)
+
+    def read_patiently(self, key: str) -> Read:
+        """:meth:`read` once more, past an open breaker, with ``REDIS_RETRY_TIMEOUT_MS``:
+        for a request whose only other answer is the slow query (no copy in this
+        worker). A Redis that is merely slow (a saturated machine) still answers
+        it; a dead one costs it at most that timeout before the query."""
+        try:
+            pipe = self.patient.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.pttl(key)
+            raw, pttl = pipe.execute()
+        except Exception as exc:  # any failure: the caller goes to the database
+            metrics.REDIS_ERRORS["patient"].inc()
+            raise CacheUnavailable(f"redis unavailable on retry: {type(exc).__name__}") from exc
         entry = decode(raw)
         if entry is None or pttl is None or pttl < 0:
             return NOTHING
