@@ -228,6 +228,16 @@ class Stack:
             )
         )
 
+    def slow_calls_by_item(self) -> dict[int, int]:
+        """Item queries PostgreSQL started, per item id (the table slow_calls,
+        which slow_item() writes when SLOW_CALL_LOG=on: the test stacks)."""
+        out = self.psql("SELECT item, count(*) FROM slow_calls WHERE source = 'item' GROUP BY item")
+        counts: dict[int, int] = {}
+        for line in out.splitlines():
+            item, calls = line.split("|")
+            counts[int(item)] = int(calls)
+        return counts
+
     def running_slow_queries(self, source: str = "version") -> int:
         """Slow queries running now (started, not finished)."""
         pattern = {"version": "%slow_version()%", "item": "%slow_item(%"}[source]
