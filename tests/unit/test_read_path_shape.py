@@ -10,9 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import cachelab
 from cachelab.engine.keys import version_target
 
-ENGINE = Path(__file__).resolve().parents[2] / "app" / "cachelab"
+ENGINE = Path(cachelab.__file__).resolve().parent
 
 
 def traced(call) -> list[tuple[str, str]]:
