@@ -530,3 +530,23 @@ def test_a_cached_key_keeps_answering_while_redis_is_only_slow(settings, db, ser
     assert (lookup.result, lookup.tier) == (HIT, "redis")
     assert other.store.breaker.state in ("open", "half-open")  # the first try did time out
     assert db.calls["version"] == 1
+
+
+def test_an_evicted_tombstone_lets_no_old_fill_through(settings, db, services, raw):
+    """Defect: volatile-lru evicts a tombstone (an ordinary key with a TTL); a fill
+    that read the old row was then accepted, and the old version served until
+    its TTL. The fill re-checks the row's version before it writes."""
+    service = services(settings, db)
+    item = item_target(settings.cache_namespace, 4, "delete")
+    db.gate = threading.Event()
+    reader = threading.Thread(target=service.reads.get, args=(item,))
+    reader.start()
+    assert db.started.acquire(timeout=5)  # the fill has read version 1
+    written = service.writer.put(4, "new", "delete", guarded=True)
+    assert written.action == "tombstone"
+    raw.delete(item.key)  # evicted under memory pressure, as volatile-lru may
+    db.gate.set()
+    reader.join(5)
+    db.gate = None
+    assert service.store.read(item.key).entry is None  # the old fill was not stored
+    assert service.reads.get(item).value["version"] == written.item["version"] == 2
