@@ -550,3 +550,42 @@ def test_an_evicted_tombstone_lets_no_old_fill_through(settings, db, services, r
     db.gate = None
     assert service.store.read(item.key).entry is None  # the old fill was not stored
     assert service.reads.get(item).value["version"] == written.item["version"] == 2
+
+
+def test_refreshes_beyond_the_pool_and_its_queue_are_refused_not_queued(
+    settings, db, services, raw
+):
+    """Suspected defect, confirmed: the refresh pool's queue was unbounded, so a
+    worker whose keys all went stale at once queued a refresh per key."""
+    service = services(settings, db, cache_strategy="swr", refresh_threads=1, refresh_queue=2)
+    keys = [target(settings, item) for item in range(20, 30)]
+    for key in keys:
+        service.reads.get(key)
+        make_stale(service, raw, key)
+    db.gate = threading.Event()
+    assert all(service.reads.get(key).result == STALE for key in keys)  # served at once
+    assert service.jobs.pending() == 3 and service.jobs.refused == 7
+    db.gate.set()
+    wait_until(lambda: service.jobs.pending() == 0, 5, interval=0.01, message="drained")
+    assert db.calls["version"] == 10 + 3
+
+
+def test_a_refresh_whose_write_lost_to_a_newer_one_is_counted_as_superseded(
+    settings, db, services, raw
+):
+    """Suspected defect, confirmed: a refresh counted a refused write as ok."""
+    service = services(settings, db, cache_strategy="swr")
+    item = item_target(settings.cache_namespace, 6, "write-through")
+    service.reads.get(item)
+    make_stale(service, raw, item)
+    seen = service.store.read(item.key).entry
+    before = counter(metrics.REFRESHES[("stale", "superseded")])
+    db.gate, db.started = threading.Event(), threading.Semaphore(0)
+    refresh = threading.Thread(target=service.fills._refresh, args=(item, seen, "stale"))
+    refresh.start()
+    assert db.started.acquire(timeout=5)  # the refresh has read version 1
+    service.writer.put(6, "newer", "write-through", guarded=True)  # version 2 is in Redis
+    db.gate.set()
+    refresh.join(5)
+    assert counter(metrics.REFRESHES[("stale", "superseded")]) == before + 1
+    assert service.store.read(item.key).entry.version == 2
