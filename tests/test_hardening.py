@@ -43,7 +43,9 @@ def test_container_is_locked_down(lab, service):
     assert host.get("CapDrop") and "ALL" in host["CapDrop"], service
     assert not host.get("CapAdd"), service
     assert host["Privileged"] is False
-    assert host["Memory"] > 0 and host["NanoCpus"] > 0, service
+    assert host["Memory"] > 0, service
+    # A CPU limit: --cpus, or a quota per CFS period (app and nginx: 10 ms periods).
+    assert host["NanoCpus"] > 0 or 0 < host["CpuQuota"] <= host["CpuPeriod"], service
     assert host["RestartPolicy"]["Name"] == "unless-stopped", service
     assert host["LogConfig"]["Config"].get("max-size"), service
 
