@@ -192,9 +192,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Runner:
     """One open-loop step of one system: k6 and the meters around it."""
 
-    def __init__(self, k6, stack: Stack | None, url_of, containers: dict) -> None:
+    def __init__(self, k6, stack: Stack | None, url_of, containers: dict, meter=None) -> None:
         self.k6, self.stack, self.url_of, self.containers = k6, stack, url_of, containers
-        self.meter = machine.LoadMeter(
+        self.meter = meter or machine.LoadMeter(
             stack.docker if stack else None, stack.project if stack else None
         )
 
@@ -267,7 +267,7 @@ def climb(
         for name in systems:
             low, high = bracket(done[name], args.p99_ms)
             if low is not None and high is not None and high.rate - low.rate > 1:
-                current.append(Level(name, (low.rate + high.rate) / 2, "refine"))
+                current.append(Level(name, round((low.rate + high.rate) / 2), "refine"))
         if not current:
             break
         run_levels(runner, current, args.repeats, args.step, rng)
@@ -277,7 +277,7 @@ def climb(
     for name in systems:
         knee = knee_of(done[name], args.p99_ms)
         if knee is not None:
-            halves.append(Level(name, knee.rate / 2, "half-knee"))
+            halves.append(Level(name, max(1, round(knee.rate / 2)), "half-knee"))
     run_levels(runner, halves, args.repeats, args.step, rng)
     for level in halves:
         done[level.system].append(level)
@@ -315,9 +315,9 @@ def run(args: argparse.Namespace) -> int:
     if args.target:
         found = target.describe(args)
         say(f"target {found.url}: strategy {found.strategy} ({found.where['label']})")
-        runner = Runner(k6run.DockerK6(), None, lambda _name: found.url, {})
+        runner = Runner(k6run.DockerK6(), None, lambda _name: found.url, {}, found.meter())
         name = f"target ({found.strategy})"
-        ladder = [args.start_rate * 1.5**i for i in range(16)]
+        ladder = [round(args.start_rate * 1.5**i) for i in range(16)]
         levels = climb(runner, [name], {name: ladder}, args, rng)
         data["systems"][name] = {
             "label": f"{found.url} ({found.strategy})",
@@ -399,6 +399,8 @@ def run(args: argparse.Namespace) -> int:
         "fractions": sorted(args.fractions),
         "delay_s": args.delay,
         "before": args.before,
+        "target": args.target,
+        "start_rate": args.start_rate,
         "generator": "k6 (constant-arrival-rate), "
         + ("from this host" if args.target else "in a container on the stack's network"),
         "command": command_line(

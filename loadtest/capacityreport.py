@@ -162,14 +162,27 @@ def render_markdown(data: dict) -> str:
         "shuffled order; latency from the request asking for a connection to its last byte "
         "(every sample: exact percentiles to p99.9); a step that drops a request "
         "(no free virtual user) or gets an error fails",
-        f"- **Ladder**: fractions {', '.join(f'{f:g}' for f in meta['fractions'])} of each "
-        f"system's closed-loop rate (wrk, {meta['connections']} connections, "
-        f"{meta['probe_s']:g} s), then bisections between the last met and the first missed "
-        "rate, then every system at half its knee",
-        "- **Stack**: every app and Nginx with the lab's CPU limit (compose.yaml); "
-        "Flask-Caching behind the same Nginx image and configuration (equal CPU on the same "
-        f"path); one {meta['engine']} and one PostgreSQL; pure hits (TTL far above the run)"
-        + (f"; `before` is the lab at `{meta['before']}`" if meta.get("before") else ""),
+    ]
+    if meta.get("target"):
+        out += [
+            f"- **Ladder**: from {meta['start_rate']:g} req/s, x1.5 a step, then bisections "
+            "between the last met and the first missed rate, then half the knee",
+            f"- **Target**: {meta['target']}, measured as deployed (no reconfiguring; its own "
+            "TTL, CPU and cache); the other systems' rows come from a local run "
+            "(`python -m loadtest.bench compare`)",
+        ]
+    else:
+        out += [
+            f"- **Ladder**: fractions {', '.join(f'{f:g}' for f in meta['fractions'])} of each "
+            f"system's closed-loop rate (wrk, {meta['connections']} connections, "
+            f"{meta['probe_s']:g} s), then bisections between the last met and the first missed "
+            "rate, then every system at half its knee",
+            "- **Stack**: every app and Nginx with the lab's CPU limit (compose.yaml); "
+            "Flask-Caching behind the same Nginx image and configuration (equal CPU on the same "
+            f"path); one {meta['engine']} and one PostgreSQL; pure hits (TTL far above the run)"
+            + (f"; `before` is the lab at `{meta['before']}`" if meta.get("before") else ""),
+        ]
+    out += [
         f"- **Command**: `{meta['command']}`",
         "",
         render_table(data),

@@ -246,7 +246,7 @@ def run_target(args: argparse.Namespace) -> int:
     results_dir.mkdir(parents=True, exist_ok=True)
     name = f"target ({found.strategy})"
     url = found.url + benchstack.PATH
-    meter = machine.LoadMeter(None, None)
+    meter = found.meter()
     samples = []
     if args.warmup > 0:
         wrkrun.run_wrk_image(image, url, args.warmup, args.connections, args.threads, 30)

@@ -143,7 +143,17 @@ class DockerK6:
 
     def run(self, url: str, rate: float, seconds: float, **settings) -> Step:
         env = _environment(url, rate, seconds, **settings)
-        command = ["docker", "run", "--rm", "-i", "--network", "host", self.image, "run", "-q"]
+        command = [
+            "docker",
+            "run",
+            "--rm",
+            "-i",
+            "--network",
+            "host",
+            "--label",
+            "cachelab.bench=k6",
+        ]
+        command += [self.image, "run", "-q"]
         command.append("--no-color")
         for name, value in env.items():
             command += ["-e", f"{name}={value}"]

@@ -194,6 +194,7 @@ def run_strategy(
     results_dir: Path,
     apps: int,
     label: str,
+    meter: machine.LoadMeter | None = None,
 ) -> RunResult:
     if stack is not None and not args.target:
         settings = {"CACHE_STRATEGY": strategy, "SLOW_QUERY_SECONDS": f"{args.delay:g}"}
@@ -212,7 +213,9 @@ def run_strategy(
         f"{label}: Locust {args.users} users for {args.duration:g} s "
         f"(scenario {args.scenario}) -> {run_dir}"
     )
-    meter = machine.LoadMeter(stack.docker if stack else None, stack.project if stack else None)
+    meter = meter or machine.LoadMeter(
+        stack.docker if stack else None, stack.project if stack else None
+    )
     started = time.time()
     meter.start()
     if stack is not None:
@@ -274,7 +277,9 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
         found = target.describe(args)
         say(f"target {found.url}: strategy {found.strategy} ({found.where['label']})")
         results = [
-            run_strategy(None, found.url, args, found.strategy, results_dir, 1, found.strategy)
+            run_strategy(
+                None, found.url, args, found.strategy, results_dir, 1, found.strategy, found.meter()
+            )
         ]
         where, host, apps, original = found.where, found.url, None, {}
     else:

@@ -87,11 +87,29 @@ class Load:
         return data
 
 
+BENCH_LABEL = "cachelab.bench"  # on the containers a benchmark runs itself (k6, wrk)
+
+
+def docker_or_none():
+    """A Docker client, or None where there is no engine to ask."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        return client
+    except Exception:  # noqa: BLE001 - no engine: no container figures
+        return None
+
+
 class LoadMeter:
     """Brackets a step: ``meter.start()``, run, ``meter.stop() -> Load``.
 
-    ``ours`` says which containers belong to the benchmark (a Compose
-    project's label); every other running container is someone else's.
+    Ours: the containers of the benchmark's Compose project (the bench stack,
+    the lab being measured) and those it started itself (label
+    ``cachelab.bench``); every other running container is someone else's.
+    Without container figures (no Docker here), everything but this process
+    tree counts as someone else's.
     """
 
     def __init__(self, docker_client, project: str | None) -> None:
@@ -109,8 +127,11 @@ class LoadMeter:
             counters = cgroups.read(container.id)
             if counters is None:
                 return None  # not on the Docker host: the API is too slow for every container
-            label = container.labels.get("com.docker.compose.project")
-            (ours if self.project and label == self.project else others)[container.id] = counters
+            labels = container.labels
+            mine = BENCH_LABEL in labels or (
+                self.project and labels.get("com.docker.compose.project") == self.project
+            )
+            (ours if mine else others)[container.id] = counters
         return ours, others
 
     def start(self) -> None:
@@ -131,8 +152,8 @@ class LoadMeter:
             other_containers = _delta(containers0[1], containers1[1]) / wall
         ours = own + (ours_containers or 0.0)
         other = None
-        if machine is not None and other_containers is not None:
-            other = machine - ours - other_containers
+        if machine is not None:
+            other = machine - ours - (other_containers or 0.0)
         return Load(
             seconds=wall,
             loadavg_start=load0,

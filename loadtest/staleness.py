@@ -115,7 +115,7 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
             if STRATEGY_OF.get(variant, found.strategy) != found.strategy and variant == "edge":
                 say(f"{variant}: skipped (the target runs {found.strategy}, not edge)")
                 continue
-            rows[variant] = run_variant(None, found.url, args, variant, token, out)
+            rows[variant] = run_variant(None, found.url, args, variant, token, out, found.meter())
         where = found.where
     else:
         stack = stack or lab.lab_stack(args.project)
@@ -175,10 +175,18 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
 
 
 def run_variant(
-    stack: Stack | None, host: str, args: argparse.Namespace, variant: str, token: str, out: Path
+    stack: Stack | None,
+    host: str,
+    args: argparse.Namespace,
+    variant: str,
+    token: str,
+    out: Path,
+    meter: machine.LoadMeter | None = None,
 ) -> dict:
     before = stack.settled_slow_calls(source="item") if stack else None
-    meter = machine.LoadMeter(stack.docker if stack else None, stack.project if stack else None)
+    meter = meter or machine.LoadMeter(
+        stack.docker if stack else None, stack.project if stack else None
+    )
     meter.start()
     summary = run_locust_variant(host, args, variant, token, out)
     load = meter.stop()

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from . import machine
 from .errors import BenchError
 from .machine import local_description
 
@@ -44,6 +45,26 @@ class Target:
     url: str
     strategy: str
     where: dict
+    project: str | None = None  # the Compose project behind a target on this machine
+
+    def meter(self) -> machine.LoadMeter:
+        """A load meter that counts the target's own containers (when local) as ours."""
+        return machine.LoadMeter(machine.docker_or_none(), self.project)
+
+
+def local_project(url: str) -> str | None:
+    """The Compose project whose container publishes the URL's port here, if any."""
+    parts = urlsplit(url)
+    port = str(parts.port or (443 if parts.scheme == "https" else 80))
+    client = machine.docker_or_none()
+    if client is None:
+        return None
+    for container in client.containers.list():
+        ports = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
+        for bindings in ports.values():
+            if any(b.get("HostPort") == port for b in bindings or []):
+                return container.labels.get("com.docker.compose.project")
+    return None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,4 +134,6 @@ def describe(args: argparse.Namespace) -> Target:
         raise BenchError(
             f"--target {url}: /api/version answered {response.status_code} without a strategy"
         )
-    return Target(url=url, strategy=strategy, where=where_of(url, args.where))
+    where = where_of(url, args.where)
+    project = local_project(url) if where["kind"] == "local" else None
+    return Target(url=url, strategy=strategy, where=where, project=project)

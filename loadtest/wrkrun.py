@@ -58,6 +58,7 @@ def run_wrk_image(
 
     command = [
         "docker", "run", "--rm", "--network", "host", "--read-only", "--cap-drop", "ALL",
+        "--label", "cachelab.bench=wrk",
         image, "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
         f"--timeout={request_timeout:g}s", "-s", "/bench/report.lua", url,
     ]  # fmt: skip

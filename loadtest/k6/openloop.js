@@ -25,7 +25,7 @@ import exec from 'k6/execution';
 
 const BASE = __ENV.LAB_URL;
 const PATH = __ENV.LAB_PATH || '/api/version?item={item}';
-const RATE = Number(__ENV.RATE || 100);
+const RATE = Math.max(1, Math.round(Number(__ENV.RATE || 100))); // k6 takes whole requests per time unit
 const DURATION = Number(__ENV.DURATION || 10);
 const VUS = Number(__ENV.VUS || Math.max(20, Math.ceil(RATE * 0.2)));
 const KEYS = Math.max(1, Number(__ENV.KEYS || 1));
