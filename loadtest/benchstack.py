@@ -10,7 +10,9 @@ systems, each under the lab's CPU limits, on one Redis and one PostgreSQL:
   pick instead;
 * ``ceiling``: Nginx serving a static copy of the answer;
 * ``before`` (``--before REF``): the lab's app and Nginx built from a git ref,
-  with the CPU limits and settings it had there -- the "before" of a change.
+  with the CPU limits and settings it had there -- the "before" of a change;
+* ``two-tier@100ms`` (on request): today's lab with the kernel's default
+  100 ms CFS period instead of compose.yaml's 10 ms -- what the period alone does.
 
 Every system answers ``GET /api/version?item=<n>`` (the baseline and the
 ceiling ignore ``item``).

@@ -53,7 +53,7 @@ from .wrkrun import run_wrk
 
 PURE_HIT_TTL = 86_400  # CACHE_TTL_SECONDS in pure-hit mode: far above any run
 MODES = ("pure-hit", "expiry")
-DEFAULT_SYSTEMS = tuple(name for name in BY_NAME if name != "before")
+DEFAULT_SYSTEMS = tuple(name for name in BY_NAME if not BY_NAME[name].profile)
 DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
 
 
