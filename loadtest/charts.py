@@ -111,7 +111,7 @@ def dot_plot(
             mark_none(ax, j, none_text)
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
     ax.set_xlim(-0.6, len(labels) - 0.4)
-    if log:
+    if log and any(line.get_ydata().size for line in ax.lines):
         ax.set_yscale("log")
     ax.grid(True, axis="y", which="both", alpha=0.3)
 
@@ -183,7 +183,8 @@ def latency_charts(paths: dict[str, Path], runs: list[LatencyRun]) -> None:
                 linewidth=0.8,
                 label="TTL expiry" if index == 0 else None,
             )
-        ax.set_yscale("log")
+        if any(found for _, found in run.percentiles):
+            ax.set_yscale("log")
         ax.set_ylabel("ms")
         ax.set_title(
             f"{run.strategy}: response time of the requests sent in each second", fontsize=10

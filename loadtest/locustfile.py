@@ -48,6 +48,7 @@ import random
 import time
 from functools import lru_cache
 
+import gevent
 from locust import events, tag, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import WorkerRunner
@@ -62,6 +63,16 @@ COLD_FIRST_ITEM = 9000  # cold keys live in 9000-9999, away from the Zipf range
 DASHBOARD_ITEMS = range(8000, 9000)  # the dashboard's burst button: no scenario reads them
 COLD_SPAN = 1000
 MAX_ZIPF_KEYS = DASHBOARD_ITEMS.start - 1
+
+
+@events.init.add_listener
+@events.test_start.add_listener
+def _fresh_clock(**_kwargs) -> None:
+    """gevent's timers count from its loop's cached clock, set when the hub was
+    made; on a busy machine Locust's imports can outlast a short ``--run-time``,
+    and its run-time timer then fires at once (a run of no requests). Bring the
+    clock up to date before Locust starts that timer."""
+    gevent.get_hub().loop.update_now()
 
 
 @events.init_command_line_parser.add_listener

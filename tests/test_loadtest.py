@@ -610,7 +610,7 @@ def test_target_runs_the_strategy_the_target_has_and_says_where(
             "--target",
             lab.base_url,
             "--duration",
-            "3s",
+            "4s",
             "--users",
             "2",
             "--results",
