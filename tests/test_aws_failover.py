@@ -76,7 +76,7 @@ def _memory_hit(cache_status: str) -> bool:
 
 @pytest.fixture(scope="module", params=["two-tier", "swr"])
 def drill_stack(request, docker_available):
-    lab = Stack.create(prefix="cachelab-failover")
+    lab = Stack.create(kind="failover")
     lab.env["CACHE_STRATEGY"] = request.param
     if os.environ.get("REDIS_IMAGE"):
         lab.env["CACHE_IMAGE"] = os.environ["REDIS_IMAGE"]  # ElastiCache-like Redis 7 nodes

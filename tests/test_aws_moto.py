@@ -262,12 +262,9 @@ class Deployment:
         )[0]
         rendered = dict(line.split("=", 1) for line in env_block.splitlines() if line)
         boot = (TF_DIR / "host" / "bootstrap.sh").read_text()
-        needed = (
-            re.search(r"for name in (.*?); do\n  need", boot, re.DOTALL)
-            .group(1)
-            .replace("\\\n", " ")
-            .split()
-        )
+        loop = re.search(r"for name in (.*?); do\n  need", boot, re.DOTALL)
+        assert loop, "bootstrap.sh's loop over the required variables"
+        needed = loop.group(1).replace("\\\n", " ").split()
         assert set(needed) - {"INSTANCE_ID"} <= set(rendered), set(needed) - set(rendered)
         assert rendered["APP_IMAGE"] == o["app_image"] and rendered["HTTP_BIND"] == "0.0.0.0"
         assert ("WRITE_API_SECRET_ARN" in rendered) == (self.name == "scaled")

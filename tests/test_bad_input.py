@@ -166,8 +166,8 @@ def test_slow_clients_are_cut_off_and_do_not_block_others(lab):
 
 
 # -- rate limit ----------------------------------------------------------------
+@pytest.mark.lab_settings(RATE_LIMIT_RPS="2", RATE_LIMIT_BURST="3")
 def test_rate_limit_answers_429_with_retry_after_when_on(lab):
-    lab.reconfigure(RATE_LIMIT_RPS="2", RATE_LIMIT_BURST="3")
     lab.get("/api/version?item=1")
     statuses = []
     session = requests.Session()
@@ -182,6 +182,7 @@ def test_rate_limit_answers_429_with_retry_after_when_on(lab):
             limited = response
     assert set(statuses) <= {200, 429}
     assert statuses.count(429) >= 20, statuses
+    assert limited is not None
     assert limited.headers["Retry-After"] == "1"
     assert limited.headers["Cache-Control"] == "no-store"
     assert parse_json(limited)["error"] == "too_many_requests"

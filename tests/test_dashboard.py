@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import require_tool
 
 from loadtest.stack import ROOT, parse_json, wait_until
+from tests.helpers import require_tool
 
 ARTIFACTS = ROOT / "test-artifacts"
 README_SCREENSHOT = ROOT / "docs" / "dashboard.png"

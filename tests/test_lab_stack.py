@@ -6,6 +6,8 @@ import hashlib
 import json
 import time
 
+import pytest
+
 from loadtest.stack import ROOT, parse_json, wait_until
 
 DELAY = 1.0  # SLOW_QUERY_SECONDS in tests/stack.py
@@ -63,8 +65,8 @@ def test_uncached_baseline_always_queries_the_database(lab):
     assert lab.settled_slow_calls(at_least=before + 2) == before + 2
 
 
+@pytest.mark.lab_settings(CACHE_STRATEGY="cache-aside", CACHE_TTL_SECONDS="2")
 def test_ttl_expiry_gives_a_miss_again_with_cache_aside(lab):
-    lab.reconfigure(CACHE_STRATEGY="cache-aside", CACHE_TTL_SECONDS="2")
     first = lab.get("/api/version")
     assert first.headers["X-Cache"] == "MISS"
     assert lab.get("/api/version").headers["X-Cache"] == "HIT"

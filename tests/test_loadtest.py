@@ -13,14 +13,15 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from conftest import require_tool
 
 from loadtest import bench
 from loadtest.stack import ROOT, metric, wait_until
+from tests.helpers import require_tool
 
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 DELAY_MS = 1000  # SLOW_QUERY_SECONDS of the test stack
@@ -128,15 +129,18 @@ def test_every_scenario_runs_against_the_stack_with_zero_failures(locust_install
 
 
 # -- response checks and thresholds, against a stand-in server (no stack needed) ---
-class FakeLab(BaseHTTPRequestHandler):
-    mode = "good"
+class FakeServer(ThreadingHTTPServer):
+    mode = "good"  # good, slow, wrong-version
 
+
+class FakeLab(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         query = parse_qs(urlsplit(self.path).query)
         item = int(query.get("item", ["0"])[0])
-        if self.server.mode == "slow":
+        mode = cast(FakeServer, self.server).mode
+        if mode == "slow":
             time.sleep(0.03)
-        version = "MySQL 8.0" if self.server.mode == "wrong-version" else "PostgreSQL 15.8"
+        version = "MySQL 8.0" if mode == "wrong-version" else "PostgreSQL 15.8"
         if urlsplit(self.path).path == "/":
             body, ctype = f"<html><body>{version}</body></html>".encode(), "text/html"
         else:
@@ -167,8 +171,7 @@ class FakeLab(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_lab():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLab)
-    server.mode = "good"
+    server = FakeServer(("127.0.0.1", 0), FakeLab)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server

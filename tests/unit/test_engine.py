@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 
@@ -20,8 +21,8 @@ from cachelab.engine.refresher import Refresher
 from cachelab.engine.writes import Writer
 from cachelab.postgres.database import DatabaseUnavailable
 from loadtest.stack import wait_until
-
-from .conftest import FakeClock, free_port
+from tests.helpers import free_port
+from tests.unit.fakes import FakeClock
 
 
 def target(settings, item=1):
@@ -114,14 +115,14 @@ def test_followers_in_a_worker_wait_at_most_their_deadline(settings, db, service
     """Defect: threads waiting on a single flight had no deadline."""
     from cachelab.engine.singleflight import FlightTimeout, SingleFlight
 
-    flights = SingleFlight()
+    flights: SingleFlight[bool] = SingleFlight()
     gate = threading.Event()
     leader = threading.Thread(target=flights.do, args=("k", lambda: gate.wait(5), 10))
     leader.start()
     wait_until(lambda: not flights.is_leader_free("k"), 2, interval=0.01, message="leader")
     started = time.monotonic()
     with pytest.raises(FlightTimeout):
-        flights.do("k", lambda: None, timeout=0.2)
+        flights.do("k", lambda: True, timeout=0.2)
     assert time.monotonic() - started < 1.0
     assert flights.followers("k") == 0  # a follower that gave up is no longer counted
     gate.set()
@@ -251,9 +252,14 @@ def test_shutdown_drops_the_queued_refreshes():
     """Defect: an exiting worker ran its whole refresh queue."""
     refresher = Refresher(1, time.monotonic)
     gate, ran = threading.Event(), []
+
+    def refresh(n: int) -> None:
+        gate.wait(5)
+        ran.append(n)
+
     for n in range(5):
         assert refresher.claim(f"k{n}")
-        refresher.submit(f"k{n}", lambda n=n: (gate.wait(5), ran.append(n)))
+        refresher.submit(f"k{n}", partial(refresh, n))
     wait_until(lambda: refresher.running() == 5, 2, interval=0.01, message="queued")
     refresher.shutdown()
     gate.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -12,8 +13,7 @@ from cachelab import metrics
 from cachelab.engine.entry import Entry, tombstone
 from cachelab.engine.leases import Busy, Lease, Leases
 from cachelab.engine.store import CacheUnavailable, RedisStore
-
-from .conftest import free_port
+from tests.helpers import free_port
 
 
 def entry(fence: int, version: int | None = None, ttl: float = 10.0) -> Entry:
@@ -93,6 +93,7 @@ def test_a_holder_keeps_its_lease_as_long_as_it_works(store, raw):
     """Defect: the lock TTL covered only the statement timeout, not the holder's path."""
     leases = Leases(store, 0.3)
     lease = leases.try_acquire("k:lock")
+    assert isinstance(lease, Lease)
     deadline = time.monotonic() + 1.2  # four lease lengths
     while time.monotonic() < deadline:
         assert isinstance(leases.try_acquire("k:lock"), Busy)
@@ -118,6 +119,7 @@ def test_an_orphaned_lease_ends_within_its_length(store, raw):
 def test_a_lease_that_cannot_be_renewed_is_marked_lost(store, raw):
     leases = Leases(store, 0.5)
     lease = leases.try_acquire("k:lock")
+    assert isinstance(lease, Lease)
     raw.set("k:lock", "stolen")
     leases.renew_all()
     assert lease.lost and not leases.held()
@@ -148,7 +150,7 @@ def test_readonly_after_a_failover_drops_the_pool_and_says_so(settings, valkey):
             on_failover=lambda: failovers.append(1),
         )
         store.read("k")  # reads work on a replica
-        pool = store.client.connection_pool
+        pool: Any = store.client.connection_pool  # its connections: redis-py's internals
         assert any(c._sock is not None for c in pool._connections)
         with pytest.raises(CacheUnavailable, match="read-only"):
             store.write("k", entry(1), 1000)

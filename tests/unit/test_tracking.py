@@ -14,8 +14,8 @@ from cachelab.engine.lookup import MEMORY, REDIS
 from cachelab.engine.tracking import Tracking
 from cachelab.engine.writes import Writer
 from loadtest.stack import wait_until
-
-from .conftest import FakeClock
+from tests.helpers import free_port
+from tests.unit.fakes import FakeClock
 
 
 def fresh_entry(fence: int, value: str = "v") -> Entry:
@@ -155,7 +155,8 @@ def test_a_copy_read_before_an_invalidation_is_never_kept():
     assert local.put("k", fresh_entry(1), 10, 70, snapshot) is None
     snapshot = local.snapshot("k")
     assert local.put("k", fresh_entry(2), 10, 70, snapshot) is not None
-    assert local.servable("k").entry.fence == 2
+    servable = local.servable("k")
+    assert servable is not None and servable.entry.fence == 2
 
 
 def test_serving_a_copy_never_extends_its_life():
@@ -184,7 +185,6 @@ def test_the_copies_are_bounded(size):
 def test_failed_reconnection_attempts_do_not_keep_invalidating_copies(settings, db, services):
     """Each failed attempt used to reset the copies again, so during an outage a
     worker could never keep a refreshed copy and queried on every read."""
-    from .conftest import free_port
 
     service = services(settings, db, start=False, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     service.start()
