@@ -263,6 +263,7 @@ PAIRS = st.lists(
 )
 
 
+@pytest.mark.unit
 def test_openapi_description_matches_the_app():
     from cachelab.web import params
 
@@ -276,6 +277,7 @@ def test_openapi_description_matches_the_app():
     } == set(params.ALLOWED)
 
 
+@pytest.mark.unit
 def test_openapi_describes_the_items_api_as_the_app_checks_it():
     from cachelab import config
     from cachelab.web import items
@@ -360,23 +362,14 @@ def test_stack_is_healthy_after_the_bad_input(lab):
 
 
 # -- invalid environment at start-up ---------------------------------------------
+# Every variable's check runs in the unit layer (tests/unit/test_configuration.py);
+# these show that the same checks stop the real containers.
 @pytest.mark.parametrize(
     ("service", "variable", "value"),
     [
         ("nginx", "RATE_LIMIT_RPS", "fast"),
-        ("nginx", "RATE_LIMIT_BURST", "-1"),
-        ("nginx", "REAL_IP_FROM", "evil;host"),
-        ("nginx", "UPSTREAM_WATCH_SECONDS", "0"),
         ("app", "CACHE_TTL_SECONDS", "ten"),
-        ("app", "CACHE_STRATEGY", "lru"),
-        ("app", "REDIS_URL", "http://redis"),
-        ("app", "GUNICORN_WORKERS", "0"),
-        ("app", "DB_STATEMENT_TIMEOUT_MS", "900"),  # not above SLOW_QUERY_SECONDS (1 s)
-        ("app", "DB_STATEMENT_TIMEOUT_MS", "0"),
-        ("app", "REDIS_SOCKET_TIMEOUT_MS", "fast"),
-        ("app", "CACHE_NAMESPACE", "Bad Space"),
-        ("app", "DATABASE_URL", "mysql://db/lab"),
-        ("app", "GUNICORN_THREADS", "many"),
+        ("app", "DATABASE_PASSWORD_FILE", "/run/lab-secrets/nowhere"),
     ],
 )
 def test_bad_configuration_stops_the_service_naming_the_variable(stack, service, variable, value):

@@ -164,3 +164,16 @@ def test_the_app_container_runs_the_code_of_this_checkout(lab):
     installed = json.loads(out.decode())
     changed = sorted(name for name in here if installed.get(name) != here[name])
     assert not changed, f"the image runs other code than the checkout for: {changed}"
+
+
+def test_passwords_are_generated_on_the_first_start_and_kept(stack):
+    """No password in the environment (as a newcomer's bare `docker compose up`):
+    the one-shot `passwords` service wrote them; running it again keeps them."""
+    assert not any("PASSWORD" in name for name in stack.env)
+    owner, app = stack.secret("owner"), stack.secret("app")
+    assert len(owner) == len(app) == 32 and owner != app
+    again = stack.compose("run", "--rm", "--no-deps", "passwords", check=False, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count(" kept (") == 3, again.stdout
+    assert (stack.secret("owner"), stack.secret("app")) == (owner, app)
+    assert stack.get("/api/version?item=5").status_code == 200

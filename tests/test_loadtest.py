@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -179,6 +180,7 @@ def fake_lab():
     server.server_close()
 
 
+@pytest.mark.unit
 def test_a_200_with_the_wrong_body_is_a_failure_and_breaks_the_threshold(
     locust_installed, fake_lab, tmp_path
 ):
@@ -213,6 +215,7 @@ def test_a_200_with_the_wrong_body_is_a_failure_and_breaks_the_threshold(
     assert "page does not show the PostgreSQL version" in failures
 
 
+@pytest.mark.unit
 def test_p95_threshold_fails_the_run_and_a_good_run_exits_zero(
     locust_installed, fake_lab, tmp_path
 ):
@@ -328,16 +331,17 @@ def test_compose_serves_the_locust_ui_with_workers_ready_to_swarm(stack):
 
 
 def test_compose_file_defines_master_and_scalable_worker():
+    require_tool(shutil.which("docker") is not None, "the docker CLI")
+    # No password or other variable needed: compose.yaml works bare.
+    env = {k: v for k, v in os.environ.items() if "PASSWORD" not in k}
     result = subprocess.run(
         ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "config", "--format", "json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "POSTGRES_PASSWORD": "x", "APP_DB_PASSWORD": "y" * 16},
+        env=env,
     )
-    if result.returncode != 0 and "docker" in result.stderr.lower() and "not" in result.stderr:
-        pytest.skip(result.stderr)
     assert result.returncode == 0, result.stderr
     services = json.loads(result.stdout)["services"]
     master, worker = services["locust-master"], services["locust-worker"]
@@ -526,6 +530,7 @@ def test_benchmark_fails_clearly_when_the_lab_is_not_running(docker_available, c
     assert "cachelab-absent-0000" in err and "Traceback" not in err
 
 
+@pytest.mark.unit
 def test_benchmark_subcommands_and_their_options(capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--help"])

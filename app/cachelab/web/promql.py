@@ -28,6 +28,9 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+# Routes whose requests are cache lookups (the page, its JSON twin, items): the
+# requests/s and latency rules select these (prometheus/rules.yml).
+LOOKUP_ROUTES = ("/", "/api/version", "/api/items/<raw_id>")
 HISTORY_SECONDS = 300
 STEP_SECONDS = 2
 TIMEOUT_SECONDS = 2.0
