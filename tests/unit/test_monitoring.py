@@ -8,6 +8,7 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -80,6 +81,7 @@ class FakePrometheus(BaseHTTPRequestHandler):
             self.send_response(500)
             self.end_headers()
             return
+        result: list[dict[str, Any]]
         if self.path.startswith("/api/v1/query_range"):
             result = [{"metric": {}, "values": [[1000, "0.5"], [1002, "NaN"]]}]
         elif "by (le)" in query:
