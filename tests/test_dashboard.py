@@ -349,8 +349,8 @@ def test_browser_burst_changes_hit_ratio_and_key_state(lab, browser):
         shutil.copyfile(shot, README_SCREENSHOT)
     # History lives in Prometheus: a reloaded page draws it at once.
     page.reload(wait_until="load")
-    page.wait_for_selector("#chart-latency.has-data", timeout=10_000)
-    page.wait_for_selector("#chart-rps.has-data", timeout=10_000)
+    page.wait_for_selector("#chart-latency.has-data", timeout=20_000)
+    page.wait_for_selector("#chart-rps.has-data", timeout=20_000)
     assert not problems, problems
 
 

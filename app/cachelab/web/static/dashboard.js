@@ -407,9 +407,9 @@
     $("updated").className = pollFailure ? "bad" : "muted";
   }
 
-  function getJson(url) {
+  function getJson(url, timeoutMs) {
     var controller = window.AbortController ? new AbortController() : null;
-    var timer = controller ? setTimeout(function () { controller.abort(); }, 5000) : null;
+    var timer = controller ? setTimeout(function () { controller.abort(); }, timeoutMs || 5000) : null;
     return fetch(url, { cache: "no-store", headers: { Accept: "application/json" }, signal: controller ? controller.signal : undefined })
       .then(function (response) {
         return response.json().then(function (body) { return { ok: response.ok, status: response.status, body: body }; },
@@ -439,7 +439,7 @@
   }
 
   function pollSeries() {
-    getJson("/api/dashboard/series")
+    getJson("/api/dashboard/series", 10000)
       .then(function (result) {
         series = result.body && result.body.status ? result.body
           : { status: "unavailable", reason: "HTTP " + result.status };
