@@ -6,6 +6,7 @@
 # Build context: the repository root.
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 #checkov:skip=CKV_DOCKER_7: the base image is pinned by the PYTHON_IMAGE default above (checkov cannot resolve ARGs)
+#checkov:skip=CKV_DOCKER_3: no USER: it starts as root with only CAP_SETUID/SETGID (compose.yaml) and at once becomes the checkout's owner (loadtest/bench-entrypoint.sh), whose uid only the mounted checkout knows
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
