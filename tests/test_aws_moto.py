@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.stack import project_name
 from tests.aws.standins import (
     REGION,
     ROOT,
@@ -305,7 +306,8 @@ def deployments(docker_available, tf_env, tmp_path_factory):  # noqa: F811 - tf_
     try:
         runs = {}
         for name, variables in SCENARIOS.items():
-            endpoint = start_moto(janitor, f"cachelab-moto-{name}-{workdir.name[-6:]}")
+            # Unique on an engine shared by several checkouts (a tmp dir's name is not).
+            endpoint = start_moto(janitor, project_name(f"moto-{name}"))
             runs[name] = Deployment(name, variables, workdir, tf_env, endpoint)
         with ThreadPoolExecutor(max_workers=len(runs)) as pool:
             futures = {name: pool.submit(d.deploy_and_destroy) for name, d in runs.items()}
