@@ -1,0 +1,145 @@
+"""The harness' only door into the engine: everything engine-specific is here.
+
+The engine is being rewritten (issue 17). What stays: ``create_app(settings,
+db, store)``, the HTTP API and ``Settings``. Everything else the harness needs
+is reached from this module alone, so a new engine means editing this file,
+not the checker. What it needs, and where the old engine gives it:
+
+1. **A store on a Redis client the harness made**, so every connection of a
+   worker -- its pool's and its tracking listener's -- goes through
+   :mod:`.chaos`: ``make_client(settings)`` (the engine's own pool settings:
+   timeouts, no retries) whose pool's ``connection_class`` and
+   ``connection_kwargs`` the harness replaces, and ``RedisStore(settings,
+   client=...)``. The tracking listener must build its connection from
+   ``pool.connection_class(**pool.connection_kwargs, ...)`` (or otherwise
+   through that pool); it is recognised on the wire by its ``CLIENT
+   TRACKING`` command, not by a name.
+2. **The database interface** (implemented by :class:`.fakedb.DatabaseView`):
+   ``fetch_item(id) -> dict | None`` (``id``, ``version``, ``payload``,
+   ``updated_at``), ``fetch_slow_version() -> str``, ``update_item(id,
+   payload) -> dict | None``, ``ping(timeout)``, failures raised as
+   :class:`DatabaseUnavailable`. A method the new engine adds (e.g. the seeded
+   id range, for issue 17 item 4) goes into ``DatabaseView``.
+3. **The HTTP API's fields**: ``/api/items/<id>`` answers ``cache``
+   (HIT/STALE/MISS/BYPASS), ``source`` (memory/redis/database/local) and
+   ``item.version``; ``/api/version`` answers ``version``; every cached answer
+   has an ``ETag`` naming its entry generation; a 503 has ``error``
+   ``overloaded`` or ``database_unavailable``; a PUT answers ``cache_action``,
+   and :data:`PROMISED_ACTIONS` are those after which read-your-writes holds
+   (docs/caching.md: ``failed`` promises nothing). ``/readyz`` tells whether a
+   worker's tracking listener is connected and its breaker closed
+   (:func:`settled`), how many invalidations it applied and how many copies
+   tier 1 holds.
+4. **Numbers the new engine documents** (:data:`NOT_FOUND_SECONDS`,
+   :data:`TIER1_BYTES_SETTING`, :func:`refresh_queue_bound`): placeholders
+   until the lead documents them; the checks that use them say so.
+5. **Where an item's entry lives in Redis** (:func:`entry_key`), for the few
+   named tests that age or inspect one entry directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from flask import Flask
+
+from cachelab.config import Settings
+from cachelab.engine.keys import item_target
+from cachelab.engine.store import RedisStore, make_client
+from cachelab.postgres.database import DatabaseUnavailable
+from cachelab.web.app import create_app, shutdown
+
+from .chaos import NetworkFaults, install
+
+__all__ = [
+    "DatabaseUnavailable",
+    "NOT_FOUND_SECONDS",
+    "PROMISED_ACTIONS",
+    "Settings",
+    "TIER1_BYTES_SETTING",
+    "entry_key",
+    "invalidations_heard",
+    "tier1_entries",
+    "quiet_logs",
+    "refresh_queue_bound",
+    "settled",
+    "start_worker",
+    "stop_workers",
+]
+
+# A PUT's cache_action after which read-your-writes holds (delete, write-through).
+PROMISED_ACTIONS = frozenset({"tombstone", "written", "kept-newer"})
+
+# Issue 17 item 4: an absent id inside the seeded range is cached as "not found"
+# for a short, documented time. Until that time is documented, the checker
+# expects at most one query per absent id per this many seconds.
+NOT_FOUND_SECONDS = 1.0
+
+# Issue 17 item 3: tier 1 bounded in bytes. The name of the setting that bounds
+# it (None: the old engine has none, bounded by entry count only).
+TIER1_BYTES_SETTING: str | None = None
+
+
+def refresh_queue_bound(settings: Settings) -> int:
+    """How many background refreshes may wait for a refresh thread (the old
+    engine: unbounded). Placeholder until the new engine documents its bound."""
+    return 4 * settings.refresh_threads
+
+
+def start_worker(settings: Settings, db: Any, faults: NetworkFaults) -> tuple[Flask, redis.Redis]:
+    """One worker: a Flask app with its own pool (under ``faults``), tier 1,
+    tracking listener and database view, as gunicorn's ``create_app`` makes it."""
+    client = install(make_client(settings), faults)
+    app = create_app(settings, db=db, store=RedisStore(settings, client=client))
+    logging.getLogger().setLevel(logging.ERROR)  # create_app set INFO: a line per miss
+    return app, client
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """The app's INFO and WARNING lines are thousands per run: keep errors only
+    while the checker runs, and put the level back after."""
+    root = logging.getLogger()
+    level = root.level
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def stop_workers(clients: list[redis.Redis]) -> None:
+    """Worker exit for every app made so far (gunicorn's worker_exit), then close
+    the pools' connections so the server forgets them."""
+    shutdown()
+    for client in clients:
+        client.connection_pool.disconnect()
+
+
+def settled(readyz: dict) -> bool:
+    """A worker's /readyz says: Redis up, breaker not open (half-open closes on
+    the next request), tracking connected."""
+    cache = readyz.get("redis", {})
+    return (
+        cache.get("status") == "up"
+        and cache.get("breaker") in ("closed", "half-open")
+        and cache.get("memory_tier", {}).get("mode") == "tracking"
+    )
+
+
+def invalidations_heard(readyz: dict) -> int:
+    """How many invalidation messages a worker's tracking listener has applied."""
+    return int(readyz["redis"]["memory_tier"]["invalidations"])
+
+
+def tier1_entries(readyz: dict) -> int:
+    """How many copies a worker's tier 1 holds."""
+    return int(readyz["redis"]["memory_tier"]["entries"])
+
+
+def entry_key(settings: Settings, item: int, mode: str) -> str:
+    """The Redis key of an item's entry in one invalidation mode."""
+    return item_target(settings.cache_namespace, item, mode).key
