@@ -34,7 +34,9 @@ not the checker. What it needs, and where the old engine gives it:
    :data:`TIER1_BYTES_SETTING`, :func:`refresh_queue_bound`): placeholders
    until the lead documents them; the checks that use them say so.
 5. **Where an item's entry lives in Redis** (:func:`entry_key`), for the few
-   named tests that age or inspect one entry directly.
+   named tests that inspect one entry directly; **the PostgreSQL pool**
+   (``cachelab.postgres.database.Database`` over ``psycopg2.connect``), for
+   the test of the pool's own rules (:func:`real_database`).
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg2
 import redis
 from flask import Flask
 
 from cachelab.config import Settings
 from cachelab.engine.keys import item_target
 from cachelab.engine.store import RedisStore, make_client
-from cachelab.postgres.database import DatabaseUnavailable
+from cachelab.postgres.database import Database, DatabaseUnavailable
 from cachelab.web.app import create_app, shutdown
 
 from .chaos import NetworkFaults, install
@@ -65,6 +68,7 @@ __all__ = [
     "invalidations_heard",
     "tier1_entries",
     "quiet_logs",
+    "real_database",
     "refresh_queue_bound",
     "settled",
     "start_worker",
@@ -138,6 +142,13 @@ def invalidations_heard(readyz: dict) -> int:
 def tier1_entries(readyz: dict) -> int:
     """How many copies a worker's tier 1 holds."""
     return int(readyz["redis"]["memory_tier"]["entries"])
+
+
+def real_database(settings: Settings, monkeypatch: Any, connect: Any) -> Database:
+    """The engine's own PostgreSQL pool, its driver's ``connect`` replaced (the
+    unit layer has no PostgreSQL): for the pool's own rules."""
+    monkeypatch.setattr(psycopg2, "connect", connect)
+    return Database(settings)
 
 
 def entry_key(settings: Settings, item: int, mode: str) -> str:

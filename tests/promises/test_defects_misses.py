@@ -1,0 +1,159 @@
+"""Issue 17's defects of misses: absent rows, the bulkhead, background refreshes.
+
+Queries are counted by the fake database (rows 1..6 exist, ids up to 8 were
+seeded, so 7 and 8 are absent rows inside the seeded range). Marked
+``xfail(strict=True)`` while the old engine has the defect.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadtest.stack import wait_until
+
+from . import adapter
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: a missing row is never cached, so every repeat runs the slow query again",
+)
+def test_an_absent_row_is_queried_once_then_cached_as_not_found(lab, db):
+    worker = lab.worker()
+    answers = [lab.read(worker, 7, "ttl") for _ in range(3)]
+    assert [a.status for a in answers] == [404] * 3
+    assert len(db.item_queries(7)) == 1, f"{len(db.item_queries(7))} slow queries of absent row 7"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: ids outside the seeded range (the API accepts up to 1,000,000) run the slow "
+    "query; the database knows the range",
+)
+def test_an_id_outside_the_seeded_range_gets_404_without_the_slow_query(lab, db):
+    worker = lab.worker()
+    assert lab.read(worker, 5000, "ttl").status == 404
+    assert db.item_queries(5000) == [], "the slow query ran for an id that was never seeded"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: a flood of absent ids takes every fill slot, and a real cold key then gets "
+    "503 overloaded",
+)
+def test_a_flood_of_absent_ids_leaves_a_real_cold_key_its_fill(lab, db):
+    worker = lab.worker(miss_slots=4, fill_slots=2)
+    ids = range(5000, 5004)
+    gates = [db.gate(item) for item in ids]
+    flood = [lab.background(lab.read, worker, item, "ttl") for item in ids]
+    wait_until(  # each flood request answered, or holding a fill slot in the database
+        lambda: sum(f.done() for f in flood) + sum(len(db.item_queries(i)) for i in ids) >= 4,
+        5,
+        interval=0.01,
+        message="the flood to be admitted or refused",
+    )
+    cold = lab.read(worker, 1, "delete")
+    for gate in gates:
+        gate.set()
+    for future in flood:
+        future.result(timeout=10)
+    assert cold.status == 200, f"a real cold key during a flood of absent ids: {cold.line(0)}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: followers of an in-flight fill count against the miss slots, so users "
+    "waiting for one cold key are refused with 503 overloaded",
+)
+def test_every_user_of_one_cold_key_gets_it(lab, db):
+    worker = lab.worker(miss_slots=4, fill_slots=2)
+    db.latency = 0.5  # the one fill: every request arrives while it runs
+    answers = lab.together([lambda: lab.read(worker, 1, "delete")] * 10)
+    statuses = [a.status for a in answers]
+    assert statuses == [200] * 10, f"10 users of one cold key: {statuses}"
+    assert len(db.item_queries(1)) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect (suspected, confirmed): the refresh pool's queue is unbounded: every stale "
+    "key read while the refresh threads are busy queues one more refresh",
+)
+def test_the_refresh_queue_is_bounded(lab, db):
+    worker = lab.worker(refresh_threads=1)
+    keys = range(0, 20)
+    for item in keys:
+        lab.version(worker, item)
+    filled = time.monotonic()
+    ttl = lab.settings.cache_ttl_seconds
+    wait_until(  # time passes: every entry goes stale
+        lambda: time.monotonic() > filled + ttl + 0.05,
+        ttl + 1,
+        interval=0.05,
+        message="the entries to go stale",
+    )
+    before = len(db.queries)
+    gate = db.gate(None)  # the one refresh thread blocks on its query
+    for item in keys:
+        assert lab.version(worker, item).cache == "STALE"
+    assert db.wait_for_queries(None, before + 1), "no refresh started"
+    gate.set()
+    bound = 1 + adapter.refresh_queue_bound(worker.settings)
+    with pytest.raises(TimeoutError):  # the old engine runs every queued refresh at once
+        wait_until(
+            lambda: len(db.queries) - before > bound,
+            1.0,
+            interval=0.01,
+            message=f"more than {bound} refreshes",
+        )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect (suspected, confirmed): a refresh whose guarded write was refused (Redis "
+    "holds something newer) is counted as outcome ok",
+)
+def test_a_refused_refresh_is_not_counted_as_ok(lab, db):
+    reader, writer = lab.workers_with(2)
+    first = lab.read(reader, 3)
+    ttl = lab.settings.cache_ttl_seconds
+    wait_until(
+        lambda: time.monotonic() > first.end + ttl + 0.05,
+        ttl + 1,
+        interval=0.05,
+        message="item 3 to go stale",
+    )
+    gate = db.gate(3)
+    before = refreshes(reader)
+    assert lab.read(reader, 3).cache == "STALE"  # starts a refresh: it reads v1, then waits
+    assert db.wait_for_queries(3, 2), "the refresh never queried"
+    put = lab.write(writer, 3)  # v2 written through: the refresh's v1 must be refused
+    assert put.detail == "written", put.line(0)
+    gate.set()
+    wait_until(
+        lambda: sum(refreshes(reader).values()) > sum(before.values()),
+        5,
+        interval=0.01,
+        message="the refresh to end",
+    )
+    after = refreshes(reader)
+    ok = after.get("ok", 0) - before.get("ok", 0)
+    assert ok == 0, f"a refused refresh counted as ok: {before} -> {after}"
+
+
+def refreshes(worker) -> dict[str, float]:
+    """cachelab_cache_refreshes_total by outcome, from the worker's /metrics."""
+    body = worker.client().get("/metrics").get_data(as_text=True)
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        if family.name == "cachelab_cache_refreshes":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    outcome = sample.labels["outcome"]
+                    counts[outcome] = counts.get(outcome, 0.0) + sample.value
+    return counts
