@@ -122,10 +122,11 @@ def _promised_writes(history: History) -> dict[str, list[Op]]:
 
 
 def _silent_grace(ctx: Context, read: Op, since: float) -> bool:
-    """The read came from a worker whose tracking connection went silent at or
-    after ``since`` (minus a little), within the heartbeat bound."""
+    """The read came from a worker whose tracking connection had gone silent
+    before ``since`` (the write, give or take a little), and within the heartbeat
+    bound of that: the documented staleness of a silently dead connection."""
     return any(
-        start >= since - 0.05 and read.invoke <= start + ctx.heartbeat_bound
+        since >= start - 0.05 and read.invoke <= start + ctx.heartbeat_bound
         for start, _ in ctx.windows(("tracking-silent",), read.process)
     )
 
@@ -247,7 +248,7 @@ def _second_query(
         return None  # a write or SQL change: the engine must read the row again
     recovery = ctx.recovery
     degrading = ctx.windows(DEGRADING)
-    if _overlaps(degrading, later.start, later.start, recovery):
+    if _overlaps(degrading, later.start, later.start, recovery) or _degraded(ctx, later):
         return None  # Redis unavailable when it started: degraded mode, once per worker
     if _overlaps(ctx.windows(("purge",)), earlier.start, later.start, 0):
         return None  # an operator deleted every entry and lease
@@ -268,14 +269,41 @@ def _second_query(
     killed = ctx.killed.get(earlier.worker)
     if killed is not None and killed <= later.start:
         return None  # its worker may have died before storing it
-    if _overlaps(degrading, earlier.start, ended, recovery):
-        return None  # its store may have failed
+    if _overlaps(degrading, earlier.start, ended, recovery) or _unstored(ctx, earlier):
+        return None  # its store failed (the engine said so) or may have
     if _overlaps(ctx.windows(("squeeze", "evict")), earlier.start, later.start, 0):
         return None  # the entry may have been evicted
     return (
         f"item {item} ({mode_of(item)}): {later.worker} queried at {_at(ctx, later.start)}, "
         f"{(later.start - ended) * 1000:.0f} ms after {earlier.worker}'s query ended "
         f"(refresh window {window:g} s), with nothing in between to explain it"
+    )
+
+
+def _degraded(ctx: Context, query: Query) -> bool:
+    """The engine itself answered a read of that worker as degraded (BYPASS: Redis
+    unavailable, e.g. a timeout on a busy machine) around the query's start."""
+    return any(
+        op.process == query.worker
+        and op.cache == "BYPASS"
+        and op.invoke - ctx.recovery <= query.start <= op.end + ctx.recovery
+        for op in ctx.history.ops
+    )
+
+
+def _unstored(ctx: Context, query: Query) -> bool:
+    """The read that ran ``query`` answered a MISS it did not store (Redis refused
+    or failed the write), so the next read queries again."""
+    return any(
+        op.process == query.worker
+        and op.item == query.item
+        and op.cache == "MISS"
+        and op.source == "database"
+        and not op.stored
+        and op.detail != "collapsed"
+        and op.invoke <= query.start
+        and (query.end or 0) <= op.end
+        for op in ctx.history.ops
     )
 
 

@@ -39,6 +39,7 @@ class Op:
     source: str | None = None  # memory | redis | database | local
     cache: str | None = None  # HIT | STALE | MISS | BYPASS
     etag: str | None = None
+    stored: bool = False  # a MISS whose entry was stored (Cache-Status: stored)
     detail: str = ""  # a 503's code, a PUT's cache action, an error's text, a fault's target
     target: str | None = None  # the worker a fault was aimed at
 

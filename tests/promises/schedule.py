@@ -72,7 +72,7 @@ class Config:
             miss_slots=miss,
             fill_slots=fill,
             refresh_threads=2,
-            redis_socket_timeout_ms=100,
+            redis_socket_timeout_ms=250,  # fewer spontaneous timeouts on a busy machine
             redis_connect_timeout_ms=100,
             breaker_cooldown_seconds=0.2,
             tracking_heartbeat_seconds=0.2,

@@ -97,7 +97,7 @@ class Worker:
         body = response.get_json(silent=True) or {}
         fields: dict[str, Any] = {"status": status}
         if status == 200:
-            fields.update(_answer(op.kind, body, response.headers.get("ETag")))
+            fields.update(_answer(op.kind, body, response.headers))
             outcome = OK
         elif status == 503:
             detail = response.headers.get("Cache-Status", "")
@@ -120,15 +120,19 @@ class Worker:
         return op
 
 
-def _answer(kind: str, body: dict, etag: str | None) -> dict[str, Any]:
+def _answer(kind: str, body: dict, headers: Any) -> dict[str, Any]:
+    status = headers.get("Cache-Status", "")
     fields: dict[str, Any] = {
         "source": body.get("source"),
         "cache": body.get("cache"),
-        "etag": etag,
+        "etag": headers.get("ETag"),
+        "stored": "stored" in status.split("; "),
+        "detail": body.get("detail") or "",
     }
     if kind == "write":
         fields.update(value=body["item"]["version"], detail=body.get("cache_action", "?"))
-        fields.pop("source"), fields.pop("cache")
+        for name in ("source", "cache", "etag", "stored"):
+            fields.pop(name)
     elif kind == "read":
         fields["value"] = body["item"]["version"]
     else:
