@@ -132,19 +132,29 @@ def _silent_grace(ctx: Context, read: Op, since: float) -> bool:
 
 
 # -- read-your-writes ------------------------------------------------------------------------
+def _older_than_written(ctx: Context, read: Op, writes: dict[str, list[Op]]) -> Op | None:
+    """The newest promised write of ``read``'s key that completed before it was
+    invoked, if ``read`` returned an older version (and no documented grace
+    covers it)."""
+    before = [w for w in writes.get(read.key, ()) if w.end < read.invoke]
+    if not before or read.value is None:
+        return None
+    newest = max(before, key=lambda w: w.value or 0)
+    if read.value >= (newest.value or 0):
+        return None
+    if read.source == "memory" and _silent_grace(ctx, read, newest.end):
+        return None
+    return newest
+
+
 def read_your_writes(ctx: Context) -> list[Violation]:
     writes = _promised_writes(ctx.history)
     found = []
     for read in _answers(ctx.history):
-        if read.mode not in RYW_MODES or read.source == "local" or read.value is None:
+        if read.mode not in RYW_MODES or read.source == "local":
             continue
-        before = [w for w in writes.get(read.key, ()) if w.end < read.invoke]
-        if not before:
-            continue
-        newest = max(before, key=lambda w: w.value or 0)
-        if read.value < (newest.value or 0) and not (
-            read.source == "memory" and _silent_grace(ctx, read, newest.end)
-        ):
+        newest = _older_than_written(ctx, read, writes)
+        if newest is not None:
             lag = (read.invoke - newest.end) * 1000
             found.append(
                 Violation(
@@ -162,15 +172,10 @@ def tombstone(ctx: Context) -> list[Violation]:
     writes = _promised_writes(ctx.history)
     found = []
     for read in _answers(ctx.history):
-        if read.mode != "delete" or read.source not in ("redis", "memory") or read.value is None:
+        if read.mode != "delete" or read.source not in ("redis", "memory"):
             continue
-        deletes = [w for w in writes.get(read.key, ()) if w.end < read.invoke]
-        if not deletes:
-            continue
-        newest = max(deletes, key=lambda w: w.value or 0)
-        if read.value >= (newest.value or 0) or (
-            read.source == "memory" and _silent_grace(ctx, read, newest.end)
-        ):
+        newest = _older_than_written(ctx, read, writes)
+        if newest is None:
             continue
         fills = [
             q

@@ -69,6 +69,20 @@ class Lab:
     def version(self, worker: Worker, item: int) -> Op:
         return worker.read_version(self.history, item)
 
+    def hot(self, worker: Worker, item: int, mode: str = "write-through") -> Op:
+        """Read ``item`` until ``worker`` serves it from tier 1 (three reads)."""
+        for _ in range(3):
+            last = self.read(worker, item, mode)
+        assert last.source == "memory", f"setup: item {item} not in tier 1: {last.line(0)}"
+        return last
+
+    def filling(self, worker: Worker, item: int, mode: str = "write-through") -> Future:
+        """A read of a cold ``item`` in the background, once its query has started."""
+        started = len(self.db.item_queries(item))
+        future = self.background(self.read, worker, item, mode)
+        assert self.db.wait_for_queries(item, started + 1), f"the fill of item {item} never started"
+        return future
+
     def background(self, call: Callable[..., Any], *args: Any) -> Future:
         return self._pool.submit(call, *args)
 

@@ -43,8 +43,7 @@ def test_a_failover_never_answers_500(lab, node):
 def test_an_evicted_tombstone_never_lets_an_older_fill_in(lab, db, node):
     reader, writer = lab.workers_with(2)
     gate = db.gate(1)
-    filling = lab.background(lab.read, reader, 1, "delete")  # reads v1, then waits
-    assert db.wait_for_queries(1, 1), "the fill never started"
+    filling = lab.filling(reader, 1, "delete")  # read v1, then waits
     put = lab.write(writer, 1, "delete")  # tombstone of v2
     assert put.detail == "tombstone", put.line(0)
     node.evict_volatile()  # memory pressure: every key with a TTL goes
@@ -64,8 +63,7 @@ def test_an_evicted_tombstone_never_lets_an_older_fill_in(lab, db, node):
 def test_an_evicted_lease_never_lets_a_second_query_run(lab, db, node):
     first, second = lab.workers_with(2)
     db.item_latency[2] = 0.8  # the holder's query
-    filling = lab.background(lab.read, first, 2, "delete")
-    assert db.wait_for_queries(2, 1), "the fill never started"
+    filling = lab.filling(first, 2, "delete")
     node.evict_volatile()
     waiting = lab.background(lab.read, second, 2, "delete")
     assert filling.result(timeout=10).status == 200
@@ -98,8 +96,7 @@ def test_one_failed_renewal_does_not_lose_the_lease(lab, db, node):
         2, cache_lock_lease_seconds=1.2, cache_lock_wait_seconds=5.0
     )  # renewed every 0.4 s
     db.latency = 1.6
-    filling = lab.background(lab.read, holder, 5, "ttl")
-    assert db.wait_for_queries(5, 1), "the fill never started"
+    filling = lab.filling(holder, 5, "ttl")
     node.pause(0.7, "WRITE")  # covers the first renewal; the lease outlives the pause
     wait_until(
         lambda: node.admin.set("checker:probe", "1"),  # blocks until the pause ends

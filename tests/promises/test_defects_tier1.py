@@ -29,9 +29,7 @@ pytestmark = pytest.mark.unit
 )
 def test_a_read_after_a_write_sees_it_while_the_listener_holds_the_invalidation(lab):
     reader, writer = lab.workers_with(2)
-    for _ in range(3):
-        last = lab.read(reader, 3)
-    assert last.source == "memory", f"setup: item 3 should be in tier 1, got {last.line(0)}"
+    lab.hot(reader, 3)
     reader.faults.delay_tracking_reads(0.3)  # the listener reads it, then stalls 300 ms
     put = lab.write(writer, 3)
     assert put.outcome == "ok" and put.detail == "written", put.line(0)
@@ -85,9 +83,7 @@ def forget_counters(lab, reader, writer, first: int) -> None:
 )
 def test_tier1_keeps_the_hottest_key(lab):
     worker = lab.worker(local_cache_size=3)
-    for _ in range(3):
-        hot = lab.read(worker, 1, "delete")
-    assert hot.source == "memory", f"setup: {hot.line(0)}"
+    lab.hot(worker, 1, "delete")
     sources = []
     for item in (3, 4, 5, 6):  # four other keys kept (read twice), the hot one between
         lab.read(worker, item, "ttl")
@@ -126,8 +122,7 @@ def test_tier1_is_bounded_in_bytes(lab, db):
 )
 def test_a_silent_tracking_connection_leaves_copies_stale_at_most_a_heartbeat(lab):
     reader, writer = lab.workers_with(2)
-    for _ in range(3):
-        lab.read(reader, 3)
+    lab.hot(reader, 3)
     assert reader.faults.silence_tracking() == 1
     silent = time.monotonic()
     put = lab.write(writer, 3)
