@@ -16,10 +16,11 @@ not the checker. What it needs, and where the old engine gives it:
    TRACKING`` command, not by a name.
 2. **The database interface** (implemented by :class:`.fakedb.DatabaseView`):
    ``fetch_item(id) -> dict | None`` (``id``, ``version``, ``payload``,
-   ``updated_at``), ``fetch_slow_version() -> str``, ``update_item(id,
-   payload) -> dict | None``, ``ping(timeout)``, failures raised as
-   :class:`DatabaseUnavailable`. A method the new engine adds (e.g. the seeded
-   id range, for issue 17 item 4) goes into ``DatabaseView``.
+   ``updated_at``: the slow query, counted), ``fetch_slow_version() -> str``
+   (counted), ``update_item(id, payload) -> dict | None``, ``item_version(id)``
+   and ``max_item_id()`` (cheap lookups, not counted), ``ping(timeout)``;
+   failures raised as :class:`DatabaseUnavailable`. A method the engine adds
+   goes into ``DatabaseView``.
 3. **The HTTP API's fields**: ``/api/items/<id>`` answers ``cache``
    (HIT/STALE/MISS/BYPASS), ``source`` (memory/redis/database/local) and
    ``item.version``; ``/api/version`` answers ``version``; every cached answer
@@ -30,9 +31,10 @@ not the checker. What it needs, and where the old engine gives it:
    worker's tracking listener is connected and its breaker closed
    (:func:`settled`), how many invalidations it applied and how many copies
    tier 1 holds.
-4. **Numbers the new engine documents** (:data:`NOT_FOUND_SECONDS`,
-   :data:`TIER1_BYTES_SETTING`, :func:`refresh_queue_bound`): placeholders
-   until the lead documents them; the checks that use them say so.
+4. **Settings the promises depend on**: how long an absent id is cached as
+   "not found" (:func:`not_found_seconds`), and the names of the settings that
+   bound tier 1 in bytes and the refresh queue (:data:`TIER1_BYTES_SETTING`,
+   :data:`REFRESH_QUEUE_SETTING`), which some named tests set small.
 5. **Where an item's entry lives in Redis** (:func:`entry_key`), for the few
    named tests that inspect one entry directly; **the PostgreSQL pool**
    (``cachelab.postgres.database.Database`` over ``psycopg2.connect``), for
@@ -60,12 +62,13 @@ from .chaos import NetworkFaults, install
 
 __all__ = [
     "DatabaseUnavailable",
-    "NOT_FOUND_SECONDS",
     "PROMISED_ACTIONS",
+    "REFRESH_QUEUE_SETTING",
     "Settings",
     "TIER1_BYTES_SETTING",
     "entry_key",
     "invalidations_heard",
+    "not_found_seconds",
     "tier1_entries",
     "quiet_logs",
     "real_database",
@@ -78,20 +81,21 @@ __all__ = [
 # A PUT's cache_action after which read-your-writes holds (delete, write-through).
 PROMISED_ACTIONS = frozenset({"tombstone", "written", "kept-newer"})
 
-# Issue 17 item 4: an absent id inside the seeded range is cached as "not found"
-# for a short, documented time. Until that time is documented, the checker
-# expects at most one query per absent id per this many seconds.
-NOT_FOUND_SECONDS = 1.0
+# Issue 17 item 3: the setting that bounds tier 1 in bytes (LOCAL_CACHE_BYTES).
+TIER1_BYTES_SETTING = "local_cache_bytes"
+# The setting that bounds the refreshes waiting for a refresh thread (CACHE_REFRESH_QUEUE).
+REFRESH_QUEUE_SETTING = "refresh_queue"
 
-# Issue 17 item 3: tier 1 bounded in bytes. The name of the setting that bounds
-# it (None: the old engine has none, bounded by entry count only).
-TIER1_BYTES_SETTING: str | None = None
+
+def not_found_seconds(settings: Settings) -> float:
+    """How long an absent id inside the table's range stays cached as "not found"
+    (NEGATIVE_TTL_SECONDS): at most one query per id in that time."""
+    return float(settings.negative_ttl_seconds)
 
 
 def refresh_queue_bound(settings: Settings) -> int:
-    """How many background refreshes may wait for a refresh thread (the old
-    engine: unbounded). Placeholder until the new engine documents its bound."""
-    return 4 * settings.refresh_threads
+    """How many background refreshes may wait for a refresh thread."""
+    return int(getattr(settings, REFRESH_QUEUE_SETTING))
 
 
 def start_worker(settings: Settings, db: Any, faults: NetworkFaults) -> tuple[Flask, redis.Redis]:

@@ -1,8 +1,9 @@
 """Network faults between one worker and Valkey, injected under redis-py.
 
-Each worker's Redis pool creates its connections from :class:`ChaosConnection`
-(the pool's ``connection_class``; the engine's tracking listener builds its own
-connection from the same class and keyword arguments), whose socket is a
+Each worker's Redis pool creates its connections from the engine's own
+connection class with :class:`ChaosConnection` mixed in front (the pool's
+``connection_class``; the engine's tracking listener builds its own connection
+from the same class and keyword arguments), whose socket is a
 :class:`ChaosSocket` in front of the real one. The engine is not edited; it
 sees an ordinary socket that is sometimes slow, silent or dead:
 
@@ -257,24 +258,27 @@ class ChaosSocket:
         return True
 
 
-class ChaosConnection(redis.connection.Connection):
-    """redis-py's TCP connection with a :class:`ChaosSocket` (``faults`` comes
-    through the pool's connection keyword arguments)."""
+class ChaosConnection:
+    """Mixed in front of the engine's own connection class: its socket is a
+    :class:`ChaosSocket` (``faults`` comes through the pool's connection keyword
+    arguments)."""
 
     def __init__(self, *args: Any, faults: NetworkFaults | None = None, **kwargs: Any) -> None:
         self.faults = faults
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
 
     def _connect(self) -> Any:
         if self.faults is not None and self.faults.dead:
             raise ConnectionRefusedError(errno.ECONNREFUSED, "connection refused (worker killed)")
-        sock = super()._connect()
+        sock = super()._connect()  # type: ignore[misc]
         return sock if self.faults is None else ChaosSocket(sock, self.faults)
 
 
 def install(client: redis.Redis, faults: NetworkFaults) -> redis.Redis:
-    """Make every connection ``client``'s pool opens from now on a chaos one."""
+    """Make every connection ``client``'s pool opens from now on a chaos one,
+    keeping the engine's own connection class (and whatever it adds) underneath."""
     pool = client.connection_pool
-    pool.connection_class = ChaosConnection
+    base = pool.connection_class
+    pool.connection_class = type(f"Chaos{base.__name__}", (ChaosConnection, base), {})
     pool.connection_kwargs = {**pool.connection_kwargs, "faults": faults}
     return client

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .adapter import DatabaseUnavailable
@@ -55,23 +55,22 @@ class Commit:
     at: float
 
 
+ROWS = (1, 2, 3, 4, 5, 6, 9)  # 7 and 8 were deleted: absent ids inside the table's range
+
+
 class FakeDatabase:
-    """Rows ``1..rows`` exist at version 1; ids up to ``seeded`` were seeded
-    (``rows < id <= seeded``: deleted rows inside the seeded range)."""
+    """The ``rows`` exist at version 1; the highest of them bounds the table's
+    range (ids above it are outside; missing ids below it are absent rows)."""
 
     def __init__(
         self,
-        rows: int = 6,
-        seeded: int = 8,
+        rows: Iterable[int] = ROWS,
         clock: Callable[[], float] = time.monotonic,
         seed: int = 0,
     ) -> None:
         self.clock = clock
-        self.seeded = seeded
         # item -> (version, payload)
-        self._rows: dict[int, tuple[int, str]] = {
-            item: (1, payload_of(item, 1)) for item in range(1, rows + 1)
-        }
+        self._rows: dict[int, tuple[int, str]] = {item: (1, payload_of(item, 1)) for item in rows}
         self._last_version: dict[int, int] = dict.fromkeys(self._rows, 1)
         self.queries: list[Query] = []
         self.commits: list[Commit] = []
@@ -175,6 +174,10 @@ class FakeDatabase:
             if self._rows.pop(item, None) is not None:
                 self.commits.append(Commit("delete", item, None, self.clock()))
 
+    def max_item_id(self) -> int:
+        with self._lock:
+            return max(self._rows, default=0)
+
     def version_of(self, item: int) -> int | None:
         with self._lock:
             found = self._rows.get(item)
@@ -246,6 +249,16 @@ class DatabaseView:
 
     def update_item(self, item_id: int, payload: str) -> dict | None:
         return self._db._update(self.worker, item_id, payload)
+
+    def item_version(self, item_id: int) -> int | None:
+        """The row's version now (a primary-key lookup: not a slow query)."""
+        self.ping()
+        return self._db.version_of(item_id)
+
+    def max_item_id(self) -> int:
+        """The highest id in the table (an index lookup: not a slow query)."""
+        self.ping()
+        return self._db.max_item_id()
 
     def ping(self, timeout: float = 1.0) -> None:
         if self._db.failing or self._db._dead[self.worker].is_set():

@@ -32,8 +32,6 @@ from .fakedb import FakeDatabase
 from .history import ERROR, NEMESIS, OK, SQL, UNKNOWN, History, Op
 from .schedule import (
     OUT_OF_RANGE,
-    ROWS,
-    SEEDED,
     Burst,
     Fault,
     Flood,
@@ -54,7 +52,7 @@ from .valkey import Node
 from .workers import Worker
 
 OP_DEADLINE = 20.0  # seconds: an answer later than this is a hang
-FINAL_ITEMS = (1, 2, 3, 4, 5, 6, 7, 8)
+FINAL_ITEMS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 _namespaces = itertools.count(1)
 
 
@@ -86,7 +84,7 @@ class Run:
         self.config = schedule.config
         self.namespace = f"chk{next(_namespaces)}"
         self.settings = self.config.settings(node.url, self.namespace)
-        self.db = FakeDatabase(rows=ROWS, seeded=SEEDED, seed=schedule.seed)
+        self.db = FakeDatabase(seed=schedule.seed)
         self.db.latency = self.config.db_latency
         self.history = History()
         self.workers: list[Worker] = []

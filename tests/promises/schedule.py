@@ -15,10 +15,11 @@ item  mode            why
 ====  ==============  =========================================================
 1, 2  delete          read-your-writes; tombstones
 3, 4  write-through   read-your-writes; guarded writes
-5     ttl             no invalidation: tier 1 and refresh windows only
+5, 9  ttl             no invalidation: tier 1 and refresh windows only (9 is the
+                      highest id: it bounds the table's range)
 6     notify          no listener in the unit layer: like ttl
-7, 8  ttl             absent rows inside the seeded range (SQL may insert them)
-50+   ttl             ids outside the seeded range (the API accepts up to 10^6)
+7, 8  ttl             absent rows inside the table's range (SQL may insert them)
+50+   ttl             ids above the table's range (the API accepts up to 10^6)
 ====  ==============  =========================================================
 
 ``/api/version?item=0..2`` adds keys whose query carries no id.
@@ -33,10 +34,17 @@ from hypothesis import strategies as st
 from . import adapter
 from .workers import TOKEN
 
-MODES = {1: "delete", 2: "delete", 3: "write-through", 4: "write-through", 5: "ttl", 6: "notify"}
-ABSENT = (7, 8)  # rows deleted inside the seeded range 1..8
+MODES = {
+    1: "delete",
+    2: "delete",
+    3: "write-through",
+    4: "write-through",
+    5: "ttl",
+    6: "notify",
+    9: "ttl",
+}
+ABSENT = (7, 8)  # rows deleted inside the table's range 1..9
 OUT_OF_RANGE = 50  # first id of the floods: 50, 51, ...
-ROWS, SEEDED = 6, 8
 RYW_MODES = frozenset({"delete", "write-through"})
 
 
@@ -58,6 +66,7 @@ class Config:
 
     def settings(self, redis_url: str, namespace: str) -> adapter.Settings:
         miss, fill = self.slots
+        threads = miss + 16 + 16  # misses, followers, hits
         settings = adapter.Settings(
             database_url="postgresql://checker:checker@127.0.0.1:1/checker",
             redis_url=redis_url,
@@ -81,8 +90,9 @@ class Config:
             db_connect_timeout_seconds=1,
             db_pool_wait_seconds=1.0,
             db_pool_size=fill + 2,
-            gunicorn_threads=miss + 16,
-            redis_max_connections=miss + 16 + 2 + 2,
+            follower_slots=16,
+            gunicorn_threads=threads,
+            redis_max_connections=threads + 2 + 2,
             write_api_token=TOKEN,
             log_summary_seconds=0,
             request_log_hit_sample=0.0,
@@ -235,7 +245,7 @@ class Schedule:
 # -- Hypothesis strategies -----------------------------------------------------------------
 def _steps(workers: int) -> st.SearchStrategy[Step]:
     w = st.integers(0, workers - 1)
-    items = st.sampled_from((1, 2, 3, 4, 5, 6, 7, 8, OUT_OF_RANGE))
+    items = st.sampled_from((1, 2, 3, 4, 5, 6, 7, 8, 9, OUT_OF_RANGE))
     promised = st.sampled_from((1, 2, 3, 4))
     writable = st.sampled_from(tuple(MODES))
     fault = st.builds(

@@ -42,7 +42,6 @@ OLD_ENGINE = (
 
 
 @pytest.mark.unit
-@pytest.mark.xfail(strict=True, reason=OLD_ENGINE)
 def test_quick_profile_finds_no_violation(node):
     found, ran = explore(node, QUICK_SEED, QUICK, time.monotonic() + QUICK.seconds)
     if found is not None:

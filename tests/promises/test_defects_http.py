@@ -1,6 +1,7 @@
 """Issue 17's defects at the edges: the HTTP API, the metrics, the database pool.
 
-Marked ``xfail(strict=True)`` while the old engine has the defect.
+Each docstring names the defect the test caught on the old engine; a test
+is a strict ``xfail`` while the engine still has its defect.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from . import adapter
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: '²'.isdigit() is true and int('²') fails: /api/items/%C2%B2 answers 500",
-)
 def test_a_unicode_digit_as_item_id_is_a_400(lab):
+    """Old engine (issue 17): '²'.isdigit() is true and int('²') fails: /api/items/%C2%B2 answers
+    500."""
     worker = lab.worker()
     read = worker.client().get("/api/items/%C2%B2")
     write = worker.client().put(
@@ -33,12 +32,9 @@ def test_a_unicode_digit_as_item_id_is_a_400(lab):
     assert (read.status_code, write.status_code) == (400, 400)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: 503 database_unavailable is left out of the hit ratio's denominator, against "
-    "its definition in docs/caching.md (every request to the lookup routes)",
-)
 def test_a_database_unavailable_answer_counts_in_the_hit_ratio(lab, db):
+    """Old engine (issue 17): 503 database_unavailable is left out of the hit ratio's denominator,
+    against its definition in docs/caching.md (every request to the lookup routes)."""
     worker = lab.worker()
     lab.version(worker, 1)
     before = lookups(worker)
@@ -112,12 +108,9 @@ class _Cursor:
         return self.row
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (suspected, confirmed): PUTs and the readiness ping share the fill slots' "
-    "database pool: while fills and refreshes hold it, a write or /readyz waits and fails",
-)
 def test_writes_and_readiness_do_not_wait_for_the_fills(lab, monkeypatch):
+    """Old engine (issue 17): PUTs and the readiness ping share the fill slots' database pool:
+    while fills and refreshes hold it, a write or /readyz waits and fails."""
     settings = replace(
         lab.settings, fill_slots=2, refresh_threads=1, db_pool_size=3, db_pool_wait_seconds=0.2
     )

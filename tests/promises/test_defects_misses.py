@@ -1,8 +1,9 @@
 """Issue 17's defects of misses: absent rows, the bulkhead, background refreshes.
 
-Queries are counted by the fake database (rows 1..6 exist, ids up to 8 were
-seeded, so 7 and 8 are absent rows inside the seeded range). Marked
-``xfail(strict=True)`` while the old engine has the defect.
+Queries are counted by the fake database (rows 1..6 and 9 exist: 7 and 8 are
+absent rows inside the table's range, ids above 9 are outside it). Each
+docstring names the defect the test caught on the old engine; a test is a
+strict ``xfail`` while the engine still has its defect.
 """
 
 from __future__ import annotations
@@ -19,34 +20,26 @@ from . import adapter
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a missing row is never cached, so every repeat runs the slow query again",
-)
 def test_an_absent_row_is_queried_once_then_cached_as_not_found(lab, db):
+    """Old engine (issue 17): a missing row is never cached, so every repeat runs the slow query
+    again."""
     worker = lab.worker()
     answers = [lab.read(worker, 7, "ttl") for _ in range(3)]
     assert [a.status for a in answers] == [404] * 3
     assert len(db.item_queries(7)) == 1, f"{len(db.item_queries(7))} slow queries of absent row 7"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: ids outside the seeded range (the API accepts up to 1,000,000) run the slow "
-    "query; the database knows the range",
-)
 def test_an_id_outside_the_seeded_range_gets_404_without_the_slow_query(lab, db):
+    """Old engine (issue 17): ids outside the seeded range (the API accepts up to 1,000,000) run
+    the slow query; the database knows the range."""
     worker = lab.worker()
     assert lab.read(worker, 5000, "ttl").status == 404
     assert db.item_queries(5000) == [], "the slow query ran for an id that was never seeded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a flood of absent ids takes every fill slot, and a real cold key then gets "
-    "503 overloaded",
-)
 def test_a_flood_of_absent_ids_leaves_a_real_cold_key_its_fill(lab, db):
+    """Old engine (issue 17): a flood of absent ids takes every fill slot, and a real cold key then
+    gets 503 overloaded."""
     worker = lab.worker(miss_slots=4, fill_slots=2)
     ids = range(5000, 5004)
     gates = [db.gate(item) for item in ids]
@@ -65,12 +58,9 @@ def test_a_flood_of_absent_ids_leaves_a_real_cold_key_its_fill(lab, db):
     assert cold.status == 200, f"a real cold key during a flood of absent ids: {cold.line(0)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: followers of an in-flight fill count against the miss slots, so users "
-    "waiting for one cold key are refused with 503 overloaded",
-)
 def test_every_user_of_one_cold_key_gets_it(lab, db):
+    """Old engine (issue 17): followers of an in-flight fill count against the miss slots, so users
+    waiting for one cold key are refused with 503 overloaded."""
     worker = lab.worker(miss_slots=4, fill_slots=2)
     db.latency = 0.5  # the one fill: every request arrives while it runs
     answers = lab.together([lambda: lab.read(worker, 1, "delete")] * 10)
@@ -79,13 +69,11 @@ def test_every_user_of_one_cold_key_gets_it(lab, db):
     assert len(db.item_queries(1)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (suspected, confirmed): the refresh pool's queue is unbounded: every stale "
-    "key read while the refresh threads are busy queues one more refresh",
-)
 def test_the_refresh_queue_is_bounded(lab, db):
-    worker = lab.worker(refresh_threads=1)
+    """Old engine (issue 17): the refresh pool's queue is unbounded: every stale key read while the
+    refresh threads are busy queues one more refresh."""
+    queue = 2
+    worker = lab.worker(refresh_threads=1, **{adapter.REFRESH_QUEUE_SETTING: queue})
     keys = range(0, 20)
     for item in keys:
         lab.version(worker, item)
@@ -103,7 +91,7 @@ def test_the_refresh_queue_is_bounded(lab, db):
         assert lab.version(worker, item).cache == "STALE"
     assert db.wait_for_queries(None, before + 1), "no refresh started"
     gate.set()
-    bound = 1 + adapter.refresh_queue_bound(worker.settings)
+    bound = 1 + adapter.refresh_queue_bound(worker.settings)  # the one running, the queue
     with pytest.raises(TimeoutError):  # the old engine runs every queued refresh at once
         wait_until(
             lambda: len(db.queries) - before > bound,
@@ -113,12 +101,9 @@ def test_the_refresh_queue_is_bounded(lab, db):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (suspected, confirmed): a refresh whose guarded write was refused (Redis "
-    "holds something newer) is counted as outcome ok",
-)
 def test_a_refused_refresh_is_not_counted_as_ok(lab, db):
+    """Old engine (issue 17): a refresh whose guarded write was refused (Redis holds something
+    newer) is counted as outcome ok."""
     reader, writer = lab.workers_with(2)
     first = lab.read(reader, 3)
     ttl = lab.settings.cache_ttl_seconds

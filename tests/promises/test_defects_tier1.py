@@ -2,9 +2,10 @@
 
 Driven through the HTTP API of real workers (``create_app``) on a real Valkey,
 with the interleaving forced by :mod:`.chaos` (a slow or silent tracking
-connection, a held Redis reply) rather than hoped for. Each test is marked
-``xfail(strict=True)`` while the old engine has the defect: the fix turns it
-into an XPASS, and the lead removes the mark.
+connection, a held Redis reply) rather than hoped for. Each docstring names the
+defect the test caught on the old engine; a test is a strict ``xfail`` while the
+engine still has its defect (a fix turns it into an XPASS failure, and the mark
+goes).
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ from .runner import purge
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: Tracking.sync() only takes its lock when the socket is readable, so an "
-    "invalidation the listener thread has read but not yet applied is invisible to a request",
-)
 def test_a_read_after_a_write_sees_it_while_the_listener_holds_the_invalidation(lab):
+    """Old engine (issue 17): Tracking.sync() only takes its lock when the socket is readable, so
+    an invalidation the listener thread has read but not yet applied is invisible to a
+    request."""
     reader, writer = lab.workers_with(2)
     lab.hot(reader, 3)
     reader.faults.delay_tracking_reads(0.3)  # the listener reads it, then stalls 300 ms
@@ -40,12 +39,10 @@ def test_a_read_after_a_write_sees_it_while_the_listener_holds_the_invalidation(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: per-key invalidation counters are capped at 4 x LOCAL_CACHE_SIZE; an "
-    "evicted counter reads 0 again, so a read that began before its key's invalidation is kept",
-)
 def test_a_read_that_began_before_an_invalidation_is_never_kept(lab):
+    """Old engine (issue 17): per-key invalidation counters are capped at 4 x LOCAL_CACHE_SIZE; an
+    evicted counter reads 0 again, so a read that began before its key's invalidation is
+    kept."""
     reader, writer = lab.workers_with(2, local_cache_size=1)  # 4 counters kept
     lab.read(writer, 3)  # item 3's entry in Redis: payload item-3-v1
     forget_counters(lab, reader, writer, first=1)  # item 3's counter dropped: it reads 0
@@ -77,11 +74,9 @@ def forget_counters(lab, reader, writer, first: int) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: tier 1 evicts first-in-first-out: the hottest key is dropped for newer ones",
-)
 def test_tier1_keeps_the_hottest_key(lab):
+    """Old engine (issue 17): tier 1 evicts first-in-first-out: the hottest key is dropped for
+    newer ones."""
     worker = lab.worker(local_cache_size=3)
     lab.hot(worker, 1, "delete")
     sources = []
@@ -92,11 +87,9 @@ def test_tier1_keeps_the_hottest_key(lab):
     assert sources == ["memory"] * 4, f"the hottest key was read from {sources}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: tier 1 is bounded by entry count only (1,024 maximum-size items: 256 MiB)",
-)
 def test_tier1_is_bounded_in_bytes(lab, db):
+    """Old engine (issue 17): tier 1 is bounded by entry count only (1,024 maximum-size items: 256
+    MiB)."""
     bound = 256 * 1024
     overrides = {adapter.TIER1_BYTES_SETTING: bound} if adapter.TIER1_BYTES_SETTING else {}
     worker = lab.worker(**overrides)
@@ -115,12 +108,9 @@ def test_tier1_is_bounded_in_bytes(lab, db):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a silently dead tracking connection is noticed after the heartbeat plus the "
-    "1 s read timeout, not within the heartbeat as documented",
-)
 def test_a_silent_tracking_connection_leaves_copies_stale_at_most_a_heartbeat(lab):
+    """Old engine (issue 17): a silently dead tracking connection is noticed after the heartbeat
+    plus the 1 s read timeout, not within the heartbeat as documented."""
     reader, writer = lab.workers_with(2)
     lab.hot(reader, 3)
     assert reader.faults.silence_tracking() == 1
@@ -140,12 +130,9 @@ def test_a_silent_tracking_connection_leaves_copies_stale_at_most_a_heartbeat(la
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a read in flight during `cachelab cache purge` writes its purged copy back "
-    "(CacheService._reseed), undoing the purge",
-)
 def test_a_purge_is_never_undone_by_a_read_in_flight(lab, db):
+    """Old engine (issue 17): a read in flight during `cachelab cache purge` writes its purged copy
+    back (CacheService._reseed), undoing the purge."""
     worker = lab.worker()
     lab.read(worker, 5, "ttl")
     copy = lab.read(worker, 5, "ttl")  # the copy, confirmed by Redis

@@ -65,8 +65,8 @@ class Worker:
         """SIGKILL: no answer, no release, no renewal, no request any more."""
         if self.killed_at is None:
             self.killed_at = at
+        self.db.kill(self.name)  # first: its queries end, no new one starts
         self.faults.kill()
-        self.db.kill(self.name)
 
     # -- requests ---------------------------------------------------------------------
     def read(self, history: History, item: int, mode: str) -> Op:
