@@ -35,7 +35,8 @@ machine where a rule involves a documented duration.
     404 for a row that exists, every live worker back to normal after the
     faults. Documented 503s are counted apart and must be explained:
     ``database_unavailable`` by a database failure; ``overloaded`` by a flood
-    of at least ``CACHE_FILL_SLOTS`` distinct keys in flight on that worker;
+    of at least ``CACHE_FILL_SLOTS`` other keys in flight on that worker, or of
+    ``CACHE_FOLLOWER_SLOTS`` requests for its own key;
     ``fill-timeout`` by a wait of ``CACHE_LOCK_WAIT_SECONDS`` for a fill.
 ``tier-1``
     A copy served from a worker's memory is never older than a value Redis is
@@ -266,8 +267,8 @@ def _second_query(
     degrading = ctx.windows(DEGRADING)
     if _overlaps(degrading, later.start, later.start, recovery) or _degraded(ctx, later):
         return None  # Redis unavailable when it started: degraded mode, once per worker
-    if _overlaps(ctx.windows(("purge",)), earlier.start, later.start, 0):
-        return None  # an operator deleted every entry and lease
+    if _overlaps(ctx.windows(("purge",)), earlier.start - recovery, later.start, 0):
+        return None  # an operator deleted every entry and lease (taken just before its query)
     if running:
         lease = ctx.settings.cache_lock_lease_seconds
         lapsing = [(a, b) for a, b in degrading if b - a >= lease / 3 - MARGIN / 5]
@@ -341,7 +342,10 @@ def no_5xx(ctx: Context) -> list[Violation]:
             code = op.detail.split("/")[0]
             if code == "database_unavailable" and _overlaps(failures, op.invoke, op.end, MARGIN):
                 continue
-            if code == "overloaded" and _flood_in_flight(ctx, op) >= ctx.settings.fill_slots:
+            if code == "overloaded" and (
+                _flood_in_flight(ctx, op) >= ctx.settings.fill_slots
+                or _followers_in_flight(ctx, op) >= ctx.settings.follower_slots
+            ):
                 continue
             if op.detail.endswith("fill-timeout") and _waited_for_a_fill(ctx, op):
                 continue  # documented: a waiter answers 503 at CACHE_LOCK_WAIT_SECONDS
@@ -374,6 +378,18 @@ def _flood_in_flight(ctx: Context, op: Op) -> int:
             and other.invoke < op.end
             and op.invoke < other.end
         }
+    )
+
+
+def _followers_in_flight(ctx: Context, op: Op) -> int:
+    """Other reads of ``op``'s key on its worker in flight when it was invoked."""
+    return sum(
+        1
+        for other in ctx.history.ops
+        if other.process == op.process
+        and other.key == op.key
+        and other.index != op.index
+        and other.invoke <= op.invoke < other.end
     )
 
 

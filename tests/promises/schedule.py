@@ -66,7 +66,7 @@ class Config:
 
     def settings(self, redis_url: str, namespace: str) -> adapter.Settings:
         miss, fill = self.slots
-        threads = miss + 16 + 16  # misses, followers, hits
+        threads = miss + 64 + 16  # misses, followers, hits
         settings = adapter.Settings(
             database_url="postgresql://checker:checker@127.0.0.1:1/checker",
             redis_url=redis_url,
@@ -90,7 +90,7 @@ class Config:
             db_connect_timeout_seconds=1,
             db_pool_wait_seconds=1.0,
             db_pool_size=fill + 2,
-            follower_slots=16,
+            follower_slots=64,
             gunicorn_threads=threads,
             redis_max_connections=threads + 2 + 2,
             write_api_token=TOKEN,
