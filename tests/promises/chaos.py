@@ -11,6 +11,8 @@ sees an ordinary socket that is sometimes slow, silent or dead:
   command is sent and after a reply is read (request connections), and a delay
   after the tracking connection read an invalidation, before the engine applies
   it (the listener thread then holds bytes the socket no longer shows);
+* **slow replies**: every reply late by a fixed time, so that reads with a
+  shorter socket timeout time out (a server that is only slow);
 * **holds**, for the named tests: the next reply (or command) whose bytes
   contain a marker waits until the test releases it;
 * **silence**: the tracking connection goes quiet (a dropped network path, no
@@ -68,11 +70,17 @@ class NetworkFaults:
         self.delay_probability = 0.0  # per send and per read on request connections
         self.delay_max = 0.0  # seconds
         self.tracking_read_delay = 0.0  # seconds, after each read of the tracking connection
+        self.reply_delay = 0.0  # seconds every reply on a request connection arrives late
         self.tracking_read_seen = threading.Event()  # a delayed tracking read got bytes
 
     # -- what the harness turns on ------------------------------------------------
     def jitter(self, probability: float, max_seconds: float) -> None:
         self.delay_probability, self.delay_max = probability, max_seconds
+
+    def slow_replies(self, seconds: float) -> None:
+        """Every reply on a request connection arrives ``seconds`` late (a busy
+        server): a read with a shorter socket timeout times out."""
+        self.reply_delay = seconds
 
     def delay_tracking_reads(self, seconds: float) -> None:
         self.tracking_read_seen.clear()
@@ -115,6 +123,7 @@ class NetworkFaults:
         """End the pauses (a dead worker stays dead; a silent socket stays silent
         until the engine replaces it)."""
         self.jitter(0.0, 0.0)
+        self.slow_replies(0.0)
         self.delay_tracking_reads(0.0)
         with self._lock:
             holds, self._holds = self._holds, []
@@ -225,6 +234,12 @@ class ChaosSocket:
         hold = faults._take_hold(data, "reply")
         if hold is not None:
             hold._wait()
+        late, timeout = faults.reply_delay, self._real.gettimeout()
+        if late and timeout != 0:
+            if timeout is not None and timeout < late:
+                time.sleep(timeout)  # the reply is still on its way when the read gives up
+                raise TimeoutError("timed out (slow reply)")
+            time.sleep(late)
         delay = faults._random_delay()
         if delay:
             time.sleep(delay)

@@ -309,14 +309,14 @@ def _degraded(ctx: Context, query: Query) -> bool:
 
 
 def _unstored(ctx: Context, query: Query) -> bool:
-    """The read that ran ``query`` answered a MISS it did not store (Redis refused
-    or failed the write), so the next read queries again."""
+    """The read that ran ``query`` said its answer was not stored in Redis: a
+    degraded load (BYPASS, kept as the worker's copy only), or a MISS whose write
+    Redis refused or failed. The next read queries again."""
     return any(
         op.process == query.worker
         and op.item == query.item
-        and op.cache == "MISS"
         and op.source == "database"
-        and not op.stored
+        and (op.cache == "BYPASS" or (op.cache == "MISS" and not op.stored))
         and op.detail != "collapsed"
         and op.invoke <= query.start
         and (query.end or 0) <= op.end

@@ -58,6 +58,31 @@ def test_a_flood_of_absent_ids_leaves_a_real_cold_key_its_fill(lab, db):
     assert cold.status == 200, f"a real cold key during a flood of absent ids: {cold.line(0)}"
 
 
+def test_a_cached_key_keeps_answering_while_misses_fill_the_worker_and_redis_is_slow(lab, db):
+    """Old engine (issue 17, seen through Nginx: 503s for a cached key during a
+    flood of cold misses, confirmed here): a worker without its own copy of a key
+    cached in Redis, whose Redis answers later than its timeout (a saturated
+    machine), went degraded and needed a slot the flood held: 503 overloaded."""
+    cached_by, worker = lab.workers_with(2, miss_slots=4, fill_slots=2)
+    assert lab.read(cached_by, 5, "ttl").status == 200  # item 5 is in Redis
+    gates = [db.gate(item) for item in (1, 2, 3, 4)]
+    worker.faults.slow_replies(0.35)  # later than its 250 ms timeout
+    flood = [lab.background(lab.read, worker, item, "ttl") for item in (1, 2, 3, 4)]
+    wait_until(  # every flood request holds a query or was refused
+        lambda: sum(f.done() for f in flood) + len(db.queries) - 1 >= 4,
+        10,
+        interval=0.01,
+        message="the flood to be admitted or refused",
+    )
+    hit = lab.read(worker, 5, "ttl")
+    worker.faults.slow_replies(0.0)
+    for gate in gates:
+        gate.set()
+    for future in flood:
+        future.result(timeout=10)
+    assert hit.status == 200, f"a key cached in Redis during a flood of misses: {hit.line(0)}"
+
+
 def test_every_user_of_one_cold_key_gets_it(lab, db):
     """Old engine (issue 17): followers of an in-flight fill count against the miss slots, so users
     waiting for one cold key are refused with 503 overloaded."""
