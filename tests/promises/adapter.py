@@ -35,7 +35,9 @@ not the checker. What it needs, and where the old engine gives it:
    "not found" (:func:`not_found_seconds`), and the names of the settings that
    bound tier 1 in bytes and the refresh queue (:data:`TIER1_BYTES_SETTING`,
    :data:`REFRESH_QUEUE_SETTING`), which some named tests set small.
-5. **Where an item's entry lives in Redis** (:func:`entry_key`), for the few
+5. **Defects still open** (:data:`OPEN_DEFECTS`), each tracked by a named
+   strict-xfail test, granted by the checker until fixed.
+6. **Where an item's entry lives in Redis** (:func:`entry_key`), for the few
    named tests that inspect one entry directly; **the PostgreSQL pool**
    (``cachelab.postgres.database.Database`` over ``psycopg2.connect``), for
    the test of the pool's own rules (:func:`real_database`).
@@ -62,6 +64,7 @@ from .chaos import NetworkFaults, install
 
 __all__ = [
     "DatabaseUnavailable",
+    "OPEN_DEFECTS",
     "PROMISED_ACTIONS",
     "REFRESH_QUEUE_SETTING",
     "Settings",
@@ -80,6 +83,17 @@ __all__ = [
 
 # A PUT's cache_action after which read-your-writes holds (delete, write-through).
 PROMISED_ACTIONS = frozenset({"tombstone", "written", "kept-newer"})
+
+# Defects the engine still has, each with its named strict-xfail test: the
+# checker grants them (so the long profile judges everything else) until the
+# fix lands; then remove the name here and the xfail mark there.
+OPEN_DEFECTS = frozenset(
+    {
+        # volatile-lru evicts a held lease (a key with a TTL) and a second query
+        # runs: test_defects_faults.py::test_an_evicted_lease_never_lets_a_second_query_run
+        "evicted-lease",
+    }
+)
 
 # Issue 17 item 3: the setting that bounds tier 1 in bytes (LOCAL_CACHE_BYTES).
 TIER1_BYTES_SETTING = "local_cache_bytes"

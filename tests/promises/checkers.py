@@ -276,6 +276,10 @@ def _second_query(
             return None  # no renewal could reach Redis for a third of the lease: it may lapse
         if _overlaps(ctx.windows(("evict",)), later.start, later.start, recovery):
             return None  # the instant of "evict" may refuse a write (OOM)
+        if "evicted-lease" in adapter.OPEN_DEFECTS and _overlaps(
+            ctx.windows(("evict", "squeeze")), earlier.start, later.start, 0
+        ):
+            return None  # an open defect, tracked by its named test (adapter.OPEN_DEFECTS)
         return (
             f"item {item} ({mode_of(item)}): {later.worker} started a query at "
             f"{_at(ctx, later.start)} while {earlier.worker}'s (started "

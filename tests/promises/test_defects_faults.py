@@ -72,8 +72,8 @@ def test_waiters_never_query_beside_a_renewed_lease_however_slow_the_query(lab, 
     waiting worker gave up on a lease that was alive and renewed and ran the
     query itself (6 workers: 6 queries). Documented now: a waiter answers 503
     ``fill-timeout`` at its deadline, and never queries beside a live lease."""
-    workers = lab.workers_with(6, cache_lock_wait_seconds=0.3, cache_lock_lease_seconds=0.6)
-    db.latency = 1.0  # slower than the lock wait; the lease is renewed every 0.2 s
+    workers = lab.workers_with(6, cache_lock_wait_seconds=0.2, cache_lock_lease_seconds=0.45)
+    db.latency = 0.6  # slower than the lock wait; the lease is renewed every 0.15 s
     answers = lab.together([lambda w=w: lab.read(w, 5, "ttl") for w in workers])
     queries = db.item_queries(5)
     assert len(queries) == 1, f"6 workers, {len(queries)} queries of one key"

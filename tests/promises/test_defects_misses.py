@@ -63,10 +63,10 @@ def test_a_cached_key_keeps_answering_while_misses_fill_the_worker_and_redis_is_
     flood of cold misses, confirmed here): a worker without its own copy of a key
     cached in Redis, whose Redis answers later than its timeout (a saturated
     machine), went degraded and needed a slot the flood held: 503 overloaded."""
-    cached_by, worker = lab.workers_with(2, miss_slots=4, fill_slots=2)
+    cached_by, worker = lab.workers_with(2, miss_slots=4, fill_slots=2, redis_socket_timeout_ms=75)
     assert lab.read(cached_by, 5, "ttl").status == 200  # item 5 is in Redis
     gates = [db.gate(item) for item in (1, 2, 3, 4)]
-    worker.faults.slow_replies(0.35)  # later than its 250 ms timeout
+    worker.faults.slow_replies(0.15)  # later than its 75 ms timeout (the default)
     flood = [lab.background(lab.read, worker, item, "ttl") for item in (1, 2, 3, 4)]
     wait_until(  # every flood request holds a query or was refused
         lambda: sum(f.done() for f in flood) + len(db.queries) - 1 >= 4,
@@ -117,10 +117,10 @@ def test_the_refresh_queue_is_bounded(lab, db):
     assert db.wait_for_queries(None, before + 1), "no refresh started"
     gate.set()
     bound = 1 + adapter.refresh_queue_bound(worker.settings)  # the one running, the queue
-    with pytest.raises(TimeoutError):  # the old engine runs every queued refresh at once
+    with pytest.raises(TimeoutError):  # the old engine ran every queued refresh at once
         wait_until(
             lambda: len(db.queries) - before > bound,
-            1.0,
+            0.5,
             interval=0.01,
             message=f"more than {bound} refreshes",
         )
