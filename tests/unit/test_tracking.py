@@ -328,3 +328,32 @@ def test_a_worker_without_its_listener_never_serves_a_read_your_writes_item_from
     written = writer.writer.put(5, "new", mode, guarded=True)
     clock.advance(0.1)  # well inside MEMORY_FALLBACK_TTL_MS
     assert reader.reads.get(item).value["version"] == written.item["version"] == 2
+
+
+@pytest.mark.parametrize("strategy", ["swr", "two-tier"])
+def test_a_purge_in_flight_is_never_undone_by_a_write_back(
+    settings, db, services, raw, monkeypatch, strategy
+):
+    """Defect: `cachelab cache purge` could be undone by reads in flight: a read
+    found nothing in Redis before this worker had applied the purge's
+    invalidation, took its copy for a survivor of a restart and wrote it back."""
+    service = services(settings, db, cache_strategy=strategy)
+    target = version_target(settings.cache_namespace, 12)
+    service.reads.get(target)
+    service.reads.get(target)  # a copy Redis confirmed: it may be written back after a restart
+    applying, release = threading.Event(), threading.Event()
+    original = service.tier1.invalidate
+
+    def slow_invalidate(keys):
+        if keys and target.key in keys:
+            applying.set()
+            release.wait(5)
+        original(keys)
+
+    monkeypatch.setattr(service.tier1, "invalidate", slow_invalidate)
+    raw.unlink(target.key)  # the purge
+    assert applying.wait(5)  # the listener has read the invalidation, not applied it yet
+    threading.Timer(0.2, release.set).start()
+    lookup = service.reads.get(target)
+    assert lookup.detail != "reseeded" and lookup.result == "MISS"
+    assert db.calls["version"] == 2

@@ -81,28 +81,45 @@ end
 """
 # KEYS[1] fence; ARGV[1] fence TTL.
 _NEXT_FENCE = _FENCE + "return fence(KEYS[1], ARGV[1])"
-# KEYS[1] lease, KEYS[2] fence; ARGV: token, lease px, fence px.
+# A lease is "<token> <expiry, server ms>" with NO Redis TTL: under volatile-lru
+# (the lab's and ElastiCache's default policy) only keys with a TTL are evicted,
+# so memory pressure can never hand one fill's lease to a second holder. Its
+# life is the expiry inside it, renewed by its holder; a lapsed lease is free.
+# A dead holder leaves a few bytes behind until the entry is filled again.
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+# KEYS[1] lease, KEYS[2] fence; ARGV: token, lease ms, fence px.
 # Returns the fence (> 0) if acquired, else -(milliseconds the lease still lives).
 _ACQUIRE = (
     _FENCE
+    + _NOW_MS
     + """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return fence(KEYS[2], ARGV[3])
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local expiry = tonumber(string.match(cur, ' (%d+)$')) or 0
+  if expiry > now then return -(expiry - now) end
 end
-local left = redis.call('PTTL', KEYS[1])
-if left < 1 then left = 1 end
-return -left
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. string.format('%.0f', now + tonumber(ARGV[2])))
+return fence(KEYS[2], ARGV[3])
 """
 )
-# Returns 1 renewed, 0 refused (the lease is gone or someone else's).
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
+# Returns 1 renewed, 0 refused (the lease lapsed, is gone or someone else's).
+_EXTEND = (
+    _NOW_MS
+    + """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local token, expiry = string.match(cur, '^(%S+) (%d+)$')
+if token ~= ARGV[1] or tonumber(expiry) <= now then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. string.format('%.0f', now + tonumber(ARGV[2])))
+return 1
 """
+)
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local cur = redis.call('GET', KEYS[1])
+if cur and string.match(cur, '^(%S+) ') == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0

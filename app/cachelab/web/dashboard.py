@@ -236,7 +236,7 @@ def read_keys(service: Lab, namespace: str, redis_up: bool) -> dict[str, Any]:
         for key in shown:
             pipe.get(key)
             pipe.pttl(key)
-            pipe.exists(f"{key}:lease")
+            pipe.get(f"{key}:lease")
         replies = pipe.execute() if shown else []
     except _REDIS_FAILURES as exc:
         return {
@@ -248,8 +248,8 @@ def read_keys(service: Lab, namespace: str, redis_up: bool) -> dict[str, Any]:
     now = time.time()
     items = []
     for index, key in enumerate(shown):
-        raw, pttl, locked = replies[3 * index : 3 * index + 3]
-        items.append(_key_state(key, raw, pttl, bool(locked), now))
+        raw, pttl, lease = replies[3 * index : 3 * index + 3]
+        items.append(_key_state(key, raw, pttl, _lease_alive(lease, now), now))
     return {
         "status": "ok",
         "total": len(data_keys),
@@ -257,6 +257,14 @@ def read_keys(service: Lab, namespace: str, redis_up: bool) -> dict[str, Any]:
         "truncated": scanned >= MAX_KEYS_SCANNED,
         "items": items,
     }
+
+
+def _lease_alive(lease: bytes | None, now: float) -> bool:
+    """A lease is "<token> <expiry in ms>" (no Redis TTL): held while not expired."""
+    try:
+        return lease is not None and int(lease.split()[-1]) > now * 1000
+    except (ValueError, IndexError):
+        return False
 
 
 def _key_state(key: str, raw: bytes | None, pttl: int, locked: bool, now: float) -> dict:
