@@ -87,13 +87,7 @@ PROMISED_ACTIONS = frozenset({"tombstone", "written", "kept-newer"})
 # Defects the engine still has, each with its named strict-xfail test: the
 # checker grants them (so the long profile judges everything else) until the
 # fix lands; then remove the name here and the xfail mark there.
-OPEN_DEFECTS = frozenset(
-    {
-        # volatile-lru evicts a held lease (a key with a TTL) and a second query
-        # runs: test_defects_faults.py::test_an_evicted_lease_never_lets_a_second_query_run
-        "evicted-lease",
-    }
-)
+OPEN_DEFECTS: frozenset[str] = frozenset()  # none today; e.g. {"evicted-lease"} (checkers.py)
 
 # Issue 17 item 3: the setting that bounds tier 1 in bytes (LOCAL_CACHE_BYTES).
 TIER1_BYTES_SETTING = "local_cache_bytes"

@@ -50,12 +50,10 @@ def test_an_evicted_tombstone_never_lets_an_older_fill_in(lab, db, node):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect, still open after the redesign: volatile-lru evicts a lease (SET NX PX, a key "
-    "with a TTL); another worker takes it and runs the query a second time",
-)
 def test_an_evicted_lease_never_lets_a_second_query_run(lab, db, node):
+    """Old engine (issue 17), and the redesign until leases lost their Redis TTL:
+    volatile-lru evicts a lease (SET NX PX, a key with a TTL); another worker
+    takes it and runs the query a second time."""
     first, second = lab.workers_with(2)
     db.item_latency[2] = 0.8  # the holder's query
     filling = lab.filling(first, 2, "delete")
