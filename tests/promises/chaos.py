@@ -72,6 +72,7 @@ class NetworkFaults:
         self.tracking_read_delay = 0.0  # seconds, after each read of the tracking connection
         self.reply_delay = 0.0  # seconds every reply on a request connection arrives late
         self.tracking_read_seen = threading.Event()  # a delayed tracking read got bytes
+        self._stall_once = 0.0  # seconds, after the next read of the tracking connection
 
     # -- what the harness turns on ------------------------------------------------
     def jitter(self, probability: float, max_seconds: float) -> None:
@@ -85,6 +86,16 @@ class NetworkFaults:
     def delay_tracking_reads(self, seconds: float) -> None:
         self.tracking_read_seen.clear()
         self.tracking_read_delay = seconds
+
+    def stall_next_tracking_read(self, seconds: float) -> None:
+        """The next invalidation this worker's listener reads waits ``seconds``
+        before it is applied (a listener thread descheduled at the worst moment)."""
+        self._stall_once = seconds
+
+    def _tracking_delay(self) -> float:
+        with self._lock:
+            once, self._stall_once = self._stall_once, 0.0
+        return self.tracking_read_delay or once
 
     def hold_reply(self, marker: bytes) -> Hold:
         """Hold the next reply on a request connection that contains ``marker``."""
@@ -125,6 +136,7 @@ class NetworkFaults:
         self.jitter(0.0, 0.0)
         self.slow_replies(0.0)
         self.delay_tracking_reads(0.0)
+        self.stall_next_tracking_read(0.0)
         with self._lock:
             holds, self._holds = self._holds, []
         for hold in holds:
@@ -226,7 +238,7 @@ class ChaosSocket:
         if not data:
             return data
         if self.tracking:
-            delay = faults.tracking_read_delay
+            delay = faults._tracking_delay()
             if delay:
                 faults.tracking_read_seen.set()
                 time.sleep(delay)  # the listener holds these bytes, not yet applied

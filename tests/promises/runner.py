@@ -183,7 +183,7 @@ class Run:
             elif isinstance(step, Session):
                 self._submit(self._session, worker, self._live(step.r) or worker, step.item)
             elif isinstance(step, Writeback):
-                self._submit(self._writeback, worker, step.item)
+                self._submit(self._writeback, worker, step.item, step.stall)
             elif isinstance(step, Burst):
                 for _ in range(step.n):
                     self._submit(worker.read, self.history, step.item, mode_of(step.item))
@@ -201,12 +201,16 @@ class Run:
         if write.outcome == OK and reader.alive:
             reader.read(self.history, item, mode_of(item))
 
-    def _writeback(self, writer: Worker, item: int) -> None:
+    def _writeback(self, writer: Worker, item: int, stall: bool) -> None:
         mode = mode_of(item)
         live = [w for w in self.workers if w.alive]
         for worker in live:
             for _ in range(3):
                 worker.read(self.history, item, mode)
+        if stall:
+            for worker in live:
+                if worker is not writer:
+                    worker.faults.stall_next_tracking_read(0.15)
         write = writer.write(self.history, item, mode, f"p{next(self._writes)}")
         if write.outcome == OK:
             for worker in live:

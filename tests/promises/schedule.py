@@ -142,10 +142,13 @@ class Session:
 @dataclass(frozen=True)
 class Writeback:
     """The item made hot in every worker's memory, then a PUT through worker
-    ``w`` and at once a read back through every worker (the issue's scenario)."""
+    ``w`` and at once a read back through every worker (the issue's scenario).
+    ``stall``: the other workers' listeners each stall on the next invalidation
+    they read (the PUT's, unless another write comes first)."""
 
     w: int
     item: int
+    stall: bool = False
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,7 @@ def _steps(workers: int) -> st.SearchStrategy[Step]:
         st.builds(Session, w=w, r=w, item=promised),
         st.builds(Session, w=w, r=w, item=writable),
         st.builds(Writeback, w=w, item=promised),
-        st.builds(Writeback, w=w, item=promised),
+        st.builds(Writeback, w=w, item=promised, stall=st.just(True)),
         st.builds(Write, w=w, item=writable),
         st.builds(Version, w=w, item=st.integers(0, 2)),
         st.builds(Stampede, item=items, n=st.integers(2, 8)),
