@@ -70,6 +70,7 @@ __all__ = [
     "Settings",
     "TIER1_BYTES_SETTING",
     "entry_key",
+    "follower_slots",
     "invalidations_heard",
     "not_found_seconds",
     "tier1_entries",
@@ -99,6 +100,12 @@ def not_found_seconds(settings: Settings) -> float:
     """How long an absent id inside the table's range stays cached as "not found"
     (NEGATIVE_TTL_SECONDS): at most one query per id in that time."""
     return float(settings.negative_ttl_seconds)
+
+
+def follower_slots(settings: Settings) -> int:
+    """How many requests of a worker may wait for one fill in flight
+    (CACHE_FOLLOWER_SLOTS): past it, a 503 ``overloaded`` is documented."""
+    return int(settings.follower_slots)
 
 
 def refresh_queue_bound(settings: Settings) -> int:

@@ -348,7 +348,7 @@ def no_5xx(ctx: Context) -> list[Violation]:
                 continue
             if code == "overloaded" and (
                 _flood_in_flight(ctx, op) >= ctx.settings.fill_slots
-                or _followers_in_flight(ctx, op) >= ctx.settings.follower_slots
+                or _followers_in_flight(ctx, op) >= adapter.follower_slots(ctx.settings)
             ):
                 continue
             if op.detail.endswith("fill-timeout") and _waited_for_a_fill(ctx, op):

@@ -44,13 +44,15 @@ class PromiseBroken(AssertionError):
 class Found:
     seed: int
     result: Result
-    schedules_run: int
-    seconds: float
+    schedules_run: int  # until the first violation, in this seed
+    seconds: float  # until the first violation, in this seed
+    shrink_seconds: float
 
     def message(self, profile: Profile) -> str:
         return (
-            f"the {profile.name} profile broke a promise after {self.schedules_run} schedules "
-            f"({self.seconds:.0f} s), seed {self.seed}:\n{self.result.report()}\n\n"
+            f"the {profile.name} profile broke a promise at schedule {self.schedules_run} of "
+            f"seed {self.seed} ({self.seconds:.0f} s; then {self.shrink_seconds:.0f} s of "
+            f"shrinking):\n{self.result.report()}\n\n"
             f"{'shrunk schedule' if profile.shrink_seconds else 'schedule'}:\n"
             f"{self.result.schedule!r}\n\n"
             f"again: CHECKER_SEED={self.seed} scripts/test -m checker, or "
@@ -98,13 +100,17 @@ def explore(node: Node, seed: int, profile: Profile, deadline: float) -> tuple[F
             result = memo[key] = replay(node, schedule, promises)
         if result.violations:
             if not shrink_until:
+                first.extend((len(memo), time.monotonic() - started))
                 shrink_until.append(time.monotonic() + profile.shrink_seconds)
             raise PromiseBroken(result)
 
+    first: list[float] = []
     try:
         check()
     except PromiseBroken as broken:
-        return Found(seed, broken.result, len(memo), time.monotonic() - started), len(memo)
+        until, seconds = int(first[0]), first[1]
+        shrinking = time.monotonic() - started - seconds
+        return Found(seed, broken.result, until, seconds, shrinking), len(memo)
     return None, len(memo)
 
 
