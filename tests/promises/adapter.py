@@ -37,8 +37,9 @@ not the checker. What it needs, and where the old engine gives it:
    :data:`REFRESH_QUEUE_SETTING`), which some named tests set small.
 5. **Defects still open** (:data:`OPEN_DEFECTS`), each tracked by a named
    strict-xfail test, granted by the checker until fixed.
-6. **Where an item's entry lives in Redis** (:func:`entry_key`), for the few
-   named tests that inspect one entry directly; **the PostgreSQL pool**
+6. **Where an entry lives in Redis and how its freshness is kept**
+   (:func:`entry_key`, :func:`version_key`, :func:`make_stale`), for the few
+   named tests that inspect or age one entry directly; **the PostgreSQL pool**
    (``cachelab.postgres.database.Database`` over ``psycopg2.connect``), for
    the test of the pool's own rules (:func:`real_database`).
 """
@@ -55,7 +56,7 @@ import redis
 from flask import Flask
 
 from cachelab.config import Settings
-from cachelab.engine.keys import item_target
+from cachelab.engine.keys import item_target, version_target
 from cachelab.engine.store import RedisStore, make_client
 from cachelab.postgres.database import Database, DatabaseUnavailable
 from cachelab.web.app import create_app, shutdown
@@ -72,8 +73,10 @@ __all__ = [
     "entry_key",
     "follower_slots",
     "invalidations_heard",
+    "make_stale",
     "not_found_seconds",
     "tier1_entries",
+    "version_key",
     "quiet_logs",
     "real_database",
     "refresh_queue_bound",
@@ -173,3 +176,14 @@ def real_database(settings: Settings, monkeypatch: Any, connect: Any) -> Databas
 def entry_key(settings: Settings, item: int, mode: str) -> str:
     """The Redis key of an item's entry in one invalidation mode."""
     return item_target(settings.cache_namespace, item, mode).key
+
+
+def version_key(settings: Settings, item: int) -> str:
+    """The Redis key of ``/api/version?item=<item>``'s entry."""
+    return version_target(settings.cache_namespace, item).key
+
+
+def make_stale(client: redis.Redis, settings: Settings, key: str) -> bool:
+    """Age an entry in Redis past its soft TTL, into its grace (freshness is the
+    PTTL minus the grace), as if its TTL had run out; True if it was there."""
+    return bool(client.pexpire(key, int(settings.cache_grace_seconds * 1000)))
