@@ -13,8 +13,8 @@ with its seed. On demand::
     CHECKER_REPLAY='Schedule(...)' scripts/test -m checker   # one printed schedule
     CHECKER_PROMISES=tier-1,no-5xx scripts/test -m checker   # some promises only
 
-On the old engine (before the redesign of issue 17) both failed at once; what
-they found, and when, is in the note of issue 17. A defect the engine still
+On the engine before issue 17's redesign both failed at once; what they found,
+and how fast, is in docs/testing.md. A defect the engine still
 has is granted by name in ``adapter.OPEN_DEFECTS`` (and tracked by its named
 strict-xfail test) until it is fixed.
 """
