@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import pytest
 
 from cachelab import metrics
 from cachelab.config import Settings
-from cachelab.engine.store import RedisStore
-from cachelab.web.app import create_app, shutdown
-from loadtest.stack import wait_until
 
 TOKEN = "unit-test-token-0123456789"
-
-
-@pytest.fixture
-def make_app(settings, db):
-    def make(**overrides):
-        app_settings = replace(settings, **overrides)
-        app = create_app(app_settings, db=db, store=RedisStore(app_settings))
-        app.config["TESTING"] = True
-        service = app.extensions["cachelab"]
-        wait_until(lambda: service.tracking.active, 5, interval=0.01, message="tracking")
-        return app
-
-    yield make
-    shutdown()
 
 
 @pytest.fixture
