@@ -292,7 +292,7 @@ class ChaosConnection:
 
     def __init__(self, *args: Any, faults: NetworkFaults | None = None, **kwargs: Any) -> None:
         self.faults = faults
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
 
     def _connect(self) -> Any:
         if self.faults is not None and self.faults.dead:

