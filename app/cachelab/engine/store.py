@@ -316,7 +316,9 @@ class RedisStore:
     def extend(self, lease_key: str, token: str, px: int) -> bool:
         """True if renewed; False if refused (gone, or someone else's).
         Raises :class:`CacheUnavailable` when Redis cannot tell."""
-        return bool(self._call(lambda c: self._extend(keys=[lease_key], args=[token, px], client=c)))
+        return bool(
+            self._call(lambda c: self._extend(keys=[lease_key], args=[token, px], client=c))
+        )
 
     def release(self, lease_key: str, token: str) -> None:
         """Release if still ours; an expired lease or an outage is not an error
