@@ -19,6 +19,7 @@ import random
 import secrets
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -91,8 +92,9 @@ def test_cold_key_stampede_runs_the_slow_query_once_across_replicas(lab):
     assert [r.status_code for r in responses] == [200] * 100
     assert len({parse_json(r)["version"] for r in responses}) == 1
     statuses = [r.headers["Cache-Status"] for r in responses]
-    assert sum("stored" in s for s in statuses) == 1, "exactly one request filled the key"
-    assert lab.settled_slow_calls(at_least=before + 1) == before + 1
+    kinds = Counter(s.split(",")[0] for s in statuses)
+    assert sum("stored" in s for s in statuses) == 1, f"exactly one request filled the key: {kinds}"
+    assert lab.settled_slow_calls(at_least=before + 1) == before + 1, kinds
 
 
 @pytest.mark.lab_settings(CACHE_STRATEGY="cache-aside")
@@ -144,7 +146,9 @@ def test_a_flood_of_cold_misses_does_not_slow_the_hits(lab):
         if v and ("redis_errors" in k or "transitions" in k or "requests_total" in k)
     )
     assert len(hits) > 200 and not hits.errors(), f"{hits.summary()}\n{books}"
-    assert hits.latency(99) <= 0.100 and hits.max_latency() <= 1.0, hits.summary()
+    # Milliseconds at the median; the tail bounded generously (2 cores, 100 queries in flight).
+    assert hits.latency(50) <= 0.050, hits.summary()
+    assert hits.latency(99) <= 0.250 and hits.max_latency() <= 1.0, hits.summary()
     statuses = sorted({r.status_code for r in cold})
     assert set(statuses) <= {200, 503}, statuses
     refused = [r for r in cold if r.status_code == 503]

@@ -140,7 +140,9 @@ def test_notify_invalidates_even_writes_made_directly_in_sql(lab):
 
 @items_settings
 def test_notify_through_the_api_is_short_lived_too(lab):
-    summary = drive(lab, "notify", seconds=4)
+    # Each writer's own read after a write waits the refill (DELAY): four
+    # writers reach enough writes on a busy machine too.
+    summary = drive(lab, "notify", seconds=5, writers=4)
     # Enough reads that "no stale read" (p99 None) means something.
     assert summary["writes"] >= 8 and summary["reads"] >= 40, summary
     assert summary["staleness_p99_ms"] is None or summary["staleness_p99_ms"] <= 250, summary
@@ -151,8 +153,10 @@ def test_ttl_mode_is_stale_for_at_most_the_ttl_plus_grace(lab):
     summary = drive(lab, "ttl", seconds=8)
     assert summary["stale_reads"] > 0, "TTL-only invalidation leaves stale reads: it should show"
     assert summary["staleness_max_ms"] < (TTL + GRACE) * 1000, summary
-    # With swr the first stale read starts one refresh: in practice TTL + the query.
-    assert summary["staleness_p99_ms"] <= (TTL + DELAY + 1.5) * 1000, summary
+    # With swr the first stale read starts one refresh: TTL + the query, or two
+    # queries when the write lands while a refresh is reading the row (that
+    # refresh is superseded and the next stale read starts another).
+    assert summary["staleness_p99_ms"] <= (TTL + 2 * DELAY + 1.5) * 1000, summary
 
 
 def test_writes_need_the_token_and_a_body_nginx_allows(lab):

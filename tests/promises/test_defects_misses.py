@@ -159,3 +159,28 @@ def refreshes(worker) -> dict[str, float]:
                     outcome = sample.labels["outcome"]
                     counts[outcome] = counts.get(outcome, 0.0) + sample.value
     return counts
+
+
+def test_a_stampede_on_a_slow_redis_still_runs_one_query(lab, db):
+    """Found by the stack test under load (not in issue 17's list): 100 users
+    of one cold key across two containers on a saturated machine, whose Redis
+    answered later than the 75 ms timeout: the breaker opened, 93 users went
+    without the lease (``redis-unavailable``) and four queries ran, one per
+    worker. A leader's calls on the cold path are patient
+    (``REDIS_RETRY_TIMEOUT_MS``): the alternative is a second slow query."""
+    workers = lab.workers_with(
+        3, redis_socket_timeout_ms=75, cache_lock_lease_seconds=3, cache_lock_wait_seconds=5
+    )
+    db.latency = 0.5
+    for worker in workers:
+        worker.faults.slow_replies(0.15)  # later than 75 ms, within the patient 500 ms
+    try:
+        answers = lab.together([lambda w=w: lab.read(w, 2, "delete") for w in workers * 3])
+    finally:
+        for worker in workers:
+            worker.faults.slow_replies(0.0)
+    assert [a.status for a in answers] == [200] * 9, [a.line(0) for a in answers]
+    queries = db.item_queries(2)
+    assert len(queries) == 1, f"{len(queries)} queries of one cold key: {queries} " + "; ".join(
+        a.line(0) for a in answers
+    )

@@ -192,8 +192,10 @@ class RedisStore:
         self.client = client or make_client(settings)
         # A second, small pool with a longer timeout and no breaker, for calls that
         # would rather wait than give up: the last try of a read that has no other
-        # answer than the database (read_patiently), and a write's cache action
-        # after its commit (read-your-writes depends on it; a PUT may take 500 ms).
+        # answer than the database (read_patiently), a cold key's fill (its lease
+        # and its renewals, its reads while waiting, its entry: the alternative is
+        # a second slow query), and a write's cache action after its commit (read-your-writes
+        # depends on it; a PUT may take 500 ms).
         pool = self.client.connection_pool
         self.patient = redis.Redis(
             connection_pool=redis.BlockingConnectionPool(
@@ -307,17 +309,21 @@ class RedisStore:
         )
 
     # -- leases -----------------------------------------------------------------
-    def acquire(self, lease_key: str, fence_key: str, token: str, px: int) -> int:
+    def acquire(
+        self, lease_key: str, fence_key: str, token: str, px: int, patient: bool = False
+    ) -> int:
         """The fence (> 0) if the lease is now ours, else -(ms it still lives)."""
         args: list[str | int] = [token, px, self.fence_ttl_ms]
         keys = [lease_key, fence_key]
-        return int(self._call(lambda c: self._acquire(keys=keys, args=args, client=c)))
+        return int(self._call(lambda c: self._acquire(keys=keys, args=args, client=c), patient))
 
-    def extend(self, lease_key: str, token: str, px: int) -> bool:
+    def extend(self, lease_key: str, token: str, px: int, patient: bool = False) -> bool:
         """True if renewed; False if refused (gone, or someone else's).
         Raises :class:`CacheUnavailable` when Redis cannot tell."""
         return bool(
-            self._call(lambda c: self._extend(keys=[lease_key], args=[token, px], client=c))
+            self._call(
+                lambda c: self._extend(keys=[lease_key], args=[token, px], client=c), patient
+            )
         )
 
     def release(self, lease_key: str, token: str) -> None:
