@@ -29,6 +29,8 @@ T = TypeVar("T")
 # The tag of the images a test or bench run builds: set CACHELAB_IMAGE_TAG to keep
 # two checkouts (worktrees) on one Docker engine from overwriting each other's.
 IMAGE_TAG = os.environ.get("CACHELAB_IMAGE_TAG", "test")
+# ... and CACHELAB_PROJECT_PREFIX to tell their Compose projects apart.
+PROJECT_PREFIX = os.environ.get("CACHELAB_PROJECT_PREFIX", "cachelab")
 # Small delay and TTL so behaviour over several expiries fits in seconds.
 TEST_ENV = {
     "SLOW_QUERY_SECONDS": "1",
@@ -47,6 +49,13 @@ ENGINES = {
     "valkey": ("VALKEY_IMAGE", "valkey/valkey:8-bookworm"),
     "redis": ("REDIS_IMAGE", "redis:7.4-bookworm"),
 }
+# Where the cache runs: one server (compose.yaml's `redis`), or a Valkey Cluster
+# of three primaries and three replicas (compose.cluster.yaml, REDIS_CLUSTER=on).
+TOPOLOGIES = {"single": (), "cluster": ("compose.cluster.yaml",)}
+TEST_TOPOLOGIES = {"single": (), "cluster": ("tests/compose.cluster.test.yaml",)}
+CLUSTER_NODES = tuple(f"cache-{n}" for n in range(1, 7))
+# Services that run once and exit: never "running".
+ONE_SHOT_SERVICES = ("db-init", "cluster-init")
 # Statements counted as slow queries (pg_stat_statements' normalised text).
 SLOW_STATEMENTS = {
     "version": "SELECT slow_version()",
@@ -105,9 +114,10 @@ class Stack:
     @classmethod
     def create(
         cls,
-        prefix: str = "cachelab-test",
+        prefix: str = f"{PROJECT_PREFIX}-test",
         extra_files: tuple[str, ...] = (),
         engine: str = "valkey",
+        topology: str = "single",
     ) -> Stack:
         env = {
             **TEST_ENV,
@@ -118,6 +128,7 @@ class Stack:
         }
         env["APP_DB_PASSWORD"] = secrets.token_hex(16)  # the app's own role (db-init creates it)
         files = [ROOT / "compose.yaml", ROOT / "tests" / "compose.test.yaml"]
+        files += [ROOT / f for f in TOPOLOGIES[topology] + TEST_TOPOLOGIES[topology]]
         files += [ROOT / f for f in extra_files]
         return cls(project=f"{prefix}-{secrets.token_hex(3)}", files=files, env=env)
 
@@ -294,19 +305,83 @@ class Stack:
             raise LookupError(f"no container for service {service}")
         return found[0]
 
-    def redis_cli(self, *args: str) -> str:
-        """The engine's own CLI (valkey-cli or redis-cli) inside the cache container."""
+    @property
+    def cluster(self) -> bool:
+        """The cache is a Valkey Cluster (compose.cluster.yaml)."""
+        return any(path.name == "compose.cluster.yaml" for path in self.files)
+
+    def redis_cli(self, *args: str, node: str | None = None) -> str:
+        """The engine's own CLI (valkey-cli or redis-cli) inside the cache container
+        (on a cluster: in ``node``, a service name, by default cache-1)."""
         script = (
             'if command -v valkey-cli >/dev/null; then exec valkey-cli "$@"; fi; '
             'exec redis-cli "$@"'
         )
-        code, out = self.container("redis").exec_run(["sh", "-c", script, "cli", *args])
+        service = node or ("cache-1" if self.cluster else "redis")
+        code, out = self.container(service).exec_run(["sh", "-c", script, "cli", *args])
         if code != 0:
-            raise RuntimeError(f"redis-cli {args} failed: {out!r}")
+            raise RuntimeError(f"redis-cli {args} on {service} failed: {out!r}")
         return out.decode().strip()
 
+    def cluster_nodes(self, via: str | None = None) -> list[ClusterNode]:
+        """The cluster as one node sees it (``CLUSTER NODES``), by service name."""
+        nodes = []
+        for line in self.redis_cli("CLUSTER", "NODES", node=via).splitlines():
+            parts = line.split()
+            if len(parts) < 8:
+                continue
+            address = parts[1]
+            service = address.split(",", 1)[1] if "," in address else address.split(":", 1)[0]
+            flags = set(parts[2].split(","))
+            ranges = []
+            for spec in parts[8:]:
+                if spec.startswith("["):
+                    continue  # a slot being migrated or imported
+                first, _, last = spec.partition("-")
+                ranges.append((int(first), int(last or first)))
+            nodes.append(
+                ClusterNode(
+                    service,
+                    parts[0],
+                    "primary" if "master" in flags else "replica",
+                    parts[3] if parts[3] != "-" else None,
+                    tuple(ranges),
+                    "fail" in flags or "fail?" in flags,
+                )
+            )
+        return sorted(nodes, key=lambda n: n.service)
+
+    def node_client(self, service: str, **kwargs):
+        """A plain client on one cluster node's published port (no redirections
+        followed: the drills' admin commands)."""
+        import redis  # the benchmarks and tests have it; the app image's own is unrelated
+
+        return redis.Redis(
+            host="127.0.0.1", port=int(self.port(service, 6379)), socket_timeout=10, **kwargs
+        )
+
+    def primaries(self) -> list[ClusterNode]:
+        return [n for n in self.cluster_nodes() if n.role == "primary" and not n.failed]
+
+    def owner_of(self, key: str) -> ClusterNode:
+        """The primary serving ``key``'s slot now."""
+        from redis.crc import key_slot
+
+        slot = key_slot(key.encode())
+        for node in self.primaries():
+            if any(first <= slot <= last for first, last in node.ranges):
+                return node
+        raise LookupError(f"no primary serves slot {slot}")
+
+    def replica_of(self, primary: ClusterNode) -> ClusterNode:
+        return next(n for n in self.cluster_nodes() if n.primary_id == primary.id and not n.failed)
+
     def flush_cache(self) -> None:
-        self.redis_cli("FLUSHALL")
+        if not self.cluster:
+            self.redis_cli("FLUSHALL")
+            return
+        for node in self.primaries():
+            self.redis_cli("FLUSHALL", node=node.service)
 
     def app_metrics(self) -> dict[str, float]:
         """Prometheus samples summed over every running app container."""
@@ -338,6 +413,20 @@ class Stack:
 
     def logs(self, service: str, tail: int = 200) -> str:
         return self.compose("logs", "--no-color", "--tail", str(tail), service, check=False).stdout
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    service: str  # the Compose service (cache-1 ... cache-6)
+    id: str
+    role: str  # primary | replica
+    primary_id: str | None
+    ranges: tuple[tuple[int, int], ...]  # the slots it serves (first, last)
+    failed: bool
+
+    @property
+    def slots(self) -> int:
+        return sum(last - first + 1 for first, last in self.ranges)
 
 
 def metric(samples: dict[str, float], name: str, **labels: str) -> float:

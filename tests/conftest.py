@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from loadtest.stack import Stack
+from loadtest.stack import ONE_SHOT_SERVICES, Stack
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -47,8 +47,8 @@ def docker_available() -> None:
     require_tool(_docker_ready(), "docker engine with the compose plugin")
 
 
-def _running_stack(engine: str):
-    lab = Stack.create(engine=engine)
+def _running_stack(engine: str, topology: str = "single"):
+    lab = Stack.create(engine=engine, topology=topology)
     try:
         lab.compose("build", "--quiet", timeout=1200)
         lab.up()
@@ -65,13 +65,22 @@ def stack(docker_available) -> Stack:
     yield from _running_stack("valkey")
 
 
+@pytest.fixture(scope="session")
+def redis_stack(docker_available) -> Stack:
+    """The stack on Redis 7 instead of Valkey."""
+    yield from _running_stack("redis")
+
+
 @pytest.fixture(scope="session", params=["valkey", "redis"])
 def engine_stack(request, docker_available) -> Stack:
     """The stack on each cache engine: the caching and fault suites run on both."""
-    if request.param == "valkey":
-        yield request.getfixturevalue("stack")
-    else:
-        yield from _running_stack(request.param)
+    return request.getfixturevalue("stack" if request.param == "valkey" else "redis_stack")
+
+
+@pytest.fixture(scope="session")
+def cluster_stack(docker_available) -> Stack:
+    """The stack with its cache as a Valkey Cluster (compose.cluster.yaml)."""
+    yield from _running_stack("valkey", topology="cluster")
 
 
 def _reset(stack: Stack) -> Stack:
@@ -89,7 +98,7 @@ def _reset(stack: Stack) -> Stack:
             for c in stack.docker.containers.list(
                 all=True, filters={"label": f"com.docker.compose.project={stack.project}"}
             )
-            if c.labels.get("com.docker.compose.service") != "db-init"
+            if c.labels.get("com.docker.compose.service") not in ONE_SHOT_SERVICES
         )
     )
     if needs_reset:
@@ -109,3 +118,20 @@ def lab(stack: Stack) -> Stack:
 def engine_lab(engine_stack: Stack) -> Stack:
     """As ``lab``, once per cache engine."""
     return _reset(engine_stack)
+
+
+@pytest.fixture
+def cluster_lab(cluster_stack: Stack) -> Stack:
+    """As ``lab``, on the cluster."""
+    return _reset(cluster_stack)
+
+
+@pytest.fixture(params=["valkey", "redis", "cluster"])
+def topology_lab(request) -> Stack:
+    """As ``lab``, on each engine and on the cluster: for the tests whose
+    behaviour depends on where the keys live (docs/testing.md says which)."""
+    if request.param == "cluster":
+        return _reset(request.getfixturevalue("cluster_stack"))
+    if request.param == "valkey":
+        return _reset(request.getfixturevalue("stack"))
+    return _reset(request.getfixturevalue("redis_stack"))
