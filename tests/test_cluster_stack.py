@@ -155,12 +155,16 @@ def test_a_shard_that_loses_both_nodes_degrades_only_its_keys(lab):
         container.pause()
     try:
         answers: dict[str, list[requests.Response]] = {}
-        deadline = time.monotonic() + 8  # a bounded burst of reads while the shard is gone
-        while time.monotonic() < deadline:
+        started, passes = time.monotonic(), 0
+        # Passes over every item while the shard is gone: at least three and 8 s,
+        # at most 60 s (a bounded loop).
+        while (passes < 3 or time.monotonic() - started < 8) and time.monotonic() - started < 60:
             for shard, ids in by_shard.items():
                 for item in ids:
                     answer = lab.get(f"/api/items/{item}?mode=delete")
                     answers.setdefault(shard, []).append(answer)
+            passes += 1
+        assert passes >= 3, f"{passes} passes in 60 s"
         statuses = {a.status_code for group in answers.values() for a in group}
         assert not statuses & SERVER_ERRORS and statuses == {200}, statuses
         lost_answers = answers[lost.service][-len(by_shard[lost.service]) :]

@@ -20,7 +20,8 @@ Rules
   opens its own breaker only: its keys degrade (the worker's copy or the
   database) while the other shards' keys stay cached. ``CLUSTERDOWN``, a slot
   no node serves and endless redirections count against the breaker like a
-  timeout.
+  timeout. While a node's breaker is not closed, calls ask for the shard map to
+  be re-read: a failover there is found without waiting for a call to fail.
 * **The shard map** (:class:`ShardMap`: nodes, roles, slot ranges, from
   ``CLUSTER SHARDS``) is re-read every ``CLUSTER_REFRESH_SECONDS``, and at once
   when the client followed a redirection or lost a node. A change re-reads the
@@ -397,7 +398,12 @@ class ClusterStore(RedisStore):
         self._client = client
 
     def _breaker_for(self, key: str) -> CircuitBreaker:
-        return self.breakers.get(self.client.get_node_from_key(key).name)
+        breaker = self.breakers.get(self.client.get_node_from_key(key).name)
+        if breaker.state != "closed":
+            # Calls stop reaching that node, so the client would not learn of a
+            # failover there: re-read the map (at most every 0.2 s).
+            self.shard_map.request_refresh()
+        return breaker
 
     def _read_topology(self) -> Topology:
         """``CLUSTER SHARDS`` from the first node that answers."""
