@@ -1,6 +1,6 @@
 """Drills on the Valkey Cluster under steady load (loadtest/drills.py): a replica
-promoted, a primary paused until the cluster fails it over, half the slots moved
-(clients see MOVED), and a slot held MIGRATING (clients see ASK).
+promoted, a primary paused until the cluster fails it over, a third of the slots
+moved (clients see MOVED), and a slot held MIGRATING (clients see ASK).
 
 While readers (hot items that nobody writes, and the written items) and writers
 (PUT then GET, in ``delete`` and ``write-through``) run through Nginx, each
@@ -21,19 +21,27 @@ import time
 import pytest
 from redis.crc import key_slot
 
-from loadtest.drills import Traffic, error_count, finish_move, judge, move_slots, recovery_seconds
+from loadtest.drills import Traffic, error_count, finish_move, judge, move_slots
 from loadtest.stack import ROOT, Stack, wait_until
 
 RESULTS = ROOT / "results" / "cluster-drills.json"
-BASELINE_SECONDS = 8.0
-RECOVERY_WAIT_SECONDS = 40.0
-P99_BOUND_MS = 5_000  # a percentile on a noisy 2-core machine...
-MAX_BOUND_MS = 20_000  # ...plus a generous maximum
+BASELINE_SECONDS = 10.0
+K6_START_SECONDS = 3.0  # k6 starts sending a moment after its container starts
+TRAFFIC_SECONDS = 75.0  # the whole run: baseline, event, and time to recover
+RECOVERY_WINDOW_SECONDS = 20.0  # at least this much traffic after the event
+# A percentile plus a generous maximum: the 2-core machine this runs on is
+# shared (load averages of 40 were seen; the figures record the load).
+P99_BOUND_MS = 10_000
+MAX_BOUND_MS = 30_000
 
 
 @pytest.fixture
 def lab(cluster_lab):
-    return cluster_lab
+    yield cluster_lab
+    # A drill that failed half-way may leave slots MIGRATING or IMPORTING: close
+    # them (valkey-cli --cluster fix) so the next test finds a stable cluster.
+    if "[" in cluster_lab.redis_cli("CLUSTER", "NODES"):
+        cluster_lab.redis_cli("--cluster", "fix", "cache-1:6379", "--cluster-yes")
 
 
 def key(item: int, mode: str = "delete") -> str:
@@ -86,36 +94,31 @@ def record(name: str, figures: dict) -> None:
     print(f"\n{name}: {json.dumps(figures, sort_keys=True)}")
 
 
-def drill(lab: Stack, name: str, written: dict[int, str], event) -> dict:
-    """Run traffic, the baseline, ``event()`` (returns when the event is over),
-    then wait for recovery; judge, record and check the promises."""
+def drill(
+    lab: Stack, name: str, written: dict[int, str], event, seconds: float = TRAFFIC_SECONDS
+) -> dict:
+    """Run traffic, the baseline, ``event()`` (returns when the event is over)
+    while the traffic goes on long enough to recover; judge, record and check
+    the promises."""
     hot = hot_items(lab)
     warm(lab, hot)
     for item, mode in written.items():
         warm(lab, [item], mode)
     load_before = os.getloadavg()[0]
-    with Traffic(lab.base_url, hot, written, lab.env["WRITE_API_TOKEN"], seconds=150) as traffic:
-        started = time.monotonic()
+    with Traffic(lab, hot, written, lab.env["WRITE_API_TOKEN"], seconds=seconds) as traffic:
         wait_until(
-            lambda: time.monotonic() - started >= BASELINE_SECONDS and traffic.count() > 100,
+            lambda: traffic.elapsed() >= BASELINE_SECONDS + K6_START_SECONDS,
             60,
             message="the baseline's traffic",
         )
         slow_before = lab.slow_calls_by_item()
-        event_start = time.monotonic()
+        event_start = time.time()
         details = event() or {}
-        event_end = time.monotonic()
+        event_end = time.time()
         slow = slow_calls_between(lab, hot, slow_before)
-        baseline = judge(list(traffic.ops), event_start, event_end)["hit_ratio_before"]
-        try:
-            wait_until(
-                lambda: recovery_seconds(list(traffic.ops), event_start, baseline) is not None,
-                RECOVERY_WAIT_SECONDS,
-                interval=0.5,
-                message="the hit ratio to recover",
-            )
-        except TimeoutError:
-            pass  # judged below: recovery_seconds is None
+        assert traffic.elapsed() + RECOVERY_WINDOW_SECONDS <= seconds, (
+            f"the event took {event_end - event_start:.1f} s: too little traffic left to recover"
+        )
     figures = judge(traffic.ops, event_start, event_end, slow)
     figures.update(details, load_average=[round(load_before, 1), round(os.getloadavg()[0], 1)])
     record(name, figures)
@@ -191,15 +194,15 @@ def test_a_primary_paused_until_the_cluster_fails_it_over(lab):
     )
 
 
-def test_half_the_slots_moved_under_load_clients_follow_moved(lab):
-    """Each primary hands the first half of its slots to the next one (8,190 of
-    16,384 slots, every key in them MIGRATEd): clients get MOVED and follow."""
+def test_a_third_of_the_slots_moved_under_load_clients_follow_moved(lab):
+    """Each primary hands a third of its slots to the next one (5,463 of 16,384
+    slots, every key in them MIGRATEd): clients get MOVED and follow."""
     primaries = lab.primaries()
     plan = []
     for n, source in enumerate(primaries):
         target = primaries[(n + 1) % len(primaries)]
-        first, last = source.ranges[0]
-        plan.append((source, target, list(range(first, first + (last - first + 1) // 2))))
+        owned = [s for first, last in source.ranges for s in range(first, last + 1)]
+        plan.append((source, target, owned[: len(owned) // 3 + 1]))
 
     def reshard() -> dict:
         moved_before = sum(error_count(lab, s.service, "MOVED") for s, _, _ in plan)
@@ -223,7 +226,7 @@ def test_half_the_slots_moved_under_load_clients_follow_moved(lab):
                 i for i in range(200, 1001) if key_slot(key(i, mode).encode()) in set(slots)
             )
             written[item] = mode
-    drill(lab, "reshard", written, reshard)
+    drill(lab, "reshard", written, reshard, seconds=180)
 
 
 def test_a_slot_held_migrating_sends_clients_ask(lab):
