@@ -344,14 +344,25 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 
 
 # -- moving slots ---------------------------------------------------------------------------
-PARALLEL = 16  # connections per node for the SETSLOT steps
+PARALLEL = 4  # connections per node for the SETSLOT steps
+CHUNK = 256  # slots moved at a time (valkey-cli moves one at a time)
+
+
+def reshard(stack: Any, source: Any, target: Any, slots: list[int]) -> int:
+    """Move ``slots`` ``CHUNK`` at a time (see :func:`move_slots`); keys moved."""
+    return sum(
+        move_slots(stack, source, target, slots[start : start + CHUNK])
+        for start in range(0, len(slots), CHUNK)
+    )
 
 
 def move_slots(stack: Any, source: Any, target: Any, slots: list[int], finish: bool = True) -> int:
     """Move ``slots`` from ``source`` to ``target`` (cluster nodes of ``stack``) with
     the protocol ``valkey-cli --cluster reshard`` follows -- IMPORTING on the
     target, MIGRATING on the source, MIGRATE every key, SETSLOT NODE on every
-    primary -- each step pipelined over ``PARALLEL`` connections. Valkey (>= 8)
+    primary -- each step pipelined over ``PARALLEL`` connections (and
+    :func:`reshard` a chunk of slots at a time, so the cluster changes
+    gradually, as valkey-cli changes it). Valkey (>= 8)
     replicates every SETSLOT to the node's replicas and answers once they
     acknowledged it, so one slot at a time costs a replication round trip per
     step: valkey-cli took 10 min 49 s for 5,461 slots on this 2-core machine

@@ -23,12 +23,14 @@ Rules
   timeout. While a node's breaker is not closed, calls ask for the shard map to
   be re-read: a failover there is found without waiting for a call to fail.
 * **The shard map** (:class:`ShardMap`: nodes, roles, slot ranges, from
-  ``CLUSTER SHARDS``) is re-read every ``CLUSTER_REFRESH_SECONDS``, and at once
-  when the client followed a redirection or lost a node. A change re-reads the
-  client's own map and is handed to the subscribers: tracking connects to the
-  nodes that joined (:class:`cachelab.engine.tracking.ClusterTracking`) and tier
-  1 starts a new epoch -- a topology change is treated like a lost tracking
-  connection, for every key.
+  ``CLUSTER SHARDS``) is re-read every ``CLUSTER_REFRESH_SECONDS``, and soon
+  (at most once a second) when the client followed a redirection or lost a
+  node. A change is handed to the subscribers, and treated like a lost
+  tracking connection for the keys it touches: a failover or a node that joined
+  or left re-reads the client's own map, tracking follows the nodes
+  (:class:`cachelab.engine.tracking.ClusterTracking`) and tier 1 starts a new
+  epoch; slots that moved between known nodes invalidate the copies of their
+  keys only (a long reshard would otherwise empty tier 1 every second).
 * **Operators' tools** -- purge, the dashboard's key table, ``INFO``, readiness
   -- go over every primary; a primary that does not answer is named.
 * ``REDIS_CLUSTER`` must match the server: :func:`check_mode` stops start-up
@@ -61,7 +63,7 @@ from .store import NOTHING, CacheUnavailable, Read, RedisStore, Script, _describ
 log = logging.getLogger(__name__)
 
 _PATIENT_CONNECTIONS = 16
-_REFRESH_MIN_SECONDS = 0.2  # the shard map is re-read at most this often on demand
+_REFRESH_MIN_SECONDS = 1.0  # the shard map is re-read at most this often on demand
 _PURGE_BATCH = 500
 # GET and PTTL in one command: on a cluster a pipeline that fails is retried
 # command by command (one timeout each), a script is one command. ``no-writes``
@@ -118,6 +120,11 @@ def make_cluster_client(settings: Settings, timeout_ms: int | None = None) -> Re
         settings.redis_url,
         retry=Retry(NoBackoff(), 0),
         require_full_coverage=False,
+        # A MOVED patches that one slot; the whole map is re-read by the shard map
+        # (a failover, a node joining) -- not every fifth MOVED, which during a
+        # reshard re-read it (and dropped a node's idle connections) several
+        # times a second.
+        reinitialize_steps=0,
         connection_pool_class=redis.BlockingConnectionPool,
         max_connections=settings.redis_max_connections,
         timeout=socket_timeout,  # wait for a free pooled connection
@@ -157,6 +164,20 @@ class Topology:
 
     def slots_of(self, name: str) -> int:
         return sum(last - first + 1 for first, last, owner in self.slots if owner == name)
+
+    @property
+    def members(self) -> tuple[tuple[str, str], ...]:
+        """Who is in the cluster, and as what: a change is a failover or a node
+        that joined or left."""
+        return tuple(sorted((n.name, n.role) for n in self.nodes))
+
+    def owners(self) -> dict[int, str]:
+        return {slot: owner for first, last, owner in self.slots for slot in range(first, last + 1)}
+
+    def moved_since(self, old: Topology) -> frozenset[int]:
+        """The slots whose owner is not the same as in ``old``."""
+        before, now = old.owners(), self.owners()
+        return frozenset(s for s in before.keys() | now.keys() if before.get(s) != now.get(s))
 
 
 def _text(value: Any) -> str:
@@ -205,25 +226,28 @@ class ShardMap:
         self,
         read: Callable[[], Topology],
         interval: float,
-        on_change: Callable[[], None] | None = None,
+        on_members_change: Callable[[], None] | None = None,
     ) -> None:
         self._read = read
         self.interval = interval
-        self._on_change = on_change  # e.g. re-read the client's own map
+        # A failover or a node joining or leaving: the client re-reads its own map
+        # (slots that merely moved it patches itself, one MOVED at a time).
+        self._on_members_change = on_members_change
         self.current: Topology | None = None
         self.changes = 0
-        self._subscribers: list[Callable[[Topology], None]] = []
+        self._subscribers: list[Callable[[Topology | None, Topology], None]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._last_read = 0.0
         self._thread: threading.Thread | None = None
 
-    def subscribe(self, hook: Callable[[Topology], None]) -> None:
-        """Call ``hook(topology)`` after every change (and once now, if known)."""
+    def subscribe(self, hook: Callable[[Topology | None, Topology], None]) -> None:
+        """Call ``hook(old, new)`` after every change (and ``hook(None, current)``
+        now, if the map is known)."""
         self._subscribers.append(hook)
         if self.current is not None:
-            hook(self.current)
+            hook(None, self.current)
 
     def request_refresh(self) -> None:
         """Re-read soon (a redirection, a lost node)."""
@@ -249,10 +273,10 @@ class ShardMap:
                         "nodes": len(topology.nodes),
                     },
                 )
-                if self._on_change is not None:
-                    self._on_change()
+                if self._on_members_change is not None and old.members != topology.members:
+                    self._on_members_change()
         for hook in self._subscribers:
-            hook(topology)
+            hook(old, topology)
         return True
 
     def start(self) -> None:
@@ -394,7 +418,7 @@ class ClusterStore(RedisStore):
                     self.shard_map.request_refresh()
 
             setattr(manager, name, heard)
-        self.shard_map._on_change = manager.initialize  # re-read the client's map too
+        self.shard_map._on_members_change = manager.initialize
         self._client = client
 
     def _breaker_for(self, key: str) -> CircuitBreaker:

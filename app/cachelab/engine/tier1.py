@@ -26,8 +26,10 @@ Rules
   so that answer proves every invalidation sent before it was received: a
   silently dead connection leaves a copy stale for at most the heartbeat. On a
   cluster, "every connection" means one to each node of the shard map.
-* **A topology change** (a failover, slots moved, a node added or removed) is a
-  new epoch, as a re-attachment is: nothing read before it is served.
+* **A topology change** is treated like a lost connection for the keys it
+  touches: a failover or a node added or removed is a new epoch, as a
+  re-attachment is (nothing read before it is served); slots moved between
+  known nodes invalidate the copies of their keys.
 * **Uncovered** (the listener is starting, down, or the server refused
   tracking): a copy read then is served for at most ``MEMORY_FALLBACK_TTL_MS``
   after Redis confirmed it -- never for read-your-writes targets. A copy read
@@ -57,6 +59,7 @@ from typing import Any
 
 import redis
 from cachetools import LRUCache
+from redis.crc import key_slot
 
 from .. import metrics
 from .model import Entry
@@ -359,11 +362,20 @@ class Tier1:
         self._expected_links = len(nodes)
 
     def topology_changed(self) -> None:
-        """The cluster's shard map changed: a new epoch, as a re-attachment is
-        (copies read before it may have missed an invalidation it moved)."""
+        """The cluster's members changed (a failover, a node joined or left): a
+        new epoch, as a re-attachment is (copies read before may have missed an
+        invalidation)."""
         with self._io_lock, self._lock:
             self._epoch += 1
         self._wake(None)
+
+    def slots_moved(self, slots: frozenset[int]) -> None:
+        """Slots moved between known nodes: their keys are handled as invalidated
+        (copies dropped, reads in flight refused), the others keep their copies."""
+        with self._lock:
+            keys = [key for key in self._copies if key_slot(key.encode()) in slots]
+        if keys:
+            self.invalidate(keys)
 
     def drain(self, link: Link) -> None:
         """Read and apply what is waiting on ``link`` (the listener's wake-up)."""

@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .. import logs
 from ..config import Settings
-from ..engine.cluster import ClusterStore
+from ..engine.cluster import ClusterStore, Topology
 from ..engine.fills import Fills
 from ..engine.keys import prefix
 from ..engine.reads import ReadPath
@@ -62,11 +62,17 @@ def build_lab(
             settings.tracking_heartbeat_seconds,
             enabled=settings.cache_tracking == "auto",
         )
-        # Every change of the shard map: a new tier-1 epoch, then the listeners follow.
-        store.shard_map.subscribe(lambda topology: tier1.topology_changed())
-        store.shard_map.subscribe(
-            lambda topology: listeners.on_topology(frozenset(n.name for n in topology.nodes))
-        )
+
+        def topology_changed(old: Topology | None, new: Topology) -> None:
+            """A change of the shard map, treated like a lost connection for the
+            keys it touches; then the listeners follow the nodes."""
+            if old is None or old.members != new.members:
+                tier1.topology_changed()
+            else:
+                tier1.slots_moved(new.moved_since(old))
+            listeners.on_topology(frozenset(n.name for n in new.nodes))
+
+        store.shard_map.subscribe(topology_changed)
         tracking = listeners
     else:
         tracking = TrackingListener(
