@@ -77,7 +77,8 @@ class Op:
 
 class Traffic:
     """Readers and writers through Nginx, sent by k6 (loadtest/k6/drill.js) from a
-    container on the stack's network for ``seconds``: a Go load generator keeps
+    container on the stack's network for at most ``seconds`` (:meth:`stop` ends
+    it sooner): a Go load generator keeps
     its rate on a saturated machine where Python threads in the test process
     did not (70 requests in 10 s instead of 600). The history is read back
     from k6's JSON output when it ends; times are the wall clock (the
@@ -131,6 +132,11 @@ class Traffic:
 
     def elapsed(self) -> float:
         return time.time() - self.started
+
+    def stop(self) -> None:
+        """End the run now (k6 stops on SIGINT, and writes what it sent)."""
+        if self.container is not None:
+            self.container.kill(signal="SIGINT")
 
     def __exit__(self, *exc: object) -> None:
         if self.container is None:
@@ -344,8 +350,8 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 
 
 # -- moving slots ---------------------------------------------------------------------------
-PARALLEL = 4  # connections per node for the SETSLOT steps
-CHUNK = 256  # slots moved at a time (valkey-cli moves one at a time)
+PARALLEL = 8  # connections per node for the SETSLOT steps
+CHUNK = 1024  # slots moved at a time (valkey-cli moves one at a time)
 
 
 def reshard(stack: Any, source: Any, target: Any, slots: list[int]) -> int:

@@ -27,8 +27,8 @@ from loadtest.stack import ROOT, Stack, wait_until
 RESULTS = ROOT / "results" / "cluster-drills.json"
 BASELINE_SECONDS = 10.0
 K6_START_SECONDS = 3.0  # k6 starts sending a moment after its container starts
-TRAFFIC_SECONDS = 75.0  # the whole run: baseline, event, and time to recover
-RECOVERY_WINDOW_SECONDS = 20.0  # at least this much traffic after the event
+TRAFFIC_SECONDS = 300.0  # a bound on the whole run (it is stopped 20 s after the event)
+RECOVERY_WINDOW_SECONDS = 20.0  # traffic after the event
 # A percentile plus a generous maximum: the 2-core machine this runs on is
 # shared (load averages of 40 were seen; the figures record the load).
 P99_BOUND_MS = 10_000
@@ -116,9 +116,14 @@ def drill(
         details = event() or {}
         event_end = time.time()
         slow = slow_calls_between(lab, hot, slow_before)
-        assert traffic.elapsed() + RECOVERY_WINDOW_SECONDS <= seconds, (
-            f"the event took {event_end - event_start:.1f} s: too little traffic left to recover"
+        ended = traffic.elapsed()
+        wait_until(  # traffic after the event, to see the hit ratio recover
+            lambda: traffic.elapsed() >= ended + RECOVERY_WINDOW_SECONDS,
+            RECOVERY_WINDOW_SECONDS + 30,
+            message="traffic after the event",
         )
+        assert traffic.elapsed() < seconds, "the run's bound ended the traffic first"
+        traffic.stop()
     figures = judge(traffic.ops, event_start, event_end, slow)
     figures.update(details, load_average=[round(load_before, 1), round(os.getloadavg()[0], 1)])
     record(name, figures)
@@ -226,7 +231,7 @@ def test_a_third_of_the_slots_moved_under_load_clients_follow_moved(lab):
                 i for i in range(200, 1001) if key_slot(key(i, mode).encode()) in set(slots)
             )
             written[item] = mode
-    drill(lab, "reshard", written, move, seconds=180)
+    drill(lab, "reshard", written, move)
 
 
 def test_a_slot_held_migrating_sends_clients_ask(lab):
