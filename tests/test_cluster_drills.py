@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from functools import partial
 
 import pytest
 from redis.crc import key_slot
@@ -71,10 +72,14 @@ def hot_items(lab: Stack, per_shard: int = 6) -> list[int]:
     return [i for node in lab.primaries() for i in items_on(lab, node.service, per_shard)]
 
 
+def cached(lab: Stack, path: str) -> bool:
+    return lab.get(path).headers.get("X-Cache") == "HIT"
+
+
 def warm(lab: Stack, items, mode: str = "delete") -> None:
     for item in items:
         wait_until(
-            lambda i=item: lab.get(f"/api/items/{i}?mode={mode}").headers.get("X-Cache") == "HIT",
+            partial(cached, lab, f"/api/items/{item}?mode={mode}"),
             30,
             interval=0.05,
             message=f"item {item} cached",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 
 import pytest
 import requests
@@ -52,6 +53,14 @@ def memory_hit(answer: requests.Response) -> bool:
     return answer.headers.get("Cache-Status", "").endswith("lab-memory; hit")
 
 
+def hit_in_memory(lab: Stack, path: str) -> bool:
+    return memory_hit(lab.get(path))
+
+
+def all_hits_in_memory(session: requests.Session, url: str, times: int) -> bool:
+    return all(memory_hit(session.get(url)) for _ in range(times))
+
+
 def test_the_cluster_serves_miss_then_hit_on_every_shard(lab):
     ready = lab.get("/readyz").json()
     assert ready["status"] == "ready", ready
@@ -65,7 +74,7 @@ def test_the_cluster_serves_miss_then_hit_on_every_shard(lab):
         first, second = lab.get(path), lab.get(path)
         assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT"), shard
         assert first.json()["item"] == second.json()["item"]
-        wait_until(lambda p=path: memory_hit(lab.get(p)), 10, message=f"a memory hit on {shard}")
+        wait_until(partial(hit_in_memory, lab, path), 10, message=f"a memory hit on {shard}")
         assert lab.slow_calls_by_item().get(item) == 1, shard
 
 
@@ -81,7 +90,7 @@ def test_tier1_is_coherent_on_every_shard_invalidation_lag_per_shard(lab):
         lags = []
         for round_ in range(15):
             wait_until(
-                lambda p=path: all(memory_hit(session.get(lab.url(p))) for _ in range(6)),
+                partial(all_hits_in_memory, session, lab.url(path), 6),
                 10,
                 interval=0.05,
                 message=f"both workers serving {shard}'s key from memory",
@@ -146,7 +155,7 @@ def test_a_shard_that_loses_both_nodes_degrades_only_its_keys(lab):
     for ids in warm_ids.values():
         for item in ids:
             wait_until(
-                lambda i=item: memory_hit(lab.get(f"/api/items/{i}?mode=delete")),
+                partial(hit_in_memory, lab, f"/api/items/{item}?mode=delete"),
                 10,
                 message="warm copies",
             )

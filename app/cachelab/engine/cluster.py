@@ -22,6 +22,13 @@ Rules
   no node serves and endless redirections count against the breaker like a
   timeout. While a node's breaker is not closed, calls ask for the shard map to
   be re-read: a failover there is found without waiting for a call to fail.
+* **Patient calls** (a cold key's lease, renewals, waits and store; a write's
+  cache action after its commit; the last try of a read: see
+  :class:`cachelab.engine.store.RedisStore`) go past the breaker, with
+  ``REDIS_RETRY_TIMEOUT_MS``, on a small pool of their own per primary (the
+  one that owns the key's slot now). A ``MOVED`` is followed once on the new
+  owner's patient pool; an ``ASK`` (the slot is migrating) is left to the
+  cluster client, past the breaker with its short timeouts.
 * **The shard map** (:class:`ShardMap`: nodes, roles, slot ranges, from
   ``CLUSTER SHARDS``) is re-read every ``CLUSTER_REFRESH_SECONDS``, and soon
   (at most once a second) when the client followed a redirection or lost a
@@ -45,7 +52,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -61,6 +68,7 @@ from .model import decode
 from .store import NOTHING, CacheUnavailable, Read, RedisStore, Script, _describe
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _PATIENT_CONNECTIONS = 16
 _REFRESH_MIN_SECONDS = 1.0  # the shard map is re-read at most this often on demand
@@ -454,28 +462,40 @@ class ClusterStore(RedisStore):
         self.shard_map.close()
 
     # -- entries -------------------------------------------------------------------------
-    def read(self, key: str) -> Read:
-        raw, pttl = self._call(lambda: _READ(self.client, [key], []), key)
+    def _read(self, key: str, patient: bool) -> Read:
+        raw, pttl = self._call(lambda c: _READ(c, [key], []), key, patient)
         return _read(raw, pttl)
 
-    def read_patiently(self, key: str) -> Read:
-        """As on one node, on the primary that owns the key (a redirection, like
-        any failure, sends the request to the database)."""
+    def _patient_client(self, key: str) -> Any:
+        """The patient pool of the primary that owns ``key`` now (one per node,
+        made on first use)."""
+        return self._patient_for(self.client.get_node_from_key(key).name)
+
+    def _patient_for(self, name: str) -> redis.Redis:
+        patient = self._patient.get(name)
+        if patient is None:
+            host, _, port = name.rpartition(":")
+            patient = self._patient.setdefault(
+                name,
+                self._node_client(
+                    host, int(port), self.settings.redis_retry_timeout_ms, _PATIENT_CONNECTIONS
+                ),
+            )
+        return patient
+
+    def _call_patiently(self, func: Callable[[Any], T], key: str) -> T:
+        """As on one node, on the primary that owns the key. A ``MOVED`` (the
+        slot moved, or a failover this worker has not heard of yet) is followed
+        once, patiently; an ``ASK`` (the slot is migrating) is left to the
+        cluster client, which sends ``ASKING`` first -- past the breaker, with the
+        short timeouts."""
         try:
-            node = self.client.get_node_from_key(key)
-            patient = self._patient.get(node.name)
-            if patient is None:
-                patient = self._patient[node.name] = self._node_client(
-                    node.host, node.port, self.settings.redis_retry_timeout_ms, _PATIENT_CONNECTIONS
-                )
-            pipe = patient.pipeline(transaction=False)
-            pipe.get(key)
-            pipe.pttl(key)
-            raw, pttl = pipe.execute()
-        except Exception as exc:  # any failure: the caller goes to the database
-            metrics.REDIS_ERRORS["patient"].inc()
-            raise CacheUnavailable(f"redis unavailable on retry: {type(exc).__name__}") from exc
-        return _read(raw, pttl)
+            return func(self._patient_client(key))
+        except redis.exceptions.MovedError as exc:
+            self.shard_map.request_refresh()
+            return func(self._patient_for(f"{exc.host}:{exc.port}"))
+        except redis.exceptions.AskError:
+            return func(self.client)
 
     def _node_client(
         self, host: str, port: int, timeout_ms: int, max_connections: int
@@ -576,9 +596,9 @@ class ClusterStore(RedisStore):
                 f"{len(down)} of {len(primaries)} primaries unreachable: {', '.join(down)}"
             )
 
-    def peek(self, keys: Sequence[str]) -> list[tuple[bytes | None, int, bool]]:
+    def peek(self, keys: Sequence[str]) -> list[tuple[bytes | None, int, bytes | None]]:
         """As on one node, grouped by the node that owns each key."""
-        found: dict[str, tuple[bytes | None, int, bool]] = {}
+        found: dict[str, tuple[bytes | None, int, bytes | None]] = {}
         by_node: dict[str, tuple[Any, list[str]]] = {}
         for key in keys:
             node = self.client.get_node_from_key(key)
@@ -618,17 +638,17 @@ def _read(raw: Any, pttl: Any) -> Read:
     return Read(entry, int(pttl))
 
 
-def _peek(client: Any, keys: Sequence[str]) -> list[tuple[bytes | None, int, bool]]:
+def _peek(client: Any, keys: Sequence[str]) -> list[tuple[bytes | None, int, bytes | None]]:
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.get(key)
         pipe.pttl(key)
-        pipe.exists(f"{key}:lease")
+        pipe.get(f"{key}:lease")
     replies = pipe.execute(raise_on_error=False)
     out = []
     for i in range(len(keys)):
-        raw, pttl, locked = replies[3 * i : 3 * i + 3]
+        raw, pttl, lease = replies[3 * i : 3 * i + 3]
         if isinstance(raw, Exception) or isinstance(pttl, Exception):
-            raw, pttl, locked = None, -2, False  # moved meanwhile: shown as missing
-        out.append((raw, int(pttl), bool(locked) and not isinstance(locked, Exception)))
+            raw, pttl, lease = None, -2, None  # moved meanwhile: shown as missing
+        out.append((raw, int(pttl), None if isinstance(lease, Exception) else lease))
     return out

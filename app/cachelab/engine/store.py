@@ -83,28 +83,45 @@ end
 """
 # KEYS[1] fence; ARGV[1] fence TTL.
 _NEXT_FENCE = _FENCE + "return fence(KEYS[1], ARGV[1])"
-# KEYS[1] lease, KEYS[2] fence; ARGV: token, lease px, fence px.
+# A lease is "<token> <expiry, server ms>" with NO Redis TTL: under volatile-lru
+# (the lab's and ElastiCache's default policy) only keys with a TTL are evicted,
+# so memory pressure can never hand one fill's lease to a second holder. Its
+# life is the expiry inside it, renewed by its holder; a lapsed lease is free.
+# A dead holder leaves a few bytes behind until the entry is filled again.
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+# KEYS[1] lease, KEYS[2] fence; ARGV: token, lease ms, fence px.
 # Returns the fence (> 0) if acquired, else -(milliseconds the lease still lives).
 _ACQUIRE = (
     _FENCE
+    + _NOW_MS
     + """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return fence(KEYS[2], ARGV[3])
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local expiry = tonumber(string.match(cur, ' (%d+)$')) or 0
+  if expiry > now then return -(expiry - now) end
 end
-local left = redis.call('PTTL', KEYS[1])
-if left < 1 then left = 1 end
-return -left
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. string.format('%.0f', now + tonumber(ARGV[2])))
+return fence(KEYS[2], ARGV[3])
 """
 )
-# Returns 1 renewed, 0 refused (the lease is gone or someone else's).
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
+# Returns 1 renewed, 0 refused (the lease lapsed, is gone or someone else's).
+_EXTEND = (
+    _NOW_MS
+    + """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local token, expiry = string.match(cur, '^(%S+) (%d+)$')
+if token ~= ARGV[1] or tonumber(expiry) <= now then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. string.format('%.0f', now + tonumber(ARGV[2])))
+return 1
 """
+)
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local cur = redis.call('GET', KEYS[1])
+if cur and string.match(cur, '^(%S+) ') == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -202,8 +219,12 @@ class RedisStore:
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client or make_client(settings)
-        # A second, small pool with a longer timeout and no breaker: the last try of
-        # a read that has no other answer than the database (see read_patiently).
+        # A second, small pool with a longer timeout and no breaker, for calls that
+        # would rather wait than give up: the last try of a read that has no other
+        # answer than the database (read_patiently), a cold key's fill (its lease
+        # and its renewals, its reads while waiting, its entry: the alternative is
+        # a second slow query), and a write's cache action after its commit (read-your-writes
+        # depends on it; a PUT may take 500 ms).
         pool = self.client.connection_pool
         self.patient = redis.Redis(
             connection_pool=redis.BlockingConnectionPool(
@@ -228,10 +249,26 @@ class RedisStore:
         """The breaker guarding calls on ``key`` (one per worker on a single node)."""
         return self.breaker
 
-    def _call(self, func: Callable[[], T], key: str) -> T:
+    def _patient_client(self, key: str) -> Any:
+        """The client of patient calls on ``key`` (one small pool on a single node)."""
+        return self.patient
+
+    def _call_patiently(self, func: Callable[[Any], T], key: str) -> T:
+        """Run ``func`` past the breaker with ``REDIS_RETRY_TIMEOUT_MS``."""
+        return func(self._patient_client(key))
+
+    def _call(self, func: Callable[[Any], T], key: str, patient: bool = False) -> T:
+        """Run ``func(client)``: through ``key``'s breaker with the short timeouts,
+        or (``patient``) past the breaker on the patient pool."""
+        if patient:
+            try:
+                return self._call_patiently(func, key)
+            except Exception as exc:
+                metrics.REDIS_ERRORS["patient"].inc()
+                raise CacheUnavailable(f"redis unavailable: {_describe(exc)}") from exc
         try:
             with self._breaker_for(key).guard(self.failures):
-                return func()
+                return func(self.client)
         except CacheUnavailable:
             raise  # already decided (a cluster not reachable yet)
         except BreakerOpen as exc:
@@ -260,79 +297,75 @@ class RedisStore:
     def read(self, key: str) -> Read:
         """The entry under ``key`` and its PTTL, in one round trip."""
 
-        def get() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(key)
-            pipe.pttl(key)
-            return pipe.execute()
-
-        raw, pttl = self._call(get, key)
-        entry = decode(raw)
-        if entry is None or pttl is None or pttl < 0:
-            return NOTHING
-        return Read(entry, pttl)
+        return self._read(key, patient=False)
 
     def read_patiently(self, key: str) -> Read:
         """:meth:`read` once more, past an open breaker, with ``REDIS_RETRY_TIMEOUT_MS``:
         for a request whose only other answer is the slow query (no copy in this
         worker). A Redis that is merely slow (a saturated machine) still answers
         it; a dead one costs it at most that timeout before the query."""
-        try:
-            pipe = self.patient.pipeline(transaction=False)
+        return self._read(key, patient=True)
+
+    def _read(self, key: str, patient: bool) -> Read:
+        def get(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
             pipe.get(key)
             pipe.pttl(key)
-            raw, pttl = pipe.execute()
-        except Exception as exc:  # any failure: the caller goes to the database
-            metrics.REDIS_ERRORS["patient"].inc()
-            raise CacheUnavailable(f"redis unavailable on retry: {type(exc).__name__}") from exc
+            return pipe.execute()
+
+        raw, pttl = self._call(get, key, patient)
         entry = decode(raw)
         if entry is None or pttl is None or pttl < 0:
             return NOTHING
         return Read(entry, pttl)
 
-    def write(self, key: str, entry: Entry, px: int, guarded: bool = True) -> bool:
+    def write(
+        self, key: str, entry: Entry, px: int, guarded: bool = True, patient: bool = False
+    ) -> bool:
         """Store ``entry`` for ``px`` ms; guarded: only if newer than what is stored."""
         payload = entry.encode()
         px = max(1, px)
         if not guarded:
-            self._call(lambda: self.client.set(key, payload, px=px), key)
+            self._call(lambda c: c.set(key, payload, px=px), key, patient)
             return True
         version = NO_VERSION if entry.version is None else entry.version
         args: list[bytes | str | int] = [payload, px, version, entry.fence, entry.kind]
-        return bool(self._call(lambda: GUARDED_WRITE(self.client, [key], args), key))
+        return bool(self._call(lambda c: GUARDED_WRITE(c, [key], args), key, patient))
 
     def restore(self, key: str, entry: Entry, px: int) -> bool:
         """Write a worker's copy back only where Redis has nothing (after it lost
         its data): whatever is there, older or newer, wins."""
         payload = entry.encode()
-        return bool(self._call(lambda: self.client.set(key, payload, px=max(1, px), nx=True), key))
+        return bool(self._call(lambda c: c.set(key, payload, px=max(1, px), nx=True), key))
 
-    def delete(self, key: str) -> int:
-        """UNLINK one entry's key."""
-        return int(self._call(lambda: self.client.unlink(key), key))
+    def delete(self, *keys: str, patient: bool = False) -> int:
+        """UNLINK entries' keys (guarded by the first key's breaker)."""
+        return int(self._call(lambda c: c.unlink(*keys), keys[0], patient))
 
-    def next_fence(self, fence_key: str) -> int:
+    def next_fence(self, fence_key: str, patient: bool = False) -> int:
         args = [self.fence_ttl_ms]
-        return int(self._call(lambda: NEXT_FENCE(self.client, [fence_key], args), fence_key))
+        return int(self._call(lambda c: NEXT_FENCE(c, [fence_key], args), fence_key, patient))
 
     # -- leases -----------------------------------------------------------------
-    def acquire(self, lease_key: str, fence_key: str, token: str, px: int) -> int:
+    def acquire(
+        self, lease_key: str, fence_key: str, token: str, px: int, patient: bool = False
+    ) -> int:
         """The fence (> 0) if the lease is now ours, else -(ms it still lives)."""
         args: list[str | int] = [token, px, self.fence_ttl_ms]
         keys = [lease_key, fence_key]
-        return int(self._call(lambda: ACQUIRE(self.client, keys, args), lease_key))
+        return int(self._call(lambda c: ACQUIRE(c, keys, args), lease_key, patient))
 
-    def extend(self, lease_key: str, token: str, px: int) -> bool:
+    def extend(self, lease_key: str, token: str, px: int, patient: bool = False) -> bool:
         """True if renewed; False if refused (gone, or someone else's).
         Raises :class:`CacheUnavailable` when Redis cannot tell."""
         args = [token, px]
-        return bool(self._call(lambda: EXTEND(self.client, [lease_key], args), lease_key))
+        return bool(self._call(lambda c: EXTEND(c, [lease_key], args), lease_key, patient))
 
     def release(self, lease_key: str, token: str) -> None:
         """Release if still ours; an expired lease or an outage is not an error
         (the lease ends by itself)."""
         try:
-            self._call(lambda: RELEASE(self.client, [lease_key], [token]), lease_key)
+            self._call(lambda c: RELEASE(c, [lease_key], [token]), lease_key)
         except CacheUnavailable:
             pass
 
@@ -354,20 +387,19 @@ class RedisStore:
             deleted += int(self.client.unlink(*batch))
         return deleted
 
-    def peek(self, keys: Sequence[str]) -> list[tuple[bytes | None, int, bool]]:
-        """Each key's raw entry, PTTL and whether its lease is held, in one round
-        trip (the dashboard's key table; bypasses the breaker)."""
+    def peek(self, keys: Sequence[str]) -> list[tuple[bytes | None, int, bytes | None]]:
+        """Each key's raw entry, PTTL and raw lease, in one round trip (the
+        dashboard's key table; bypasses the breaker)."""
         if not keys:
             return []
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.get(key)
             pipe.pttl(key)
-            pipe.exists(f"{key}:lease")
+            pipe.get(f"{key}:lease")
         replies = pipe.execute()
         return [
-            (replies[3 * i], int(replies[3 * i + 1]), bool(replies[3 * i + 2]))
-            for i in range(len(keys))
+            (replies[3 * i], int(replies[3 * i + 1]), replies[3 * i + 2]) for i in range(len(keys))
         ]
 
     def info(self) -> dict[str, Any]:
