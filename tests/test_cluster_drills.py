@@ -36,6 +36,9 @@ P99_BOUND_MS = 10_000
 MAX_BOUND_MS = 30_000
 
 
+pytestmark = pytest.mark.drills  # deselected by default (pytest.ini)
+
+
 @pytest.fixture
 def lab(cluster_lab):
     yield cluster_lab

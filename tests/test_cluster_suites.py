@@ -26,6 +26,8 @@ import pytest
 from tests import test_caching_engine as engine_suite
 from tests import test_promises_stack as promises
 
+pytestmark = pytest.mark.cluster_suites  # deselected by default (pytest.ini)
+
 
 @pytest.fixture
 def lab(cluster_lab):
@@ -41,9 +43,11 @@ def test_one_hundred_users_of_one_cold_key_all_get_it_from_one_query(lab):
     promises.test_one_hundred_users_of_one_cold_key_all_get_it_from_one_query(lab)
 
 
+@pytest.mark.lab_settings(app_replicas=2)  # as in tests/test_caching_engine.py
 def test_cold_key_stampede_runs_the_slow_query_once_across_replicas(lab):
     engine_suite.test_cold_key_stampede_runs_the_slow_query_once_across_replicas(lab)
 
 
+@pytest.mark.lab_settings(app_replicas=2)  # as in tests/test_caching_engine.py
 def test_a_write_through_another_container_is_never_served_stale_by_memory(lab):
     engine_suite.test_a_write_through_another_container_is_never_served_stale_by_memory(lab)

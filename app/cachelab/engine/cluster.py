@@ -557,8 +557,9 @@ class ClusterStore(RedisStore):
         for node in self._primaries():
             info = dict(node.redis_connection.info())
             for name, value in info.items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    summed[name] = summed.get(name, 0) + value
+                total = summed.get(name, 0)
+                if _number(value) and _number(total):  # a field may parse as a number on
+                    summed[name] = total + value  # one node and as text on another
                 else:
                     summed.setdefault(name, value)
             rows.append(
@@ -629,6 +630,10 @@ class ClusterStore(RedisStore):
                 ],
             }
         }
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _read(raw: Any, pttl: Any) -> Read:
