@@ -44,8 +44,11 @@ def valkey() -> Iterator[ValkeyServer]:
 
 @pytest.fixture(scope="session")
 def valkey_cluster() -> Iterator[ValkeyCluster]:
-    """Three primaries and three replicas, started once, for the tests that ask."""
-    cluster = ValkeyCluster().start()
+    """Three primaries and three replicas, started once, for the tests that ask.
+    No test waits for an automatic failover (they use CLUSTER FAILOVER), so the
+    node timeout is long: a loaded machine (mypy beside the tests) stalled the
+    nodes past a 1 s timeout and a replica promoted itself mid-test."""
+    cluster = ValkeyCluster(node_timeout_ms=5000).start()
     yield cluster
     cluster.stop()
 
