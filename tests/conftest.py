@@ -1,7 +1,8 @@
 """Fixtures and hooks of the whole suite (design: docs/testing.md).
 
 Stacks. One real Compose stack per cache engine for the session, started the
-first time a test asks for it and removed with ``down -v`` at the end. A test
+first time a test asks for it and removed with ``down -v`` at the end; the
+Valkey Cluster's stack (``cluster_lab``) lives for one module. A test
 states the settings it needs with ``@pytest.mark.lab_settings(...)`` (app
 variables, and ``app_replicas``); the ``lab`` fixture recreates containers only
 when those differ from what the stack runs now, and the tests of a module are
@@ -157,6 +158,12 @@ class Stacks:
             lab.wait_ready()
         return self.running[name]
 
+    def remove(self, engine: str, topology: str = "single") -> None:
+        """Take one stack down before the session ends."""
+        lab = self.running.pop((engine, topology), None)
+        if lab is not None and os.environ.get("KEEP_STACK") != "1":
+            lab.down()
+
     def close(self) -> None:
         if os.environ.get("KEEP_STACK") == "1":
             return
@@ -198,10 +205,13 @@ def lab(request: pytest.FixtureRequest, stacks: Stacks) -> Stack:
     return _prepared(request, stacks.get(getattr(request, "param", "valkey")))
 
 
-@pytest.fixture
-def cluster_stack(stacks: Stacks) -> Stack:
-    """The session's stack with its cache as a Valkey Cluster (compose.cluster.yaml)."""
-    return stacks.get("valkey", topology="cluster")
+@pytest.fixture(scope="module")
+def cluster_stack(stacks: Stacks) -> Iterator[Stack]:
+    """The stack with its cache as a Valkey Cluster (compose.cluster.yaml), for
+    one module: taken down after it, since six idle nodes beside the next
+    modules' stacks would load a 2-core machine."""
+    yield stacks.get("valkey", topology="cluster")
+    stacks.remove("valkey", topology="cluster")
 
 
 @pytest.fixture
