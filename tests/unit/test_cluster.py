@@ -18,6 +18,7 @@ from cachelab.engine.keys import item_target, namespace_pattern
 from cachelab.engine.model import HIT, LOCAL, MEMORY, REDIS, Loaded, new_entry
 from cachelab.engine.store import CacheUnavailable
 from loadtest.stack import wait_until
+from tests.helpers import free_port
 
 
 def items_by_primary(settings, cluster, per_primary=1, mode="delete", db=None):
@@ -106,8 +107,39 @@ def test_patient_calls_pass_the_node_breaker_and_follow_a_moved_slot(
         assert store.write(target.key, entry, entry.px, patient=True)
         with valkey_cluster.by_name(other).client() as owner:
             assert owner.get(target.key) == entry.encode()
+
+        # ASK: the slot is migrating back and the key is not on its owner yet.
+        slot = store.client.keyslot(target.key)
+        with valkey_cluster.by_name(other).client() as owner:
+            owner.delete(target.key)
+        valkey_cluster.move_slot(slot, valkey_cluster.by_name(source), migrate=False)
+        assert store.write(target.key, entry, entry.px, patient=True)  # ASK, then ASKING
+        with valkey_cluster.by_name(source).client() as importing:
+            assert importing.execute_command("ASKING") and importing.exists(target.key)
+        valkey_cluster.finish_move(
+            slot, valkey_cluster.by_name(other), valkey_cluster.by_name(source)
+        )
     finally:
         store.client.close()
+
+
+def test_a_cluster_unreachable_at_start_up_degrades_requests_until_found(cluster_settings):
+    """The app starts when no node answers (requests degrade); a call looks for
+    the cluster again at most once per breaker cool-down."""
+    down = replace(
+        cluster_settings, redis_url=f"redis://127.0.0.1:{free_port()}", breaker_cooldown_seconds=60
+    )
+    store = ClusterStore(down)  # no exception: the app starts degraded
+    with pytest.raises(CacheUnavailable, match="waiting to retry"):
+        store.read("lab:v3:{item:delete:1}")  # within the cool-down: not asked again
+    store._next_connect = 0.0  # the cool-down is over
+    with pytest.raises(CacheUnavailable, match="not reachable: "):
+        store.read("lab:v3:{item:delete:1}")
+    found = ClusterStore(replace(cluster_settings, breaker_cooldown_seconds=60))
+    try:
+        assert found.read("lab:v3:{item:delete:1}").entry is None  # reachable: nothing there
+    finally:
+        found.client.close()
 
 
 def test_tier1_hears_a_write_on_every_shard(cluster_settings, valkey_cluster, db, services):
@@ -263,6 +295,10 @@ def test_purge_info_and_the_key_table_cover_every_primary(
     info = lab.store.info()
     assert {row["node"] for row in info["nodes"]} == set(by_primary)
     assert sum(row["slots"] for row in info["nodes"]) == 16384
+    wait_until(lambda: lab.store.shard_map.current, 5, message="the shard map")
+    nodes = lab.store.topology_status()["cluster"]["nodes"]  # what /readyz shows
+    assert len(nodes) == 6 and sum(n["slots"] for n in nodes) == 16384
+    assert {n["breaker"] for n in nodes} == {"closed"}
     assert lab.store.purge(pattern) >= len(targets)
     assert not list(lab.store.scan(pattern))
 

@@ -150,10 +150,20 @@ class ValkeyCluster:
 
     # -- faults -------------------------------------------------------------------
     def failover(self, replica: Member) -> None:
-        """``CLUSTER FAILOVER`` on ``replica``; returns once it is a primary."""
-        with replica.client() as client:
-            client.execute_command("CLUSTER", "FAILOVER")
-        wait_until(lambda: self.role(replica) == "master", 15, interval=0.01, message="promotion")
+        """``CLUSTER FAILOVER`` on ``replica``; returns once it is a primary. A
+        manual failover the primary did not complete in time (a loaded machine)
+        is abandoned by the server: it is asked again, up to three times."""
+        for _ in range(3):
+            with replica.client() as client:
+                client.execute_command("CLUSTER", "FAILOVER")
+            try:
+                wait_until(
+                    lambda: self.role(replica) == "master", 10, interval=0.01, message="promotion"
+                )
+                return
+            except TimeoutError:
+                continue
+        raise TimeoutError(f"{replica.name} not promoted after three CLUSTER FAILOVERs")
 
     def pause(self, member: Member) -> None:
         os.kill(member.server._process.pid, signal.SIGSTOP)

@@ -27,8 +27,9 @@ Rules
   :class:`cachelab.engine.store.RedisStore`) go past the breaker, with
   ``REDIS_RETRY_TIMEOUT_MS``, on a small pool of their own per primary (the
   one that owns the key's slot now). A ``MOVED`` is followed once on the new
-  owner's patient pool; an ``ASK`` (the slot is migrating) is left to the
-  cluster client, past the breaker with its short timeouts.
+  owner's patient pool; an ``ASK`` (the slot is migrating) or a second
+  redirection is left to the cluster client, past the breaker with its short
+  timeouts.
 * **The shard map** (:class:`ShardMap`: nodes, roles, slot ranges, from
   ``CLUSTER SHARDS``) is re-read every ``CLUSTER_REFRESH_SECONDS``, and soon
   (at most once a second) when the client followed a redirection or lost a
@@ -407,7 +408,12 @@ class ClusterStore(RedisStore):
             self._next_connect = now + self.settings.breaker_cooldown_seconds
             try:
                 client = make_cluster_client(self.settings, self._timeout_ms)
-            except (redis.exceptions.RedisError, OSError) as exc:
+            # RedisClusterException ("cannot be connected") is no RedisError.
+            except (
+                redis.exceptions.RedisError,
+                redis.exceptions.RedisClusterException,
+                OSError,
+            ) as exc:
                 metrics.REDIS_ERRORS["connection"].inc()
                 raise CacheUnavailable(f"redis cluster not reachable: {_describe(exc)}") from exc
             self._adopt(client)
@@ -486,15 +492,20 @@ class ClusterStore(RedisStore):
     def _call_patiently(self, func: Callable[[Any], T], key: str) -> T:
         """As on one node, on the primary that owns the key. A ``MOVED`` (the
         slot moved, or a failover this worker has not heard of yet) is followed
-        once, patiently; an ``ASK`` (the slot is migrating) is left to the
-        cluster client, which sends ``ASKING`` first -- past the breaker, with the
-        short timeouts."""
+        once, patiently; an ``ASK`` (the slot is migrating), or a second
+        redirection, is left to the cluster client, which follows both (sending
+        ``ASKING`` first) -- past the breaker, with its short timeouts."""
+        client = self._patient_client(key)
         try:
-            return func(self._patient_client(key))
+            return func(client)
         except redis.exceptions.MovedError as exc:
             self.shard_map.request_refresh()
-            return func(self._patient_for(f"{exc.host}:{exc.port}"))
+            client = self._patient_for(f"{exc.host}:{exc.port}")
         except redis.exceptions.AskError:
+            return func(self.client)
+        try:
+            return func(client)
+        except redis.exceptions.AskError:  # a MOVED too (a subclass)
             return func(self.client)
 
     def _node_client(
