@@ -9,6 +9,7 @@ import pytest
 from cachelab import metrics
 from cachelab.config import Settings
 from cachelab.engine.keys import item_target
+from loadtest.stack import wait_until
 
 TOKEN = "unit-test-token-0123456789"
 
@@ -62,6 +63,58 @@ def test_the_uncached_baseline_always_queries(client, db):
         assert response.headers["X-Cache"] == "BYPASS"
         assert response.headers["Cache-Status"] == "lab; fwd=request"
     assert db.calls["version"] == 2
+
+
+def test_strategy_none_queries_every_request_and_says_why(make_app, db):
+    """The lab's baseline strategy: nothing read from or written to the cache."""
+    client = make_app(cache_strategy="none").test_client()
+    for _ in range(2):
+        response = client.get("/api/version?item=5")
+        assert response.status_code == 200 and response.headers["X-Cache"] == "BYPASS"
+        assert "strategy-none" in response.headers["Cache-Status"], response.headers
+        assert response.get_json()["source"] == "database"
+    assert db.calls["version"] == 2
+
+
+def test_every_answer_says_where_its_time_went(make_app):
+    """Server-Timing and the body's timings name the tiers a request waited on."""
+    client = make_app(cache_strategy="swr").test_client()
+    miss = client.get("/api/version?item=6").get_json()
+    assert {"cache", "db"} <= set(miss["timings_ms"]), miss["timings_ms"]
+    answer = client.get("/api/version?item=6")
+    assert "; ttl=" in answer.headers["Cache-Status"], answer.headers["Cache-Status"]
+    hit = answer.get_json()
+    assert hit["source"] == "redis" and set(hit["timings_ms"]) == {"cache"}, hit
+    breaker = client.application.extensions["cachelab"].store.breaker
+    breaker._state, breaker._opened_at = "open", 1e18  # Redis unavailable: the last copy
+    degraded = client.get("/api/version?item=6").get_json()
+    assert degraded["source"] == "local" and set(degraded["timings_ms"]) == {"cache"}, degraded
+    memory = make_app().test_client()
+    for _ in range(3):
+        last = memory.get("/api/version?item=7").get_json()
+    assert last["source"] == "memory" and set(last["timings_ms"]) == {"memory"}, last
+
+
+def test_an_outage_serves_a_read_your_writes_copy_nobody_invalidated(make_app, db):
+    """Rule 5 for ``delete`` data: a copy with no invalidation heard is still
+    served while Redis is unavailable (only one heard invalidated is not)."""
+    client = make_app(cache_strategy="swr").test_client()
+    lab = client.application.extensions["cachelab"]
+    key = item_target(lab.settings.cache_namespace, 3, "delete").key
+
+    def copy_kept() -> bool:  # the fill's own write is heard first: read again
+        assert client.get("/api/items/3?mode=delete").status_code == 200
+        lab.tier1.sync()
+        copy = lab.tier1.last_copy(key)
+        return copy is not None and copy.valid
+
+    wait_until(copy_kept, 5, interval=0.01, message="a copy with no invalidation since")
+    queried = db.calls["item"]
+    breaker = lab.store.breaker
+    breaker._state, breaker._opened_at = "open", 1e18
+    answer = client.get("/api/items/3?mode=delete")
+    assert answer.status_code == 200 and answer.get_json()["source"] == "local", answer.get_json()
+    assert db.calls["item"] == queried
 
 
 @pytest.mark.parametrize(
