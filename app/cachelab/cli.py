@@ -38,14 +38,29 @@ def check_config() -> None:
     show_default=True,
     help="Seconds to wait for the database to accept connections.",
 )
-def db_init(wait_seconds: float) -> None:
+@click.option(
+    "--lock-timeout-ms",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(10, 60_000),
+    help="Give up a table lock not granted within this time (readers wait at most this long).",
+)
+@click.option(
+    "--lock-attempts",
+    default=60,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Attempts before a lock that stays taken fails the run (exit 75).",
+)
+def db_init(wait_seconds: float, lock_timeout_ms: int, lock_attempts: int) -> None:
     """Prepare DATABASE_URL's database (idempotent); run it as the database owner.
 
-    Applies postgres-init/*.sql in order, creates or updates the app's login
-    role APP_DB_USER (password APP_DB_PASSWORD) as a member of cachelab_runtime,
-    and stores SLOW_QUERY_SECONDS, when set, in lab_settings. Exit status 75
-    means the database was not reachable in time (worth retrying); 1 is any
-    other failure, printed with its reason.
+    Applies postgres-init/*.sql in order (skipping a file applied before,
+    unchanged), creates or updates the app's login role APP_DB_USER (password
+    APP_DB_PASSWORD) as a member of cachelab_runtime, and stores
+    SLOW_QUERY_SECONDS, when set, in lab_settings. Exit status 75 means the
+    database was not reachable in time or a table stayed locked (worth
+    retrying); 1 is any other failure, printed with its reason.
     """
     from .postgres import provision
 
@@ -64,7 +79,13 @@ def db_init(wait_seconds: float) -> None:
         raise click.ClickException(f"invalid configuration: {exc}") from None
     try:
         applied = provision.apply(
-            url, provision.directory_from_env(), wait_seconds, lab_settings, role
+            url,
+            provision.directory_from_env(),
+            wait_seconds,
+            lab_settings,
+            role,
+            lock_timeout_ms=lock_timeout_ms,
+            lock_attempts=lock_attempts,
         )
     except provision.DatabaseNotReady as exc:
         click.echo(f"Error: db-init failed: {exc}", err=True)
@@ -74,7 +95,8 @@ def db_init(wait_seconds: float) -> None:
             f"db-init failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
         ) from exc
     click.echo(
-        f"db-init: applied {', '.join(applied)}; app role {role.user} in {provision.RUNTIME_GROUP}"
+        f"db-init: applied {', '.join(applied) or 'nothing (no file changed)'}; "
+        f"app role {role.user} in {provision.RUNTIME_GROUP}"
         + "".join(f"; {name}={value}" for name, value in lab_settings.items())
     )
 

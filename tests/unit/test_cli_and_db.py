@@ -76,3 +76,18 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(settings):
         with pytest.raises(DatabaseUnavailable):
             db.fetch_slow_version()
         assert time.monotonic() - started < 2.5
+
+
+def test_db_init_reapplies_a_file_only_when_its_text_or_its_declared_settings_change():
+    from cachelab.postgres.provision import file_digest
+    from loadtest.stack import ROOT
+
+    items = (ROOT / "postgres-init" / "02-items.sql").read_text()
+    base = {"item_count": "1000", "item_payload_bytes": "256", "slow_query_seconds": "10.0"}
+    digest = file_digest(items, base)
+    assert file_digest(items, dict(base)) == digest
+    # read by functions at run time, not when the file is applied: no re-run
+    assert file_digest(items, {**base, "slow_query_seconds": "2.0"}) == digest
+    assert file_digest(items, {**base, "item_count": "500"}) != digest
+    assert file_digest(items, {**base, "item_payload_bytes": "64"}) != digest
+    assert file_digest(items + "\n-- changed\n", base) != digest
