@@ -55,7 +55,9 @@ def check_config() -> None:
 def db_init(wait_seconds: float, lock_timeout_ms: int, lock_attempts: int) -> None:
     """Prepare DATABASE_URL's database (idempotent); run it as the database owner.
 
-    Applies postgres-init/*.sql in order (skipping a file applied before,
+    Connects with DATABASE_URL, or on AWS with the RDS master secret
+    (DB_OWNER_SECRET) and DB_HOST/DB_PORT/DB_NAME over TLS verified against
+    DB_CA_URL. Applies postgres-init/*.sql in order (skipping a file applied before,
     unchanged), creates or updates the app's login role APP_DB_USER (password
     APP_DB_PASSWORD) as a member of cachelab_runtime, and stores
     SLOW_QUERY_SECONDS, when set, in lab_settings. Exit status 75 means the
@@ -65,6 +67,11 @@ def db_init(wait_seconds: float, lock_timeout_ms: int, lock_attempts: int) -> No
     from .postgres import provision
 
     url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        try:  # on AWS: the RDS master secret and the endpoint's parts (the db-init task)
+            url = provision.owner_url_from_env(dict(os.environ)) or ""
+        except ValueError as exc:
+            raise click.ClickException(f"invalid configuration: {exc}") from None
     if not url:
         raise click.ClickException(
             "invalid configuration: DATABASE_URL (the database owner's URL) is required"

@@ -39,9 +39,12 @@ import json
 import logging
 import os
 import re
+import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg2
 import psycopg2.errors
@@ -95,6 +98,48 @@ def app_role_from_env(env: dict[str, str]) -> AppRole:
     if len(password) < 16:
         raise ValueError("APP_DB_PASSWORD is required (at least 16 characters)")
     return AppRole(user, password)
+
+
+def owner_url_from_env(env: dict[str, str]) -> str | None:
+    """The owner's URL on AWS, where the db-init task gets the parts, not a URL.
+
+    ECS hands the task the RDS master secret's current version as
+    ``DB_OWNER_SECRET`` (JSON with ``username`` and ``password``); the endpoint
+    comes as ``DB_HOST``, ``DB_PORT`` and ``DB_NAME``, and TLS is verified
+    (``verify-full``) against the bundle at ``DB_CA_URL`` (RDS's trust store),
+    downloaded to a temporary file. None when ``DB_OWNER_SECRET`` is not set.
+    ValueError names what is missing or malformed.
+    """
+    raw = env.get("DB_OWNER_SECRET", "").strip()
+    if not raw:
+        return None
+    try:
+        secret = json.loads(raw)
+        user, password = str(secret["username"]), str(secret["password"])
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(
+            "DB_OWNER_SECRET must be the RDS master secret: JSON with username and password"
+        ) from None
+    host = env.get("DB_HOST", "").strip()
+    port = env.get("DB_PORT", "").strip() or "5432"
+    name = env.get("DB_NAME", "").strip() or "lab"
+    ca_url = env.get("DB_CA_URL", "").strip()
+    if not host or not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+        raise ValueError(f"DB_HOST must be the database's host name, got {host!r}")
+    if not port.isdigit():
+        raise ValueError(f"DB_PORT must be a port number, got {port!r}")
+    if not ca_url:
+        raise ValueError("DB_CA_URL (the CA bundle that verifies the database) is required")
+    ca_file = Path(tempfile.mkdtemp(prefix="cachelab-db-init-")) / "db-ca.pem"
+    try:
+        with urllib.request.urlopen(ca_url, timeout=10) as response:  # noqa: S310 - https or file
+            ca_file.write_bytes(response.read())
+    except OSError as exc:
+        raise ValueError(f"cannot download DB_CA_URL {ca_url}: {exc}") from None
+    return (
+        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/"
+        f"{quote(name, safe='')}?sslmode=verify-full&sslrootcert={quote(str(ca_file))}"
+    )
 
 
 def apply(
