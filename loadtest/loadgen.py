@@ -37,12 +37,20 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "loadgen"
 
 
+def _tool(name: str) -> str | None:
+    """A command of this environment (beside the running Python first), else PATH's."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
 def run_local(
     url: str, users: int, spawn_rate: float, run_time: str, extra: list[str], out: Path
 ) -> Path:
     """One headless run against ``url`` with the installed Locust, written like the AWS
     load generator's (loadgen.sh run), into a new directory under ``out``."""
-    locust = shutil.which("locust") or str(Path(sys.executable).with_name("locust"))
+    locust = _tool("locust")
+    if locust is None:
+        raise RuntimeError("Locust is not installed here (scripts/test installs it into .venv)")
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     directory = out / run_id
     directory.mkdir(parents=True)
@@ -103,7 +111,7 @@ def _seconds(run_time: str) -> int:
 
 def fetch(bucket: str, region: str, run_id: str | None, out: Path) -> Path:
     """Copy s3://bucket/runs/<id>/ (the latest when ``run_id`` is None) into ``out``/<id>."""
-    aws = shutil.which("aws")
+    aws = _tool("aws")
     if aws is None:
         raise RuntimeError("the AWS CLI (aws) is needed to fetch the results")
     if run_id is None:

@@ -156,7 +156,10 @@ docker compose run --rm --no-deps app cachelab check-config >/dev/null ||
   die "the app refuses its configuration (its reason above): fix the variable in terraform.tfvars and deploy again"
 
 # --- 5. the stack --------------------------------------------------------------------
-docker compose up -d --no-build --remove-orphans --wait --wait-timeout "$UP_TIMEOUT_SECONDS" app nginx || {
+# --force-recreate: the containers Docker restarted at boot start again with
+# exactly the files this run wrote (a new CA bundle changes no variable).
+docker compose up -d --no-build --force-recreate --remove-orphans --wait \
+  --wait-timeout "$UP_TIMEOUT_SECONDS" app nginx || {
   docker compose ps -a >&2 || true
   # readable with a local log driver; on EC2 (awslogs) see CloudWatch
   docker compose logs --no-color --tail 20 app nginx >&2 2>/dev/null || true

@@ -78,8 +78,13 @@ target() {
   echo "$scheme://$ip"
 }
 
+stop() { # NAME: a Locust master stops its workers, which Docker restarts for the next one
+  docker stop --time 15 "$1" >/dev/null 2>&1 || true
+  docker rm -f "$1" >/dev/null 2>&1 || true
+}
+
 start_master() {
-  docker rm -f "$NAME_PREFIX-master" >/dev/null 2>&1 || true
+  stop "$NAME_PREFIX-master"
   locust "$NAME_PREFIX-master" unless-stopped -d -- --master --class-picker \
     --master-bind-host 0.0.0.0 --master-bind-port "$LOCUST_MASTER_PORT" \
     --web-host 127.0.0.1 --web-port "$LOCUST_WEB_PORT" --host "$(target)" >/dev/null
@@ -116,7 +121,7 @@ case "${1:-}" in
     id=$(date -u +%Y%m%dT%H%M%SZ)
     dir="$RUNS_DIR/$id"
     install -d -m 0777 "$dir" # written by the image's user (uid 10002)
-    docker rm -f "$NAME_PREFIX-master" >/dev/null 2>&1 || true
+    stop "$NAME_PREFIX-master"
     log "run $id: $users users (spawn $rate/s) for $duration against $url, $EXPECT_WORKERS workers"
     started=$(date -u +%FT%TZ)
     rc=0
