@@ -132,21 +132,27 @@ case "${1:-}" in
       --csv /results/locust --csv-full-history --html /results/report.html "$@" \
       >"$dir/locust.log" 2>&1 || rc=$?
     docker rm -f "$NAME_PREFIX-headless" >/dev/null 2>&1 || true
-    python3 - "$dir/run.json" "$id" "$started" "$url" "$users" "$rate" "$duration" "$EXPECT_WORKERS" "$rc" "$*" <<'__PY__'
-import base64, json, os, sys
+    # run.json; no request at all (workers lost) fails the run, after the upload
+    python3 - "$dir/run.json" "$id" "$started" "$url" "$users" "$rate" "$duration" "$EXPECT_WORKERS" "$rc" "$*" <<'__PY__' || { [ "$rc" != 0 ] || rc=3; }
+import base64, csv, json, os, sys
 out, run_id, started, url, users, rate, duration, workers, rc, extra = sys.argv[1:]
 lab = os.environ.get("LAB_CONFIGURATION", "")
+stats = os.path.join(os.path.dirname(out), "locust_stats.csv")
+rows = list(csv.DictReader(open(stats))) if os.path.exists(stats) else []
+requests = sum(int(r["Request Count"]) for r in rows if r["Name"] == "Aggregated")
 json.dump({
     "run_id": run_id, "started": started, "where": "aws", "target": url,
     "users": int(users), "spawn_rate": float(rate), "duration": duration,
     "worker_processes": int(workers), "locust_exit_code": int(rc), "locust_args": extra,
-    "lab": json.loads(base64.b64decode(lab)) if lab else {},
+    "requests": requests, "lab": json.loads(base64.b64decode(lab)) if lab else {},
 }, open(out, "w"), indent=2)
+sys.exit(0 if requests else 1)
 __PY__
     aws s3 cp --region "$AWS_REGION" --recursive --only-show-errors "$dir" \
       "s3://$RESULTS_BUCKET/runs/$id/" || die "cannot upload the results to s3://$RESULTS_BUCKET/runs/$id/"
     start_master
     echo "s3://$RESULTS_BUCKET/runs/$id/ (Locust exit code $rc)"
+    [ "$rc" = 0 ] || die "the run failed (exit code $rc; 3: no request was made, see locust.log)"
     ;;
   target)
     target
