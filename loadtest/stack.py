@@ -32,6 +32,7 @@ IMAGE_TAG = os.environ.get("CACHELAB_IMAGE_TAG", "test")
 # Small delay and TTL so behaviour over several expiries fits in seconds.
 TEST_ENV = {
     "SLOW_QUERY_SECONDS": "1",
+    "SLOW_CALL_LOG": "on",  # slow queries counted per key (table slow_calls)
     "CACHE_TTL_SECONDS": "30",  # long: XFetch early refreshes stay improbable (exp(-27))
     "CACHE_GRACE_SECONDS": "60",
     "CACHE_LOCK_WAIT_SECONDS": "10",
@@ -226,6 +227,16 @@ class Stack:
                 f"WHERE query = '{SLOW_STATEMENTS[source]}'"
             )
         )
+
+    def slow_calls_by_item(self) -> dict[int, int]:
+        """Item queries PostgreSQL started, per item id (the table slow_calls,
+        which slow_item() writes when SLOW_CALL_LOG=on: the test stacks)."""
+        out = self.psql("SELECT item, count(*) FROM slow_calls WHERE source = 'item' GROUP BY item")
+        counts: dict[int, int] = {}
+        for line in out.splitlines():
+            item, calls = line.split("|")
+            counts[int(item)] = int(calls)
+        return counts
 
     def running_slow_queries(self, source: str = "version") -> int:
         """Slow queries running now (started, not finished)."""

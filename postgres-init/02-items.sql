@@ -2,8 +2,13 @@
 --
 -- Every write bumps `version` and `updated_at` in a trigger (also for writes
 -- made directly in SQL, which never pass through the app) and announces
--- '<id>:<version>' on the channel cachelab_items when it commits, which every
--- app worker LISTENs to (the `notify` invalidation mode).
+-- '<id>:<version>:<insert|update>' on the channel cachelab_items when it
+-- commits, which every app worker LISTENs to (the `notify` invalidation mode;
+-- an insert also ends every cached "not found" of that id).
+--
+-- slow_calls logs each slow query with its argument when lab_settings has
+-- slow_call_log = on (the test stacks): pg_stat_statements folds every
+-- slow_item($1) together, and the tests count queries per key.
 --
 -- slow_item(id) is the read: it takes the row first, then sleeps like
 -- slow_version() (lab_settings.slow_query_seconds), so its answer is the row
@@ -41,7 +46,7 @@ CREATE OR REPLACE FUNCTION items_notify() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM pg_notify('cachelab_items', NEW.id || ':' || NEW.version);
+    PERFORM pg_notify('cachelab_items', NEW.id || ':' || NEW.version || ':' || lower(TG_OP));
     RETURN NULL;
 END;
 $$;
@@ -53,6 +58,26 @@ DROP TRIGGER IF EXISTS items_notify ON items;
 CREATE TRIGGER items_notify AFTER INSERT OR UPDATE ON items
     FOR EACH ROW EXECUTE FUNCTION items_notify();
 
+CREATE TABLE IF NOT EXISTS slow_calls (
+    source     text NOT NULL,
+    item       integer NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+REVOKE ALL ON slow_calls FROM PUBLIC;
+GRANT INSERT ON slow_calls TO cachelab_runtime;
+
+CREATE OR REPLACE FUNCTION log_slow_call(call_source text, call_item integer) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF (SELECT value FROM lab_settings WHERE name = 'slow_call_log') = 'on' THEN
+        INSERT INTO slow_calls (source, item) VALUES (call_source, call_item);
+    END IF;
+END;
+$$;
+REVOKE ALL ON FUNCTION log_slow_call(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION log_slow_call(text, integer) TO cachelab_runtime;
+
 CREATE OR REPLACE FUNCTION slow_item(item_id integer)
 RETURNS TABLE (id integer, payload text, version bigint, updated_at timestamptz)
 LANGUAGE plpgsql
@@ -61,6 +86,7 @@ DECLARE
     found items%ROWTYPE;
 BEGIN
     SELECT * INTO found FROM items i WHERE i.id = item_id;
+    PERFORM log_slow_call('item', item_id);
     PERFORM pg_sleep(coalesce(
         (SELECT value::double precision FROM lab_settings WHERE name = 'slow_query_seconds'),
         10));

@@ -28,7 +28,7 @@ locals {
   # The app's settings: the variables of their own, then app_settings (names
   # checked in variables.tf; values by the app at start). db-init's own
   # settings go to the db-init task (dbinit.tf).
-  db_init_setting_names = ["ITEM_COUNT", "ITEM_PAYLOAD_BYTES"]
+  db_init_setting_names = ["ITEM_COUNT", "ITEM_PAYLOAD_BYTES", "SLOW_CALL_LOG"]
   app_env = merge(
     { for k, v in var.app_settings : k => v if !contains(local.db_init_setting_names, k) },
     {
@@ -46,6 +46,7 @@ locals {
     DB_STATEMENT_TIMEOUT_MS = 30000
     CACHE_FILL_SLOTS        = 16
     CACHE_REFRESH_THREADS   = 4
+    DB_CONTROL_CONNECTIONS  = 4
     REDIS_MAX_CONNECTIONS   = 80
     GUNICORN_THREADS        = 64
   } : k => tonumber(lookup(var.app_settings, k, tostring(default))) }
@@ -111,8 +112,10 @@ locals {
   peak_instances = var.enable_alb ? 2 * local.max_instances : 1
 
   # Database connections the app tier may open at once: per gunicorn worker
-  # DB_POOL_SIZE pooled connections + 1 listener connection.
-  db_connections_per_instance = var.gunicorn_workers * (var.db_pool_size + 1)
+  # DB_POOL_SIZE connections for the slow queries, DB_CONTROL_CONNECTIONS for
+  # writes and probes, and 1 listener connection (LISTEN for notify).
+  db_connections_per_worker   = var.db_pool_size + local.setting.DB_CONTROL_CONNECTIONS + 1
+  db_connections_per_instance = var.gunicorn_workers * local.db_connections_per_worker
   db_connections_needed       = local.peak_instances * local.db_connections_per_instance
   # Of max_connections (rds.tf), kept free: superuser_reserved_connections (3)
   # and rds.rds_superuser_reserved_connections (2), db-init and an operator.
@@ -199,7 +202,7 @@ resource "aws_launch_template" "app" {
     }
     precondition {
       condition     = local.db_connections_needed <= local.db_connections_allowed
-      error_message = "Database connection budget exceeded: ${local.peak_instances} instances at the peak (the group's maximum ${local.max_instances}${var.enable_alb ? ", doubled during an instance refresh" : ""}) x ${var.gunicorn_workers} gunicorn workers x (${var.db_pool_size} pool + 1 listener) = ${local.db_connections_needed} connections, but the parameter group sets max_connections = ${local.db_max_connections} (${local.db_connections_allowed} after ${local.db_connection_headroom} kept free). Lower db_pool_size, gunicorn_workers or app_max_instance_count, or choose a larger db_instance_class."
+      error_message = "Database connection budget exceeded: ${local.peak_instances} instances at the peak (the group's maximum ${local.max_instances}${var.enable_alb ? ", doubled during an instance refresh" : ""}) x ${var.gunicorn_workers} gunicorn workers x (${var.db_pool_size} pool + ${local.setting.DB_CONTROL_CONNECTIONS} control + 1 listener) = ${local.db_connections_needed} connections, but the parameter group sets max_connections = ${local.db_max_connections} (${local.db_connections_allowed} after ${local.db_connection_headroom} kept free). Lower db_pool_size, gunicorn_workers or app_max_instance_count, or choose a larger db_instance_class."
     }
     precondition {
       condition     = var.slow_query_seconds < local.setting.CACHE_LOCK_WAIT_SECONDS

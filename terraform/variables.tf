@@ -235,7 +235,7 @@ variable "gunicorn_workers" {
 }
 
 variable "db_pool_size" {
-  description = "DB_POOL_SIZE: database connections per gunicorn worker. At least CACHE_FILL_SLOTS + CACHE_REFRESH_THREADS (16 + 4 by default; app_settings), which the plan checks. The plan also checks the peak number of instances x gunicorn_workers x (db_pool_size + 1 listener) against max_connections of the project's RDS parameter group."
+  description = "DB_POOL_SIZE: database connections per gunicorn worker for the slow queries. At least CACHE_FILL_SLOTS + CACHE_REFRESH_THREADS (16 + 4 by default; app_settings), which the plan checks. The plan also checks the peak number of instances x gunicorn_workers x (db_pool_size + DB_CONTROL_CONNECTIONS (4) + 1 listener) against max_connections of the project's RDS parameter group."
   type        = number
   default     = 20
 
@@ -260,7 +260,9 @@ variable "app_settings" {
       "REDIS_MAX_CONNECTIONS", "BREAKER_FAILURE_THRESHOLD", "BREAKER_COOLDOWN_SECONDS",
       "DB_CONNECT_TIMEOUT_SECONDS", "DB_STATEMENT_TIMEOUT_MS", "DB_POOL_WAIT_SECONDS",
       "GUNICORN_THREADS", "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT", "LOG_LEVEL",
-      "ITEM_COUNT", "ITEM_PAYLOAD_BYTES",
+      "CACHE_FOLLOWER_SLOTS", "CACHE_REFRESH_QUEUE", "DB_CONTROL_CONNECTIONS", "LOCAL_CACHE_BYTES",
+      "NEGATIVE_TTL_SECONDS", "REDIS_RETRY_TIMEOUT_MS",
+      "ITEM_COUNT", "ITEM_PAYLOAD_BYTES", "SLOW_CALL_LOG",
     ], k)])
     error_message = "app_settings accepts only settings the app or db-init reads (see .env.example), except those with a variable of their own (cache_strategy, cache_ttl_seconds, slow_query_seconds, gunicorn_workers, db_pool_size) and those Terraform sets (DATABASE_URL, REDIS_URL, REDIS_CLUSTER, WRITE_API_TOKEN)."
   }
@@ -269,8 +271,8 @@ variable "app_settings" {
     error_message = "app_settings values must be 1-64 characters of letters, digits and . _ : - (they are written to the instance's .env)."
   }
   validation {
-    condition     = alltrue([for k in ["CACHE_LOCK_WAIT_SECONDS", "DB_STATEMENT_TIMEOUT_MS", "CACHE_FILL_SLOTS", "CACHE_REFRESH_THREADS", "REDIS_MAX_CONNECTIONS", "GUNICORN_THREADS", "ITEM_COUNT", "ITEM_PAYLOAD_BYTES"] : can(tonumber(lookup(var.app_settings, k, "0")))])
-    error_message = "CACHE_LOCK_WAIT_SECONDS, DB_STATEMENT_TIMEOUT_MS, CACHE_FILL_SLOTS, CACHE_REFRESH_THREADS, REDIS_MAX_CONNECTIONS, GUNICORN_THREADS, ITEM_COUNT and ITEM_PAYLOAD_BYTES in app_settings must be numbers (the plan checks the connection budgets and the slow query against them)."
+    condition     = alltrue([for k in ["CACHE_LOCK_WAIT_SECONDS", "DB_STATEMENT_TIMEOUT_MS", "CACHE_FILL_SLOTS", "CACHE_REFRESH_THREADS", "DB_CONTROL_CONNECTIONS", "REDIS_MAX_CONNECTIONS", "GUNICORN_THREADS", "ITEM_COUNT", "ITEM_PAYLOAD_BYTES"] : can(tonumber(lookup(var.app_settings, k, "0")))])
+    error_message = "CACHE_LOCK_WAIT_SECONDS, DB_STATEMENT_TIMEOUT_MS, CACHE_FILL_SLOTS, CACHE_REFRESH_THREADS, DB_CONTROL_CONNECTIONS, REDIS_MAX_CONNECTIONS, GUNICORN_THREADS, ITEM_COUNT and ITEM_PAYLOAD_BYTES in app_settings must be numbers (the plan checks the connection budgets and the slow query against them)."
   }
   validation {
     condition     = can(regex("^[a-z][a-z0-9_-]{0,31}$", lookup(var.app_settings, "CACHE_NAMESPACE", "lab")))

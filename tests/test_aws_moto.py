@@ -341,7 +341,7 @@ class Deployment:
             else o.get("write_api_secret_arn") is None
         )
         budget = o["db_connection_budget"]
-        workers = 2 * (20 + 1)
+        workers = 2 * (20 + 4 + 1)  # pool, control connections, listener
         # the maximum (3) doubled by an instance refresh behind the ALB
         assert budget["peak_instances"] == (6 if scaled else 1)
         assert budget["needed"] == budget["peak_instances"] * workers

@@ -504,14 +504,15 @@ def test_entries_are_namespaced_json_and_purge_removes_entries_and_locks(lab):
     for item in (1, 2):
         lab.get(f"/api/version?item={item}")
     client = redis_client(lab)
-    keys = sorted(k.decode() for k in client.scan_iter("lab:v2:*"))
-    assert len(keys) == 2 and all(k.startswith("lab:v2:version:") for k in keys)
+    keys = sorted(k.decode() for k in client.scan_iter("lab:v3:*") if not k.endswith(b":fence"))
+    assert len(keys) == 2 and all(k.startswith("lab:v3:{version:") for k in keys)
     entry = json.loads(client.get(keys[0]))
-    assert entry["f"] == 2 and entry["value"]["version"].startswith("PostgreSQL")
+    assert entry["f"] == 3 and entry["value"]["version"].startswith("PostgreSQL")
     assert entry["ttl"] <= 30 and entry["grace"] == 60 and entry["delta"] >= DELAY * 0.9
     assert client.pttl(keys[0]) > 60_000, "Redis keeps the entry for TTL + grace"
-    client.set(f"{keys[0]}:lock", "an-orphaned-lock", px=60_000)
+    client.set(f"{keys[0]}:lease", "an-orphaned-lease", px=60_000)
+    fences = sum(1 for _ in client.scan_iter("lab:v3:*:fence"))
     result = lab.compose("exec", "-T", "app", "cachelab", "cache", "purge")
-    assert "deleted 3 keys" in result.stdout
-    assert list(client.scan_iter("lab:v2:*")) == []
+    assert f"deleted {3 + fences} keys" in result.stdout
+    assert list(client.scan_iter("lab:v3:*")) == []
     assert lab.get("/api/version?item=1").headers["X-Cache"] == "MISS"

@@ -35,7 +35,16 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-LOOKUP_RESULTS = ("hit", "stale", "miss", "collapsed", "bypass", "local", "overloaded")
+LOOKUP_RESULTS = (
+    "hit",
+    "stale",
+    "miss",
+    "collapsed",
+    "bypass",
+    "local",
+    "overloaded",
+    "unavailable",
+)
 
 
 def snapshot(lab) -> dict:
@@ -75,6 +84,7 @@ def test_snapshot_counts_match_the_requests_made(lab):
             "bypass": 0,
             "local": 0,
             "overloaded": 0,
+            "unavailable": 0,
         }
         assert after["lookups"]["count"] - before["lookups"]["count"] == 6
         by_result = {

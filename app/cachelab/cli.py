@@ -120,6 +120,11 @@ def _lab_settings(env) -> dict[str, str]:
     ):
         if env.get(name, "").strip():
             settings[key] = str(read_integer(env, name, 0, low, high))
+    log = env.get("SLOW_CALL_LOG", "").strip()
+    if log:
+        if log not in ("on", "off"):
+            raise ConfigError(f"SLOW_CALL_LOG must be 'on' or 'off'; got {log!r}")
+        settings["slow_call_log"] = log
     return settings
 
 
@@ -132,20 +137,12 @@ def cache() -> None:
 def cache_purge() -> None:
     """Delete every entry and lock of this namespace and format version (SCAN + UNLINK)."""
     from .engine.keys import namespace_pattern
-    from .engine.store import make_client
+    from .engine.store import RedisStore, make_client
 
     settings = _settings()
-    client = make_client(settings, timeout_ms=2000)
+    store = RedisStore(settings, make_client(settings, timeout_ms=2000))
     pattern = namespace_pattern(settings.cache_namespace)
-    deleted = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=pattern, count=500):
-        batch.append(key)
-        if len(batch) >= 500:
-            deleted += client.unlink(*batch)
-            batch.clear()
-    if batch:
-        deleted += client.unlink(*batch)
+    deleted = store.purge(pattern)
     click.echo(f"cache purge: deleted {deleted} keys matching {pattern}")
 
 

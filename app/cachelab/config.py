@@ -90,23 +90,29 @@ class Settings:
     cache_lock_lease_seconds: float = 5.0
     xfetch_beta: float = 1.0
     local_cache_size: int = 1024
+    local_cache_bytes: int = 64 * 1024 * 1024
+    negative_ttl_seconds: float = 5.0
     refresh_threads: int = 4
+    refresh_queue: int = 256
     fill_slots: int = 16
-    miss_slots: int = 48
+    miss_slots: int = 32
+    follower_slots: int = 80
     cache_tracking: str = "auto"
     memory_fallback_ttl_ms: int = 1000
     tracking_heartbeat_seconds: float = 1.0
     redis_socket_timeout_ms: int = 75
     redis_connect_timeout_ms: int = 100
-    redis_max_connections: int = 80
+    redis_retry_timeout_ms: int = 500
+    redis_max_connections: int = 160
     breaker_failure_threshold: int = 3
     breaker_cooldown_seconds: float = 5.0
     db_connect_timeout_seconds: int = 3
     db_statement_timeout_ms: int = 30_000
     db_pool_size: int = 20
+    db_control_connections: int = 4
     db_pool_wait_seconds: float = 10.0
     slow_query_seconds: float | None = None
-    gunicorn_threads: int = 64
+    gunicorn_threads: int = 128
     request_log_hit_sample: float = 0.01
     log_summary_seconds: float = 10.0
     write_api_token: str | None = None
@@ -128,6 +134,13 @@ class Settings:
     def tombstone_ttl_ms(self) -> int:
         """A tombstone outlives any fill that read the row before the write."""
         return self.db_statement_timeout_ms + int(self.fill_wait_seconds * 1000)
+
+    @property
+    def fence_ttl_ms(self) -> int:
+        """How long a key's fence counter lives after its last use: as long as a
+        tombstone, so it outlives any writer that could still race; after that
+        fences restart from the server's clock, still growing."""
+        return self.tombstone_ttl_ms
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -156,9 +169,15 @@ class Settings:
             cache_lock_lease_seconds=read_number(env, "CACHE_LOCK_LEASE_SECONDS", 5.0, 0.3, 60.0),
             xfetch_beta=read_number(env, "XFETCH_BETA", 1.0, 0.0, 10.0),
             local_cache_size=read_integer(env, "LOCAL_CACHE_SIZE", 1024, 1, 1_000_000),
+            local_cache_bytes=read_integer(
+                env, "LOCAL_CACHE_BYTES", 64 * 1024 * 1024, 64 * 1024, 16 * 1024**3
+            ),
+            negative_ttl_seconds=read_number(env, "NEGATIVE_TTL_SECONDS", 5.0, 0.1, 3600.0),
             refresh_threads=read_integer(env, "CACHE_REFRESH_THREADS", 4, 1, 64),
+            refresh_queue=read_integer(env, "CACHE_REFRESH_QUEUE", 256, 0, 100_000),
             fill_slots=read_integer(env, "CACHE_FILL_SLOTS", 16, 1, 1_000),
-            miss_slots=read_integer(env, "CACHE_MISS_SLOTS", 48, 1, 1_000),
+            miss_slots=read_integer(env, "CACHE_MISS_SLOTS", 32, 1, 1_000),
+            follower_slots=read_integer(env, "CACHE_FOLLOWER_SLOTS", 80, 1, 1_000),
             cache_tracking=_choice(env, "CACHE_TRACKING", "auto", TRACKING_CHOICES),
             memory_fallback_ttl_ms=read_integer(env, "MEMORY_FALLBACK_TTL_MS", 1000, 0, 60_000),
             tracking_heartbeat_seconds=read_number(
@@ -166,7 +185,8 @@ class Settings:
             ),
             redis_socket_timeout_ms=read_integer(env, "REDIS_SOCKET_TIMEOUT_MS", 75, 1, 10_000),
             redis_connect_timeout_ms=read_integer(env, "REDIS_CONNECT_TIMEOUT_MS", 100, 1, 10_000),
-            redis_max_connections=read_integer(env, "REDIS_MAX_CONNECTIONS", 80, 1, 10_000),
+            redis_retry_timeout_ms=read_integer(env, "REDIS_RETRY_TIMEOUT_MS", 500, 1, 60_000),
+            redis_max_connections=read_integer(env, "REDIS_MAX_CONNECTIONS", 160, 1, 10_000),
             breaker_failure_threshold=read_integer(env, "BREAKER_FAILURE_THRESHOLD", 3, 1, 1_000),
             breaker_cooldown_seconds=read_number(env, "BREAKER_COOLDOWN_SECONDS", 5.0, 0.1, 600.0),
             db_connect_timeout_seconds=read_integer(env, "DB_CONNECT_TIMEOUT_SECONDS", 3, 1, 60),
@@ -174,11 +194,12 @@ class Settings:
                 env, "DB_STATEMENT_TIMEOUT_MS", 30_000, 100, 600_000
             ),
             db_pool_size=read_integer(env, "DB_POOL_SIZE", 20, 1, 1_000),
+            db_control_connections=read_integer(env, "DB_CONTROL_CONNECTIONS", 4, 1, 100),
             db_pool_wait_seconds=read_number(env, "DB_POOL_WAIT_SECONDS", 10.0, 0.0, 300.0),
             slow_query_seconds=read_number(env, "SLOW_QUERY_SECONDS", -1.0, 0.0, 300.0)
             if env.get("SLOW_QUERY_SECONDS", "").strip()
             else None,
-            gunicorn_threads=read_integer(env, "GUNICORN_THREADS", 64, 1, 1000),
+            gunicorn_threads=read_integer(env, "GUNICORN_THREADS", 128, 2, 1000),
             request_log_hit_sample=read_number(env, "REQUEST_LOG_HIT_SAMPLE", 0.01, 0.0, 1.0),
             log_summary_seconds=read_number(env, "LOG_SUMMARY_SECONDS", 10.0, 0.0, 3600.0),
             write_api_token=token,
@@ -203,8 +224,8 @@ class Settings:
         ):
             raise ConfigError(
                 f"CACHE_LOCK_WAIT_SECONDS ({self.cache_lock_wait_seconds:g}) must exceed "
-                f"SLOW_QUERY_SECONDS ({self.slow_query_seconds:g}), or requests give up on "
-                "every fill in progress and run the query themselves"
+                f"SLOW_QUERY_SECONDS ({self.slow_query_seconds:g}), or requests waiting "
+                "for another process's fill give up (503) before it can finish"
             )
         if self.fill_slots + self.refresh_threads > self.db_pool_size:
             raise ConfigError(
@@ -217,9 +238,10 @@ class Settings:
                 f"CACHE_FILL_SLOTS ({self.fill_slots}) must not exceed "
                 f"CACHE_MISS_SLOTS ({self.miss_slots})"
             )
-        if self.miss_slots >= self.gunicorn_threads:
+        if self.miss_slots + self.follower_slots >= self.gunicorn_threads:
             raise ConfigError(
-                f"CACHE_MISS_SLOTS ({self.miss_slots}) must be below GUNICORN_THREADS "
+                f"CACHE_MISS_SLOTS ({self.miss_slots}) + CACHE_FOLLOWER_SLOTS "
+                f"({self.follower_slots}) must be below GUNICORN_THREADS "
                 f"({self.gunicorn_threads}), so some threads always serve hits"
             )
         needed = self.gunicorn_threads + self.refresh_threads + 2

@@ -9,9 +9,11 @@ Label children are created once, here, so the request path only increments.
 
 **Hit ratio**, everywhere in the lab (dashboard, benchmark, README): requests
 answered from a cache -- this worker's memory, Redis, or a worker's last copy
-during an outage, fresh or stale (``hit + stale + local``) -- divided by every
-request to the lookup routes (``hit + stale + local + miss + collapsed +
-bypass + overloaded``).
+during an outage, fresh or stale, a cached "not found" included (``hit +
+stale + local``) -- divided by every request to the lookup routes that reached
+the cache (``hit + stale + local + miss + collapsed + bypass + overloaded +
+unavailable``; ``unavailable`` is a 503 ``database_unavailable``). Refused
+input (400) and ids outside the table (404 without a lookup) are not lookups.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from prometheus_client import (
     multiprocess,
 )
 
+from .config import STRATEGIES as STRATEGY_NAMES
+
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
-STRATEGIES = ("none", "cache-aside", "swr", "two-tier")
-RESULTS = ("hit", "stale", "miss", "collapsed", "bypass", "local", "overloaded")
+STRATEGIES = STRATEGY_NAMES
+RESULTS = ("hit", "stale", "miss", "collapsed", "bypass", "local", "overloaded", "unavailable")
 CACHED_RESULTS = ("hit", "stale", "local")
 TIERS = ("memory", "redis", "database", "local", "none")
 SOURCES = ("version", "item")
@@ -41,7 +45,7 @@ SOURCES = ("version", "item")
 _CACHE_REQUESTS = Counter(
     "cachelab_cache_requests_total",
     "Cache lookups by strategy, result (hit, stale, miss, collapsed, bypass, local, "
-    "overloaded) and tier that answered (memory, redis, database, local, none).",
+    "overloaded, unavailable) and tier that answered (memory, redis, database, local, none).",
     ["strategy", "result", "tier"],
 )
 CACHE_REQUESTS = {
@@ -50,32 +54,55 @@ CACHE_REQUESTS = {
 
 _LOCK_WAITS = Counter(
     "cachelab_cache_lock_waits_total",
-    "Requests that waited for another process to fill a key, by outcome (filled, timeout).",
+    "Requests that waited for another process to fill a key, by outcome (filled, "
+    "timeout: gave up after CACHE_LOCK_WAIT_SECONDS with a 503).",
     ["outcome"],
 )
 LOCK_WAITS = {o: _LOCK_WAITS.labels(o) for o in ("filled", "timeout")}
 
 _REFRESHES = Counter(
     "cachelab_cache_refreshes_total",
-    "Background refreshes by trigger (stale, early) and outcome "
-    "(ok, error, skipped: another process holds the lease, already-fresh).",
+    "Background refreshes by trigger (stale, early) and outcome (ok, error, skipped: "
+    "another process holds the lease, already-fresh, superseded: a newer write won).",
     ["trigger", "outcome"],
 )
 REFRESHES = {
     (t, o): _REFRESHES.labels(t, o)
     for t in ("stale", "early")
-    for o in ("ok", "error", "skipped", "already-fresh")
+    for o in ("ok", "error", "skipped", "already-fresh", "superseded")
 }
+REFRESHES_REFUSED = Gauge(
+    "cachelab_cache_refreshes_refused",
+    "Background refreshes refused because the worker's pool and queue were full "
+    "(CACHE_REFRESH_THREADS + CACHE_REFRESH_QUEUE), since the worker started.",
+    multiprocess_mode="livesum",
+)
+_FILLS_SUPERSEDED = Counter(
+    "cachelab_cache_fills_superseded_total",
+    "Fills not stored because a newer write won, by where it was seen "
+    "(newer-in-redis: a tombstone or newer entry; row-changed: the row's version).",
+    ["reason"],
+)
+FILLS_SUPERSEDED = {r: _FILLS_SUPERSEDED.labels(r) for r in ("newer-in-redis", "row-changed")}
 
 _REDIS_ERRORS = Counter(
     "cachelab_redis_errors_total",
     "Redis calls that failed or were refused, by kind "
-    "(timeout, connection, breaker_open, readonly, response).",
+    "(timeout, connection, breaker_open, readonly, response, unexpected; patient: the "
+    "last, patient try of a read with no other answer than the database also failed).",
     ["kind"],
 )
 REDIS_ERRORS = {
     k: _REDIS_ERRORS.labels(k)
-    for k in ("timeout", "connection", "breaker_open", "readonly", "response")
+    for k in (
+        "timeout",
+        "connection",
+        "breaker_open",
+        "readonly",
+        "response",
+        "unexpected",
+        "patient",
+    )
 }
 
 BREAKER_STATE = Gauge(

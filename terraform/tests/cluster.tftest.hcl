@@ -84,13 +84,13 @@ run "target_tracking_scaling_behind_the_alb" {
     cache_replicas         = 0
     enable_alb             = true
     app_instance_count     = 2
-    app_max_instance_count = 4
+    app_max_instance_count = 3
     db_instance_class      = "db.t4g.medium"
   }
 
   assert {
     condition = (
-      aws_autoscaling_group.app.min_size == 2 && aws_autoscaling_group.app.max_size == 4 &&
+      aws_autoscaling_group.app.min_size == 2 && aws_autoscaling_group.app.max_size == 3 &&
       aws_autoscaling_policy.requests_per_target[0].policy_type == "TargetTrackingScaling" &&
       aws_autoscaling_policy.requests_per_target[0].target_tracking_configuration[0].predefined_metric_specification[0].predefined_metric_type == "ALBRequestCountPerTarget" &&
       aws_autoscaling_policy.requests_per_target[0].target_tracking_configuration[0].predefined_metric_specification[0].resource_label == "app/cachelab-alb/0123456789abcdef/targetgroup/app-mock/0123456789abcdef" &&
@@ -100,8 +100,8 @@ run "target_tracking_scaling_behind_the_alb" {
     error_message = "Between min and max the ALB's requests per target drive the group (the desired capacity is left to the policy)."
   }
   assert {
-    # the maximum (4), doubled during an instance refresh: 8 x 2 x 21
-    condition     = local.peak_instances == 8 && local.db_connections_needed == 336 && local.db_connections_needed <= local.db_connections_allowed
+    # the maximum (3), doubled during an instance refresh: 6 x 2 x (20 + 4 + 1)
+    condition     = local.peak_instances == 6 && local.db_connections_needed == 300 && local.db_connections_needed <= local.db_connections_allowed
     error_message = "The database budget counts the group's maximum plus the refresh's surge."
   }
 }
@@ -118,6 +118,6 @@ run "scaling_beyond_the_database_budget_is_refused" {
     db_instance_class      = "db.t4g.medium"
   }
 
-  # 12 x 2 x 21 = 504 > 392
+  # 12 x 2 x 25 = 600 > 392
   expect_failures = [aws_launch_template.app]
 }

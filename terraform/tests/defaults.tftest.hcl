@@ -92,9 +92,9 @@ run "default_plan_is_private_and_encrypted" {
     error_message = "The app's user may touch only its namespace's keys (~lab:*), starting from no command at all."
   }
   assert {
-    condition = alltrue([for c in ["get", "set", "pttl", "unlink", "evalsha", "eval", "script|load", "incr", "scan", "client|tracking", "hello", "info", "role", "ping"] :
+    condition = alltrue([for c in ["get", "set", "pttl", "unlink", "evalsha", "eval", "script|load", "scan", "client|tracking", "hello", "info", "role", "ping"] :
     contains(split(" ", aws_elasticache_user.app.access_string), "+${c}")])
-    error_message = "The app's user needs GET/SET/PTTL/UNLINK/EVALSHA/EVAL/SCRIPT LOAD/INCR/SCAN and CLIENT TRACKING/HELLO/INFO/ROLE/PING."
+    error_message = "The app's user needs GET/SET/PTTL/UNLINK/EVALSHA/EVAL/SCRIPT LOAD/SCAN and CLIENT TRACKING/HELLO/INFO/ROLE/PING."
   }
   assert {
     condition = alltrue([for c in ["flushall", "flushdb", "keys", "config", "@all", "@admin", "@dangerous", "debug", "shutdown", "client", "cluster|slots"] :
@@ -420,8 +420,8 @@ run "boot_path_and_app_role" {
     error_message = "Without cluster mode: one node group, the primary endpoint, no REDIS_CLUSTER."
   }
   assert {
-    condition     = local.db_connections_needed == 42 && local.db_connections_allowed == 67 && contains([for p in aws_db_parameter_group.this.parameter : "${p.name}=${p.value}"], "max_connections=75")
-    error_message = "Default budget: 1 x 2 x (20 + 1) = 42 connections of 67 allowed by max_connections = 75 in the parameter group on db.t4g.micro."
+    condition     = local.db_connections_needed == 50 && local.db_connections_allowed == 67 && contains([for p in aws_db_parameter_group.this.parameter : "${p.name}=${p.value}"], "max_connections=75")
+    error_message = "Default budget: 1 x 2 x (20 + 4 control + 1) = 50 connections of 67 allowed by max_connections = 75 in the parameter group on db.t4g.micro."
   }
 }
 
@@ -547,7 +547,7 @@ run "connection_budget_over_max_connections_is_refused" {
     enable_alb         = true
   }
 
-  # 2 instances doubled by an instance refresh: 4 x 2 x (20 + 1) = 168 > 67 on db.t4g.micro
+  # 2 instances doubled by an instance refresh: 4 x 2 x (20 + 4 + 1) = 200 > 67 on db.t4g.micro
   expect_failures = [aws_launch_template.app]
 }
 
@@ -581,7 +581,7 @@ run "smaller_pool_with_fewer_fill_slots_is_accepted" {
   }
 
   assert {
-    condition     = local.db_connections_needed == 22 && local.bootstrap_env.CACHE_FILL_SLOTS == "8" && strcontains(local.bootstrap_env.APP_SETTINGS, "CACHE_FILL_SLOTS")
+    condition     = local.db_connections_needed == 30 && local.bootstrap_env.CACHE_FILL_SLOTS == "8" && strcontains(local.bootstrap_env.APP_SETTINGS, "CACHE_FILL_SLOTS")
     error_message = "app_settings reach the bootstrap and the pool check follows them."
   }
 }
@@ -596,8 +596,8 @@ run "larger_db_class_admits_more_connections" {
   }
 
   assert {
-    # 3 instances, doubled during an instance refresh: 6 x 2 x 21 = 252
-    condition     = local.db_connections_needed == 252 && local.db_connections_allowed == 392
+    # 3 instances, doubled during an instance refresh: 6 x 2 x (20 + 4 + 1) = 300
+    condition     = local.db_connections_needed == 300 && local.db_connections_allowed == 392
     error_message = "db.t4g.medium: max_connections 400 in the parameter group, 392 after what is kept free."
   }
 }

@@ -8,11 +8,11 @@ mock_provider "aws" {
 
 variables {
   app_image_tag      = "c-0123456789ab"
-  app_instance_count = 2 # doubled by an instance refresh: 4 x 2 workers x (20 + 1) = 168 connections
+  app_instance_count = 2 # doubled by an instance refresh: 4 x 2 workers x (20 + 4 + 1) = 200 connections
   enable_alb         = true
   cache_replicas     = 1
   db_multi_az        = true
-  db_instance_class  = "db.t4g.small" # max_connections 180: 172 after what is kept free
+  db_instance_class  = "db.t4g.medium" # max_connections 400: 392 after what is kept free
   allowed_http_cidrs = ["198.51.100.0/24"]
 }
 
@@ -154,7 +154,7 @@ run "scaled_monitoring" {
     error_message = "The dashboard shows the ALB's 5xx and latency."
   }
   assert {
-    condition     = local.db_connections_needed == 168 && local.peak_instances == 4 && tostring(local.bootstrap_env.DB_POOL_SIZE) == "20"
-    error_message = "The scaled budget counts the surge: (2 x 2) x 2 x (20 + 1) = 168, and DB_POOL_SIZE reaches the app."
+    condition     = local.db_connections_needed == 200 && local.peak_instances == 4 && tostring(local.bootstrap_env.DB_POOL_SIZE) == "20"
+    error_message = "The scaled budget counts the surge: (2 x 2) x 2 x (20 + 4 + 1) = 200, and DB_POOL_SIZE reaches the app."
   }
 }

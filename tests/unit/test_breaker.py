@@ -6,9 +6,15 @@ import threading
 
 import pytest
 
-from cachelab.engine.breaker import CLOSED, HALF_OPEN, OPEN, BreakerOpen, CircuitBreaker
+from cachelab.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerOpen, CircuitBreaker
 
 from .conftest import FakeClock
+
+
+def call(breaker, func, failures):
+    """What the store does: run one Redis call inside the breaker's guard."""
+    with breaker.guard(failures):
+        return func()
 
 
 class Down(Exception):
@@ -41,17 +47,17 @@ def breaker(clock):
 def trip(breaker):
     for _ in range(3):
         with pytest.raises(Down):
-            breaker.call(fail, (Down,))
+            call(breaker, fail, (Down,))
 
 
 def test_opens_after_consecutive_failures_and_fails_fast(breaker):
     with pytest.raises(Down):
-        breaker.call(fail, (Down,))
-    assert breaker.call(ok, (Down,)) == "ok"  # a success resets the count
+        call(breaker, fail, (Down,))
+    assert call(breaker, ok, (Down,)) == "ok"  # a success resets the count
     trip(breaker)
     assert breaker.state == OPEN
     with pytest.raises(BreakerOpen):
-        breaker.call(ok, (Down,))
+        call(breaker, ok, (Down,))
 
 
 def test_half_open_lets_exactly_one_probe_through(breaker, clock):
@@ -66,11 +72,11 @@ def test_half_open_lets_exactly_one_probe_through(breaker, clock):
         return "probe"
 
     result = {}
-    thread = threading.Thread(target=lambda: result.update(r=breaker.call(probe, (Down,))))
+    thread = threading.Thread(target=lambda: result.update(r=call(breaker, probe, (Down,))))
     thread.start()
     assert inside.wait(5)
     with pytest.raises(BreakerOpen, match="probe in flight"):
-        breaker.call(ok, (Down,))
+        call(breaker, ok, (Down,))
     release.set()
     thread.join(5)
     assert result["r"] == "probe" and breaker.state == CLOSED
@@ -85,13 +91,13 @@ def test_a_failed_probe_opens_it_for_another_full_cooldown(breaker, clock):
     trip(breaker)
     clock.advance(5.0)
     with pytest.raises(Down):
-        breaker.call(fail, (Down,))
+        call(breaker, fail, (Down,))
     assert breaker.state == OPEN
     clock.advance(4.9)
     with pytest.raises(BreakerOpen):
-        breaker.call(ok, (Down,))
+        call(breaker, ok, (Down,))
     clock.advance(0.1)
-    assert breaker.call(ok, (Down,)) == "ok" and breaker.state == CLOSED
+    assert call(breaker, ok, (Down,)) == "ok" and breaker.state == CLOSED
 
 
 def test_a_success_admitted_before_it_opened_does_not_skip_the_cooldown(breaker, clock):
@@ -104,7 +110,7 @@ def test_a_success_admitted_before_it_opened_does_not_skip_the_cooldown(breaker,
         release.wait(5)
         return "late"
 
-    thread = threading.Thread(target=lambda: breaker.call(slow_ok, (Down,)))
+    thread = threading.Thread(target=lambda: call(breaker, slow_ok, (Down,)))
     thread.start()
     assert inside.wait(5)
     trip(breaker)  # three failures while the slow call is in flight
@@ -112,7 +118,7 @@ def test_a_success_admitted_before_it_opened_does_not_skip_the_cooldown(breaker,
     thread.join(5)
     assert breaker.state == OPEN
     with pytest.raises(BreakerOpen):
-        breaker.call(ok, (Down,))
+        call(breaker, ok, (Down,))
 
 
 def test_a_straggling_failure_does_not_restart_the_cooldown(breaker, clock):
@@ -123,13 +129,22 @@ def test_a_straggling_failure_does_not_restart_the_cooldown(breaker, clock):
         release.wait(5)
         raise Down()
 
-    thread = threading.Thread(target=lambda: pytest.raises(Down, breaker.call, slow_fail, (Down,)))
+    raised: list[BaseException] = []
+
+    def straggler() -> None:
+        try:
+            call(breaker, slow_fail, (Down,))
+        except BaseException as exc:  # noqa: BLE001 - checked below, in the test's thread
+            raised.append(exc)
+
+    thread = threading.Thread(target=straggler)
     thread.start()
     assert inside.wait(5)
     trip(breaker)
     clock.advance(4.0)
     release.set()
     thread.join(5)
+    assert [type(exc) for exc in raised] == [Down]
     clock.advance(1.0)
     assert breaker.state == HALF_OPEN
 
@@ -138,5 +153,5 @@ def test_other_exceptions_are_not_a_verdict_and_free_the_probe(breaker, clock):
     trip(breaker)
     clock.advance(5.0)
     with pytest.raises(KeyError):
-        breaker.call(lambda: {}["x"], (Down,))
-    assert breaker.call(ok, (Down,)) == "ok" and breaker.state == CLOSED
+        call(breaker, lambda: {}["x"], (Down,))
+    assert call(breaker, ok, (Down,)) == "ok" and breaker.state == CLOSED

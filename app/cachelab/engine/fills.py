@@ -1,48 +1,77 @@
-"""Fill and refresh coordination: one query per key across every process.
+"""Fills: at most one query per key, across the threads of a worker and every process.
 
 Rules
 -----
-* **Cold key.** The threads of a worker share one flight (the leader, and
-  followers that wait at most ``fill_wait_seconds``). The leader takes the
-  key's lease (:mod:`cachelab.engine.leases`) and runs the query, or -- if another
-  process holds it -- waits for the value. Waiters are woken the moment the
-  value lands or the lease goes (tracking invalidations); without tracking
-  they poll with back-off. A waiter that sees the lease gone without a value
-  (its holder died or failed) takes the lease itself.
-* **Generation check.** Whoever wins a lease reads the key again before it
-  queries: if the entry it came for is already there (fresh), it is done.
-  Writes are guarded by the lease's fence, so a late holder never
-  overwrites a newer entry.
-* **Lock timeout.** A waiter still waiting after ``CACHE_LOCK_WAIT_SECONDS``
-  (the holder is alive but slower than allowed) runs the query itself and
-  stores its result, guarded by a fresh fence.
-* **Background refresh.** A stale or XFetch-due entry is refreshed by one
-  task per worker (:mod:`cachelab.engine.refresher`) under the same lease and
-  generation check; a failure keeps the stale entry (stale-if-error) and is
-  logged and counted.
-* Every query runs in a fill slot and every waiter in a miss slot
-  (:mod:`cachelab.engine.admission`), so misses cannot take the threads of hits.
+* **Single flight in a worker.** Concurrent requests of one worker for one cold
+  key share one flight: the leader fills, the followers wait for its answer
+  (at most ``fill_wait_seconds``). The bulkhead admits leaders and followers
+  apart (:mod:`cachelab.resilience.bulkhead`).
+* **A lease across processes.** The leader takes the key's lease (``SET NX PX``
+  plus a fence, :mod:`cachelab.engine.store`) and re-reads the key first: if
+  the previous holder filled it, that is the answer. While it works, a keeper
+  thread renews every lease it holds every third of ``CACHE_LOCK_LEASE_SECONDS``,
+  so the lease covers the holder's whole path however long it takes.
+* **Lost only when refused.** A renewal that Redis refuses (the lease is gone
+  or someone else's) marks the lease lost; one that fails (a timeout, a pause)
+  is retried at the next round. A holder that dies stops renewing, and its
+  lease ends within ``CACHE_LOCK_LEASE_SECONDS``.
+* **Waiters wait while the lease lives.** A leader that finds the lease held
+  elsewhere waits for the value, woken by the invalidation its write causes
+  (polling with back-off without tracking), and takes the lease over only
+  when it lapses. It never runs a second query beside a live lease; after
+  ``CACHE_LOCK_WAIT_SECONDS`` it gives up (:class:`FillTimeout`, a 503).
+* **A follower takes only what was read after it arrived.** An answer whose
+  data was read (queried, or found in Redis) before a follower's request began
+  may miss a write that request follows: that follower fills again in a
+  flight of its own (which finds the entry in Redis: no second query).
+* **Guarded writes, checked rows.** The entry carries the lease's fence and the
+  row's version; the write is refused if Redis holds something newer (a
+  tombstone, a newer entry). For versioned rows the source is asked, before the
+  write, whether the row changed since it was read -- so a fill that read an
+  old row is refused even if the tombstone that should stop it was evicted. A
+  refused fill is *superseded*: its answer is right for the request that ran
+  it (which began before the write), and no copy of it is kept.
+* **Not found** is cached too, as an ``absent`` entry for
+  ``NEGATIVE_TTL_SECONDS``.
+* **Background refreshes** (a stale or XFetch-due entry) run on the worker's
+  bounded pool (:mod:`cachelab.resilience.background`) under the same lease
+  and checks; a failure keeps the stale entry (stale-if-error); every outcome
+  is counted.
+* **Without Redis** a worker fills each key once in its own flight and keeps
+  the result as an unconfirmed copy (:meth:`Fills.fill_locally`).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import secrets
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from .. import metrics
 from ..config import Settings
-from ..postgres.database import DatabaseUnavailable
-from .admission import Admission
-from .entry import Entry
-from .leases import Busy, Lease, Leases
-from .local import LocalEntries, LocalEntry
-from .lookup import DATABASE, MISS, REDIS, Lookup, Target, Timer
-from .refresher import Refresher
-from .singleflight import SingleFlight
-from .sources import Loader
+from ..resilience.background import BackgroundJobs
+from ..resilience.bulkhead import Bulkhead
+from ..resilience.singleflight import SingleFlight
+from .model import (
+    DATABASE,
+    REDIS,
+    Entry,
+    Loaded,
+    NotFound,
+    SourceUnavailable,
+    Target,
+    Timer,
+    absent,
+    jittered_ttl,
+    new_entry,
+)
 from .store import CacheUnavailable, Read, RedisStore
-from .tracking import Tracking
+from .tier1 import Copy, Snapshot, Tier1
 
 log = logging.getLogger(__name__)
 
@@ -50,93 +79,155 @@ _POLL_SECONDS = (0.02, 0.05, 0.1, 0.2)  # waiting without tracking
 _WATCH_SECONDS = 1.0  # with tracking: re-check at least this often anyway
 
 
+class Source(Protocol):
+    """Where a miss goes (the lab's PostgreSQL queries: :mod:`cachelab.postgres.sources`)."""
+
+    def load(self, target: Target) -> Loaded:
+        """Run the target's query. Raises :class:`NotFound` or :class:`SourceUnavailable`."""
+        ...
+
+    def still_current(self, target: Target, version: int | None) -> bool:
+        """Is ``version`` (None: absent) still the row's version? A cheap check."""
+        ...
+
+
 class RedisDown(Exception):
-    """Redis failed mid-fill: the caller serves the degraded path instead."""
+    """Redis failed mid-fill: the read path serves the degraded answer instead."""
 
 
-class Filler:
+class FillTimeout(Exception):
+    """Another process holds the key's lease and did not fill it in time (503)."""
+
+
+@dataclass(frozen=True)
+class Filled:
+    """What a fill got: an entry (of any kind but a tombstone) and how."""
+
+    entry: Entry
+    tier: str  # DATABASE: this worker queried; REDIS: another process filled it
+    copy: Copy | None
+    ttl_remaining: float
+    observed_at: float  # monotonic: when its data was read (query start, or Redis read)
+    stored: bool = False
+    superseded: bool = False
+    detail: str = ""
+
+
+@dataclass
+class Lease:
+    lease_key: str
+    token: str
+    fence: int
+    lost: bool = False
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Someone else holds the lease; it lives at most ``seconds`` more."""
+
+    seconds: float
+
+
+class Fills:
     def __init__(
         self,
         settings: Settings,
         store: RedisStore,
-        leases: Leases,
-        local: LocalEntries,
-        tracking: Tracking,
-        admission: Admission,
-        loader: Loader,
-        refresher: Refresher,
-        clock: Callable[[], float],
+        tier1: Tier1,
+        source: Source,
+        bulkhead: Bulkhead,
+        jobs: BackgroundJobs,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.leases = leases
-        self.local = local
-        self.tracking = tracking
-        self.admission = admission
-        self.loader = loader
-        self.refresher = refresher
+        self.tier1 = tier1
+        self.source = source
+        self.bulkhead = bulkhead
+        self.jobs = jobs
         self.clock = clock
-        self.flights: SingleFlight[Lookup] = SingleFlight()
+        self.rng = rng or random.Random()
+        self.wall = wall
+        self.flights: SingleFlight[Filled] = SingleFlight()
+        self.local_flights: SingleFlight[Filled] = SingleFlight()
+        self.lease_ms = max(1, int(settings.cache_lock_lease_seconds * 1000))
+        self.tracking_active: Callable[[], bool] = tier1.covered
+        self._held: dict[str, Lease] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._keeper: threading.Thread | None = None
+        tier1.on_change(jobs.forget)
 
-    # -- cold keys --------------------------------------------------------------------
-    def fill(self, target: Target, strategy: str, timer: Timer) -> Lookup:
+    # -- cold keys: one query across every process -------------------------------------
+    def fill(self, target: Target, timer: Timer) -> Filled:
         """The entry for a cold key, filled once. Raises :class:`RedisDown`,
-        ``Overloaded``, ``FlightTimeout`` or ``DatabaseUnavailable``."""
-        started = time.perf_counter()
-        with self.admission.miss():
-            lookup, shared = self.flights.do(
-                target.key,
-                lambda: self._lead(target, strategy, timer),
-                timeout=self.settings.fill_wait_seconds,
-            )
-            if shared and lookup.superseded:
-                # That query read the row before a write this request may have
-                # followed (read-your-writes): look again, in a flight of its own.
-                lookup, shared = self.flights.do(
-                    target.key,
-                    lambda: self._lead(target, strategy, timer),
-                    timeout=self.settings.fill_wait_seconds,
-                )
-        if not shared:
-            return lookup
-        timer.add("lock", started)
-        return Lookup(
-            target=target,
-            strategy=strategy,
-            result=lookup.result,
-            tier=lookup.tier,
-            value=lookup.value,
-            entry=lookup.entry,
-            local=lookup.local,
-            detail="collapsed" if lookup.result == MISS else lookup.detail,
-            ttl_remaining=lookup.ttl_remaining,
-            timings_ms=dict(timer.timings),
-        )
+        ``Overloaded``, ``FlightTimeout``, :class:`FillTimeout` or
+        :class:`SourceUnavailable`."""
+        lead = lambda: self._lead(target, timer)  # noqa: E731
+        filled, shared = self._flight(self.flights, target, lead, timer)
+        if shared and filled.observed_at < timer.started:
+            # The flight read the data before this request began: a write this
+            # request follows (read-your-writes) may be missing from it. Look
+            # again, in a flight that starts after this request did.
+            filled, shared = self._flight(self.flights, target, lead, timer)
+        return filled
 
-    def _lead(self, target: Target, strategy: str, timer: Timer) -> Lookup:
+    def _flight(
+        self,
+        flights: SingleFlight[Filled],
+        target: Target,
+        lead: Callable[[], Filled],
+        timer: Timer,
+    ) -> tuple[Filled, bool]:
+        """Lead the key's flight in this worker, or follow it (each kind of thread
+        admitted by the bulkhead apart)."""
+        flight = flights.join(target.key)
+        if flight.leader:
+            try:
+                with self.bulkhead.miss():
+                    filled = lead()
+            except BaseException as exc:
+                flight.fail(exc)
+                raise
+            flight.resolve(filled)
+            return filled, False
+        started = time.perf_counter()
+        with self.bulkhead.follower():
+            filled = flight.wait(self.settings.fill_wait_seconds)
+        timer.add("lock", started)
+        return replace(filled, stored=False, detail="collapsed"), True
+
+    def _lead(self, target: Target, timer: Timer) -> Filled:
         deadline = self.clock() + self.settings.cache_lock_wait_seconds
-        watched = (target.key, target.lock_key)
-        event = self.tracking.watch(watched)
+        watched = (target.key, target.lease_key)
+        event = self.tier1.watch(watched)
         polls = 0
         try:
             while True:
                 started = time.perf_counter()
-                outcome = self._redis(lambda: self.leases.try_acquire(target.lock_key))
+                outcome = self._redis(lambda: self._try_acquire(target))
                 timer.add("lock", started)
                 if isinstance(outcome, Lease):
-                    return self._fill_holding(target, strategy, outcome, timer)
+                    return self._fill_holding(target, outcome, timer)
                 started = time.perf_counter()
-                snapshot = self.local.snapshot(target.key)
+                snapshot = self.tier1.snapshot(target.key)
+                observed = self.clock()
                 read = self._redis(lambda: self.store.read(target.key))
                 timer.add("lock", started)
-                if read.entry is not None:
+                if read.entry is not None and not read.entry.tombstone:
                     metrics.LOCK_WAITS["filled"].inc()
-                    return self._served(target, strategy, read, snapshot, timer, "collapsed")
+                    return self._from_redis(target, read, snapshot, observed, timer)
                 now = self.clock()
                 if now >= deadline:
                     metrics.LOCK_WAITS["timeout"].inc()
-                    return self._fill_without_lease(target, strategy, timer)
-                if self.tracking.active:
+                    raise FillTimeout(
+                        f"another process held the lease of {target.key} for "
+                        f"{self.settings.cache_lock_wait_seconds:g}s without filling it"
+                    )
+                if self.tracking_active():
                     wait = min(outcome.seconds, _WATCH_SECONDS, deadline - now)
                 else:
                     wait = min(_POLL_SECONDS[min(polls, len(_POLL_SECONDS) - 1)], deadline - now)
@@ -146,53 +237,70 @@ class Filler:
                 event.clear()
                 timer.add("lock", started)
         finally:
-            self.tracking.unwatch(watched, event)
+            self.tier1.unwatch(watched, event)
 
-    def _fill_holding(self, target: Target, strategy: str, lease: Lease, timer: Timer) -> Lookup:
+    def _fill_holding(self, target: Target, lease: Lease, timer: Timer) -> Filled:
         try:
-            snapshot = self.local.snapshot(target.key)
+            snapshot = self.tier1.snapshot(target.key)
+            observed = self.clock()
             read = self._redis(lambda: self.store.read(target.key))
-            if read.entry is not None and read.soft_remaining > 0:
+            if read.entry is not None and not read.entry.tombstone and read.soft_remaining > 0:
                 metrics.LOCK_WAITS["filled"].inc()  # the previous holder filled it
-                return self._served(target, strategy, read, snapshot, timer, "collapsed")
-            return self._query_and_store(target, strategy, lease.fence, timer, "")
+                return self._from_redis(target, read, snapshot, observed, timer)
+            with self.bulkhead.query():
+                observed = self.clock()
+                entry = self._query(target, lease.fence, timer)
+            return self._store(target, entry, observed, timer)
         finally:
-            self.leases.release(lease)
+            self._release(lease)
 
-    def _fill_without_lease(self, target: Target, strategy: str, timer: Timer) -> Lookup:
-        fence = self._redis(self.store.next_fence)
-        return self._query_and_store(target, strategy, fence, timer, "lock-timeout")
+    def fill_each(self, target: Target, timer: Timer) -> Filled:
+        """Cache-aside's miss: every concurrent miss queries (no single flight).
+        The entry has no grace: it is gone at its TTL."""
+        with self.bulkhead.miss(), self.bulkhead.query():
+            observed = self.clock()
+            entry = self._query(target, 0, timer, grace=False)
+        if target.guarded:
+            try:
+                entry = replace(entry, fence=self.store.next_fence(target.fence_key))
+            except CacheUnavailable:
+                pass
+        return self._store(target, entry, observed, timer)
 
-    def _query_and_store(
-        self, target: Target, strategy: str, fence: int, timer: Timer, detail: str
-    ) -> Lookup:
-        with self.admission.fill():
-            loaded = self.loader.load(target, timer)
-        entry = self.loader.entry(loaded, fence)
-        local, stored, superseded = self.store_and_keep(target, entry, timer)
-        return Lookup(
-            target=target,
-            strategy=strategy,
-            result=MISS,
-            tier=DATABASE,
-            value=entry.value,
-            entry=entry,
-            local=local,
-            detail=detail,
-            ttl_remaining=entry.ttl,
-            stored=stored,
-            superseded=superseded,
-            timings_ms=dict(timer.timings),
+    def load_uncached(self, target: Target, timer: Timer) -> Entry:
+        """The bypass: query in a query slot, store nothing."""
+        with self.bulkhead.query():
+            return self._query(target, 0, timer, grace=False)
+
+    def _query(self, target: Target, fence: int, timer: Timer, grace: bool = True) -> Entry:
+        """Run the query and make the entry (``absent`` for a row that does not exist)."""
+        started = time.perf_counter()
+        try:
+            loaded = self.source.load(target)
+        except NotFound:
+            seconds = time.perf_counter() - started
+            return absent(fence, self.settings.negative_ttl_seconds, seconds, self.wall())
+        finally:
+            timer.add("db", started)
+        ttl = jittered_ttl(
+            self.settings.cache_ttl_seconds, self.settings.cache_jitter_ratio, self.rng
+        )
+        return new_entry(
+            loaded,
+            fence,
+            ttl,
+            float(self.settings.cache_grace_seconds) if grace else 0.0,
+            self.wall(),
         )
 
-    def store_and_keep(
-        self, target: Target, entry: Entry, timer: Timer
-    ) -> tuple[LocalEntry | None, bool, bool]:
-        """Write ``entry`` (guarded unless the target is not) and keep this
-        worker's copy of it -- servable only if Redis now holds it. Returns
-        ``(copy, stored, superseded)``: a write refused because Redis holds
-        something newer (superseded) keeps no copy at all."""
-        snapshot = self.local.snapshot(target.key)
+    def _store(self, target: Target, entry: Entry, observed: float, timer: Timer) -> Filled:
+        """Write ``entry`` (guarded unless the target is not) and keep this worker's
+        copy of it -- servable only if Redis now holds it. A write refused
+        because Redis or the source has something newer keeps no copy."""
+        if target.guarded and not self._still_current(target, entry):
+            metrics.FILLS_SUPERSEDED["row-changed"].inc()
+            return Filled(entry, DATABASE, None, entry.ttl, observed, superseded=True)
+        snapshot = self.tier1.snapshot(target.key)
         started = time.perf_counter()
         try:
             stored = self.store.write(target.key, entry, entry.px, guarded=target.guarded)
@@ -202,50 +310,79 @@ class Filler:
         finally:
             timer.add("cache", started)
         if reachable and not stored:
-            return None, False, True
-        local = self.local.put(
-            target.key, entry, entry.ttl, entry.ttl + entry.grace, snapshot, servable=stored
+            metrics.FILLS_SUPERSEDED["newer-in-redis"].inc()
+            return Filled(entry, DATABASE, None, entry.ttl, observed, superseded=True)
+        copy = self.tier1.put(
+            target.key, entry, entry.ttl, entry.ttl + entry.grace, snapshot, confirmed=stored
         )
-        return local, stored, False
+        return Filled(entry, DATABASE, copy, entry.ttl, observed, stored=stored)
 
-    def _served(
-        self, target: Target, strategy: str, read: Read, snapshot, timer: Timer, detail: str
-    ) -> Lookup:
+    def _still_current(self, target: Target, entry: Entry) -> bool:
+        try:
+            return self.source.still_current(target, None if entry.absent else entry.version)
+        except SourceUnavailable:
+            return True  # the guarded write and the tombstone still stand
+
+    def _from_redis(
+        self, target: Target, read: Read, snapshot: Snapshot, observed: float, timer: Timer
+    ) -> Filled:
         assert read.entry is not None
         soft = read.soft_remaining
-        local = self.local.put(target.key, read.entry, soft, read.pttl_ms / 1000, snapshot)
-        return Lookup(
-            target=target,
-            strategy=strategy,
-            result=MISS,
-            tier=REDIS,
-            value=read.entry.value,
-            entry=read.entry,
-            local=local,
-            detail=detail,
-            ttl_remaining=soft,
-            timings_ms=dict(timer.timings),
+        copy = self.tier1.put(target.key, read.entry, soft, read.pttl_ms / 1000, snapshot)
+        return Filled(read.entry, REDIS, copy, soft, observed, detail="collapsed")
+
+    # -- without Redis: one query per key in this worker ----------------------------------
+    def fill_locally(self, target: Target, timer: Timer) -> Filled:
+        lead = lambda: self._load_locally(target, timer)  # noqa: E731
+        filled, _ = self._flight(self.local_flights, target, lead, timer)
+        return filled
+
+    def _load_locally(self, target: Target, timer: Timer) -> Filled:
+        with self.bulkhead.query():
+            observed = self.clock()
+            entry = self._query(target, 0, timer)  # fence 0: whatever Redis gets is newer
+        return self._keep_unconfirmed(target, entry, observed)
+
+    def _keep_unconfirmed(self, target: Target, entry: Entry, observed: float) -> Filled:
+        snapshot = self.tier1.snapshot(target.key)
+        copy = self.tier1.put(
+            target.key, entry, entry.ttl, entry.ttl + entry.grace, snapshot, confirmed=False
         )
+        return Filled(entry, DATABASE, copy, entry.ttl, observed)
 
-    @staticmethod
-    def _redis(call):
+    def refresh_locally_in_background(self, target: Target) -> None:
+        """Redis is unavailable and this worker's copy is stale: refresh it once."""
+        key = f"local:{target.key}"
+        if self.jobs.claim(key):
+            self.jobs.submit(key, lambda: self._refresh_locally(target))
+
+    def _refresh_locally(self, target: Target) -> None:
+        outcome = "error"
         try:
-            return call()
-        except CacheUnavailable as exc:
-            raise RedisDown(str(exc)) from exc
+            observed = self.clock()
+            self._keep_unconfirmed(target, self._query(target, 0, Timer()), observed)
+            outcome = "ok"
+        except SourceUnavailable as exc:
+            log.warning("local refresh failed", extra={"key": target.key, "reason": str(exc)})
+        except Exception:  # never lost silently: logged with its traceback, counted
+            log.exception("local refresh crashed", extra={"key": target.key})
+        finally:
+            metrics.REFRESHES[("stale", outcome)].inc()
 
-    # -- background refresh -----------------------------------------------------------
+    # -- background refreshes ------------------------------------------------------------
     def refresh_in_background(self, target: Target, seen: Entry, trigger: str) -> None:
-        if self.refresher.claim(target.key):
-            self.refresher.submit(target.key, lambda: self.refresh(target, seen, trigger))
+        if self.jobs.claim(target.key):
+            self.jobs.submit(target.key, lambda: self._refresh(target, seen, trigger))
+        elif self.jobs.refused:
+            metrics.REFRESHES_REFUSED.set(self.jobs.refused)
 
-    def refresh(self, target: Target, seen: Entry, trigger: str) -> None:
+    def _refresh(self, target: Target, seen: Entry, trigger: str) -> None:
         """One refresh across every process; on failure the stale entry stays."""
         outcome = "error"
         try:
-            acquired = self.leases.try_acquire(target.lock_key)
+            acquired = self._try_acquire(target)
             if isinstance(acquired, Busy):
-                self.refresher.busy_elsewhere(target.key, acquired.seconds)
+                self.jobs.defer(target.key, acquired.seconds)
                 outcome = "skipped"
                 return
             try:
@@ -257,13 +394,13 @@ class Filler:
                 ):
                     outcome = "already-fresh"  # another process refreshed it meanwhile
                     return
-                loaded = self.loader.load(target, Timer())
-                entry = self.loader.entry(loaded, acquired.fence)
-                self.store.write(target.key, entry, entry.px, guarded=target.guarded)
-                outcome = "ok"
+                observed = self.clock()
+                entry = self._query(target, acquired.fence, Timer())
+                filled = self._store(target, entry, observed, Timer())
+                outcome = "superseded" if filled.superseded else "ok" if filled.stored else "error"
             finally:
-                self.leases.release(acquired)
-        except (DatabaseUnavailable, CacheUnavailable) as exc:
+                self._release(acquired)
+        except (SourceUnavailable, CacheUnavailable) as exc:
             log.warning(
                 "background refresh failed", extra={"key": target.key, "reason": str(exc)[:200]}
             )
@@ -271,3 +408,65 @@ class Filler:
             log.exception("background refresh crashed", extra={"key": target.key})
         finally:
             metrics.REFRESHES[(trigger, outcome)].inc()
+
+    # -- leases ----------------------------------------------------------------------------
+    def _try_acquire(self, target: Target) -> Lease | Busy:
+        """Take the lease now or say how long the current one still lives.
+        Raises :class:`CacheUnavailable` when Redis cannot tell."""
+        token = secrets.token_hex(16)
+        result = self.store.acquire(target.lease_key, target.fence_key, token, self.lease_ms)
+        if result < 0:
+            return Busy(-result / 1000)
+        lease = Lease(target.lease_key, token, result)
+        with self._lock:
+            self._held[token] = lease
+            if self._keeper is None and not self._stopped:
+                self._keeper = threading.Thread(target=self._keep, name="lease-keeper", daemon=True)
+                self._keeper.start()
+        return lease
+
+    def _release(self, lease: Lease) -> None:
+        with self._lock:
+            self._held.pop(lease.token, None)
+        if not lease.lost:
+            self.store.release(lease.lease_key, lease.token)
+
+    def held(self) -> list[Lease]:
+        with self._lock:
+            return list(self._held.values())
+
+    def renew_all(self) -> None:
+        """One round of renewals (the keeper's body; tests call it directly)."""
+        for lease in self.held():
+            try:
+                renewed = self.store.extend(lease.lease_key, lease.token, self.lease_ms)
+            except CacheUnavailable:
+                continue  # Redis could not tell: try again at the next round
+            if not renewed:
+                lease.lost = True
+                with self._lock:
+                    self._held.pop(lease.token, None)
+                log.warning("fill lease lost", extra={"lock": lease.lease_key})
+
+    def _keep(self) -> None:
+        interval = self.lease_ms / 3000
+        while not self._stopped:
+            self._wake.wait(interval)
+            if self._stopped:
+                return
+            self.renew_all()
+
+    def close(self, release: bool = True) -> None:
+        """Stop renewing; release what is held unless the worker is being killed."""
+        self._stopped = True
+        self._wake.set()
+        if release:
+            for lease in self.held():
+                self._release(lease)
+
+    @staticmethod
+    def _redis(call):
+        try:
+            return call()
+        except CacheUnavailable as exc:
+            raise RedisDown(str(exc)) from exc

@@ -1,25 +1,29 @@
-"""Redis key layout: ``<namespace>:v2:<source>:...`` (+ ``:lock``).
+"""Redis key layout: ``<namespace>:v3:{<source>:...}`` plus ``:lease`` and ``:fence``.
 
-Namespaced, so several labs can share one Redis; versioned (``v2`` is the
-entry format of :mod:`cachelab.engine.entry`), so a change of format never reads old
-entries; hashed or made of validated integers, so nothing from a request
-reaches a key as text. The tracking listener subscribes to the prefix
-``<namespace>:v2:``; ``cachelab cache purge`` deletes ``<namespace>:v2:*``.
-The fence counter lives outside that prefix (``<namespace>:fence:v2``).
+* **Namespaced**, so several labs share one Redis, and one prefix covers
+  everything the lab writes: the tracking subscription (``BCAST PREFIX
+  <namespace>:v3:``), ``cachelab cache purge`` (``<namespace>:v3:*``) and a
+  cache ACL (``~<namespace>:*``) all match it.
+* **Versioned** (``v3`` is the entry format of :mod:`cachelab.engine.model`), so a
+  change of format never reads old entries.
+* **One hash slot per entry.** The part in braces is the hash tag: the entry (or
+  its tombstone, or its "not found"), its lease and its fence live in one slot,
+  so every Lua script touches one slot and runs on a Redis Cluster; nothing
+  ever spans two entries.
+* **Nothing from a request reaches a key as text**: keys are made of validated
+  integers, a mode from a fixed list, or a hash.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from ..postgres.database import SLOW_QUERY
-from .entry import FORMAT
-from .lookup import Target
+from .model import FORMAT, Target
 
-LOCK_SUFFIX = ":lock"
 # The invalidation modes whose write is visible to every later read once the
 # PUT has returned (cachelab.engine.writes).
 READ_YOUR_WRITES_MODES = frozenset({"delete", "write-through"})
+SUFFIXES = (":lease", ":fence")
 
 
 def prefix(namespace: str) -> str:
@@ -32,8 +36,8 @@ def namespace_pattern(namespace: str) -> str:
 
 def version_target(namespace: str, item: int) -> Target:
     """The seed page's entry: ``slow_version()``, one key per ``item``."""
-    digest = hashlib.sha256(f"{SLOW_QUERY}|item={item}".encode()).hexdigest()[:24]
-    return Target("version", item, f"{prefix(namespace)}version:{digest}")
+    digest = hashlib.sha256(f"slow_version()|item={item}".encode()).hexdigest()[:24]
+    return Target("version", item, f"{prefix(namespace)}{{version:{digest}}}")
 
 
 def item_target(namespace: str, item_id: int, mode: str, guarded: bool = True) -> Target:
@@ -43,11 +47,15 @@ def item_target(namespace: str, item_id: int, mode: str, guarded: bool = True) -
     return Target(
         "item",
         item_id,
-        f"{prefix(namespace)}item:{space}:{item_id}",
+        f"{prefix(namespace)}{{item:{space}:{item_id}}}",
         guarded,
         read_your_writes=mode in READ_YOUR_WRITES_MODES,
     )
 
 
-def lock_key(key: str) -> str:
-    return f"{key}{LOCK_SUFFIX}"
+def entry_key(key: str) -> str | None:
+    """The entry a key belongs to (its lease or fence), or None outside the layout."""
+    for suffix in SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return key if key.endswith("}") else None

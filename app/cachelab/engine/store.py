@@ -1,25 +1,34 @@
-"""The Redis side of the cache: entries, guarded writes, leases, the breaker.
+"""Redis, as the engine uses it: entries, guarded writes, leases and fences.
 
-Every call a request makes goes through the per-process circuit breaker with
-timeouts in the tens of milliseconds and no retries (redis-py 8 defaults to
-5 s timeouts and 10 retries, which would add seconds to every request during
-an outage). Every failure surfaces as :class:`CacheUnavailable`, which
-callers turn into a documented degradation, never an HTTP 500:
+Every call goes through a circuit breaker with timeouts in the tens of
+milliseconds and no retries (redis-py 8 defaults to 5 s timeouts and 10
+retries, which would add seconds to every request during an outage). Every
+failure surfaces as :class:`CacheUnavailable`, which the read path turns into
+a documented degradation, never an HTTP 500:
 
 * connection errors and timeouts count against the breaker;
-* ``READONLY`` (what a client gets after a failover demoted the node it talks
-  to) drops every pooled connection, so the next ones resolve the primary
-  endpoint again, and tells the tracking listener to reconnect;
-* other error replies (OOM, NOPERM, WRONGTYPE, ...) degrade that one call.
+* ``READONLY`` (the node was demoted by a failover) drops the one connection
+  that got it, when it returns to the pool -- never a connection another
+  thread is using -- so the next connection resolves the primary endpoint
+  again; the tracking listener finds the demotion with its own heartbeat;
+* other error replies (OOM, NOPERM, WRONGTYPE, ...) and anything unexpected
+  from the client degrade that one call.
 
-The Lua scripts make each compound step atomic: a guarded write compares
-``(version, fence)`` with the stored entry (see :mod:`cachelab.engine.entry`), and a
-lease is ``SET NX PX`` plus a fencing token from one counter.
+Every key of one entry shares a hash tag (:mod:`cachelab.engine.keys`), so each
+Lua script touches one slot and runs unchanged on a Redis Cluster:
+
+* a guarded write compares ``(version, fence)`` with the stored entry
+  (:mod:`cachelab.engine.model`);
+* a lease is ``SET lease token NX PX`` plus a fence from the key's own fence
+  key: ``max(last + 1, server time in microseconds)``. Seeding from the
+  server's clock keeps fences growing when the fence key expired, was evicted,
+  or Redis lost its data; the fence key lives ``fence_ttl_ms`` after its last
+  use, so fences never pile up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,26 +38,27 @@ from redis.retry import Retry
 
 from .. import metrics
 from ..config import Settings
-from .breaker import STATE_LEVEL, BreakerOpen, CircuitBreaker
-from .entry import Entry, decode
+from ..resilience.breaker import STATE_LEVEL, BreakerOpen, CircuitBreaker
+from .model import NO_VERSION, Entry, decode
 
 T = TypeVar("T")
 _FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+_PATIENT_CONNECTIONS = 16
 
-# KEYS[1] entry; ARGV: payload, px, version (-1: none), fence, is_tombstone (0/1).
+# KEYS[1] entry; ARGV: payload, px, version (-1: none), fence, kind.
 # Returns 1 if written, 0 if the stored entry is as new or newer.
 _GUARDED_WRITE = """
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local ok, old = pcall(cjson.decode, cur)
-  if ok and type(old) == 'table' and old.f == 2 then
+  if ok and type(old) == 'table' and old.f == 3 then
     local ov = tonumber(old.version) or -1
     local of = tonumber(old.fence) or 0
     local nv = tonumber(ARGV[3])
     local nf = tonumber(ARGV[4])
-    if old.tombstone == true then
+    if old.kind == 'tombstone' then
       if nv < ov then return 0 end
-    elseif ARGV[5] == '1' then
+    elseif ARGV[5] == 'tombstone' then
       if ov >= nv then return 0 end
     elseif nv < ov or (nv == ov and nf <= of) then
       return 0
@@ -58,40 +68,58 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-# The fence counter is seeded from the server's clock (microseconds) when it
-# is missing, so fences keep growing after Redis lost its data in a restart.
+# KEYS[n] the fence key; ARGV[n] its TTL in ms. max(last + 1, now in us).
 _FENCE = """
-local function fence(key)
-  if redis.call('EXISTS', key) == 0 then
-    local t = redis.call('TIME')
-    redis.call('SET', key, string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2])))
-  end
-  return redis.call('INCR', key)
+local function fence(key, px)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local last = tonumber(redis.call('GET', key) or '0') or 0
+  local f = math.max(last + 1, now)
+  redis.call('SET', key, string.format('%.0f', f), 'PX', px)
+  return f
 end
 """
-# KEYS[1] fence counter.
-_NEXT_FENCE = _FENCE + "return fence(KEYS[1])"
-# KEYS[1] lock, KEYS[2] fence counter; ARGV: token, px.
-# Returns the fence (> 0) if acquired, else -(milliseconds the lock still lives).
+# KEYS[1] fence; ARGV[1] fence TTL.
+_NEXT_FENCE = _FENCE + "return fence(KEYS[1], ARGV[1])"
+# A lease is "<token> <expiry, server ms>" with NO Redis TTL: under volatile-lru
+# (the lab's and ElastiCache's default policy) only keys with a TTL are evicted,
+# so memory pressure can never hand one fill's lease to a second holder. Its
+# life is the expiry inside it, renewed by its holder; a lapsed lease is free.
+# A dead holder leaves a few bytes behind until the entry is filled again.
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+# KEYS[1] lease, KEYS[2] fence; ARGV: token, lease ms, fence px.
+# Returns the fence (> 0) if acquired, else -(milliseconds the lease still lives).
 _ACQUIRE = (
     _FENCE
+    + _NOW_MS
     + """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return fence(KEYS[2])
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local expiry = tonumber(string.match(cur, ' (%d+)$')) or 0
+  if expiry > now then return -(expiry - now) end
 end
-local left = redis.call('PTTL', KEYS[1])
-if left < 1 then left = 1 end
-return -left
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. string.format('%.0f', now + tonumber(ARGV[2])))
+return fence(KEYS[2], ARGV[3])
 """
 )
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
+# Returns 1 renewed, 0 refused (the lease lapsed, is gone or someone else's).
+_EXTEND = (
+    _NOW_MS
+    + """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local token, expiry = string.match(cur, '^(%S+) (%d+)$')
+if token ~= ARGV[1] or tonumber(expiry) <= now then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. string.format('%.0f', now + tonumber(ARGV[2])))
+return 1
 """
+)
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local cur = redis.call('GET', KEYS[1])
+if cur and string.match(cur, '^(%S+) ') == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -104,16 +132,31 @@ class CacheUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Read:
-    """One key as Redis has it: a live entry, a tombstone, or nothing."""
+    """One key as Redis has it: an entry of any kind, or nothing (``entry`` None)."""
 
     entry: Entry | None
-    tombstone: Entry | None
     pttl_ms: int
 
     @property
     def soft_remaining(self) -> float:
         assert self.entry is not None
         return self.entry.soft_remaining(self.pttl_ms)
+
+
+NOTHING = Read(None, -2)
+
+
+class _DemotionAware:
+    """A connection that asks to be dropped after a ``READONLY`` reply: the pool
+    disconnects it when it is released, in the thread that used it, so no other
+    thread's connection is ever closed under it."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.exceptions.ReadOnlyError:
+            self.mark_for_reconnect()  # type: ignore[attr-defined]
+            raise
 
 
 def make_client(
@@ -132,6 +175,8 @@ def make_client(
         retry=Retry(NoBackoff(), 0),
         client_name="cachelab",
     )
+    base = pool.connection_class
+    pool.connection_class = type(f"DemotionAware{base.__name__}", (_DemotionAware, base), {})
     return redis.Redis(connection_pool=pool)
 
 
@@ -142,12 +187,24 @@ class RedisStore:
         self,
         settings: Settings,
         client: redis.Redis | None = None,
-        on_failover: Callable[[], None] | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client or make_client(settings)
-        self.fence_key = f"{settings.cache_namespace}:fence:v2"
-        self.on_failover = on_failover
+        # A second, small pool with a longer timeout and no breaker: the last try of
+        # a read that has no other answer than the database (see read_patiently).
+        pool = self.client.connection_pool
+        self.patient = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool(
+                connection_class=pool.connection_class,
+                max_connections=_PATIENT_CONNECTIONS,
+                timeout=settings.redis_retry_timeout_ms / 1000,
+                **{
+                    **pool.connection_kwargs,
+                    "socket_timeout": settings.redis_retry_timeout_ms / 1000,
+                },
+            )
+        )
+        self.fence_ttl_ms = settings.fence_ttl_ms
         self.breaker = breaker or CircuitBreaker(
             settings.breaker_failure_threshold,
             settings.breaker_cooldown_seconds,
@@ -162,7 +219,8 @@ class RedisStore:
 
     def _call(self, func: Callable[[], T]) -> T:
         try:
-            return self.breaker.call(func, _FAILURES)
+            with self.breaker.guard(_FAILURES):
+                return func()
         except BreakerOpen as exc:
             metrics.REDIS_ERRORS["breaker_open"].inc()
             raise CacheUnavailable(str(exc)) from exc
@@ -173,16 +231,14 @@ class RedisStore:
             metrics.REDIS_ERRORS["connection"].inc()
             raise CacheUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
         except redis.exceptions.ReadOnlyError as exc:
-            # A failover demoted the node this pool talks to: drop every pooled
-            # connection so the next ones resolve the primary endpoint again.
             metrics.REDIS_ERRORS["readonly"].inc()
-            self.client.connection_pool.disconnect()
-            if self.on_failover is not None:
-                self.on_failover()
             raise CacheUnavailable("redis is read-only (failover): reconnecting") from exc
         except redis.exceptions.RedisError as exc:  # OOM, NOPERM, WRONGTYPE, ...
             metrics.REDIS_ERRORS["response"].inc()
             raise CacheUnavailable(f"redis error: {str(exc)[:120]}") from exc
+        except Exception as exc:  # a client defect must degrade one call, not become a 500
+            metrics.REDIS_ERRORS["unexpected"].inc()
+            raise CacheUnavailable(f"redis client error: {type(exc).__name__}") from exc
 
     # -- entries --------------------------------------------------------------
     def read(self, key: str) -> Read:
@@ -197,10 +253,26 @@ class RedisStore:
         raw, pttl = self._call(get)
         entry = decode(raw)
         if entry is None or pttl is None or pttl < 0:
-            return Read(None, None, -2)
-        if entry.tombstone:
-            return Read(None, entry, pttl)
-        return Read(entry, None, pttl)
+            return NOTHING
+        return Read(entry, pttl)
+
+    def read_patiently(self, key: str) -> Read:
+        """:meth:`read` once more, past an open breaker, with ``REDIS_RETRY_TIMEOUT_MS``:
+        for a request whose only other answer is the slow query (no copy in this
+        worker). A Redis that is merely slow (a saturated machine) still answers
+        it; a dead one costs it at most that timeout before the query."""
+        try:
+            pipe = self.patient.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.pttl(key)
+            raw, pttl = pipe.execute()
+        except Exception as exc:  # any failure: the caller goes to the database
+            metrics.REDIS_ERRORS["patient"].inc()
+            raise CacheUnavailable(f"redis unavailable on retry: {type(exc).__name__}") from exc
+        entry = decode(raw)
+        if entry is None or pttl is None or pttl < 0:
+            return NOTHING
+        return Read(entry, pttl)
 
     def write(self, key: str, entry: Entry, px: int, guarded: bool = True) -> bool:
         """Store ``entry`` for ``px`` ms; guarded: only if newer than what is stored."""
@@ -209,20 +281,9 @@ class RedisStore:
         if not guarded:
             self._call(lambda: self.client.set(key, payload, px=px))
             return True
-        version = -1 if entry.version is None else entry.version
-        return bool(
-            self._call(
-                lambda: self._guarded_write(
-                    keys=[key], args=[payload, px, version, entry.fence, int(entry.tombstone)]
-                )
-            )
-        )
-
-    def delete(self, *keys: str) -> int:
-        return int(self._call(lambda: self.client.unlink(*keys)))
-
-    def next_fence(self) -> int:
-        return int(self._call(lambda: self._next_fence(keys=[self.fence_key])))
+        version = NO_VERSION if entry.version is None else entry.version
+        args: list[bytes | str | int] = [payload, px, version, entry.fence, entry.kind]
+        return bool(self._call(lambda: self._guarded_write(keys=[key], args=args)))
 
     def restore(self, key: str, entry: Entry, px: int) -> bool:
         """Write a worker's copy back only where Redis has nothing (after it lost
@@ -230,25 +291,52 @@ class RedisStore:
         payload = entry.encode()
         return bool(self._call(lambda: self.client.set(key, payload, px=max(1, px), nx=True)))
 
-    # -- leases (the fill lock) -------------------------------------------------
-    def acquire(self, lock_key: str, token: str, px: int) -> int:
-        """The fence (> 0) if the lock is now ours, else -(ms it still lives)."""
-        return int(
-            self._call(lambda: self._acquire(keys=[lock_key, self.fence_key], args=[token, px]))
-        )
+    def delete(self, *keys: str) -> int:
+        return int(self._call(lambda: self.client.unlink(*keys)))
 
-    def extend(self, lock_key: str, token: str, px: int) -> bool:
-        return bool(self._call(lambda: self._extend(keys=[lock_key], args=[token, px])))
+    def next_fence(self, fence_key: str) -> int:
+        return int(self._call(lambda: self._next_fence(keys=[fence_key], args=[self.fence_ttl_ms])))
 
-    def release(self, lock_key: str, token: str) -> None:
-        """Release if still ours; an expired lock or an outage is not an error
+    # -- leases -----------------------------------------------------------------
+    def acquire(self, lease_key: str, fence_key: str, token: str, px: int) -> int:
+        """The fence (> 0) if the lease is now ours, else -(ms it still lives)."""
+        args: list[str | int] = [token, px, self.fence_ttl_ms]
+        return int(self._call(lambda: self._acquire(keys=[lease_key, fence_key], args=args)))
+
+    def extend(self, lease_key: str, token: str, px: int) -> bool:
+        """True if renewed; False if refused (gone, or someone else's).
+        Raises :class:`CacheUnavailable` when Redis cannot tell."""
+        return bool(self._call(lambda: self._extend(keys=[lease_key], args=[token, px])))
+
+    def release(self, lease_key: str, token: str) -> None:
+        """Release if still ours; an expired lease or an outage is not an error
         (the lease ends by itself)."""
         try:
-            self._call(lambda: self._release(keys=[lock_key], args=[token]))
+            self._call(lambda: self._release(keys=[lease_key], args=[token]))
         except CacheUnavailable:
             pass
 
-    # -- probes ---------------------------------------------------------------------
+    # -- operators: purge, key table, probes -----------------------------------------
+    def scan(self, pattern: str, count: int = 500) -> Iterator[bytes]:
+        """Every key matching ``pattern`` (bypasses the breaker: operators' tools)."""
+        yield from self.client.scan_iter(match=pattern, count=count)
+
+    def purge(self, pattern: str) -> int:
+        """UNLINK every key matching ``pattern``; returns how many were deleted."""
+        deleted = 0
+        batch: list[bytes] = []
+        for key in self.scan(pattern):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += int(self.client.unlink(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(self.client.unlink(*batch))
+        return deleted
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.client.info())
+
     def ping(self) -> None:
         """Readiness probe; bypasses the breaker so it can see Redis come back."""
         try:

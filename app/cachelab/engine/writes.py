@@ -13,58 +13,76 @@ Every mode commits the write to PostgreSQL first (the ``items`` trigger bumps
     commit stores it after the delete, and the old version stays for a whole
     TTL. *Fix:* instead of deleting, write a short **tombstone** carrying the
     committed version; a fill is accepted over it only if it read that
-    version or a newer one (``guard=off`` shows the plain delete).
+    version or a newer one, and a fill re-checks the row's version before it
+    writes (so an evicted tombstone changes nothing). ``guard=off`` shows the
+    plain delete.
 ``write-through``
     Write the committed row into the cache. *Race:* two writers commit v1
     then v2 but write the cache in the opposite order, leaving v1. *Fix:* a
     **version check on write** (a guarded write stores only a newer version).
 ``notify``
     Nothing in the request: a trigger's ``NOTIFY`` reaches every app worker
-    (:mod:`cachelab.engine.notify`), which writes the tombstone -- also for writes
-    made directly in SQL that never pass through the app. Asynchronous: it
-    does not promise read-your-writes, only a short bounded staleness.
+    (:mod:`cachelab.postgres.notify`), which writes the tombstone -- also for
+    writes made directly in SQL that never pass through the app. Asynchronous:
+    it does not promise read-your-writes, only a short bounded staleness.
 
 ``delete`` and ``write-through`` give read-your-writes: when the PUT has
 returned, the next GET through Nginx returns that version or a newer one
 (the tombstone or new entry is in Redis, and the tracking invalidation has
-been sent to every worker before the PUT's answer; a worker whose listener is
-not connected reads these items from Redis, never from tier 1).
+been sent to every worker before the PUT's answer; a worker whose tier 1 is
+not covered reads these items from Redis, never from memory).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from ..postgres.database import DatabaseUnavailable
-from .entry import tombstone
+from ..config import Settings
 from .keys import item_target
-from .lookup import Target, Timer
-from .service import CacheService
-from .sources import Loaded, NotFound
-from .store import CacheUnavailable
+from .model import Loaded, NotFound, Target, Timer, jittered_ttl, new_entry, tombstone
+from .store import CacheUnavailable, RedisStore
+from .tier1 import Tier1
 
 log = logging.getLogger(__name__)
 
 
+class Rows(Protocol):
+    def update_item(self, item_id: int, payload: str) -> dict[str, Any] | None: ...
+
+
 @dataclass(frozen=True)
 class WriteResult:
-    item: dict
+    item: dict[str, Any]
     action: str  # what the cache got: none, tombstone, deleted, written, kept-newer, notify, failed
     timings_ms: dict[str, float]
 
 
 class Writer:
-    def __init__(self, service: CacheService) -> None:
-        self.service = service
-        self.settings = service.settings
+    def __init__(
+        self,
+        settings: Settings,
+        store: RedisStore,
+        tier1: Tier1,
+        rows: Rows,
+        rng: Any,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.tier1 = tier1
+        self.rows = rows
+        self.rng = rng
+        self.wall = wall
 
     def put(self, item_id: int, payload: str, mode: str, guarded: bool) -> WriteResult:
         timer = Timer()
         started = time.perf_counter()
         try:
-            row = self.service.db.update_item(item_id, payload)
+            row = self.rows.update_item(item_id, payload)
         finally:
             timer.add("db", started)
         if row is None:
@@ -83,34 +101,38 @@ class Writer:
             action = "failed"
         finally:
             timer.add("cache", started)
-        self.service.local.forget(target.key)
+        self.tier1.forget(target.key)
         return WriteResult(row, action, timer.timings)
 
-    def _after_commit(self, target: Target, row: dict, mode: str) -> str:
-        store = self.service.store
+    def _after_commit(self, target: Target, row: dict[str, Any], mode: str) -> str:
         if mode == "ttl":
             return "none"
         if mode == "notify":
             return "notify"
+        version = int(row["version"])
         if mode == "delete":
-            return invalidate(self.service, target, int(row["version"]))
+            return self.invalidate(target, version)
         assert mode == "write-through"
-        fence = store.next_fence() if target.guarded else 0
-        entry = self.service.loader.entry(Loaded(row, int(row["version"]), 0.0), fence)
-        written = store.write(target.key, entry, entry.px, guarded=target.guarded)
+        fence = self.store.next_fence(target.fence_key) if target.guarded else 0
+        ttl = jittered_ttl(
+            self.settings.cache_ttl_seconds, self.settings.cache_jitter_ratio, self.rng
+        )
+        entry = new_entry(
+            Loaded(row, version, 0.0),
+            fence,
+            ttl,
+            float(self.settings.cache_grace_seconds),
+            self.wall(),
+        )
+        written = self.store.write(target.key, entry, entry.px, guarded=target.guarded)
         return "written" if written else "kept-newer"
 
-
-def invalidate(service: CacheService, target: Target, version: int) -> str:
-    """The delete of ``delete`` and ``notify``: a tombstone carrying the committed
-    version (guarded), or a plain delete (unguarded, to show the race)."""
-    store = service.store
-    if not target.guarded:
-        store.delete(target.key)
-        return "deleted"
-    mark = tombstone(version, store.next_fence(), service.loader.wall())
-    written = store.write(target.key, mark, service.settings.tombstone_ttl_ms, guarded=True)
-    return "tombstone" if written else "kept-newer"
-
-
-__all__ = ["WriteResult", "Writer", "invalidate", "DatabaseUnavailable"]
+    def invalidate(self, target: Target, version: int) -> str:
+        """The delete of ``delete`` and ``notify``: a tombstone carrying the committed
+        version (guarded), or a plain delete (unguarded, to show the race)."""
+        if not target.guarded:
+            self.store.delete(target.key)
+            return "deleted"
+        mark = tombstone(version, self.store.next_fence(target.fence_key), self.wall())
+        written = self.store.write(target.key, mark, self.settings.tombstone_ttl_ms)
+        return "tombstone" if written else "kept-newer"

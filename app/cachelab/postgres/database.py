@@ -1,5 +1,11 @@
 """PostgreSQL access: one bounded connection pool per worker, client-side deadlines.
 
+Two budgets share the pool's connections: ``DB_POOL_SIZE`` for the slow
+queries (fills and background refreshes) and ``DB_CONTROL_CONNECTIONS`` for
+everything short -- writes, readiness pings, the fills' row-version checks --
+so a worker whose fills hold every query connection still takes writes and
+answers its probes.
+
 Why not ``psycopg2.pool.ThreadedConnectionPool``: it connects while holding
 its lock (one slow connect blocks every thread), raises instead of waiting
 when exhausted, and never checks a connection before handing it out. This pool
@@ -24,17 +30,20 @@ import psycopg2
 import psycopg2.extensions
 
 from ..config import Settings
+from ..engine.model import SourceUnavailable
 
 SLOW_QUERY = "SELECT slow_version()"
 ITEM_QUERY = "SELECT id, payload, version, updated_at FROM slow_item(%s)"
 ITEM_UPDATE = (
     "UPDATE items SET payload = %s WHERE id = %s RETURNING id, payload, version, updated_at"
 )
+ITEM_VERSION = "SELECT version FROM items WHERE id = %s"
+MAX_ITEM_ID = "SELECT coalesce(max(id), 0) FROM items"
 _REPING_AFTER_IDLE_SECONDS = 1.0
 _thread = threading.local()
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(SourceUnavailable):
     """PostgreSQL could not answer in time: down, paused, overloaded or erroring."""
 
 
@@ -77,6 +86,7 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._slots = threading.BoundedSemaphore(settings.db_pool_size)
+        self._control = threading.BoundedSemaphore(settings.db_control_connections)
         self._idle: list[tuple[psycopg2.extensions.connection, float]] = []
         self._idle_lock = threading.Lock()
 
@@ -102,14 +112,31 @@ class Database:
     def update_item(self, item_id: int, payload: str) -> dict | None:
         """Commit a new payload (the table's trigger bumps ``version`` and
         ``updated_at``); the committed row, or None if there is no such item."""
-        with self._connection(5.0) as conn, conn.cursor() as cur:
+        with self._connection(5.0, control=True) as conn, conn.cursor() as cur:
             cur.execute(ITEM_UPDATE, (payload, item_id))
             row = cur.fetchone()
         return None if row is None else _item(row)
 
+    def item_version(self, item_id: int) -> int | None:
+        """The row's version now (None: no such row): a primary-key lookup."""
+        with self._connection(2.0, control=True) as conn, conn.cursor() as cur:
+            cur.execute(ITEM_VERSION, (item_id,))
+            row = cur.fetchone()
+        return None if row is None else int(row[0])
+
+    def max_item_id(self) -> int:
+        """The highest item id (0 without items): an index lookup."""
+        with self._connection(2.0, control=True) as conn, conn.cursor() as cur:
+            cur.execute(MAX_ITEM_ID)
+            row = cur.fetchone()
+        return 0 if row is None else int(row[0])
+
     def ping(self, timeout: float = 1.0) -> None:
         """A cheap round trip for readiness checks."""
-        with self._connection(timeout, pool_wait=timeout) as conn, conn.cursor() as cur:
+        with (
+            self._connection(timeout, pool_wait=timeout, control=True) as conn,
+            conn.cursor() as cur,
+        ):
             cur.execute("SELECT 1")
             cur.fetchone()
 
@@ -122,10 +149,11 @@ class Database:
     # -- internals --------------------------------------------------------
     @contextmanager
     def _connection(
-        self, budget: float, pool_wait: float | None = None
+        self, budget: float, pool_wait: float | None = None, control: bool = False
     ) -> Iterator[psycopg2.extensions.connection]:
         wait = self._settings.db_pool_wait_seconds if pool_wait is None else pool_wait
-        if not self._slots.acquire(timeout=wait):
+        slots = self._control if control else self._slots
+        if not slots.acquire(timeout=min(wait, budget) if control else wait):
             raise DatabaseUnavailable(f"no free database connection within {wait:g}s")
         conn = None
         try:
@@ -142,7 +170,7 @@ class Database:
             if conn is not None and not conn.closed:
                 with self._idle_lock:
                     self._idle.append((conn, time.monotonic()))
-            self._slots.release()
+            slots.release()
 
     def _checkout(self, budget: float) -> psycopg2.extensions.connection:
         while True:

@@ -1,54 +1,116 @@
-"""Caching performance lab: a Flask app reading slow PostgreSQL queries through Redis."""
+"""Application factory: gunicorn calls it in each worker, after fork, so every
+worker owns its Redis pool, database pool, breaker, tier 1 and threads."""
 
 from __future__ import annotations
 
 import logging
+import random
+import time
+from collections.abc import Callable
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .. import logs
 from ..config import Settings
-from ..engine.notify import Freshness, NotifyListener
-from ..engine.service import CacheService
+from ..engine.fills import Fills
+from ..engine.keys import prefix
+from ..engine.reads import ReadPath
 from ..engine.store import RedisStore
+from ..engine.tier1 import Tier1
+from ..engine.tracking import TrackingListener
+from ..engine.writes import Writer
 from ..postgres.database import Database
+from ..postgres.notify import Freshness, NotifyListener
+from ..postgres.sources import LabSources
+from ..resilience.background import BackgroundJobs
+from ..resilience.bulkhead import Bulkhead
 from . import dashboard, errors, hitpath, items, requestlog, views
+from .context import Lab
 
-__all__ = ["create_app", "shutdown"]
+__all__ = ["build_lab", "create_app", "shutdown"]
 
-_running: list[tuple[CacheService, NotifyListener, requestlog.Summary]] = []
+_running: list[tuple[Lab, requestlog.Summary]] = []
+
+
+def build_lab(
+    settings: Settings,
+    db: Database | None = None,
+    store: RedisStore | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+    wall: Callable[[], float] = time.time,
+) -> Lab:
+    """Wire the engine's collaborators (nothing starts until :meth:`Lab.start`)."""
+    rng = rng or random.Random()
+    db = db or Database(settings)
+    store = store or RedisStore(settings)
+    tier1 = Tier1(
+        settings.local_cache_size,
+        settings.local_cache_bytes,
+        settings.memory_fallback_ttl_ms / 1000,
+        settings.tracking_heartbeat_seconds,
+        clock,
+    )
+    tracking = TrackingListener(
+        store.client,
+        prefix(settings.cache_namespace),
+        tier1,
+        settings.tracking_heartbeat_seconds,
+        enabled=settings.cache_tracking == "auto",
+    )
+    jobs = BackgroundJobs(settings.refresh_threads, settings.refresh_queue, clock)
+    bulkhead = Bulkhead(settings.miss_slots, settings.fill_slots, settings.follower_slots)
+    sources = LabSources(db, clock)
+    fills = Fills(settings, store, tier1, sources, bulkhead, jobs, clock, rng, wall)
+    reads = ReadPath(settings, store, tier1, fills, clock, rng)
+    writer = Writer(settings, store, tier1, db, rng, wall)
+    freshness = Freshness()
+    notify = NotifyListener(settings, writer, sources, freshness)
+    return Lab(
+        settings,
+        reads,
+        writer,
+        tier1,
+        tracking,
+        store,
+        fills,
+        bulkhead,
+        jobs,
+        db,
+        sources,
+        freshness,
+        notify,
+    )
 
 
 def create_app(
-    settings: Settings | None = None, db: Database | None = None, store: RedisStore | None = None
+    settings: Settings | None = None,
+    db: Database | None = None,
+    store: RedisStore | None = None,
+    lab: Lab | None = None,
 ) -> Flask:
-    """Application factory: gunicorn calls it in each worker, after fork, so
-    every worker owns its Redis pool, database pool, breaker and threads.
-    Tests pass their own settings, database or store."""
-    settings = settings or Settings.from_env()
+    """The Flask app of one worker. Tests pass their own settings, database, store
+    or a whole :class:`Lab` (wired with their clock and random source)."""
+    settings = settings or (lab.settings if lab else Settings.from_env())
     logs.configure()
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
     # Exactly one proxy (Nginx) sits in front of the app.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
-    service = CacheService(settings, store or RedisStore(settings), db or Database(settings))
+    lab = lab or build_lab(settings, db, store)
     summary = requestlog.Summary(settings.log_summary_seconds)
-    freshness = Freshness()
-    listener = NotifyListener(service, freshness)
-    app.extensions["cachelab"] = service
-    app.extensions["cachelab.freshness"] = freshness
+    app.extensions["cachelab"] = lab
     app.register_blueprint(views.bp)
     app.register_blueprint(items.bp)
     app.register_blueprint(dashboard.bp)
     errors.register(app)
     books = requestlog.register(app, summary, settings.request_log_hit_sample)
     # Outermost: tier-1 hits are answered before Flask (see cachelab.web.hitpath).
-    app.wsgi_app = hitpath.MemoryHits(app.wsgi_app, service, books)  # type: ignore[method-assign]
-    service.start()
-    listener.start()
+    app.wsgi_app = hitpath.MemoryHits(app.wsgi_app, lab, books)  # type: ignore[method-assign]
+    lab.start()
     summary.start()
-    _running.append((service, listener, summary))
+    _running.append((lab, summary))
     logging.getLogger(__name__).info(
         "app ready", extra={"strategy": settings.cache_strategy, "ttl": settings.cache_ttl_seconds}
     )
@@ -59,7 +121,6 @@ def shutdown() -> None:
     """Worker exit (gunicorn's worker_exit hook): drop queued refreshes, release
     leases, stop the listeners, write the last summary line."""
     while _running:
-        service, listener, summary = _running.pop()
-        service.shutdown()
-        listener.close()
+        lab, summary = _running.pop()
+        lab.shutdown()
         summary.close()

@@ -22,9 +22,9 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, render_template
 
 from .. import metrics
-from ..engine.entry import decode
-from ..engine.keys import LOCK_SUFFIX, lock_key, namespace_pattern
-from ..engine.service import CacheService
+from ..engine.keys import entry_key, namespace_pattern
+from ..engine.model import decode
+from .context import Lab, lab
 from .views import dependency_health
 
 bp = Blueprint("dashboard", __name__)
@@ -52,10 +52,6 @@ MAX_KEYS_SCANNED = 10_000
 _REDIS_FAILURES = (redis.exceptions.RedisError, OSError)
 
 
-def _service() -> CacheService:
-    return current_app.extensions["cachelab"]
-
-
 @bp.get("/dashboard")
 def dashboard_page() -> Response:
     settings = current_app.config["SETTINGS"]
@@ -68,7 +64,7 @@ def dashboard_page() -> Response:
 @bp.get("/api/dashboard")
 def dashboard_snapshot() -> Response:
     settings = current_app.config["SETTINGS"]
-    service = _service()
+    service = lab()
     redis_state, pg_state = dependency_health(service)
     document = {
         "server_time": time.time(),
@@ -197,13 +193,13 @@ def read_metrics(registry) -> dict[str, Any]:
 
 
 # -- Redis INFO ---------------------------------------------------------------
-def read_redis_info(service: CacheService, redis_up: bool) -> dict[str, Any]:
+def read_redis_info(service: Lab, redis_up: bool) -> dict[str, Any]:
     """Memory against maxmemory, evictions, keyspace hits and misses, clients:
     what the server says about itself (read directly, not through the breaker)."""
     if not redis_up:
         return {"status": "unavailable"}
     try:
-        info = service.store.client.info()
+        info = service.store.info()
     except _REDIS_FAILURES as exc:
         return {"status": "unavailable", "error": f"redis: {type(exc).__name__}"}
     fields = {name: info[name] for name in REDIS_INFO_FIELDS if name in info}
@@ -211,7 +207,7 @@ def read_redis_info(service: CacheService, redis_up: bool) -> dict[str, Any]:
 
 
 # -- keys ---------------------------------------------------------------------
-def read_keys(service: CacheService, namespace: str, redis_up: bool) -> dict[str, Any]:
+def read_keys(service: Lab, namespace: str, redis_up: bool) -> dict[str, Any]:
     """The namespace's entries: fresh / stale / refreshing / missing, with TTLs."""
     if not redis_up:
         return {"status": "unavailable", "total": None, "items": []}
@@ -220,11 +216,14 @@ def read_keys(service: CacheService, namespace: str, redis_up: bool) -> dict[str
         data_keys: list[str] = []
         locks: set[str] = set()
         scanned = 0
-        for raw in client.scan_iter(match=namespace_pattern(namespace), count=1000):
+        for raw in service.store.scan(namespace_pattern(namespace), count=1000):
             key = raw.decode() if isinstance(raw, bytes) else raw
             scanned += 1
-            if key.endswith(LOCK_SUFFIX):
-                locks.add(key.removesuffix(LOCK_SUFFIX))
+            owner = entry_key(key)
+            if owner is None or key.endswith(":fence"):
+                pass  # fences: bookkeeping, not entries
+            elif owner != key:
+                locks.add(owner)  # a lease: the entry is being filled or refreshed
             else:
                 data_keys.append(key)
             if scanned >= MAX_KEYS_SCANNED:
@@ -237,7 +236,7 @@ def read_keys(service: CacheService, namespace: str, redis_up: bool) -> dict[str
         for key in shown:
             pipe.get(key)
             pipe.pttl(key)
-            pipe.exists(lock_key(key))
+            pipe.get(f"{key}:lease")
         replies = pipe.execute() if shown else []
     except _REDIS_FAILURES as exc:
         return {
@@ -249,8 +248,8 @@ def read_keys(service: CacheService, namespace: str, redis_up: bool) -> dict[str
     now = time.time()
     items = []
     for index, key in enumerate(shown):
-        raw, pttl, locked = replies[3 * index : 3 * index + 3]
-        items.append(_key_state(key, raw, pttl, bool(locked), now))
+        raw, pttl, lease = replies[3 * index : 3 * index + 3]
+        items.append(_key_state(key, raw, pttl, _lease_alive(lease, now), now))
     return {
         "status": "ok",
         "total": len(data_keys),
@@ -260,10 +259,19 @@ def read_keys(service: CacheService, namespace: str, redis_up: bool) -> dict[str
     }
 
 
+def _lease_alive(lease: bytes | None, now: float) -> bool:
+    """A lease is "<token> <expiry in ms>" (no Redis TTL): held while not expired."""
+    try:
+        return lease is not None and int(lease.split()[-1]) > now * 1000
+    except (ValueError, IndexError):
+        return False
+
+
 def _key_state(key: str, raw: bytes | None, pttl: int, locked: bool, now: float) -> dict:
-    kind = key.split(":")[2] if key.count(":") >= 3 else ""
+    tag = key[key.find("{") + 1 : key.rfind("}")]  # version:<digest> | item:<mode>:<id>
+    kind = tag.split(":", 1)[0]
     state: dict[str, Any] = {
-        "key": key.rsplit(":", 1)[-1][:12],
+        "key": tag.rsplit(":", 1)[-1][:12],
         "kind": kind,
         "item": None,
         "refreshing": locked,
@@ -273,13 +281,13 @@ def _key_state(key: str, raw: bytes | None, pttl: int, locked: bool, now: float)
         # No readable entry: being filled (lock held), or expired since the scan.
         state.update(state="missing", ttl_s=None, expires_s=None)
         return state
-    if entry.tombstone:
+    if entry.tombstone or entry.absent:
         state.update(
-            state="tombstone",
-            item=int(key.rsplit(":", 1)[-1]),
+            state="tombstone" if entry.tombstone else "not-found",
+            item=int(tag.rsplit(":", 1)[-1]) if kind == "item" else None,
             ttl_s=None,
             expires_s=round(pttl / 1000, 1),
-            version=entry.version,
+            version=entry.version if entry.tombstone else None,
         )
         return state
     soft_left = entry.soft_remaining(pttl)

@@ -11,14 +11,21 @@ from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .. import metrics
-from ..engine.admission import RETRY_AFTER_SECONDS as OVERLOAD_RETRY_SECONDS
-from ..engine.admission import Overloaded
-from ..engine.singleflight import FlightTimeout
-from ..engine.sources import NotFound
-from ..postgres.database import DatabaseUnavailable
+from ..engine.fills import FillTimeout
+from ..engine.model import NotFound, SourceUnavailable
+from ..resilience.bulkhead import RETRY_AFTER_SECONDS as OVERLOAD_RETRY_SECONDS
+from ..resilience.bulkhead import Overloaded
+from ..resilience.singleflight import FlightTimeout
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
+
+
+def _is_lookup() -> bool:
+    """A GET of a route that reads through the cache (a PUT is a write)."""
+    return request.method in ("GET", "HEAD") and (
+        request.path in ("/", "/api/version") or request.path.startswith("/api/items/")
+    )
 
 
 def _wants_json() -> bool:
@@ -56,11 +63,17 @@ def register(app: Flask) -> None:
                 response.headers[name] = value
         return response
 
-    @app.errorhandler(DatabaseUnavailable)
-    def _database_unavailable(exc: DatabaseUnavailable) -> Response:
+    @app.errorhandler(SourceUnavailable)
+    def _database_unavailable(exc: SourceUnavailable) -> Response:
+        """PostgreSQL could not answer and nothing was cached: a lookup that
+        failed, counted in the hit ratio's denominator (``unavailable``)."""
         log.warning(
             "database unavailable", extra={"reason": str(exc), "request_id": g.get("request_id")}
         )
+        if _is_lookup():
+            strategy = app.config["SETTINGS"].cache_strategy
+            metrics.CACHE_REQUESTS[(strategy, "unavailable", "none")].inc()
+            g.cache_result = "unavailable"
         response = error_response(
             503,
             "database_unavailable",
@@ -71,6 +84,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Overloaded)
     @app.errorhandler(FlightTimeout)
+    @app.errorhandler(FillTimeout)
     def _overloaded(exc: Exception) -> Response:
         """The bulkhead refused a miss (or a wait ran past its deadline): a fast,
         documented 503 rather than a thread held for seconds."""

@@ -15,7 +15,7 @@ case and hands everything else to Flask unchanged:
   repeated, unknown or malformed parameters -- goes to Flask, which gives the
   same answers and the same 400s as ever);
 * strategy ``two-tier``, and this worker holds a servable copy of the entry
-  (:meth:`CacheService.memory_hit`, after :meth:`Tracking.sync`) whose bytes
+  (:meth:`ReadPath.from_memory`, which applies tier 1's rules) whose bytes
   for this page were already prepared by Flask's path (the first request of a
   generation goes through Flask and prepares them).
 
@@ -37,8 +37,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..engine.service import CacheService
 from . import responses, views
+from .context import Lab
 from .params import MAX_ITEM
 from .requestlog import Books, request_id
 
@@ -76,30 +76,31 @@ def _client(environ: dict) -> str | None:
 
 
 class MemoryHits:
-    def __init__(self, app: WSGIApp, service: CacheService, books: Books) -> None:
+    def __init__(self, app: WSGIApp, lab: Lab, books: Books) -> None:
         self.app = app
-        self.service = service
+        self.reads = lab.reads
+        self.tier1 = lab.tier1
         self.books = books
-        self.namespace = service.settings.cache_namespace
+        self.namespace = lab.settings.cache_namespace
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
         route = _ROUTES.get(environ.get("PATH_INFO", ""))
         method = environ.get("REQUEST_METHOD")
-        if route is None or method not in ("GET", "HEAD") or not self.service.memory_tier:
+        if route is None or method not in ("GET", "HEAD") or not self.reads.memory_tier:
             return self.app(environ, start_response)
         item = _item(environ.get("QUERY_STRING", ""))
         if item is None:
             return self.app(environ, start_response)
         name, kind, build, content_type = route
         target = views.version_target(self.namespace, item)
-        local = self.service.local.servable(target.key)
-        prepared = None if local is None else local.prepared.get(kind)
+        copy = self.tier1.peek(target.key)
+        prepared = None if copy is None else copy.prepared.get(kind)
         if prepared is None:
             return self.app(environ, start_response)  # Flask serves it and prepares the bytes
-        lookup = self.service.memory_hit(target)
-        if lookup is None or lookup.local is not local:
-            return self.app(environ, start_response)  # invalidated meanwhile: Flask decides
+        lookup = self.reads.from_memory(target)
+        if lookup is None or lookup.copy is not copy:
+            return self.app(environ, start_response)  # not servable now: Flask decides
         tag = responses.etag(lookup)
         if responses.not_modified(tag, environ.get("HTTP_IF_NONE_MATCH", "")):
             status, body, headers = 304, b"", []

@@ -15,6 +15,7 @@ The write API is off unless ``WRITE_API_TOKEN`` is set; then a PUT needs
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -23,23 +24,21 @@ from werkzeug.exceptions import BadRequest, Forbidden, Unauthorized
 
 from ..config import INVALIDATION_MODES
 from ..engine.keys import item_target
-from ..engine.notify import Freshness
-from ..engine.writes import Writer
 from . import responses
+from .context import lab
+from .errors import error_response
 from .params import bad_request, check_arguments
-from .views import finish, record, service
+from .views import finish, record
 
 bp = Blueprint("items", __name__)
 MAX_ITEM_ID = 1_000_000
 MAX_PAYLOAD_BYTES = 65_536
-
-
-def _freshness() -> Freshness:
-    return current_app.extensions["cachelab.freshness"]
+_ITEM_ID = re.compile(r"[0-9]{1,7}")
 
 
 def read_item_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 7 or not 1 <= int(raw) <= MAX_ITEM_ID:
+    # ASCII digits only: str.isdigit() also accepts '²' and other Unicode digits.
+    if not _ITEM_ID.fullmatch(raw) or not 1 <= int(raw) <= MAX_ITEM_ID:
         raise bad_request(f"item id must be an integer from 1 to {MAX_ITEM_ID}")
     return int(raw)
 
@@ -64,12 +63,17 @@ def read_mode_args(allowed: tuple[str, ...]) -> tuple[str, bool, bool]:
 def get_item(raw_id: str) -> Response:
     item_id = read_item_id(raw_id)
     mode, guarded, bypass = read_mode_args(("mode", "guard", "cache"))
-    cache = service()
-    target = item_target(cache.settings.cache_namespace, item_id, mode, guarded)
-    lookup = cache.get(target, bypass=bypass)
+    running = lab()
+    target = item_target(running.settings.cache_namespace, item_id, mode, guarded)
+    lookup = running.reads.get(target, bypass=bypass)
     record(lookup)
+    if not lookup.found:
+        # A cached (or just learnt) "not found": a 404 that says how it was served.
+        response = error_response(404, "not_found", f"no item {item_id}")
+        response.headers.extend(responses.cache_headers(lookup, None))
+        return finish(response, lookup)
     if lookup.result != "BYPASS" or lookup.tier == "local":
-        _freshness().observe(mode, item_id, int(lookup.value["version"]))
+        running.freshness.observe(mode, item_id, int(lookup.value["version"]))
     fields: dict[str, Any] = {
         "mode": mode,
         "guard": "on" if guarded else "off",
@@ -115,7 +119,7 @@ def put_item(raw_id: str) -> Response:
     item_id = read_item_id(raw_id)
     mode, guarded, _ = read_mode_args(("mode", "guard"))
     payload = _payload()
-    result = Writer(service()).put(item_id, payload, mode, guarded)
+    result = lab().writer.put(item_id, payload, mode, guarded)
     g.cache_result = "none"
     response = jsonify(
         item=result.item,

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from flask import Flask, Response, g, request
 
 from .. import metrics
-from ..engine.lookup import Lookup
+from ..engine.model import Lookup
 from .params import REQUEST_ID
 
 log = logging.getLogger("cachelab.request")

@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import Response, render_template, request
 
-from ..engine.lookup import BYPASS, HIT, MISS, STALE, Lookup
+from ..engine.model import BYPASS, HIT, MISS, STALE, Lookup
 
 CACHE_NAME = "lab"
 PAGE_MARK = "<!--lab:status-->"
@@ -39,19 +39,17 @@ def _static_fields(lookup: Lookup, extra: dict[str, Any]) -> bytes:
 
 def _prepared(lookup: Lookup, kind: str, build) -> Any:
     """Bytes for this generation: from the worker's copy, or built and kept there."""
-    local = lookup.local
-    if local is None:
+    copy = lookup.copy
+    if copy is None:
         return build()
-    value = local.prepared.get(kind)
+    value = copy.prepared.get(kind)
     if value is None:
-        value = local.prepared[kind] = build()
+        value = copy.keep(kind, build())
     return value
 
 
 def etag(lookup: Lookup) -> str | None:
     entry = lookup.entry
-    if entry is None:
-        return None
     version = "-" if entry.version is None else entry.version
     return f'W/"{entry.fence}.{version}.{int(entry.created * 1000)}"'
 

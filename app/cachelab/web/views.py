@@ -9,18 +9,14 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from .. import metrics
 from ..engine import keys
-from ..engine.lookup import Lookup
-from ..engine.service import CacheService
+from ..engine.model import Lookup
 from ..engine.store import CacheUnavailable
 from ..postgres.database import DatabaseUnavailable
 from . import responses
+from .context import Lab, lab
 from .params import MAX_ITEM, read_lookup_args
 
 bp = Blueprint("lab", __name__)
-
-
-def service() -> CacheService:
-    return current_app.extensions["cachelab"]
 
 
 def count(lookup: Lookup) -> None:
@@ -47,8 +43,10 @@ def finish(response: Response, lookup: Lookup) -> Response:
 
 def _version_lookup() -> Lookup:
     item, bypass = read_lookup_args(request.args)
-    cache = service()
-    lookup = cache.get(version_target(cache.settings.cache_namespace, item), bypass=bypass)
+    running = lab()
+    lookup = running.reads.get(
+        version_target(running.settings.cache_namespace, item), bypass=bypass
+    )
     record(lookup)
     return lookup
 
@@ -86,33 +84,40 @@ def _probe(ping, failure: type[Exception]) -> dict:
     return {"status": "up", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-def dependency_health(cache: CacheService) -> tuple[dict, dict]:
+def dependency_health(running: Lab) -> tuple[dict, dict]:
     """Ping Redis and PostgreSQL once: shared by /readyz and /api/dashboard."""
     redis_state = {
-        "breaker": cache.store.breaker.state,
-        "memory_tier": memory_tier_status(cache),
-        **_probe(cache.store.ping, CacheUnavailable),
+        "breaker": running.store.breaker.state,
+        "memory_tier": memory_tier_status(running),
+        **_probe(running.store.ping, CacheUnavailable),
     }
-    return redis_state, _probe(cache.db.ping, DatabaseUnavailable)
+    return redis_state, _probe(running.db.ping, DatabaseUnavailable)
 
 
-def memory_tier_status(cache: CacheService) -> dict:
+def memory_tier_status(running: Lab) -> dict:
     """Tier 1's state: coherent (tracking), bounded (fallback), or not used."""
-    tracking = cache.tracking.status()
-    fallback_ms = cache.settings.memory_fallback_ttl_ms
-    if not cache.memory_tier:
+    tracking = running.tracking.status()
+    fallback_ms = running.settings.memory_fallback_ttl_ms
+    enabled = running.reads.memory_tier
+    if not enabled:
         bound = "not used by this strategy"
     elif tracking["mode"] == "tracking":
         bound = "until the entry's TTL, invalidated by Redis on every write"
     else:
         bound = f"at most {fallback_ms} ms per copy (no invalidations)"
-    return {**tracking, "enabled": cache.memory_tier, "bound": bound, "entries": len(cache.local)}
+    return {
+        **tracking,
+        "enabled": enabled,
+        "bound": bound,
+        "entries": len(running.tier1),
+        "bytes": running.tier1.bytes,
+    }
 
 
 @bp.get("/readyz")
 def readyz() -> Response:
     """Readiness: PostgreSQL is required; Redis down means degraded, still ready."""
-    redis_state, pg_state = dependency_health(service())
+    redis_state, pg_state = dependency_health(lab())
     if pg_state["status"] != "up":
         status, code = "unavailable", 503
     elif redis_state["status"] != "up":

@@ -21,9 +21,12 @@
     hit: "HIT", stale: "STALE (served, refresh started)", miss: "MISS (ran the slow query)",
     collapsed: "MISS collapsed (waited for another request's query)",
     bypass: "BYPASS (uncached baseline or Redis down)", local: "local copy (Redis down)",
-    overloaded: "refused: 503 overloaded (too many misses in flight)"
+    overloaded: "refused: 503 overloaded (too many misses in flight)",
+    unavailable: "503 database unavailable (nothing cached)"
   };
-  var STATE_ICONS = { fresh: "✓", stale: "◐", refreshing: "↻", missing: "∅", tombstone: "†" };
+  var STATE_ICONS = {
+    fresh: "✓", stale: "◐", refreshing: "↻", missing: "∅", tombstone: "†", "not-found": "⊘"
+  };
   var MODES = ["ttl", "delete", "write-through", "notify"];
   var TIER_TEXT = {
     tracking: "✓ coherent (tracking)", fallback: "⚠ bounded (no tracking)",

@@ -1,19 +1,22 @@
 """PostgreSQL change events: ``LISTEN cachelab_items`` in every app worker.
 
-The ``items`` table's trigger sends ``NOTIFY cachelab_items, '<id>:<version>'``
-when a write commits -- through the app or directly in SQL. Each worker's
-listener then
+The ``items`` table's triggers send ``NOTIFY cachelab_items,
+'<id>:<version>:<operation>'`` when a write commits -- through the app or
+directly in SQL. Each worker's listener then
 
 * invalidates the item in the ``notify`` mode's key space (a tombstone with
   that version; every worker does it, the first one wins, the others are
-  no-ops), and
+  no-ops);
+* for an ``insert``, invalidates the item in *every* mode's key space -- a
+  cached "not found" of that id must go -- and tells the sources that the id
+  exists (:mod:`cachelab.postgres.sources`);
 * remembers the newest committed version of every item and when it heard of
   it: the live staleness estimate of the dashboard compares what a read
   served with that (:meth:`Freshness.observe`).
 
 A listener that loses its connection reconnects with back-off; NOTIFYs sent
 while *every* listener was disconnected are lost, and those entries age out
-by their TTL (documented in docs/caching.md).
+by their TTL (a cached "not found" by ``NEGATIVE_TTL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ import psycopg2
 import psycopg2.extensions
 
 from .. import metrics
-from .keys import item_target
-from .service import CacheService
-from .store import CacheUnavailable
-from .writes import invalidate
+from ..config import INVALIDATION_MODES, Settings
+from ..engine.keys import item_target
+from ..engine.store import CacheUnavailable
+from ..engine.writes import Writer
+from .sources import LabSources
 
 log = logging.getLogger(__name__)
 CHANNEL = "cachelab_items"
@@ -77,8 +81,12 @@ class Freshness:
 
 
 class NotifyListener:
-    def __init__(self, service: CacheService, freshness: Freshness) -> None:
-        self.service = service
+    def __init__(
+        self, settings: Settings, writer: Writer, sources: LabSources, freshness: Freshness
+    ) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.sources = sources
         self.freshness = freshness
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -114,7 +122,7 @@ class NotifyListener:
             backoff = min(backoff * 2, 5.0)
 
     def _connect(self):
-        settings = self.service.settings
+        settings = self.settings
         conn = psycopg2.connect(
             settings.database_url,
             connect_timeout=settings.db_connect_timeout_seconds,
@@ -126,21 +134,28 @@ class NotifyListener:
         return conn
 
     def handle(self, payload: str) -> None:
-        """``<id>:<version>`` -> tombstone the notify entries, remember the version."""
+        """``<id>:<version>[:<operation>]`` -> tombstones, the range, the freshness book."""
+        parts = payload.split(":")
         try:
-            item_id, version = (int(part) for part in payload.split(":", 1))
-        except ValueError:
+            item_id, version = int(parts[0]), int(parts[1])
+        except (ValueError, IndexError):
             log.warning("bad notification", extra={"payload": payload[:100]})
             return
+        operation = parts[2] if len(parts) > 2 else "update"
         self.freshness.announce(item_id, version)
-        namespace = self.service.settings.cache_namespace
-        for guarded in (True, False):
-            target = item_target(namespace, item_id, "notify", guarded)
-            try:
-                invalidate(self.service, target, version)
-            except CacheUnavailable as exc:
-                metrics.NOTIFY_FAILURES.inc()
-                log.warning(
-                    "notify invalidation failed",
-                    extra={"key": target.key, "reason": str(exc)[:200]},
-                )
+        modes: tuple[str, ...] = ("notify",)
+        if operation == "insert":
+            self.sources.saw_item(item_id)
+            modes = INVALIDATION_MODES
+        namespace = self.settings.cache_namespace
+        for mode in modes:
+            for guarded in (True, False):
+                target = item_target(namespace, item_id, mode, guarded)
+                try:
+                    self.writer.invalidate(target, version)
+                except CacheUnavailable as exc:
+                    metrics.NOTIFY_FAILURES.inc()
+                    log.warning(
+                        "notify invalidation failed",
+                        extra={"key": target.key, "reason": str(exc)[:200]},
+                    )

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 CLOSED, HALF_OPEN, OPEN = "closed", "half-open", "open"
 STATE_LEVEL = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
@@ -59,11 +57,13 @@ class CircuitBreaker:
                 return HALF_OPEN
             return self._state
 
-    def call(self, func: Callable[[], T], failures: tuple[type[BaseException], ...]) -> T:
-        """Run ``func`` unless the breaker is open; count ``failures`` against it."""
+    @contextmanager
+    def guard(self, failures: tuple[type[BaseException], ...]) -> Iterator[None]:
+        """Run the ``with`` body unless the breaker is open (:class:`BreakerOpen`);
+        an exception among ``failures`` counts against it."""
         probe = self._admit()
         try:
-            result = func()
+            yield
         except failures:
             self._record_failure(probe)
             raise
@@ -73,7 +73,6 @@ class CircuitBreaker:
                     self._probe_in_flight = False
             raise
         self._record_success(probe)
-        return result
 
     def _admit(self) -> bool:
         """Decide whether a call may go through; True if it is the half-open probe."""

@@ -1,0 +1,88 @@
+"""The lab's two sources, as the cache engine sees them (:class:`cachelab.engine.fills.Source`).
+
+``version``: ``SELECT slow_version()`` (the seed page; never changes, no data
+version). ``item``: ``SELECT * FROM slow_item(id)`` (a row that writes change;
+its ``version`` orders the cache writes).
+
+Rules
+-----
+* **Ids outside the table are refused without the slow query.** The highest
+  item id is known (an index lookup, re-read when an id above it is asked for,
+  at most once a second, and raised at once by the ``INSERT`` notifications
+  of :mod:`cachelab.postgres.notify`); an id above it is :class:`NotFound` at
+  once. A missing id inside the range runs the query and is cached as "not
+  found" by the engine.
+* **Is a row still what a fill read?** A primary-key lookup of its version,
+  asked right before the fill writes the cache, so a fill that read an old row
+  is refused even when the tombstone that should stop it is gone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from .. import metrics
+from ..engine.model import Loaded, NotFound, Target
+from .database import Database, DatabaseUnavailable
+
+_RANGE_RECHECK_SECONDS = 1.0
+
+
+class LabSources:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.monotonic) -> None:
+        self.db = db
+        self.clock = clock
+        self._max_id: int | None = None
+        self._checked_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def load(self, target: Target) -> Loaded:
+        if target.source == "item" and not self.may_exist(target.ident):
+            raise NotFound(f"no item {target.ident}")
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            if target.source == "item":
+                row = self.db.fetch_item(target.ident)
+                outcome = "ok"
+                if row is None:
+                    raise NotFound(f"no item {target.ident}")
+                return Loaded(row, int(row["version"]), time.perf_counter() - started)
+            value = {"version": self.db.fetch_slow_version(), "item": target.ident}
+            outcome = "ok"
+            return Loaded(value, None, time.perf_counter() - started)
+        finally:
+            metrics.SLOW_QUERY_SECONDS[(target.source, outcome)].observe(
+                time.perf_counter() - started
+            )
+
+    def still_current(self, target: Target, version: int | None) -> bool:
+        if target.source != "item":
+            return True
+        if version is None and not self.may_exist(target.ident):
+            return True
+        return self.db.item_version(target.ident) == version
+
+    def may_exist(self, item_id: int) -> bool:
+        """False only for an id above the highest one (checked at most once a second)."""
+        known = self._max_id
+        if known is not None and item_id <= known:
+            return True
+        now = self.clock()
+        with self._lock:
+            if self._max_id is not None and now - self._checked_at < _RANGE_RECHECK_SECONDS:
+                return item_id <= self._max_id
+            self._checked_at = now
+            try:
+                self._max_id = self.db.max_item_id()
+            except DatabaseUnavailable:
+                return True  # cannot tell: the query decides
+            return item_id <= self._max_id
+
+    def saw_item(self, item_id: int) -> None:
+        """A row with this id was inserted (a notification): it exists now."""
+        with self._lock:
+            if self._max_id is None or item_id > self._max_id:
+                self._max_id = item_id
