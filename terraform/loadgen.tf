@@ -197,64 +197,14 @@ resource "aws_iam_instance_profile" "loadgen" {
 }
 
 # --- master and workers ------------------------------------------------------------
-# The master at a fixed private address the workers know (an Auto Scaling
-# group cannot pin an address).
-resource "aws_instance" "loadgen_master" {
-  count = var.enable_loadgen ? 1 : 0
-  #checkov:skip=CKV_AWS_88: lab - the load generator uses a public IP for egress (ECR, S3, SSM) instead of a NAT gateway; its security group admits nothing from outside the group
+resource "aws_launch_template" "loadgen" {
+  for_each = var.enable_loadgen ? toset(["master", "worker"]) : toset([])
 
-  ami                         = data.aws_ssm_parameter.al2023_ami.value
-  instance_type               = var.loadgen_instance_type
-  subnet_id                   = aws_subnet.loadgen[0].id
-  private_ip                  = local.loadgen_master_ip
-  associate_public_ip_address = true
-  vpc_security_group_ids      = [aws_security_group.loadgen[0].id]
-  iam_instance_profile        = aws_iam_instance_profile.loadgen[0].name
-  user_data_base64            = local.loadgen_user_data["master"]
-  user_data_replace_on_change = true
-  ebs_optimized               = true
-  monitoring                  = true
-
-  metadata_options {
-    http_endpoint               = "enabled"
-    http_tokens                 = "required"
-    http_put_response_hop_limit = 1
-  }
-
-  root_block_device {
-    volume_size = 16
-    volume_type = "gp3"
-    encrypted   = true
-  }
-
-  tags = { Name = "${var.name}-loadgen-master" }
-
-  lifecycle {
-    precondition {
-      condition     = contains(data.aws_ec2_instance_type.loadgen[0].supported_architectures, "x86_64")
-      error_message = "loadgen_instance_type ${var.loadgen_instance_type} is not x86_64: the AMI and the Locust image are x86_64."
-    }
-    precondition {
-      condition     = length(local.loadgen_user_data["master"]) <= 16384 && length(local.loadgen_user_data["worker"]) <= 16384
-      error_message = "The load generator's gzip+base64 user data exceeds the 16 KB EC2 limit."
-    }
-  }
-
-  depends_on = [
-    aws_route_table_association.loadgen,
-    aws_iam_role_policy.loadgen,
-    aws_iam_role_policy_attachment.loadgen_ssm_core,
-  ]
-}
-
-resource "aws_launch_template" "loadgen_worker" {
-  count = var.enable_loadgen ? 1 : 0
-
-  name_prefix   = "${var.name}-loadgen-worker-"
-  description   = "${var.name} load generator (workers)"
+  name_prefix   = "${var.name}-loadgen-${each.key}-"
+  description   = "${var.name} load generator (${each.key})"
   image_id      = data.aws_ssm_parameter.al2023_ami.value
   instance_type = var.loadgen_instance_type
-  user_data     = local.loadgen_user_data["worker"]
+  user_data     = local.loadgen_user_data[each.key]
   ebs_optimized = true
 
   update_default_version = true
@@ -263,12 +213,18 @@ resource "aws_launch_template" "loadgen_worker" {
     arn = aws_iam_instance_profile.loadgen[0].arn
   }
 
-  network_interfaces {
-    #checkov:skip=CKV_AWS_88: lab - the load generator uses a public IP for egress (ECR, S3, SSM) instead of a NAT gateway; its security group admits nothing from outside the group
-    device_index                = 0
-    associate_public_ip_address = true
-    delete_on_termination       = true
-    security_groups             = [aws_security_group.loadgen[0].id]
+  # The master's interface is the instance's own (a fixed address, below).
+  vpc_security_group_ids = each.key == "master" ? [aws_security_group.loadgen[0].id] : null
+
+  dynamic "network_interfaces" {
+    for_each = each.key == "worker" ? [1] : []
+    content {
+      #checkov:skip=CKV_AWS_88: lab - the load generator uses a public IP for egress (ECR, S3, SSM) instead of a NAT gateway; its security group admits nothing from outside the group
+      device_index                = 0
+      associate_public_ip_address = true
+      delete_on_termination       = true
+      security_groups             = [aws_security_group.loadgen[0].id]
+    }
   }
 
   metadata_options {
@@ -295,8 +251,47 @@ resource "aws_launch_template" "loadgen_worker" {
 
   tag_specifications {
     resource_type = "instance"
-    tags          = { Name = "${var.name}-loadgen-worker" }
+    tags          = { Name = "${var.name}-loadgen-${each.key}" }
   }
+
+  lifecycle {
+    precondition {
+      condition     = contains(data.aws_ec2_instance_type.loadgen[0].supported_architectures, "x86_64")
+      error_message = "loadgen_instance_type ${var.loadgen_instance_type} is not x86_64: the AMI and the Locust image are x86_64."
+    }
+    precondition {
+      condition     = length(local.loadgen_user_data[each.key]) <= 16384
+      error_message = "The load generator's gzip+base64 user data exceeds the 16 KB EC2 limit."
+    }
+  }
+}
+
+# The master at a fixed private address the workers know (an Auto Scaling
+# group cannot pin an address); everything else comes from its template.
+resource "aws_instance" "loadgen_master" {
+  count = var.enable_loadgen ? 1 : 0
+  #checkov:skip=CKV_AWS_88: lab - the load generator uses a public IP for egress (ECR, S3, SSM) instead of a NAT gateway; its security group admits nothing from outside the group
+  #checkov:skip=CKV_AWS_126: detailed monitoring is on in its launch template (aws_launch_template.loadgen["master"])
+  #checkov:skip=CKV_AWS_135: EBS optimisation is on in its launch template
+  #checkov:skip=CKV_AWS_79: IMDSv2 is required by its launch template
+  #checkov:skip=CKV_AWS_8: the root volume is encrypted by its launch template
+
+  subnet_id                   = aws_subnet.loadgen[0].id
+  private_ip                  = local.loadgen_master_ip
+  associate_public_ip_address = true
+
+  launch_template {
+    id      = aws_launch_template.loadgen["master"].id
+    version = aws_launch_template.loadgen["master"].latest_version
+  }
+
+  tags = { Name = "${var.name}-loadgen-master" }
+
+  depends_on = [
+    aws_route_table_association.loadgen,
+    aws_iam_role_policy.loadgen,
+    aws_iam_role_policy_attachment.loadgen_ssm_core,
+  ]
 }
 
 resource "aws_autoscaling_group" "loadgen_worker" {
@@ -310,8 +305,8 @@ resource "aws_autoscaling_group" "loadgen_worker" {
   health_check_type   = "EC2"
 
   launch_template {
-    id      = aws_launch_template.loadgen_worker[0].id
-    version = aws_launch_template.loadgen_worker[0].latest_version
+    id      = aws_launch_template.loadgen["worker"].id
+    version = aws_launch_template.loadgen["worker"].latest_version
   }
 
   instance_refresh {

@@ -11,9 +11,11 @@ resource "aws_db_subnet_group" "this" {
 # connections alarm (monitoring.tf) are computed from what the server allows,
 # not from nominal memory. RDS's default is LEAST(DBInstanceClassMemory /
 # 9531392, 5000), where DBInstanceClassMemory is the class's memory minus what
-# the OS and RDS's own processes keep (a db.t4g.micro reports about 81, not
-# the 112 its nominal 1 GiB gives). The table stays a little below that
-# default for each class; db_max_connections sets any other value.
+# the OS and RDS's own processes keep (below the 112 a db.t4g.micro's
+# nominal 1 GiB would give). The table stays below that default for each
+# class, assuming about 280 MiB kept (an estimate, not measured here: SHOW
+# max_connections on a default instance tells); db_max_connections sets any
+# other value.
 locals {
   db_class_max_connections = {
     "db.t4g.micro"   = 75

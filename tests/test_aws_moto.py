@@ -1,19 +1,19 @@
 """`terraform apply` and `destroy` of terraform/ against moto.
 
-Three deployments, each against its own moto server (MOTO_IMAGE, published
-on 127.0.0.1), run side by side (the provider spends most of the time in its
-own waits): the default variables; the scaled ones (2..3 instances behind an
-ALB with HTTPS and a target-tracking policy, a cache replica, Multi-AZ RDS,
-the write API on, the load generator on); and ElastiCache cluster mode (2
-shards of a primary and a replica). Each follows deploy.sh's order: a
-targeted apply of the ECR repositories, the images put into ECR, the
-targeted apply of the db-init task and what it needs, the task run (moto
-accepts it; it runs nothing), the full apply; then the outputs, the user
-data Terraform rendered (size as sent, shellcheck, no secret, every setting
-the bootstrap needs), IAM (no instance may read the RDS master secret), the
-CloudWatch alarms, filters and dashboard, the cache users, the load
-generator, a rotation of the cache password (the next plan updates the
-cache user), a second plan, and destroy.sh.
+Two deployments, each against its own moto server (MOTO_IMAGE, published on
+127.0.0.1), run side by side (the provider spends most of the time in its own
+waits): the default variables (cluster mode and the load generator off), and
+the scaled ones (2..3 instances behind an ALB with HTTPS and a
+target-tracking policy, ElastiCache cluster mode with 2 shards of a primary
+and a replica, Multi-AZ RDS, the write API on, the load generator on). Each
+follows deploy.sh's order: a targeted apply of the ECR repositories, the
+images put into ECR, the targeted apply of the db-init task and what it needs
+(the task registered; moto cannot start it), the full apply; then the
+outputs, the user data Terraform rendered (size as sent, shellcheck, no
+secret, every setting the bootstrap needs), IAM (no instance may read the RDS
+master secret), the CloudWatch alarms, filters and dashboard, the cache
+users, the load generator, a rotation of the cache password (the next plan
+updates the cache user), a second plan, and destroy.sh.
 
 moto's gaps with hashicorp/aws 5.100, handled here (and in terraform/README.md):
 * a replication group gets no member clusters, and the provider waits for
@@ -94,11 +94,8 @@ SCENARIOS = {
         "certificate_arn": "",  # imported into moto's ACM before the full apply
         "allowed_http_cidrs": ["198.51.100.0/24"],
         "enable_loadgen": True,
-    },
-    "cluster": {
         "cache_cluster_mode": True,
         "cache_shards": 2,
-        "cache_replicas": 1,
     },
 }
 # moto has no ElastiCache user groups: the user group goes, the users stay.
@@ -411,7 +408,7 @@ class Deployment:
         assert ("WRITE_API_SECRET_ARN" in rendered) == (self.name == "scaled")
         assert not any("MASTER" in k for k in rendered), "the instances never get the master secret"
         assert rendered["REDIS_HOST"] == o["redis_primary_endpoint"]
-        assert ("REDIS_CLUSTER" in rendered) == (self.name == "cluster")
+        assert ("REDIS_CLUSTER" in rendered) == bool(self.variables.get("cache_cluster_mode"))
         sm = self.client("secretsmanager")
         for arn in (o["app_db_secret_arn"], o["cache_auth_secret_arn"]):
             value = sm.get_secret_value(SecretId=arn)["SecretString"]
@@ -466,7 +463,8 @@ class Deployment:
         app = users["cachelab-app"]
         assert app["UserName"] == o["cache_user"]["name"] == "cachelab-app"
         assert app["AccessString"].startswith("on ~lab:* -@all ")
-        assert ("+cluster|slots" in app["AccessString"]) == (self.name == "cluster")
+        cluster = bool(self.variables.get("cache_cluster_mode"))
+        assert ("+cluster|slots" in app["AccessString"]) == cluster
         assert users["cachelab-default"]["UserName"] == "default"
         assert users["cachelab-default"]["AccessString"].startswith("off")
 

@@ -871,6 +871,16 @@ def test_loadgen_runs_distributed_exempt_from_the_rate_limit_and_reports(rehears
     assert json.loads((run_dir / "run.json").read_text())["lab"] == lab
     rehearsal.figures["loadgen_requests"] = int(total["Request Count"])
     rehearsal.figures["loadgen_rps"] = float(total["Requests/s"])
+    # the cost report on the local figures alone (what CI can always run)
+    local_run = next((tmp_path / "local").iterdir())
+    priced = run(
+        [sys.executable, "-m", "loadtest.cost", str(local_run), "--target-ms", "500"],
+        env=dict(os.environ),
+        timeout=60,
+        check=False,
+    )
+    assert priced.returncode == 0, _explain(priced)
+    assert "| **total** |" in priced.stdout and "| the cache (as deployed) |" in priced.stdout
     # 429s would be failures: the load generator was never limited
     failures = (run_dir / "locust_failures.csv").read_text().splitlines()
     assert len(failures) <= 1, failures

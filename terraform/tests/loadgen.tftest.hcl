@@ -31,8 +31,8 @@ run "loadgen_without_alb" {
   }
   assert {
     condition = (
-      aws_instance.loadgen_master[0].private_ip == "10.40.30.10" && aws_instance.loadgen_master[0].metadata_options[0].http_tokens == "required" &&
-      aws_instance.loadgen_master[0].root_block_device[0].encrypted == true &&
+      aws_instance.loadgen_master[0].private_ip == "10.40.30.10" && aws_instance.loadgen_master[0].launch_template[0].id == aws_launch_template.loadgen["master"].id &&
+      alltrue([for k, t in aws_launch_template.loadgen : t.metadata_options[0].http_tokens == "required" && t.block_device_mappings[0].ebs[0].encrypted == "true" && t.monitoring[0].enabled]) &&
       aws_autoscaling_group.loadgen_worker[0].desired_capacity == 2 && aws_autoscaling_group.loadgen_worker[0].vpc_zone_identifier == toset(aws_subnet.loadgen[*].id) &&
       local.loadgen_env.MASTER_HOST == "10.40.30.10" && tostring(local.loadgen_env.EXPECT_WORKERS) == "4"
     )

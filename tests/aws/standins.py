@@ -395,6 +395,7 @@ class Cache:
     def set_app_user(self, rules: list[str], passwords: list[str]) -> None:
         """ACL SETUSER, one rule at a time: a command this Redis does not know (an
         older server than ElastiCache's) is recorded in ``unknown_rules``."""
+        self.unknown_rules = []
         self.cli("ACL", "SETUSER", self.user, "reset")
         self.cli("ACL", "SETUSER", self.user, *[f">{p}" for p in passwords])
         self.passwords = list(passwords)
