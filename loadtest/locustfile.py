@@ -45,6 +45,7 @@ import random
 import time
 from functools import lru_cache
 
+import gevent
 from locust import events, tag, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import WorkerRunner
@@ -397,6 +398,15 @@ def _writer_count(environment, **_kwargs) -> None:
     writers = getattr(options, "writers", None)
     if writers:
         ItemWriter.fixed_count = int(writers)
+
+
+@events.init.add_listener
+def _fresh_loop_clock(environment, **_kwargs) -> None:
+    """gevent's loop caches its clock; after a slow start-up (imports on a busy
+    machine) that clock is seconds behind, and Locust's ``--run-time`` timer,
+    set against it, fires at once (a 3 s run ended after 0.1 s with no
+    request). Refresh it before Locust arms the timer."""
+    gevent.get_hub().loop.update_now()
 
 
 @events.quitting.add_listener

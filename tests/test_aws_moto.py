@@ -48,6 +48,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.stack import project_name
 from tests.aws.standins import (
     REGION,
     ROOT,
@@ -397,12 +398,9 @@ class Deployment:
         )[0]
         rendered = dict(line.split("=", 1) for line in env_block.splitlines() if line)
         boot = (TF_DIR / "host" / "bootstrap.sh").read_text()
-        needed = (
-            re.search(r"for name in (.*?); do\n  need", boot, re.DOTALL)
-            .group(1)
-            .replace("\\\n", " ")
-            .split()
-        )
+        loop = re.search(r"for name in (.*?); do\n  need", boot, re.DOTALL)
+        assert loop, "bootstrap.sh's loop over the required variables"
+        needed = loop.group(1).replace("\\\n", " ").split()
         assert set(needed) - {"INSTANCE_ID"} <= set(rendered), set(needed) - set(rendered)
         assert rendered["APP_IMAGE"] == o["app_image"] and rendered["HTTP_BIND"] == "0.0.0.0"
         assert ("WRITE_API_SECRET_ARN" in rendered) == (self.name == "scaled")
@@ -517,7 +515,8 @@ def deployments(docker_available, tf_env, tmp_path_factory):  # noqa: F811 - tf_
     try:
         runs = {}
         for name, variables in SCENARIOS.items():
-            endpoint = start_moto(janitor, f"cachelab-moto-{name}-{workdir.name[-6:]}")
+            # Unique on an engine shared by several checkouts (a tmp dir's name is not).
+            endpoint = start_moto(janitor, project_name(f"moto-{name}"))
             runs[name] = Deployment(name, variables, workdir, tf_env, endpoint)
         with ThreadPoolExecutor(max_workers=len(runs)) as pool:
             futures = {name: pool.submit(d.deploy_and_destroy) for name, d in runs.items()}

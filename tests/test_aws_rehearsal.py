@@ -39,11 +39,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
-from loadtest.stack import wait_until
+from loadtest.stack import project_name, wait_until
 from tests.aws.dbroles import check_app_role, prepare_foreign_objects
 from tests.aws.standins import (
     CACHE_HOST,
@@ -55,7 +56,6 @@ from tests.aws.standins import (
     alnum,
     boto3_client,
     cache_access_rules,
-    free_port,
     make_certs,
     run,
     start_cache,
@@ -63,6 +63,7 @@ from tests.aws.standins import (
     start_rds,
     start_registry,
 )
+from tests.helpers import free_port
 
 pytestmark = [pytest.mark.aws, pytest.mark.slow]
 
@@ -81,12 +82,12 @@ class Rehearsal:
     project: str
     workdir: Path
     env: dict[str, str]
-    rds: object
-    cache: object
-    secrets: object  # boto3 secretsmanager client on moto
+    rds: Any
+    cache: Any
+    secrets: Any  # boto3 secretsmanager client on moto
     arns: dict[str, str]
     http_port: int
-    docker: object
+    docker: Any
     network: str
     moto: str
     images: dict[str, str]
@@ -240,7 +241,7 @@ def rehearsal(docker_available, tmp_path_factory):
 
     client = docker.from_env()
     janitor = Janitor(client)
-    project = f"aws-rehearsal-{secrets.token_hex(3)}"
+    project = project_name("aws")
     workdir = tmp_path_factory.mktemp("aws-rehearsal")
     workdir.chmod(0o755)
     pushed: list[str] = []

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 
 import docker
 
 from loadtest import bench, hitbench
+from loadtest.stack import project_name
 
 SYSTEMS = [system.name for system in hitbench.SYSTEMS]
 
 
 def test_one_short_round_reports_every_system_in_both_modes(docker_available, tmp_path, capsys):
     out, docs = tmp_path / "run", tmp_path / "docs"
-    project = f"cachelab-hits-{secrets.token_hex(3)}"
+    project = project_name("hits")
     code = bench.main(
         [
             "hits",

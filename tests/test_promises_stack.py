@@ -21,10 +21,9 @@ from loadtest.stack import Stack, parse_json, wait_until
 SERVER_ERRORS = {500, 502, 504}
 
 
-@pytest.fixture
-def lab(engine_lab):
-    """Every test here runs once per cache engine."""
-    return engine_lab
+# The promises depend on the server (tracking, Lua, REPLICAOF): every test here
+# runs once per cache engine.
+pytestmark = pytest.mark.engines
 
 
 def auth(stack: Stack) -> dict[str, str]:

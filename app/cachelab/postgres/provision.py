@@ -10,9 +10,13 @@ the master user, which is *not* a superuser) and, in one transaction:
 2. creates or updates the app's own LOGIN role (``APP_DB_USER``, password
    ``APP_DB_PASSWORD``) and makes it a member of the NOLOGIN group role
    ``cachelab_runtime``, to which the SQL files grant what the app needs;
-3. upserts the lab's settings (``SLOW_QUERY_SECONDS``, ``ITEM_COUNT``,
-   ``ITEM_PAYLOAD_BYTES``) into ``lab_settings`` as soon as that table exists,
-   so the files after it (the items' seeding) see them.
+3. with ``MONITOR_DB_PASSWORD`` (or ``_FILE``) set, creates or updates the
+   LOGIN role ``cachelab_monitor``, a member of PostgreSQL's own ``pg_monitor``
+   (statistics views, ``pg_stat_statements``; no table data): the local
+   postgres exporter's, so Prometheus never logs in as the owner;
+4. upserts the lab's settings (``SLOW_QUERY_SECONDS``, ``ITEM_COUNT``,
+   ``ITEM_PAYLOAD_BYTES``) into ``lab_settings`` as soon as a file has created
+   that table, so the files after it (the items' seeding) see them.
 
 db-init runs while the app serves (on AWS once per deploy). Changing a
 trigger takes an AccessExclusiveLock on its table, which waits behind every
@@ -51,10 +55,14 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import encrypt_password
 
+from ..config import ConfigError, read_secret
+
 log = logging.getLogger(__name__)
 DEFAULT_DIR = "/srv/postgres-init"
 RUNTIME_GROUP = "cachelab_runtime"
 DEFAULT_APP_USER = "cachelab_app"
+MONITOR_USER = "cachelab_monitor"
+MONITOR_GROUP = "pg_monitor"
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _REAPPLY_WHEN = re.compile(r"^--\s*db-init:\s*reapply when (.+?)\s+changes?\s*$", re.MULTILINE)
 DEFAULT_LOCK_TIMEOUT_MS = 1000
@@ -87,16 +95,30 @@ class AppRole:
     password: str
 
 
+def _password(env: dict[str, str], name: str) -> str | None:
+    try:
+        password = read_secret(env, name)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    if password is not None and len(password) < 16:
+        raise ValueError(f"{name} must be at least 16 characters")
+    return password
+
+
 def app_role_from_env(env: dict[str, str]) -> AppRole:
-    """APP_DB_USER (default cachelab_app) and APP_DB_PASSWORD; ValueError names the bad one."""
+    """APP_DB_USER (default cachelab_app) and APP_DB_PASSWORD (or the file
+    APP_DB_PASSWORD_FILE names); ValueError names the bad one."""
     user = env.get("APP_DB_USER", "").strip() or DEFAULT_APP_USER
-    if not _ROLE_NAME.match(user) or user == RUNTIME_GROUP:
+    if not _ROLE_NAME.match(user) or user in (RUNTIME_GROUP, MONITOR_USER):
         raise ValueError(
-            f"APP_DB_USER must be a lower-case role name other than {RUNTIME_GROUP}, got {user!r}"
+            f"APP_DB_USER must be a lower-case role name other than {RUNTIME_GROUP} "
+            f"and {MONITOR_USER}, got {user!r}"
         )
-    password = env.get("APP_DB_PASSWORD", "")
-    if len(password) < 16:
-        raise ValueError("APP_DB_PASSWORD is required (at least 16 characters)")
+    password = _password(env, "APP_DB_PASSWORD")
+    if password is None:
+        raise ValueError(
+            "APP_DB_PASSWORD or APP_DB_PASSWORD_FILE is required (at least 16 characters)"
+        )
     return AppRole(user, password)
 
 
@@ -142,12 +164,19 @@ def owner_url_from_env(env: dict[str, str]) -> str | None:
     )
 
 
+def monitor_role_from_env(env: dict[str, str]) -> AppRole | None:
+    """The exporter's role, when MONITOR_DB_PASSWORD (or _FILE) is set; else None."""
+    password = _password(env, "MONITOR_DB_PASSWORD")
+    return None if password is None else AppRole(MONITOR_USER, password)
+
+
 def apply(
     database_url: str,
     directory: Path,
     wait_seconds: float,
     lab_settings: dict[str, str],
     app_role: AppRole,
+    monitor_role: AppRole | None = None,
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
     lock_attempts: int = DEFAULT_LOCK_ATTEMPTS,
 ) -> list[str]:
@@ -162,7 +191,7 @@ def apply(
                 with conn:
                     with conn.cursor() as cur:
                         return _apply_once(
-                            conn, cur, files, lab_settings, app_role, lock_timeout_ms
+                            conn, cur, files, lab_settings, app_role, monitor_role, lock_timeout_ms
                         )
             except psycopg2.errors.LockNotAvailable as exc:
                 if attempt == lock_attempts:
@@ -179,7 +208,13 @@ def apply(
 
 
 def _apply_once(
-    conn, cur, files: list[Path], lab_settings: dict[str, str], role: AppRole, lock_timeout_ms: int
+    conn,
+    cur,
+    files: list[Path],
+    lab_settings: dict[str, str],
+    role: AppRole,
+    monitor_role: AppRole | None,
+    lock_timeout_ms: int,
 ) -> list[str]:
     cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
     # Serialise concurrent db-init runs.
@@ -208,7 +243,16 @@ def _apply_once(
         applied.append(path.name)
     if pending and _has_settings_table(cur):
         _store_settings(cur, pending)
-    _ensure_app_role(conn, cur, role)
+    _ensure_login_role(conn, cur, role, RUNTIME_GROUP)
+    if monitor_role is not None:
+        _ensure_login_role(conn, cur, monitor_role, MONITOR_GROUP)
+        # PUBLIC has no CONNECT here (01-slow-version.sql).
+        cur.execute("SELECT current_database()")
+        cur.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(cur.fetchone()[0]), sql.Identifier(monitor_role.user)
+            )
+        )
     return applied
 
 
@@ -249,7 +293,7 @@ def _store_settings(cur, settings: dict[str, str]) -> None:
         )
 
 
-def _ensure_app_role(conn, cur, role: AppRole) -> None:
+def _ensure_login_role(conn, cur, role: AppRole, group: str) -> None:
     verifier = encrypt_password(role.password, role.user, conn, "scram-sha-256")
     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role.user,))
     verb = "ALTER" if cur.fetchone() else "CREATE"
@@ -260,9 +304,7 @@ def _ensure_app_role(conn, cur, role: AppRole) -> None:
             sql.SQL(verb), sql.Identifier(role.user), sql.Literal(verifier)
         )
     )
-    cur.execute(
-        sql.SQL("GRANT {} TO {}").format(sql.Identifier(RUNTIME_GROUP), sql.Identifier(role.user))
-    )
+    cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role.user)))
 
 
 def _connect(database_url: str, wait_seconds: float):
