@@ -513,11 +513,14 @@ def test_the_cache_user_is_refused_nothing_and_can_do_nothing_else(rehearsal):
     for item in (5, 6, 5, 6):
         assert rehearsal.get(f"/?item={item}").status_code == 200
         assert rehearsal.get(f"/api/version?item={item}").status_code == 200
+
+    def app_clients() -> list[dict[str, str]] | None:
+        clients = _client_list(cache)
+        names = {c.get("name") for c in clients}
+        return clients if names >= {"cachelab", "cachelab-tracking"} else None
+
     modes = wait_until(
-        lambda: (
-            {c.get("name") for c in _client_list(cache)} >= {"cachelab", "cachelab-tracking"}
-            and _client_list(cache)
-        ),
+        app_clients,
         timeout=30,
         message="the app's pool and its tracking connection",
     )

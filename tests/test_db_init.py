@@ -79,7 +79,7 @@ def _apply(url: str, directory: Path = SQL_DIR, settings: dict | None = None):
     )
 
 
-def _slow_item_in_background(url: str) -> tuple[threading.Thread, threading.Event]:
+def _slow_item_in_background(url: str) -> threading.Thread:
     import psycopg2
 
     started = threading.Event()
@@ -112,7 +112,8 @@ def _wait_for_the_slow_item(url: str) -> None:
                     "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%slow_item(1)%' "
                     "AND wait_event = 'PgSleep'"
                 )
-                return cur.fetchone()[0] >= 1
+                row = cur.fetchone()
+                return row is not None and row[0] >= 1
         finally:
             conn.close()
 

@@ -533,7 +533,7 @@ def test_app_settings_accepts_exactly_the_settings_the_app_reads():
 
     text = (TF_DIR / "variables.tf").read_text()
     body = dict((labels[0], b) for labels, b in _blocks(text, "variable"))["app_settings"]
-    listed = re.search(r"contains\(\[(.*?)\], k\)", body, re.DOTALL).group(1)
+    listed = _found(r"contains\(\[(.*?)\], k\)", body, re.DOTALL).group(1)
     accepted = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', listed))
     own_variables = {
         "CACHE_STRATEGY",
@@ -569,6 +569,7 @@ def test_systemd_units_of_the_user_data_verify(template, tmp_path):
     analyze = shutil.which("systemd-analyze")
     if not analyze:
         _missing("systemd-analyze not found (apt-get install systemd)")
+    assert analyze is not None
     text = (TF_DIR / template).read_text()
     rendered = re.sub(r"%\{[^}]*\}\n?", "", text)
     rendered = rendered.replace("${project_dir}", "/opt/cachelab").replace("${role}", "master")
@@ -605,5 +606,5 @@ def test_systemd_units_of_the_user_data_verify(template, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0 and not proc.stderr.strip(), _explain(proc)
-    service = units.get("cachelab.service", units.get("cachelab-loadgen.service"))
+    service = units.get("cachelab.service") or units["cachelab-loadgen.service"]
     assert "Restart=on-failure" in service and "StartLimitBurst=" in service
