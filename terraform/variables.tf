@@ -264,7 +264,7 @@ variable "app_settings" {
       "NEGATIVE_TTL_SECONDS", "REDIS_RETRY_TIMEOUT_MS",
       "ITEM_COUNT", "ITEM_PAYLOAD_BYTES", "SLOW_CALL_LOG",
     ], k)])
-    error_message = "app_settings accepts only settings the app or db-init reads (see .env.example), except those with a variable of their own (cache_strategy, cache_ttl_seconds, slow_query_seconds, gunicorn_workers, db_pool_size) and those Terraform sets (DATABASE_URL, REDIS_URL, REDIS_CLUSTER, WRITE_API_TOKEN)."
+    error_message = "app_settings accepts only settings the app or db-init reads (see .env.example), except those with a variable of their own (cache_strategy, cache_ttl_seconds, slow_query_seconds, gunicorn_workers, db_pool_size) and those Terraform or compose.aws.yaml sets (DATABASE_URL, REDIS_URL, REDIS_CLUSTER, WRITE_API_TOKEN, DATABASE_PASSWORD_FILE, PROMETHEUS_URL, PROMETHEUS_UI_URL)."
   }
   validation {
     condition     = alltrue([for v in values(var.app_settings) : can(regex("^[A-Za-z0-9._:-]{1,64}$", v))])

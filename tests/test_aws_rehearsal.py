@@ -713,6 +713,18 @@ def test_a_bad_setting_stops_the_boot_naming_it_and_asks_for_a_replacement(rehea
     assert rehearsal.get("/healthz").status_code == 200
 
 
+def test_cluster_mode_stops_the_boot_of_an_app_without_a_cluster_client(rehearsal):
+    """cache_cluster_mode sets REDIS_CLUSTER=on; an app image that ignores it
+    would use the configuration endpoint as one node (MOVED on most keys)."""
+    proc = rehearsal.bootstrap(
+        APP_SETTINGS=rehearsal.env["APP_SETTINGS"] + ",REDIS_CLUSTER", REDIS_CLUSTER="on"
+    )
+    assert proc.returncode != 0, _explain(proc)
+    out = proc.stdout + proc.stderr
+    assert "cache_cluster_mode is on" in out and "no cluster client" in out, out[-3000:]
+    assert rehearsal.get("/healthz").status_code == 200  # the running stack is untouched
+
+
 def test_wrong_cache_ca_is_reported_by_readyz(rehearsal):
     certs = Path(rehearsal.figures["certs"])
     proc = rehearsal.bootstrap(CACHE_CA_URL=(certs / "wrong-ca.pem").as_uri())
