@@ -275,6 +275,7 @@ resource "aws_instance" "loadgen_master" {
   #checkov:skip=CKV_AWS_135: EBS optimisation is on in its launch template
   #checkov:skip=CKV_AWS_79: IMDSv2 is required by its launch template
   #checkov:skip=CKV_AWS_8: the root volume is encrypted by its launch template
+  #checkov:skip=CKV2_AWS_41: its instance profile (aws_iam_instance_profile.loadgen) comes from its launch template
 
   subnet_id                   = aws_subnet.loadgen[0].id
   private_ip                  = local.loadgen_master_ip
