@@ -159,7 +159,8 @@ def test_a_flood_of_cold_misses_does_not_slow_the_hits(lab):
     # the edge's (100 requests started together on 2 cores), far below the 5 s
     # query. A percentile plus a generous maximum, not one tight maximum.
     refusal_times = [r.elapsed.total_seconds() for r in refused]
-    assert percentile(refusal_times, 90) < 1.0 and max(refusal_times, default=0) < 2.5, sorted(
+    # A refusal that had waited for a slot would take the 5 s query at least.
+    assert percentile(refusal_times, 90) < 2.0 and max(refusal_times, default=0) < 4.0, sorted(
         refusal_times
     )[-5:]
     served = [r for r in cold if r.status_code == 200]

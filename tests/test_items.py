@@ -153,10 +153,12 @@ def test_ttl_mode_is_stale_for_at_most_the_ttl_plus_grace(lab):
     summary = drive(lab, "ttl", seconds=8)
     assert summary["stale_reads"] > 0, "TTL-only invalidation leaves stale reads: it should show"
     assert summary["staleness_max_ms"] < (TTL + GRACE) * 1000, summary
-    # With swr the first stale read starts one refresh: TTL + the query, or two
-    # queries when the write lands while a refresh is reading the row (that
-    # refresh is superseded and the next stale read starts another).
-    assert summary["staleness_p99_ms"] <= (TTL + 2 * DELAY + 1.5) * 1000, summary
+    # With swr the first stale read starts one refresh: typically TTL + the
+    # query (without it, reads would stay stale for the whole grace). The tail
+    # is two queries when the write lands while a refresh reads the row, plus
+    # queueing on a busy machine: bounded generously, the maximum by the promise.
+    assert summary["staleness_p50_ms"] <= (TTL + DELAY) * 1000, summary
+    assert summary["staleness_p99_ms"] <= 2 * (TTL + 2 * DELAY) * 1000, summary
 
 
 def test_writes_need_the_token_and_a_body_nginx_allows(lab):

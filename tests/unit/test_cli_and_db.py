@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from cachelab.cli import main
 from cachelab.postgres.database import Database, DatabaseUnavailable
+from cachelab.postgres.sources import LabSources
 
 
 def env_for(settings, **extra) -> dict[str, str]:
@@ -141,3 +142,29 @@ def test_writes_and_probes_do_not_wait_behind_the_slow_queries(settings):
         db.ping(timeout=0.5)
     assert "no free database connection" not in str(refused.value)
     assert time.monotonic() - started < 2.0
+
+
+class _RangeOnlyDatabase:
+    """What LabSources asks of the database to bound the id range."""
+
+    def __init__(self, highest: int) -> None:
+        self.highest = highest
+        self.asked = 0
+
+    def max_item_id(self) -> int:
+        self.asked += 1
+        return self.highest
+
+
+def test_an_inserted_row_widens_the_range_at_once_without_asking_the_database():
+    """An id above the known highest is refused without the slow query, but a
+    row inserted meanwhile (its NOTIFY) is in range at once, not a second later."""
+    now = [100.0]
+    db = _RangeOnlyDatabase(1000)
+    sources = LabSources(db, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert sources.may_exist(1000) and not sources.may_exist(1001)
+    assert db.asked == 1  # the second answer came from the known range
+    sources.saw_item(1001)
+    sources.saw_item(900)  # a lower id never narrows it
+    assert sources.may_exist(1001) and not sources.may_exist(1002)
+    assert db.asked == 1

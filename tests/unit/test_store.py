@@ -124,10 +124,10 @@ def test_a_lease_is_exclusive_fenced_and_released_only_by_its_owner(settings, db
 
 def test_a_holder_keeps_its_lease_as_long_as_it_works(settings, db, services):
     """Defect: the lock TTL covered only the statement timeout, not the holder's path."""
-    lab = services(settings, db, cache_lock_lease_seconds=0.3)
+    lab = services(settings, db, cache_lock_lease_seconds=0.5)
     key = version_target(settings.cache_namespace, 1)
     lease = lab.fills._try_acquire(key)
-    deadline = time.monotonic() + 1.2  # four lease lengths
+    deadline = time.monotonic() + 1.5  # three lease lengths
     while time.monotonic() < deadline:
         assert isinstance(lab.fills._try_acquire(key), Busy)
         time.sleep(0.05)  # sampling while the keeper renews in the background
