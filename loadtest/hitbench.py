@@ -31,6 +31,13 @@ outside the app (this process, on Redis' published port) against entries both
 workers serve from memory, then the time until no request to the app returns
 the old value (as tests/test_caching_engine.py does), ``--lag-writes`` times.
 
+``--topology cluster`` (or ``both``) adds the lab's Valkey Cluster
+(loadtest/hits/compose.cluster.yaml: compose.cluster.yaml's three primaries and
+three replicas) and the three strategies once more on it (``two-tier@cluster``,
+``swr@cluster``, ``cache-aside@cluster``), measured in the same shuffled rounds;
+the cache's CPU is then the sum over every node. ``both`` puts single node and
+cluster side by side in one table.
+
 Writes ``results/<UTC time>/hits.md``, ``hits.json`` and ``hits.png``;
 ``--publish DIR`` copies the table and chart there. The stack is removed at
 the end unless ``--keep``. Every wait and every load is bounded in time.
@@ -56,9 +63,11 @@ from pathlib import Path
 import requests
 
 from . import hitreport
-from .stack import ROOT, Stack, engine_image, wait_until
+from .stack import CLUSTER_NODES, ROOT, Stack, engine_image, wait_until
 
 BENCH_FILE = ROOT / "loadtest" / "hits" / "compose.yaml"
+CLUSTER_FILES = (ROOT / "compose.cluster.yaml", ROOT / "loadtest" / "hits" / "compose.cluster.yaml")
+TOPOLOGIES = ("single", "cluster", "both")
 DEFAULT_PROJECT = "cachelab-bench"
 PATH = "/api/version"
 PURE_HIT_TTL = 86_400  # CACHE_TTL_SECONDS in pure-hit mode: far above any run
@@ -73,6 +82,7 @@ class System:
     port: int  # its port on the stack's network
     cpu_services: tuple[str, ...]  # whose CPU counts for it
     ours: bool = True
+    cache_services: tuple[str, ...] = ("redis",)  # the cache it uses (its CPU reported apart)
 
 
 SYSTEMS = (
@@ -95,8 +105,45 @@ SYSTEMS = (
         ("baseline",),
         ours=False,
     ),
+    System(
+        "two-tier@cluster",
+        "two-tier on the Valkey Cluster, app port",
+        "app-cluster",
+        8000,
+        ("app-cluster",),
+        cache_services=CLUSTER_NODES,
+    ),
+    System(
+        "swr@cluster",
+        "swr on the Valkey Cluster, app port",
+        "app-swr-cluster",
+        8000,
+        ("app-swr-cluster",),
+        cache_services=CLUSTER_NODES,
+    ),
+    System(
+        "cache-aside@cluster",
+        "cache-aside on the Valkey Cluster, app port",
+        "app-cache-aside-cluster",
+        8000,
+        ("app-cache-aside-cluster",),
+        cache_services=CLUSTER_NODES,
+    ),
 )
 BY_NAME = {system.name: system for system in SYSTEMS}
+
+
+def systems_of(topology: str) -> list[str]:
+    """The default systems of a topology (the ceiling in every one)."""
+    return [
+        s.name
+        for s in SYSTEMS
+        if topology == "both"
+        or s.name == "ceiling"
+        or (s.cache_services == CLUSTER_NODES) == (topology == "cluster")
+    ]
+
+
 BASELINE, CEILING = "flask-caching", "ceiling"
 
 
@@ -109,7 +156,7 @@ def say(message: str) -> None:
 
 
 # -- the stack -------------------------------------------------------------------------
-def make_stack(project: str, delay: float, engine: str) -> Stack:
+def make_stack(project: str, delay: float, engine: str, cluster: bool = False) -> Stack:
     env = {
         "POSTGRES_PASSWORD": secrets.token_hex(16),
         "APP_DB_PASSWORD": secrets.token_hex(16),
@@ -119,7 +166,8 @@ def make_stack(project: str, delay: float, engine: str) -> Stack:
         "SLOW_QUERY_SECONDS": f"{delay:g}",
         "WRITE_API_TOKEN": "",
     }
-    return Stack(project=project, files=[ROOT / "compose.yaml", BENCH_FILE], env=env)
+    files = [ROOT / "compose.yaml", BENCH_FILE, *(CLUSTER_FILES if cluster else ())]
+    return Stack(project=project, files=files, env=env)
 
 
 def services_for(systems: list[System]) -> list[str]:
@@ -225,7 +273,7 @@ class Sample:
 def measure(
     stack: Stack, system: System, mode: str, round_: int, args: argparse.Namespace, containers: dict
 ) -> Sample:
-    watched = list(system.cpu_services) + ["redis"]
+    watched = list(system.cpu_services) + list(system.cache_services)
     before = {name: cpu_counters(containers[name]) for name in watched}
     summary = run_wrk(stack, system, args, args.duration)
     after = {name: cpu_counters(containers[name]) for name in watched}
@@ -251,7 +299,7 @@ def measure(
         max_ms=latency["max"] / 1000,
         errors=sum(summary["errors"].values()),
         cpu_s_per_1k=sum(used[name] for name in system.cpu_services) * per_1k,
-        redis_cpu_s_per_1k=used["redis"] * per_1k,
+        redis_cpu_s_per_1k=sum(used[name] for name in system.cache_services) * per_1k,
         throttled=max(throttled) if throttled else None,
         cpu_by_container_s={name: round(value, 4) for name, value in used.items()},
     )
@@ -289,14 +337,14 @@ def add_ratios(rows: dict[str, dict]) -> None:
 
 
 # -- invalidation lag -------------------------------------------------------------------
-def invalidation_lag(stack: Stack, writes: int, connections: int = 8) -> dict:
+def invalidation_lag(
+    stack: Stack, writes: int, connections: int = 8, system_name: str = "two-tier"
+) -> dict:
     """The test's method (tests/test_caching_engine.py), at the two-tier app's port,
-    over ``connections`` keep-alive connections so both workers answer."""
-    import redis
-
-    system = BY_NAME["two-tier"]
+    over ``connections`` keep-alive connections so both workers answer (on the
+    cluster: the SET goes to the primary that owns the key)."""
+    system = BY_NAME[system_name]
     url = base_url(stack, system) + PATH
-    client = redis.Redis(host="127.0.0.1", port=int(stack.port("redis", 6379)), socket_timeout=5)
     sessions = [requests.Session() for _ in range(connections)]
     barrier = threading.Barrier(connections)
 
@@ -310,6 +358,11 @@ def invalidation_lag(stack: Stack, writes: int, connections: int = 8) -> dict:
     for thread in threads:
         thread.join(15)
     key = sessions[0].get(url, timeout=10).json()["key"]
+    client = (
+        stack.node_client(stack.owner_of(key).service)
+        if system.cache_services == CLUSTER_NODES
+        else stack.node_client("redis")
+    )
     lags: list[float] = []
     round_trips: list[float] = []  # the polls' own duration: the measurement's resolution
     try:
@@ -422,10 +475,16 @@ def add_arguments(parser: argparse.ArgumentParser, parse_duration) -> None:
         help="pure-hit,expiry (default both)",
     )
     parser.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        default="single",
+        help="single: one Redis (default); cluster: the Valkey Cluster; both: side by side",
+    )
+    parser.add_argument(
         "--systems",
         type=lambda t: comma_names(t, tuple(BY_NAME), "system"),
-        default=list(BY_NAME),
-        help="default: " + ",".join(BY_NAME),
+        default=None,
+        help="default: the topology's, " + ",".join(systems_of("single")) + " for single",
     )
     parser.add_argument(
         "--lag-writes",
@@ -475,11 +534,13 @@ def run(args: argparse.Namespace) -> int:
             "--duration must be at least twice --delay in expiry mode, so "
             "that a round outlasts a refill"
         )
+    args.systems = args.systems or systems_of(args.topology)
     systems = [BY_NAME[name] for name in args.systems]
+    cluster = any(s.cache_services == CLUSTER_NODES for s in systems)
     started = datetime.now(UTC)
     results_dir = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     results_dir.mkdir(parents=True, exist_ok=True)
-    stack = make_stack(args.project, args.delay, args.engine)
+    stack = make_stack(args.project, args.delay, args.engine, cluster)
     rng = random.Random(args.seed)
     data: dict = {"modes": {}, "samples": [], "checks": {}, "lag": None}
     say(f"building and starting the bench stack (project {args.project})")
@@ -492,9 +553,12 @@ def run(args: argparse.Namespace) -> int:
             stack.overrides = {"CACHE_TTL_SECONDS": str(ttl)}
             stack.up(*services_for(systems))
             stack.flush_cache()
+            if cluster and any(s.cache_services == ("redis",) for s in systems):
+                stack.redis_cli("FLUSHALL", node="redis")  # the single node beside the cluster
             containers = {
                 name: stack.container(name)
-                for name in {s for system in systems for s in system.cpu_services} | {"redis"}
+                for system in systems
+                for name in (*system.cpu_services, *system.cache_services)
             }
             for system in systems:
                 data["checks"].setdefault(mode, {})[system.name] = warm(stack, system, args.delay)
@@ -514,13 +578,14 @@ def run(args: argparse.Namespace) -> int:
                     )
             for system in systems:  # still answering correctly after the load
                 check_answer(stack, system, timeout=args.delay + 30)
-            if mode == "pure-hit" and args.lag_writes > 0 and "two-tier" in args.systems:
-                say(f"invalidation lag over {args.lag_writes} writes")
-                data["lag"] = invalidation_lag(stack, args.lag_writes)
-                say(
-                    f"invalidation lag p50 {data['lag']['p50_ms']:.2f} ms, "
-                    f"p99 {data['lag']['p99_ms']:.2f} ms"
-                )
+            for name, field_ in (("two-tier", "lag"), ("two-tier@cluster", "lag_cluster")):
+                if mode == "pure-hit" and args.lag_writes > 0 and name in args.systems:
+                    say(f"{name}: invalidation lag over {args.lag_writes} writes")
+                    data[field_] = invalidation_lag(stack, args.lag_writes, system_name=name)
+                    say(
+                        f"invalidation lag p50 {data[field_]['p50_ms']:.2f} ms, "
+                        f"p99 {data[field_]['p99_ms']:.2f} ms"
+                    )
     finally:
         if args.keep:
             say(
@@ -545,6 +610,7 @@ def run(args: argparse.Namespace) -> int:
         "started_utc": started.strftime("%Y-%m-%d %H:%M"),
         "machine": args.machine or machine_description(),
         "engine": args.engine,
+        "topology": args.topology,
         "rounds": args.rounds,
         "duration_s": args.duration,
         "warmup_s": args.warmup,

@@ -63,12 +63,13 @@ def render_tables(data: dict) -> str:
             mode_table(data, mode),
             "",
         ]
-    lag = data.get("lag")
-    if lag:
-        out.append(
-            f"Tier-1 invalidation lag over {lag['writes']} writes: p50 "
-            f"{lag['p50_ms']:.2f} ms, p99 {lag['p99_ms']:.2f} ms, max {lag['max_ms']:.2f} ms"
-        )
+    for field, where in (("lag", ""), ("lag_cluster", " (cluster, SET on the key's primary)")):
+        lag = data.get(field)
+        if lag:
+            out.append(
+                f"Tier-1 invalidation lag{where} over {lag['writes']} writes: p50 "
+                f"{lag['p50_ms']:.2f} ms, p99 {lag['p99_ms']:.2f} ms, max {lag['max_ms']:.2f} ms"
+            )
     return "\n".join(out)
 
 
@@ -85,7 +86,13 @@ def render_markdown(data: dict) -> str:
         f"every system once per round in a shuffled order, after {meta['warmup_s']:g} s of "
         f"discarded load; the tables give the **median of the rounds**",
         f"- **Stack**: one {meta['engine']} and one PostgreSQL shared by all; each system "
-        f"under test limited to 1 CPU (`cpus: 1.0`); slow query {meta['delay_s']:g} s",
+        f"under test limited to 1 CPU (`cpus: 1.0`); slow query {meta['delay_s']:g} s"
+        + (
+            "; the `@cluster` systems use the lab's Valkey Cluster instead (three "
+            "primaries and three replicas, 0.5 CPU each; their cache CPU is the nodes' sum)"
+            if meta.get("topology", "single") != "single"
+            else ""
+        ),
         f"- **Command**: `{meta['command']}`",
         "",
     ]
@@ -116,6 +123,15 @@ def render_markdown(data: dict) -> str:
                 else ""
             )
             + ".",
+            "",
+        ]
+    lag = data.get("lag_cluster")
+    if lag:
+        out += [
+            "On the cluster (the SET on the primary that owns the key, GETs at the "
+            f"`two-tier@cluster` port): **p50 {lag['p50_ms']:.2f} ms, p99 "
+            f"{lag['p99_ms']:.2f} ms** (max {lag['max_ms']:.2f} ms), "
+            f"{lag['stale_writes']} of {lag['writes']} writes with a stale answer.",
             "",
         ]
     cpu = meta["cpu_services"]

@@ -1,7 +1,8 @@
 """Fixtures and hooks of the whole suite (design: docs/testing.md).
 
 Stacks. One real Compose stack per cache engine for the session, started the
-first time a test asks for it and removed with ``down -v`` at the end. A test
+first time a test asks for it and removed with ``down -v`` at the end; the
+Valkey Cluster's stack (``cluster_lab``) lives for one module. A test
 states the settings it needs with ``@pytest.mark.lab_settings(...)`` (app
 variables, and ``app_replicas``); the ``lab`` fixture recreates containers only
 when those differ from what the stack runs now, and the tests of a module are
@@ -138,22 +139,30 @@ def docker_available() -> None:
 
 
 class Stacks:
-    """The session's stacks, one per cache engine, each started on first use."""
+    """The session's stacks, one per cache engine (and one for the Valkey
+    Cluster), each started on first use."""
 
     def __init__(self) -> None:
-        self.running: dict[str, Stack] = {}
+        self.running: dict[tuple[str, str], Stack] = {}
         self.built = False
 
-    def get(self, engine: str) -> Stack:
-        if engine not in self.running:
-            lab = Stack.create(engine=engine)
-            self.running[engine] = lab  # removed at the end even if it fails to start
+    def get(self, engine: str, topology: str = "single") -> Stack:
+        name = (engine, topology)
+        if name not in self.running:
+            lab = Stack.create(engine=engine, topology=topology)
+            self.running[name] = lab  # removed at the end even if it fails to start
             if not self.built:
                 lab.compose("build", "--quiet", timeout=1200)
                 self.built = True
             lab.up()
             lab.wait_ready()
-        return self.running[engine]
+        return self.running[name]
+
+    def remove(self, engine: str, topology: str = "single") -> None:
+        """Take one stack down before the session ends."""
+        lab = self.running.pop((engine, topology), None)
+        if lab is not None and os.environ.get("KEEP_STACK") != "1":
+            lab.down()
 
     def close(self) -> None:
         if os.environ.get("KEEP_STACK") == "1":
@@ -177,16 +186,35 @@ def stack(stacks: Stacks) -> Stack:
     return stacks.get("valkey")
 
 
+def _prepared(request: pytest.FixtureRequest, lab: Stack) -> Stack:
+    """``lab`` with the test's settings (``lab_settings`` marker, else the test
+    defaults), every container running, an empty cache."""
+    marker = request.node.get_closest_marker("lab_settings")
+    settings = dict(marker.kwargs) if marker else {}
+    replicas = int(settings.pop("app_replicas", 1))
+    lab.ensure(replicas=replicas, **settings)
+    lab.flush_cache()
+    return lab
+
+
 @pytest.fixture
 def lab(request: pytest.FixtureRequest, stacks: Stacks) -> Stack:
     """A stack with the test's settings (``lab_settings`` marker, else the test
     defaults), every container running, an empty cache; on Valkey, or on the
     engine ``@pytest.mark.engines`` gives."""
-    engine = getattr(request, "param", "valkey")
-    marker = request.node.get_closest_marker("lab_settings")
-    settings = dict(marker.kwargs) if marker else {}
-    replicas = int(settings.pop("app_replicas", 1))
-    lab = stacks.get(engine)
-    lab.ensure(replicas=replicas, **settings)
-    lab.flush_cache()
-    return lab
+    return _prepared(request, stacks.get(getattr(request, "param", "valkey")))
+
+
+@pytest.fixture(scope="module")
+def cluster_stack(stacks: Stacks) -> Iterator[Stack]:
+    """The stack with its cache as a Valkey Cluster (compose.cluster.yaml), for
+    one module: taken down after it, since six idle nodes beside the next
+    modules' stacks would load a 2-core machine."""
+    yield stacks.get("valkey", topology="cluster")
+    stacks.remove("valkey", topology="cluster")
+
+
+@pytest.fixture
+def cluster_lab(request: pytest.FixtureRequest, cluster_stack: Stack) -> Stack:
+    """As ``lab``, on the Valkey Cluster."""
+    return _prepared(request, cluster_stack)

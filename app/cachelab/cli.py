@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+import redis
 
 from .config import ConfigError, Settings, database_url, read_integer, read_number
 
@@ -27,10 +28,18 @@ def main() -> None:
 
 @main.command("check-config")
 def check_config() -> None:
-    """Validate the environment and print the effective settings (no secrets)."""
+    """Validate the environment and print the effective settings (no secrets);
+    when the cache server answers, check that REDIS_CLUSTER matches it."""
+    from .engine.cluster import check_mode
+
     settings = _settings()
+    try:
+        mode = check_mode(settings)
+    except ConfigError as exc:
+        raise click.ClickException(f"invalid configuration: {exc}") from exc
     for name, value in settings.public().items():
         click.echo(f"{name}={value}")
+    click.echo(f"cache_server_mode={mode or 'unknown (not reachable)'}")
 
 
 @main.command("db-init")
@@ -187,13 +196,21 @@ def cache() -> None:
 @cache.command("purge")
 def cache_purge() -> None:
     """Delete every entry and lock of this namespace and format version (SCAN + UNLINK)."""
+    from .engine.cluster import ClusterStore
     from .engine.keys import namespace_pattern
-    from .engine.store import RedisStore, make_client
+    from .engine.store import CacheUnavailable, RedisStore, make_client
 
     settings = _settings()
-    store = RedisStore(settings, make_client(settings, timeout_ms=2000))
     pattern = namespace_pattern(settings.cache_namespace)
-    deleted = store.purge(pattern)
+    try:
+        if settings.redis_cluster:  # every primary; one that does not answer fails the purge
+            store: RedisStore = ClusterStore(settings, timeout_ms=2000)
+            store.ping()
+        else:
+            store = RedisStore(settings, make_client(settings, timeout_ms=2000))
+        deleted = store.purge(pattern)
+    except (CacheUnavailable, redis.exceptions.RedisError, OSError) as exc:
+        raise click.ClickException(f"cache purge failed: {type(exc).__name__}: {exc}") from exc
     click.echo(f"cache purge: deleted {deleted} keys matching {pattern}")
 
 

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 STRATEGIES = ("none", "cache-aside", "swr", "two-tier")
 INVALIDATION_MODES = ("ttl", "delete", "write-through", "notify")
 TRACKING_CHOICES = ("auto", "off")
+CLUSTER_CHOICES = ("off", "on")
 T = TypeVar("T", int, float)
 
 
@@ -154,6 +155,8 @@ class Settings:
     redis_connect_timeout_ms: int = 100
     redis_retry_timeout_ms: int = 500
     redis_max_connections: int = 160
+    redis_cluster: bool = False
+    cluster_refresh_seconds: float = 5.0
     breaker_failure_threshold: int = 3
     breaker_cooldown_seconds: float = 5.0
     db_connect_timeout_seconds: int = 3
@@ -241,6 +244,8 @@ class Settings:
             redis_connect_timeout_ms=read_integer(env, "REDIS_CONNECT_TIMEOUT_MS", 100, 1, 10_000),
             redis_retry_timeout_ms=read_integer(env, "REDIS_RETRY_TIMEOUT_MS", 500, 1, 60_000),
             redis_max_connections=read_integer(env, "REDIS_MAX_CONNECTIONS", 160, 1, 10_000),
+            redis_cluster=_choice(env, "REDIS_CLUSTER", "off", CLUSTER_CHOICES) == "on",
+            cluster_refresh_seconds=read_number(env, "CLUSTER_REFRESH_SECONDS", 5.0, 0.5, 300.0),
             breaker_failure_threshold=read_integer(env, "BREAKER_FAILURE_THRESHOLD", 3, 1, 1_000),
             breaker_cooldown_seconds=read_number(env, "BREAKER_COOLDOWN_SECONDS", 5.0, 0.1, 600.0),
             db_connect_timeout_seconds=read_integer(env, "DB_CONNECT_TIMEOUT_SECONDS", 3, 1, 60),
@@ -299,6 +304,11 @@ class Settings:
                 f"CACHE_MISS_SLOTS ({self.miss_slots}) + CACHE_FOLLOWER_SLOTS "
                 f"({self.follower_slots}) must be below GUNICORN_THREADS "
                 f"({self.gunicorn_threads}), so some threads always serve hits"
+            )
+        if self.redis_cluster and urlsplit(self.redis_url).path.strip("/") not in ("", "0"):
+            raise ConfigError(
+                "REDIS_URL must use database 0 (or none) with REDIS_CLUSTER=on: "
+                f"a cluster has no other; got {urlsplit(self.redis_url).path!r}"
             )
         needed = self.gunicorn_threads + self.refresh_threads + 2
         if self.redis_max_connections < needed:

@@ -25,6 +25,7 @@ from cachelab.web.app import create_app, shutdown
 from loadtest.stack import wait_until
 from tests.helpers import free_port
 from tests.unit.fakes import FakeDatabase, Services
+from tests.unit.valkey_cluster import ValkeyCluster
 
 
 def pytest_collection_modifyitems(items):
@@ -39,6 +40,17 @@ def valkey() -> Iterator[ValkeyServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[ValkeyCluster]:
+    """Three primaries and three replicas, started once, for the tests that ask.
+    No test waits for an automatic failover (they use CLUSTER FAILOVER), so the
+    node timeout is long: a loaded machine (mypy beside the tests) stalled the
+    nodes past a 1 s timeout and a replica promoted itself mid-test."""
+    cluster = ValkeyCluster(node_timeout_ms=5000).start()
+    yield cluster
+    cluster.stop()
 
 
 _namespaces = itertools.count(1)
@@ -84,6 +96,13 @@ def raw(settings) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def cluster_settings(settings, valkey_cluster) -> Settings:
+    """The test settings on the session's Valkey Cluster (REDIS_CLUSTER=on)."""
+    valkey_cluster.wait_healthy()
+    return replace(settings, redis_url=valkey_cluster.url, redis_cluster=True)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import cast
 
 from cachelab.config import Settings
+from cachelab.engine.cluster import ClusterStore
 from cachelab.engine.store import RedisStore
 from cachelab.postgres.database import Database, DatabaseUnavailable
 from cachelab.web.app import build_lab
@@ -130,16 +131,18 @@ class Services:
     ) -> Lab:
         if overrides:
             settings = replace(settings, **overrides)
+        store = ClusterStore(settings) if settings.redis_cluster else RedisStore(settings)
         lab = build_lab(
             settings,
             cast(Database, db),  # the fake answers what the engine asks of Database
-            RedisStore(settings),
+            store,
             clock=clock,
             rng=rng or random.Random(7),
             wall=wall,
         )
         self.made.append(lab)
         if start:
+            lab.store.start()
             lab.tracking.start()
             if settings.cache_tracking == "auto":
                 wait_until(
@@ -153,4 +156,7 @@ class Services:
     def close(self) -> None:
         for lab in self.made:
             lab.shutdown()
-            lab.store.client.connection_pool.disconnect()
+            if isinstance(lab.store, ClusterStore):
+                lab.store.client.close()
+            else:
+                lab.store.client.connection_pool.disconnect()

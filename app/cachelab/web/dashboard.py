@@ -23,6 +23,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template
 from .. import metrics
 from ..engine.keys import entry_key, namespace_pattern
 from ..engine.model import decode
+from ..engine.store import CacheUnavailable
 from . import promql
 from .context import Lab, lab
 from .views import dependency_health
@@ -123,9 +124,11 @@ def read_redis_info(service: Lab, redis_up: bool) -> dict[str, Any]:
         return {"status": "unavailable"}
     try:
         info = service.store.info()
-    except _REDIS_FAILURES as exc:
+    except _REDIS_FAILURES + (CacheUnavailable,) as exc:
         return {"status": "unavailable", "error": f"redis: {type(exc).__name__}"}
     fields = {name: info[name] for name in REDIS_INFO_FIELDS if name in info}
+    if "nodes" in info:  # a cluster: the summed figures, and one row per primary
+        fields["nodes"] = info["nodes"]
     return {"status": "ok", **fields}
 
 
@@ -134,7 +137,6 @@ def read_keys(service: Lab, namespace: str, redis_up: bool) -> dict[str, Any]:
     """The namespace's entries: fresh / stale / refreshing / missing, with TTLs."""
     if not redis_up:
         return {"status": "unavailable", "total": None, "items": []}
-    client = service.store.client
     try:
         data_keys: list[str] = []
         locks: set[str] = set()
@@ -155,13 +157,8 @@ def read_keys(service: Lab, namespace: str, redis_up: bool) -> dict[str, Any]:
         filling = sorted(locks.difference(data_keys))
         shown = sorted(data_keys)[:MAX_KEYS_SHOWN]
         shown += filling[: max(0, MAX_KEYS_SHOWN - len(shown))]
-        pipe = client.pipeline(transaction=False)
-        for key in shown:
-            pipe.get(key)
-            pipe.pttl(key)
-            pipe.get(f"{key}:lease")
-        replies = pipe.execute() if shown else []
-    except _REDIS_FAILURES as exc:
+        replies = service.store.peek(shown)
+    except _REDIS_FAILURES + (CacheUnavailable,) as exc:
         return {
             "status": "unavailable",
             "error": f"redis: {type(exc).__name__}",
@@ -170,9 +167,8 @@ def read_keys(service: Lab, namespace: str, redis_up: bool) -> dict[str, Any]:
         }
     now = time.time()
     items = []
-    for index, key in enumerate(shown):
-        raw, pttl, lease = replies[3 * index : 3 * index + 3]
-        items.append(_key_state(key, raw, pttl, _lease_alive(lease, now), now))
+    for key, (value, pttl, lease) in zip(shown, replies, strict=True):
+        items.append(_key_state(key, value, pttl, _lease_alive(lease, now), now))
     return {
         "status": "ok",
         "total": len(data_keys),
