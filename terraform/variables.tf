@@ -261,7 +261,7 @@ variable "app_settings" {
       "DB_CONNECT_TIMEOUT_SECONDS", "DB_STATEMENT_TIMEOUT_MS", "DB_POOL_WAIT_SECONDS",
       "GUNICORN_THREADS", "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT", "LOG_LEVEL",
       "CACHE_FOLLOWER_SLOTS", "CACHE_REFRESH_QUEUE", "DB_CONTROL_CONNECTIONS", "LOCAL_CACHE_BYTES",
-      "NEGATIVE_TTL_SECONDS", "REDIS_RETRY_TIMEOUT_MS",
+      "NEGATIVE_TTL_SECONDS", "REDIS_RETRY_TIMEOUT_MS", "CLUSTER_REFRESH_SECONDS",
       "ITEM_COUNT", "ITEM_PAYLOAD_BYTES", "SLOW_CALL_LOG",
     ], k)])
     error_message = "app_settings accepts only settings the app or db-init reads (see .env.example), except those with a variable of their own (cache_strategy, cache_ttl_seconds, slow_query_seconds, gunicorn_workers, db_pool_size) and those Terraform or compose.aws.yaml sets (DATABASE_URL, REDIS_URL, REDIS_CLUSTER, WRITE_API_TOKEN, DATABASE_PASSWORD_FILE, PROMETHEUS_URL, PROMETHEUS_UI_URL)."

@@ -713,15 +713,15 @@ def test_a_bad_setting_stops_the_boot_naming_it_and_asks_for_a_replacement(rehea
     assert rehearsal.get("/healthz").status_code == 200
 
 
-def test_cluster_mode_stops_the_boot_of_an_app_without_a_cluster_client(rehearsal):
-    """cache_cluster_mode sets REDIS_CLUSTER=on; an app image that ignores it
-    would use the configuration endpoint as one node (MOVED on most keys)."""
+def test_cluster_mode_against_a_non_cluster_cache_stops_the_boot_naming_it(rehearsal):
+    """cache_cluster_mode sets REDIS_CLUSTER=on; against a node that is no
+    cluster (the rehearsal's cache), check-config stops the boot naming it."""
     proc = rehearsal.bootstrap(
         APP_SETTINGS=rehearsal.env["APP_SETTINGS"] + ",REDIS_CLUSTER", REDIS_CLUSTER="on"
     )
     assert proc.returncode != 0, _explain(proc)
     out = proc.stdout + proc.stderr
-    assert "cache_cluster_mode is on" in out and "no cluster client" in out, out[-3000:]
+    assert "REDIS_CLUSTER" in out and "refuses its configuration" in out, out[-3000:]
     assert rehearsal.get("/healthz").status_code == 200  # the running stack is untouched
 
 
