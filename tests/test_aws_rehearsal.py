@@ -744,8 +744,12 @@ def _nginx_client_address(rehearsal) -> str:
     """The address nginx sees for requests from this host (the load generator's host here)."""
     marker = f"/healthz?who={secrets.token_hex(4)}"
     rehearsal.get(marker)
-    logs = rehearsal.container("nginx").logs(tail=50).decode()
-    line = next(line for line in reversed(logs.splitlines()) if marker in line)
+
+    def logged() -> str | None:  # the access log reaches `docker logs` a moment later
+        logs = rehearsal.container("nginx").logs(tail=50).decode()
+        return next((line for line in reversed(logs.splitlines()) if marker in line), None)
+
+    line = wait_until(logged, timeout=10, message="nginx to log the marker request")
     return json.loads(line[line.index("{") :])["remote_addr"]
 
 
