@@ -19,7 +19,6 @@ AWS_ENV = {
     "NGINX_APP_IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cachelab/nginx:abc1234",
     "DATABASE_URL": "postgresql://u:p@db.example:5432/lab?sslmode=verify-full",
     "REDIS_URL": "rediss://:token@cache.example:6379/0",
-    "APP_DB_PASSWORD": "app-password-from-secrets-manager",
     "AWS_REGION": "eu-west-1",
     "AWSLOGS_GROUP": "/cachelab/containers",
 }
@@ -59,7 +58,8 @@ def test_the_lab_needs_no_variable_and_no_password():
 
 
 def test_the_aws_overlay_refuses_to_start_without_its_secrets():
-    for missing in ("DATABASE_URL", "REDIS_URL", "APP_DB_PASSWORD", "APP_IMAGE"):
+    # db-init is not on the instances (its own task: terraform/dbinit.tf).
+    for missing in ("DATABASE_URL", "REDIS_URL", "APP_IMAGE", "NGINX_APP_IMAGE"):
         env = {k: v for k, v in AWS_ENV.items() if k != missing}
         result = compose_config(*AWS_FILES, env=env)
         assert result.returncode != 0, missing
@@ -70,11 +70,13 @@ def test_aws_runs_no_local_only_service_no_password_file_and_no_docker_socket():
     result = compose_config(*AWS_FILES, env=AWS_ENV)
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
-    assert set(config["services"]) == {"app", "db-init", "nginx"}
+    # db-init runs once per deploy as its own task (terraform/dbinit.tf), not here.
+    assert set(config["services"]) == {"app", "nginx"}
     text = json.dumps(config["services"])
     assert "docker.sock" not in text and "lab-secrets" not in text
     app = config["services"]["app"]["environment"]
     assert app["PROMETHEUS_URL"] == "" and app["DATABASE_PASSWORD_FILE"] == ""
+    assert app["PROMETHEUS_UI_URL"] == "", "no Prometheus UI to link on AWS"
     # Locally, the bench container is the only one with the socket, behind a profile.
     local = json.loads(
         compose_config("-f", str(ROOT / "compose.yaml"), "--profile", "bench", env={}).stdout

@@ -50,25 +50,45 @@ def check_config() -> None:
     show_default=True,
     help="Seconds to wait for the database to accept connections.",
 )
-def db_init(wait_seconds: float) -> None:
+@click.option(
+    "--lock-timeout-ms",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(10, 60_000),
+    help="Give up a table lock not granted within this time (readers wait at most this long).",
+)
+@click.option(
+    "--lock-attempts",
+    default=60,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Attempts before a lock that stays taken fails the run (exit 75).",
+)
+def db_init(wait_seconds: float, lock_timeout_ms: int, lock_attempts: int) -> None:
     """Prepare DATABASE_URL's database (idempotent); run it as the database owner.
 
-    Applies postgres-init/*.sql in order, creates or updates the app's login
-    role APP_DB_USER (password APP_DB_PASSWORD) as a member of cachelab_runtime
-    (and cachelab_monitor in pg_monitor when MONITOR_DB_PASSWORD is set), and
-    stores SLOW_QUERY_SECONDS, when set, in lab_settings. Each password, and the
-    owner's (DATABASE_PASSWORD), may come from a file instead: NAME_FILE. Exit status 75
-    means the database was not reachable in time (worth retrying); 1 is any
+    Connects with DATABASE_URL, or on AWS with the RDS master secret
+    (DB_OWNER_SECRET) and DB_HOST/DB_PORT/DB_NAME over TLS verified against
+    DB_CA_URL. Applies postgres-init/*.sql in order (skipping a file applied before,
+    unchanged), creates or updates the app's login role APP_DB_USER (password
+    APP_DB_PASSWORD) as a member of cachelab_runtime (and cachelab_monitor in
+    pg_monitor when MONITOR_DB_PASSWORD is set), and stores SLOW_QUERY_SECONDS,
+    when set, in lab_settings. Each password, and the owner's (DATABASE_PASSWORD),
+    may come from a file instead: NAME_FILE. Exit status 75 means the database was
+    not reachable in time or a table stayed locked (worth retrying); 1 is any
     other failure, printed with its reason.
     """
     from .postgres import provision
 
-    if not os.environ.get("DATABASE_URL", "").strip():
-        raise click.ClickException(
-            "invalid configuration: DATABASE_URL (the database owner's URL) is required"
-        )
     try:
-        url = database_url(os.environ)
+        if os.environ.get("DATABASE_URL", "").strip():
+            url = database_url(os.environ)
+        else:  # on AWS: the RDS master secret and the endpoint's parts (the db-init task)
+            url = provision.owner_url_from_env(dict(os.environ)) or ""
+        if not url:
+            raise click.ClickException(
+                "invalid configuration: DATABASE_URL (the database owner's URL) is required"
+            )
         role = provision.app_role_from_env(dict(os.environ))
         monitor = provision.monitor_role_from_env(dict(os.environ))
     except ValueError as exc:  # ConfigError included
@@ -79,7 +99,14 @@ def db_init(wait_seconds: float) -> None:
         raise click.ClickException(f"invalid configuration: {exc}") from None
     try:
         applied = provision.apply(
-            url, provision.directory_from_env(), wait_seconds, lab_settings, role, monitor
+            url,
+            provision.directory_from_env(),
+            wait_seconds,
+            lab_settings,
+            role,
+            monitor,
+            lock_timeout_ms=lock_timeout_ms,
+            lock_attempts=lock_attempts,
         )
     except provision.DatabaseNotReady as exc:
         click.echo(f"Error: db-init failed: {exc}", err=True)
@@ -89,7 +116,8 @@ def db_init(wait_seconds: float) -> None:
             f"db-init failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
         ) from exc
     click.echo(
-        f"db-init: applied {', '.join(applied)}; app role {role.user} in {provision.RUNTIME_GROUP}"
+        f"db-init: applied {', '.join(applied) or 'nothing (no file changed)'}; "
+        f"app role {role.user} in {provision.RUNTIME_GROUP}"
         + (f"; {monitor.user} in {provision.MONITOR_GROUP}" if monitor else "")
         + "".join(f"; {name}={value}" for name, value in lab_settings.items())
     )

@@ -112,8 +112,8 @@ class Janitor:
         self.containers.append(created)
         return created
 
-    def network(self, name: str, labels: dict | None = None):
-        created = self.docker.networks.create(name, labels=labels or {})
+    def network(self, name: str, labels: dict | None = None, **kwargs):
+        created = self.docker.networks.create(name, labels=labels or {}, **kwargs)
         self.networks.append(created)
         return created
 
@@ -332,12 +332,36 @@ def start_rds(
     return rds
 
 
+def cache_access_rules(namespace: str = "lab", cluster: bool = False) -> list[str]:
+    """The app's ElastiCache access string, as terraform/elasticache.tf builds it."""
+    text = (TF_DIR / "elasticache.tf").read_text()
+
+    def listed(name: str) -> list[str]:
+        block = re.search(rf"{name}\s*=\s*\[(.*?)\]", text, re.DOTALL)
+        assert block, f"{name} not found in terraform/elasticache.tf"
+        return re.findall(r'"([a-z|]+)"', block.group(1))
+
+    commands = listed("cache_app_commands") + (listed("cache_cluster_commands") if cluster else [])
+    return ["on", f"~{namespace}:*", "-@all", *[f"+{c}" for c in commands]]
+
+
 @dataclass
 class Cache:
-    container: Any
-    token: str
+    """ElastiCache with RBAC: the `default` user off, the app's user with the
+    access string of terraform/elasticache.tf, and an observer for the tests
+    (AWS's own view of the node: not something the lab's Terraform creates)."""
 
-    def cli(self, *args: str) -> str:
+    container: Any
+    user: str
+    passwords: list[str]
+    admin_password: str
+    unknown_rules: list[str] = field(default_factory=list)
+
+    @property
+    def token(self) -> str:
+        return self.passwords[0]
+
+    def cli(self, *args: str, check: bool = True) -> str:
         code, out = self.container.exec_run(
             [
                 "redis-cli",
@@ -351,21 +375,48 @@ class Cache:
                 "--sni",
                 CACHE_HOST,
                 "--no-auth-warning",
-                "-a",
-                self.token,
+                "--user",
+                "rehearsal-observer",
+                "--pass",
+                self.admin_password,
                 *args,
             ]
         )
-        if code != 0:
+        text = out.decode().strip()
+        if check and (code != 0 or text.startswith("ERR") or text.startswith("(error)")):
             raise AssertionError(f"redis-cli {args}: {out!r}")
-        return out.decode().strip()
+        return text
+
+    def set_app_user(self, rules: list[str], passwords: list[str]) -> None:
+        """ACL SETUSER, one rule at a time: a command this Redis does not know (an
+        older server than ElastiCache's) is recorded in ``unknown_rules``."""
+        self.unknown_rules = []
+        self.cli("ACL", "SETUSER", self.user, "reset")
+        self.cli("ACL", "SETUSER", self.user, *[f">{p}" for p in passwords])
+        self.passwords = list(passwords)
+        for rule in rules:
+            answer = self.cli("ACL", "SETUSER", self.user, rule, check=False)
+            if answer != "OK":
+                assert "Unknown command" in answer or "unknown" in answer.lower(), answer
+                self.unknown_rules.append(rule)
+
+    def acl_log(self) -> list[str]:
+        """Refusals the server logged (reason, object, user), newest first."""
+        entries = self.cli("ACL", "LOG").splitlines()
+        return [line for line in entries if line.strip()]
 
 
 def start_cache(
-    janitor: Janitor, name: str, network: str, aliases: list[str], certs: Certs
+    janitor: Janitor,
+    name: str,
+    network: str,
+    aliases: list[str],
+    certs: Certs,
+    user: str = "cachelab-app",
+    rules: list[str] | None = None,
 ) -> Cache:
-    """ElastiCache with transit encryption and an AUTH token: TLS only, no plaintext port."""
-    token = alnum(48)
+    """ElastiCache with transit encryption and RBAC: TLS only, no plaintext port."""
+    password, admin = alnum(48), alnum(32)
     container = janitor.container(
         image=image("REDIS_IMAGE"),
         name=name,
@@ -384,8 +435,16 @@ def start_cache(
             "/stand-in/ca.pem",
             "--tls-auth-clients",
             "no",
-            "--requirepass",
-            token,
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "rehearsal-observer",
+            "on",
+            f">{admin}",
+            "~*",
+            "&*",
+            "+@all",
             "--save",
             "",
             "--appendonly",
@@ -399,4 +458,7 @@ def start_cache(
         network=network,
         networking_config={network: janitor.docker.api.create_endpoint_config(aliases=aliases)},
     )
-    return Cache(container, token)
+    cache = Cache(container, user, [password], admin)
+    wait_until(lambda: cache.cli("PING") == "PONG", timeout=30, message="the cache stand-in")
+    cache.set_app_user(rules or cache_access_rules(), [password])
+    return cache

@@ -80,6 +80,57 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(settings):
         assert time.monotonic() - started < 2.5
 
 
+def test_db_init_reapplies_a_file_only_when_its_text_or_its_declared_settings_change():
+    from cachelab.postgres.provision import file_digest
+    from loadtest.stack import ROOT
+
+    items = (ROOT / "postgres-init" / "02-items.sql").read_text()
+    base = {"item_count": "1000", "item_payload_bytes": "256", "slow_query_seconds": "10.0"}
+    digest = file_digest(items, base)
+    assert file_digest(items, dict(base)) == digest
+    # read by functions at run time, not when the file is applied: no re-run
+    assert file_digest(items, {**base, "slow_query_seconds": "2.0"}) == digest
+    assert file_digest(items, {**base, "item_count": "500"}) != digest
+    assert file_digest(items, {**base, "item_payload_bytes": "64"}) != digest
+    assert file_digest(items + "\n-- changed\n", base) != digest
+
+
+def test_db_init_on_aws_builds_the_owner_url_from_the_master_secret(tmp_path):
+    import json as _json
+    from urllib.parse import unquote
+
+    import pytest as _pytest
+
+    from cachelab.postgres.provision import owner_url_from_env
+
+    ca = tmp_path / "bundle.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    env = {
+        "DB_OWNER_SECRET": _json.dumps({"username": "cachelab", "password": "p@ss/wörd"}),
+        "DB_HOST": "cachelab-db.abc.eu-west-1.rds.amazonaws.com",
+        "DB_PORT": "5432",
+        "DB_NAME": "lab",
+        "DB_CA_URL": ca.as_uri(),
+    }
+    url = owner_url_from_env(env)
+    assert url is not None
+    assert url.startswith(
+        "postgresql://cachelab:p%40ss%2Fw%C3%B6rd@cachelab-db.abc.eu-west-1.rds.amazonaws.com:5432/lab?"
+    )
+    assert "sslmode=verify-full" in url
+    rootcert = unquote(url.split("sslrootcert=", 1)[1])
+    assert open(rootcert).read() == ca.read_text()
+    assert owner_url_from_env({}) is None
+    for broken, named in (
+        ({**env, "DB_OWNER_SECRET": "not json"}, "DB_OWNER_SECRET"),
+        ({**env, "DB_HOST": ""}, "DB_HOST"),
+        ({**env, "DB_CA_URL": ""}, "DB_CA_URL"),
+        ({**env, "DB_CA_URL": (tmp_path / "missing.pem").as_uri()}, "DB_CA_URL"),
+    ):
+        with _pytest.raises(ValueError, match=named):
+            owner_url_from_env(broken)
+
+
 def test_writes_and_probes_do_not_wait_behind_the_slow_queries(settings):
     """Suspected defect, confirmed: PUTs and the readiness pings shared the fill
     slots' pool, so a worker whose fills held every connection could not take a
