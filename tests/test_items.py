@@ -118,7 +118,7 @@ items_settings = pytest.mark.lab_settings(
 # own read is a hit.
 @items_settings
 @pytest.mark.parametrize(
-    ("variant", "writers", "minimum"), [("delete", 4, 16), ("write-through", 2, 50)]
+    ("variant", "writers", "minimum"), [("delete", 4, 16), ("write-through", 2, 30)]
 )
 def test_a_writer_always_reads_its_own_write(lab, variant, writers, minimum):
     summary = drive(lab, variant, seconds=8, writers=writers)
