@@ -116,15 +116,14 @@ class ReadPath:
         try:  # rule 3
             read = self.store.read(target.key)
         except CacheUnavailable:
-            copy = self._outage_copy(target)
-            if copy is not None:
+            if self._outage_copy(target) is not None:
                 timer.add("cache", started)
-                return self._degraded(target, timer, copy)
+                return self._degraded(target, timer)
             try:  # rule 5's exception: no copy to serve, so ask Redis once more, patiently
                 read = self.store.read_patiently(target.key)
             except CacheUnavailable:
                 timer.add("cache", started)
-                return self._degraded(target, timer, self._outage_copy(target))
+                return self._degraded(target, timer)
         timer.add("cache", started)
         found = read.entry
         if found is not None and not found.tombstone:
@@ -147,7 +146,7 @@ class ReadPath:
             else:
                 filled = self.fills.fill(target, timer)
         except RedisDown:
-            return self._degraded(target, timer, self._outage_copy(target))
+            return self._degraded(target, timer)
         return self._answer(
             target,
             MISS,
@@ -217,8 +216,9 @@ class ReadPath:
         copy = self.tier1.last_copy(target.key)
         return copy if copy is not None and copy.valid else None
 
-    def _degraded(self, target: Target, timer: Timer, copy: Copy | None) -> Lookup:
-        """Rule 5: Redis is unavailable; ``copy`` is :meth:`_outage_copy`'s answer."""
+    def _degraded(self, target: Target, timer: Timer) -> Lookup:
+        """Rule 5: Redis is unavailable."""
+        copy = self._outage_copy(target)
         if copy is not None:
             left = copy.soft_deadline - self.clock()
             if left <= 0:
