@@ -268,6 +268,8 @@ def test_redis_restarted_with_empty_memory_under_load(lab):
         dbsize["before"] = int(lab.redis_cli("DBSIZE"))
         dbsize["run_id_before"] = run_id()
         redis.restart(timeout=5)
+        # The container runs before its server listens: ask until it answers.
+        wait_until(lambda: _answers(run_id), 10, message="the restarted server to answer")
         dbsize["run_id_after"] = run_id()
 
     run_fault(
@@ -506,3 +508,11 @@ def test_rolling_restart_of_two_replicas_gives_no_errors(lab):
     )
     assert len(in_flight) >= 8 and set(in_flight) == {200}, in_flight
     assert parse_json(lab.get("/readyz"))["status"] == "ready"
+
+
+def _answers(call: Any) -> bool:
+    try:
+        call()
+    except RuntimeError:  # redis-cli could not connect yet
+        return False
+    return True

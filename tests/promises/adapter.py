@@ -111,6 +111,11 @@ def follower_slots(settings: Settings) -> int:
     return int(settings.follower_slots)
 
 
+def waiting_followers(app: Flask) -> int:
+    """How many requests of this worker are waiting for a fill in flight."""
+    return int(app.extensions["cachelab"].bulkhead.in_use["follower"])
+
+
 def refresh_queue_bound(settings: Settings) -> int:
     """How many background refreshes may wait for a refresh thread."""
     return int(getattr(settings, REFRESH_QUEUE_SETTING))

@@ -184,3 +184,27 @@ def test_a_stampede_on_a_slow_redis_still_runs_one_query(lab, db):
     assert len(queries) == 1, f"{len(queries)} queries of one cold key: {queries} " + "; ".join(
         a.line(0) for a in answers
     )
+
+
+def test_a_degraded_query_of_a_key_never_refuses_the_next_read_of_it(lab, db, node):
+    """Found by the checker (seed 3880068059, an eviction mid-burst): a read
+    that lost Redis ran the key's query in the degraded path's own flight; the
+    next read of that key found Redis well, led a second flight, and the query
+    slot the first one held refused it -- 503 ``overloaded`` for one key, and
+    the followers of that flight with it. A worker runs one flight per key,
+    whichever path leads it."""
+    worker = lab.worker(miss_slots=4, fill_slots=1)
+    gate = db.gate(5)
+    with node.full():  # the lease cannot be written: this read goes degraded
+        degraded = lab.filling(worker, 5, "ttl")
+    after = lab.background(lab.read, worker, 5, "ttl")  # Redis well again
+    wait_until(
+        lambda: after.done() or adapter.waiting_followers(worker.app) > 0,
+        5,
+        interval=0.01,
+        message="the second read to join or be answered",
+    )
+    gate.set()
+    answers = [degraded.result(timeout=10), after.result(timeout=10)]
+    assert [a.status for a in answers] == [200, 200], [a.line(0) for a in answers]
+    assert answers[0].detail == "redis-unavailable", answers[0].line(0)

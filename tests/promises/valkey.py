@@ -125,6 +125,16 @@ class Node:
         finally:
             self.admin.config_set("maxmemory", 0)
 
+    @contextmanager
+    def full(self) -> Iterator[None]:
+        """Every write is refused (OOM: ``noeviction`` with no room); reads work."""
+        self.admin.config_set("maxmemory-policy", "noeviction")
+        self.admin.config_set("maxmemory", 1)
+        try:
+            yield
+        finally:
+            self.admin.config_set("maxmemory", 0)
+
     def evict_volatile(self) -> None:
         """Evict every key with a TTL now (volatile-lru with no room at all)."""
         self.admin.config_set("maxmemory-policy", "volatile-lru")

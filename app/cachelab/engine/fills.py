@@ -43,8 +43,13 @@ Rules
   query, and a stampede on a saturated machine answers slower than
   ``REDIS_TIMEOUT_MS`` (found by the stack test: 93 of 100 users of one cold
   key went without the lease, four queries ran).
-* **Without Redis** a worker fills each key once in its own flight and keeps
-  the result as an unconfirmed copy (:meth:`Fills.fill_locally`).
+* **Without Redis** a worker queries each key once and keeps the result as an
+  unconfirmed copy (:meth:`Fills.fill_locally`).
+* **One flight per key, whichever path leads it.** A request that lost Redis
+  and one that has it share the key's flight: a worker never runs two queries
+  of one key at once, so the query slots are taken by distinct keys only (found
+  by the checker: a degraded query held the only free slot, and the next read
+  of the same key, Redis well again, was refused 503 ``overloaded``).
 """
 
 from __future__ import annotations
@@ -157,7 +162,6 @@ class Fills:
         self.rng = rng or random.Random()
         self.wall = wall
         self.flights: SingleFlight[Filled] = SingleFlight()
-        self.local_flights: SingleFlight[Filled] = SingleFlight()
         self.lease_ms = max(1, int(settings.cache_lock_lease_seconds * 1000))
         self.tracking_active: Callable[[], bool] = tier1.covered
         self._held: dict[str, Lease] = {}
@@ -343,8 +347,15 @@ class Fills:
 
     # -- without Redis: one query per key in this worker ----------------------------------
     def fill_locally(self, target: Target, timer: Timer) -> Filled:
+        """Lead the key's flight with a query of its own, or follow the flight in
+        progress (a fill with Redis is as good an answer). If that fill lost
+        Redis too, query alone: the flight it followed has ended."""
         lead = lambda: self._load_locally(target, timer)  # noqa: E731
-        filled, _ = self._flight(self.local_flights, target, lead, timer)
+        try:
+            filled, _ = self._flight(self.flights, target, lead, timer)
+        except RedisDown:
+            with self.bulkhead.miss():
+                return self._load_locally(target, timer)
         return filled
 
     def _load_locally(self, target: Target, timer: Timer) -> Filled:
