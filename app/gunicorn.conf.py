@@ -11,9 +11,12 @@ import shutil
 import sys
 
 from cachelab.config import ConfigError, Settings, read_integer
+from cachelab.engine.cluster import check_mode
 
 try:
     settings = Settings.from_env()
+    # REDIS_CLUSTER must match the server (not reachable yet: start, degraded).
+    check_mode(settings)
     port = read_integer(os.environ, "PORT", 8000, 1, 65535)
     workers = read_integer(os.environ, "GUNICORN_WORKERS", 2, 1, 64)
     # Enough threads that waiting misses (CACHE_MISS_SLOTS) never take all of them.

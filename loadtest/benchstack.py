@@ -12,7 +12,11 @@ systems, each under the lab's CPU limits, on one Redis and one PostgreSQL:
 * ``before`` (``--before REF``): the lab's app and Nginx built from a git ref,
   with the CPU limits and settings it had there -- the "before" of a change;
 * ``two-tier@100ms`` (on request): today's lab with the kernel's default
-  100 ms CFS period instead of compose.yaml's 10 ms -- what the period alone does.
+  100 ms CFS period instead of compose.yaml's 10 ms -- what the period alone does;
+* ``two-tier@cluster``, ``swr@cluster``, ``cache-aside@cluster`` (``hits
+  --topology cluster|both``): the strategies at the app's port on the lab's
+  Valkey Cluster (loadtest/benchstack/compose.cluster.yaml: compose.cluster.yaml's
+  three primaries and three replicas); their cache CPU is the sum over every node.
 
 Every system answers ``GET /api/version?item=<n>`` (the baseline and the
 ceiling ignore ``item``).
@@ -29,10 +33,15 @@ import requests
 
 from . import cgroups, images
 from .errors import BenchError
-from .stack import IMAGE_TAG, ROOT, Stack, engine_image, wait_until
+from .stack import CLUSTER_NODES, IMAGE_TAG, ROOT, SECRETS, Stack, engine_image, wait_until
 
 DEFAULT_PROJECT = "cachelab-bench"
 BENCH_FILE = ROOT / "loadtest" / "benchstack" / "compose.yaml"
+CLUSTER_FILES = (
+    ROOT / "compose.cluster.yaml",
+    ROOT / "loadtest" / "benchstack" / "compose.cluster.yaml",
+)
+TOPOLOGIES = ("single", "cluster", "both")
 PATH = "/api/version"
 
 
@@ -46,6 +55,11 @@ class System:
     ours: bool = True  # the lab's app behind it (X-Cache, strategies)
     strategy: str | None = None
     profile: str | None = None  # a Compose profile it needs
+    cache_services: tuple[str, ...] = ("redis",)  # the cache it uses (its CPU reported apart)
+
+    @property
+    def clustered(self) -> bool:
+        return self.cache_services == CLUSTER_NODES
 
 
 SYSTEMS = (
@@ -103,12 +117,59 @@ SYSTEMS = (
         ("baseline",),
         ours=False,
     ),
+    System(
+        "two-tier@100ms",
+        "two-tier through Nginx, 100 ms CFS periods",
+        "nginx-cfs100",
+        8080,
+        ("nginx-cfs100", "app-cfs100"),
+        strategy="two-tier",
+        profile="variants",
+    ),
+    System(
+        "two-tier@cluster",
+        "two-tier on the Valkey Cluster, app port",
+        "app-cluster",
+        8000,
+        ("app-cluster",),
+        strategy="two-tier",
+        cache_services=CLUSTER_NODES,
+    ),
+    System(
+        "swr@cluster",
+        "swr on the Valkey Cluster, app port",
+        "app-swr-cluster",
+        8000,
+        ("app-swr-cluster",),
+        strategy="swr",
+        cache_services=CLUSTER_NODES,
+    ),
+    System(
+        "cache-aside@cluster",
+        "cache-aside on the Valkey Cluster, app port",
+        "app-cache-aside-cluster",
+        8000,
+        ("app-cache-aside-cluster",),
+        strategy="cache-aside",
+        cache_services=CLUSTER_NODES,
+    ),
 )
 BY_NAME = {system.name: system for system in SYSTEMS}
 BASELINE, CEILING = "flask-caching", "ceiling"
 
 
-def make_stack(project: str, delay: float, engine: str) -> Stack:
+def systems_of(topology: str) -> list[str]:
+    """The default systems of a topology (the ceiling in every one; none that needs a
+    profile): ``single`` one Redis, ``cluster`` the Valkey Cluster, ``both`` side by side."""
+    return [
+        s.name
+        for s in SYSTEMS
+        if not s.profile
+        and (topology == "both" or s.name == CEILING or s.clustered == (topology == "cluster"))
+    ]
+
+
+def make_stack(project: str, delay: float, engine: str, cluster: bool = False) -> Stack:
     """The bench stack's handle (nothing started yet). Its images are tagged
     ``bench-<CACHELAB_IMAGE_TAG>``: apart from the test stacks' (the coverage build
     under ``<CACHELAB_IMAGE_TAG>``) and from other checkouts'."""
@@ -126,34 +187,33 @@ def make_stack(project: str, delay: float, engine: str) -> Stack:
         "SLOW_QUERY_SECONDS": f"{delay:g}",
         "WRITE_API_TOKEN": "",
     }
-    return Stack(project=project, files=[ROOT / "compose.yaml", BENCH_FILE], env=env)
+    files = [ROOT / "compose.yaml", BENCH_FILE, *(CLUSTER_FILES if cluster else ())]
+    return Stack(project=project, files=files, env=env)
 
 
-def attach(project: str, delay: float, engine: str) -> Stack:
+def attach(project: str, delay: float, engine: str, cluster: bool = False) -> Stack:
     """The handle of a bench stack an earlier run left (``--keep``), for ``--reuse``:
-    its passwords are read back from its containers."""
-    stack = make_stack(project, delay, engine)
-    try:
-        postgres = stack.container("postgres")
-        db_init = stack.container("db-init")
-    except LookupError as exc:
-        raise BenchError(
-            f"--reuse: no bench stack in Compose project {project} (start one with --keep)"
-        ) from exc
-
-    def env_of(container) -> dict[str, str]:
-        return dict(e.split("=", 1) for e in container.attrs["Config"]["Env"] if "=" in e)
-
-    stack.env["POSTGRES_PASSWORD"] = env_of(postgres)["POSTGRES_PASSWORD"]
-    stack.env["APP_DB_PASSWORD"] = env_of(db_init)["APP_DB_PASSWORD"]
+    its passwords are read back from the volumes the `passwords` service wrote
+    (through the running containers that mount them)."""
+    stack = make_stack(project, delay, engine, cluster)
+    for name, (service, variable) in SECRETS.items():
+        try:
+            stack.container(service)
+        except LookupError as exc:
+            raise BenchError(
+                f"--reuse: no bench stack in Compose project {project} (start one with --keep)"
+            ) from exc
+        del stack.env[variable]  # read the stack's own, not this run's new one
+        stack.env[variable] = stack.secret(name)
     return stack
 
 
-def open_stack(args: argparse.Namespace) -> Stack:
-    """A new bench stack, or the one ``--reuse`` names."""
+def open_stack(args: argparse.Namespace, cluster: bool = False) -> Stack:
+    """A new bench stack, or the one ``--reuse`` names (with the Valkey Cluster's
+    files when ``cluster``)."""
     if getattr(args, "reuse", False):
-        return attach(args.project, args.delay, args.engine)
-    return make_stack(args.project, args.delay, args.engine)
+        return attach(args.project, args.delay, args.engine, cluster)
+    return make_stack(args.project, args.delay, args.engine, cluster)
 
 
 def profiles(systems: list[System]) -> list[str]:
@@ -205,6 +265,8 @@ def down(stack: Stack) -> None:
     stack.compose(
         "--profile",
         "before",
+        "--profile",
+        "variants",
         "--profile",
         "cache-bench",
         "down",
@@ -312,7 +374,7 @@ def warm(stack: Stack, system: System, delay: float, items: range = range(1)) ->
 
 # -- CPU --------------------------------------------------------------------------------
 def containers(stack: Stack, systems: list[System]) -> dict:
-    names = {s for system in systems for s in system.cpu_services} | {"redis"}
+    names = {s for system in systems for s in (*system.cpu_services, *system.cache_services)}
     return {name: stack.container(name) for name in names}
 
 

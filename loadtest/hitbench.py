@@ -20,6 +20,13 @@ container was throttled. Every round records the machine's load
 After the pure-hit rounds it measures tier 1's invalidation lag
 (:mod:`loadtest.lag`), ``--lag-writes`` times.
 
+``--topology cluster`` (or ``both``) adds the lab's Valkey Cluster
+(loadtest/benchstack/compose.cluster.yaml: compose.cluster.yaml's three
+primaries and three replicas) and the three strategies once more on it, at the
+app's port (``two-tier@cluster``, ``swr@cluster``, ``cache-aside@cluster``),
+measured in the same shuffled rounds; the cache's CPU is then the sum over
+every node. ``both`` puts single node and cluster side by side in one table.
+
 With ``--target URL`` it measures that running deployment alone, open loop
 or closed loop from this host (:mod:`loadtest.target`): the Flask-Caching and
 ceiling rows come from a local run.
@@ -40,10 +47,12 @@ from .benchstack import (
     BASELINE,
     BY_NAME,
     CEILING,
+    TOPOLOGIES,
     System,
     add_stack_arguments,
     chosen_systems,
     request_timeout,
+    systems_of,
 )
 from .cliargs import comma_names, command_line, optional_duration, parse_duration
 from .errors import BenchError
@@ -53,7 +62,6 @@ from .wrkrun import run_wrk
 
 PURE_HIT_TTL = 86_400  # CACHE_TTL_SECONDS in pure-hit mode: far above any run
 MODES = ("pure-hit", "expiry")
-DEFAULT_SYSTEMS = tuple(name for name in BY_NAME if not BY_NAME[name].profile)
 DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else ""
 
 
@@ -91,7 +99,7 @@ def measure(
     found: dict,
     meter: machine.LoadMeter,
 ) -> Sample:
-    watched = {name: found[name] for name in (*system.cpu_services, "redis")}
+    watched = {name: found[name] for name in (*system.cpu_services, *system.cache_services)}
     url = f"http://{system.service}:{system.port}{benchstack.PATH}"
     before = benchstack.cpu(watched)
     meter.start()
@@ -120,7 +128,7 @@ def measure(
         max_ms=latency["max"] / 1000,
         errors=sum(summary["errors"].values()),
         cpu_s_per_1k=sum(used[name].seconds for name in system.cpu_services) * per_1k,
-        redis_cpu_s_per_1k=used["redis"].seconds * per_1k,
+        redis_cpu_s_per_1k=sum(used[name].seconds for name in system.cache_services) * per_1k,
         throttled=max(throttled) if throttled else None,
         cpu_by_container_s={name: round(value.seconds, 4) for name, value in used.items()},
         load=load.to_dict(),
@@ -198,10 +206,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pure-hit,expiry (default both)",
     )
     parser.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        default="single",
+        help="single: one Redis (default); cluster: the Valkey Cluster; both: side by side",
+    )
+    parser.add_argument(
         "--systems",
         type=lambda t: comma_names(t, tuple(BY_NAME), "system"),
-        default=list(DEFAULT_SYSTEMS),
-        help="default: " + ",".join(DEFAULT_SYSTEMS),
+        default=None,
+        help="default: the topology's, " + ",".join(systems_of("single")) + " for single",
     )
     parser.add_argument(
         "--before",
@@ -321,11 +335,13 @@ def run(args: argparse.Namespace) -> int:
             "--duration must be at least twice --delay in expiry mode, so "
             "that a round outlasts a refill"
         )
+    args.systems = args.systems or systems_of(args.topology)
     systems = chosen_systems(args)
+    cluster = any(s.clustered for s in systems)
     started = datetime.now(UTC)
     results_dir = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     results_dir.mkdir(parents=True, exist_ok=True)
-    stack = benchstack.open_stack(args)
+    stack = benchstack.open_stack(args, cluster)
     rng = random.Random(args.seed)
     meter = machine.LoadMeter(stack.docker, stack.project)
     data: dict = {"modes": {}, "samples": [], "checks": {}, "lag": None}
@@ -342,6 +358,8 @@ def run(args: argparse.Namespace) -> int:
             stack.overrides = {"CACHE_TTL_SECONDS": str(ttl)}
             benchstack.up(stack, systems, ("wrk",))
             stack.flush_cache()
+            if cluster and any(not s.clustered for s in systems):
+                stack.redis_cli("FLUSHALL", node="redis")  # the single node beside the cluster
             found = benchstack.containers(stack, systems)
             for system in systems:
                 data["checks"].setdefault(mode, {})[system.name] = benchstack.warm(
@@ -371,15 +389,19 @@ def run(args: argparse.Namespace) -> int:
                     )
             for system in systems:  # still answering correctly after the load
                 benchstack.check_answer(stack, system, timeout=args.delay + 30)
-            if mode == "pure-hit" and args.lag_writes > 0 and "two-tier@app" in args.systems:
-                say(f"invalidation lag over {args.lag_writes} writes")
-                data["lag"] = lag.invalidation_lag(
-                    stack, benchstack.base_url(stack, BY_NAME["two-tier@app"]), args.lag_writes
-                )
-                say(
-                    f"invalidation lag p50 {data['lag']['p50_ms']:.2f} ms, "
-                    f"p99 {data['lag']['p99_ms']:.2f} ms"
-                )
+            for name, field_ in (("two-tier@app", "lag"), ("two-tier@cluster", "lag_cluster")):
+                if mode == "pure-hit" and args.lag_writes > 0 and name in args.systems:
+                    say(f"{name}: invalidation lag over {args.lag_writes} writes")
+                    data[field_] = lag.invalidation_lag(
+                        stack,
+                        benchstack.base_url(stack, BY_NAME[name]),
+                        args.lag_writes,
+                        clustered=BY_NAME[name].clustered,
+                    )
+                    say(
+                        f"invalidation lag p50 {data[field_]['p50_ms']:.2f} ms, "
+                        f"p99 {data[field_]['p99_ms']:.2f} ms"
+                    )
     finally:
         if args.keep:
             say(f"left running: Compose project {args.project}")
@@ -404,6 +426,7 @@ def run(args: argparse.Namespace) -> int:
     data["meta"] = {
         **machine.run_meta(started, where, args.machine, loads),
         "engine": args.engine,
+        "topology": args.topology,
         "rounds": args.rounds,
         "duration_s": args.duration,
         "warmup_s": args.warmup,

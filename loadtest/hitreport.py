@@ -85,12 +85,13 @@ def render_tables(data: dict) -> str:
             mode_table(data, mode),
             "",
         ]
-    lag = data.get("lag")
-    if lag:
-        out.append(
-            f"Tier-1 invalidation lag over {lag['writes']} writes: p50 "
-            f"{lag['p50_ms']:.2f} ms, p99 {lag['p99_ms']:.2f} ms, max {lag['max_ms']:.2f} ms"
-        )
+    for field, where in (("lag", ""), ("lag_cluster", " (cluster, SET on the key's primary)")):
+        lag = data.get(field)
+        if lag:
+            out.append(
+                f"Tier-1 invalidation lag{where} over {lag['writes']} writes: p50 "
+                f"{lag['p50_ms']:.2f} ms, p99 {lag['p99_ms']:.2f} ms, max {lag['max_ms']:.2f} ms"
+            )
     return "\n".join(out)
 
 
@@ -112,7 +113,13 @@ def render_markdown(data: dict) -> str:
         f"- **Stack**: one {meta['engine']} and one PostgreSQL shared by all; every app and "
         f"Nginx with the lab's CPU limit (compose.yaml), Flask-Caching behind the same Nginx "
         f"image and configuration; slow query {meta['delay_s']:g} s"
-        + (f"; `before` is the lab at `{meta['before']}`" if meta.get("before") else ""),
+        + (f"; `before` is the lab at `{meta['before']}`" if meta.get("before") else "")
+        + (
+            "; the `@cluster` systems use the lab's Valkey Cluster instead (three "
+            "primaries and three replicas, 0.5 CPU each; their cache CPU is the nodes' sum)"
+            if meta.get("topology", "single") != "single"
+            else ""
+        ),
         f"- **Command**: `{meta['command']}`",
         "",
     ]
@@ -137,6 +144,16 @@ def render_markdown(data: dict) -> str:
             f"still got the old value (0: none did); {lag['stale_writes']} of the "
             f"{lag['writes']} writes had such a request, and one poll took "
             f"{lag['poll_p50_ms']:.2f} ms (p50), the resolution of the measurement.",
+            "",
+        ]
+    lag = data.get("lag_cluster")
+    if lag:
+        out += [] if data.get("lag") else ["## Tier-1 invalidation lag", ""]
+        out += [
+            "On the cluster (the SET on the primary that owns the key, GETs at the "
+            f"`two-tier@cluster` port): **p50 {lag['p50_ms']:.2f} ms, p99 "
+            f"{lag['p99_ms']:.2f} ms** (max {lag['max_ms']:.2f} ms), "
+            f"{lag['stale_writes']} of {lag['writes']} writes with a stale answer.",
             "",
         ]
     cpu = meta["cpu_services"]

@@ -1,7 +1,8 @@
 """Tier 1's invalidation lag, measured from outside: how long a worker's memory
 copy outlives a write made in Redis.
 
-A SET made outside the app (this process, on Redis' published port) against an
+A SET made outside the app (this process, on Redis' published port; on the
+cluster, on the port of the primary that owns the key) against an
 entry every connection is served from memory, then GETs at the two-tier app's
 port over several keep-alive connections (so every worker answers) until no
 answer has the old value -- tests/test_caching_engine.py's method, repeated.
@@ -23,11 +24,12 @@ from .stats import percentile
 PATH = "/api/version"
 
 
-def invalidation_lag(stack: Stack, base_url: str, writes: int, connections: int = 8) -> dict:
-    import redis
-
+def invalidation_lag(
+    stack: Stack, base_url: str, writes: int, connections: int = 8, clustered: bool = False
+) -> dict:
+    """``clustered``: the app is on the Valkey Cluster, and the SET goes to the
+    primary that owns the key."""
     url = base_url + PATH
-    client = redis.Redis(host="127.0.0.1", port=int(stack.port("redis", 6379)), socket_timeout=5)
     sessions = [requests.Session() for _ in range(connections)]
     barrier = threading.Barrier(connections)
 
@@ -41,6 +43,7 @@ def invalidation_lag(stack: Stack, base_url: str, writes: int, connections: int 
     for thread in threads:
         thread.join(15)
     key = sessions[0].get(url, timeout=10).json()["key"]
+    client = stack.node_client(stack.owner_of(key).service if clustered else "redis")
     lags: list[float] = []
     round_trips: list[float] = []  # the polls' own duration: the measurement's resolution
     try:

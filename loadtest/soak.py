@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--users 1..256, --rate 0..5000, --items 1..10000")
 
     if args.start:
-        stack = Stack.create(prefix="cachelab-soak")
+        stack = Stack.create(kind="soak")
         print(f"starting {stack.project} ...", file=sys.stderr)
         stack.compose("build", "--quiet", timeout=1200)
         stack.up()

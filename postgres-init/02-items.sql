@@ -20,6 +20,8 @@
 -- ITEM_COUNT and ITEM_PAYLOAD_BYTES before applying this file. A changed
 -- payload size rewrites the seeded payloads (a new version of each item).
 -- Idempotent.
+--
+-- db-init: reapply when item_count, item_payload_bytes change
 
 CREATE TABLE IF NOT EXISTS items (
     id         integer PRIMARY KEY,

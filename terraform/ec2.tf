@@ -1,8 +1,11 @@
 # App tier: one launch template, one Auto Scaling group.
-#   default   : ASG of 1 instance, reachable on its public IP (port 80) from
-#               allowed_http_cidrs only (nothing by default).
-#   scale path: ASG of app_instance_count instances behind an ALB
-#               (enable_alb = true); instances accept HTTP only from the ALB.
+#   default   : ASG of 1 instance, reachable on an Elastic IP (port 80) from
+#               allowed_http_cidrs only (nothing by default). The instance
+#               takes the address over when its stack is healthy, so the URL
+#               survives replacements and instance refreshes.
+#   scale path: ASG of app_instance_count..app_max_instance_count instances
+#               behind an ALB (enable_alb = true), scaled on the ALB's requests
+#               per target; instances accept HTTP only from the ALB.
 # Instances live in the public subnets with a public IP for egress (ECR,
 # Secrets Manager, SSM, CloudWatch Logs) without paying for a NAT gateway;
 # no SSH key, no port 22: shell access is Session Manager only.
@@ -10,8 +13,44 @@ data "aws_ssm_parameter" "al2023_ami" {
   name = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 }
 
+# The AMI and the images are x86_64: an arm64 (Graviton) type would plan
+# cleanly and never boot.
+data "aws_ec2_instance_type" "app" {
+  instance_type = var.instance_type
+}
+
 locals {
-  redis_host = aws_elasticache_replication_group.this.primary_endpoint_address
+  redis_host = (var.cache_cluster_mode
+    ? aws_elasticache_replication_group.this.configuration_endpoint_address
+    : aws_elasticache_replication_group.this.primary_endpoint_address
+  )
+
+  # The app's settings: the variables of their own, then app_settings (names
+  # checked in variables.tf; values by the app at start). db-init's own
+  # settings go to the db-init task (dbinit.tf).
+  db_init_setting_names = ["ITEM_COUNT", "ITEM_PAYLOAD_BYTES", "SLOW_CALL_LOG"]
+  app_env = merge(
+    { for k, v in var.app_settings : k => v if !contains(local.db_init_setting_names, k) },
+    {
+      CACHE_STRATEGY     = var.cache_strategy
+      CACHE_TTL_SECONDS  = tostring(var.cache_ttl_seconds)
+      SLOW_QUERY_SECONDS = tostring(var.slow_query_seconds)
+      GUNICORN_WORKERS   = tostring(var.gunicorn_workers)
+      DB_POOL_SIZE       = tostring(var.db_pool_size)
+    },
+    var.cache_cluster_mode ? { REDIS_CLUSTER = "on" } : {},
+  )
+  # The app's defaults of the settings the plan checks (app/cachelab/config.py).
+  setting = { for k, default in {
+    CACHE_LOCK_WAIT_SECONDS = 15
+    DB_STATEMENT_TIMEOUT_MS = 30000
+    CACHE_FILL_SLOTS        = 16
+    CACHE_REFRESH_THREADS   = 4
+    DB_CONTROL_CONNECTIONS  = 4
+    REDIS_MAX_CONNECTIONS   = 80
+    GUNICORN_THREADS        = 64
+  } : k => tonumber(lookup(var.app_settings, k, tostring(default))) }
+  cache_namespace = lookup(var.app_settings, "CACHE_NAMESPACE", "lab")
 
   # Non-secret settings of host/bootstrap.sh (systemd EnvironmentFile). The
   # secrets themselves are read from Secrets Manager on the host at every boot.
@@ -22,30 +61,34 @@ locals {
     ECR_REGISTRY          = local.ecr_registry
     APP_IMAGE             = local.app_image
     NGINX_APP_IMAGE       = local.nginx_image
-    DB_MASTER_SECRET_ARN  = aws_db_instance.this.master_user_secret[0].secret_arn
     APP_DB_SECRET_ARN     = aws_secretsmanager_secret.this["app_db"].arn
     CACHE_AUTH_SECRET_ARN = aws_secretsmanager_secret.this["cache_auth"].arn
+    CACHE_USER            = aws_elasticache_user.app.user_name
     APP_DB_USER           = var.app_db_username
     DB_HOST               = aws_db_instance.this.address
     DB_PORT               = aws_db_instance.this.port
     DB_NAME               = var.db_name
     REDIS_HOST            = local.redis_host
     REDIS_PORT            = 6379
-    RDS_CA_URL            = "https://truststore.pki.rds.amazonaws.com/${var.region}/${var.region}-bundle.pem"
+    RDS_CA_URL            = local.rds_ca_url
     AWSLOGS_GROUP         = aws_cloudwatch_log_group.containers.name
+    AUTOSCALING_GROUP     = "${var.name}-app"
+    METRICS_NAMESPACE     = local.metrics_namespace
     HTTP_BIND             = "0.0.0.0"
     HTTP_PORT             = 80
-    CACHE_TTL_SECONDS     = var.cache_ttl_seconds
-    CACHE_STRATEGY        = var.cache_strategy
-    SLOW_QUERY_SECONDS    = var.slow_query_seconds
-    GUNICORN_WORKERS      = var.gunicorn_workers
-    DB_POOL_SIZE          = var.db_pool_size
     RATE_LIMIT_RPS        = var.rate_limit_rps
     RATE_LIMIT_BURST      = var.rate_limit_burst
-    REAL_IP_FROM          = var.vpc_cidr
-    }, var.enable_write_api ? {
+    # X-Forwarded-For is believed only from the ALB's own subnets, where
+    # nothing else runs; the load generator's subnets are not rate limited.
+    REAL_IP_FROM      = var.enable_alb ? join(",", local.edge_subnet_cidrs) : ""
+    RATE_LIMIT_EXEMPT = var.enable_loadgen ? join(",", local.loadgen_subnet_cidrs) : ""
+    # Settings the bootstrap copies into the app's environment (.env).
+    APP_SETTINGS = join(",", sort(keys(local.app_env)))
+    }, local.app_env, var.enable_write_api ? {
     WRITE_API_SECRET_ARN = aws_secretsmanager_secret.this["write_api"].arn
-  } : {})
+    } : {}, var.enable_alb ? {} : {
+    EIP_ALLOCATION_ID = aws_eip.app[0].allocation_id
+  })
 
   user_data = templatefile("${path.module}/user-data.sh.tftpl", {
     project_dir      = "/opt/${var.name}"
@@ -61,29 +104,27 @@ locals {
   # EC2 user-data limit with both compose files and the bootstrap embedded.
   user_data_b64 = base64gzip(local.user_data)
 
+  # Instances at the peak: the group's maximum, doubled while an instance
+  # refresh launches replacements before it stops the old ones
+  # (max_healthy_percentage 200, with the ALB). Without the ALB there is one
+  # instance and a refresh replaces it (no surge).
+  max_instances  = var.enable_alb ? max(var.app_instance_count, var.app_max_instance_count) : 1
+  peak_instances = var.enable_alb ? 2 * local.max_instances : 1
+
   # Database connections the app tier may open at once: per gunicorn worker
-  # DB_POOL_SIZE pooled connections + 1 listener connection.
-  db_connections_needed = var.app_instance_count * var.gunicorn_workers * (var.db_pool_size + 1)
-  # RDS default max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000);
-  # DBInstanceClassMemory is below the class's nominal memory, so these values
-  # (nominal GiB x 1073741824 / 9531392) are upper bounds.
-  db_class_max_connections = {
-    "db.t4g.micro"  = 112
-    "db.t4g.small"  = 225
-    "db.t4g.medium" = 450
-    "db.t4g.large"  = 901
-    "db.t3.micro"   = 112
-    "db.t3.small"   = 225
-    "db.t3.medium"  = 450
-    "db.t3.large"   = 901
-    "db.m7g.large"  = 901
-    "db.r7g.large"  = 1802
-  }
-  db_max_connections = var.db_max_connections > 0 ? var.db_max_connections : lookup(local.db_class_max_connections, var.db_instance_class, 0)
-  # Kept free: RDS's reserved superuser slots, db-init, an operator's psql,
-  # and the difference between nominal and usable memory.
-  db_connection_headroom = ceil(local.db_max_connections * 0.1) + 5
+  # DB_POOL_SIZE connections for the slow queries, DB_CONTROL_CONNECTIONS for
+  # writes and probes, and 1 listener connection (LISTEN for notify).
+  db_connections_per_worker   = var.db_pool_size + local.setting.DB_CONTROL_CONNECTIONS + 1
+  db_connections_per_instance = var.gunicorn_workers * local.db_connections_per_worker
+  db_connections_needed       = local.peak_instances * local.db_connections_per_instance
+  # Of max_connections (rds.tf), kept free: superuser_reserved_connections (3)
+  # and rds.rds_superuser_reserved_connections (2), db-init and an operator.
+  db_connection_headroom = 5 + 3
   db_connections_allowed = local.db_max_connections - local.db_connection_headroom
+
+  # Cache connections per node: each gunicorn worker's pool (REDIS_MAX_CONNECTIONS,
+  # one pool per node in cluster mode) and its tracking connection.
+  cache_connections_per_node = local.peak_instances * var.gunicorn_workers * (local.setting.REDIS_MAX_CONNECTIONS + 1)
 }
 
 resource "aws_launch_template" "app" {
@@ -141,37 +182,70 @@ resource "aws_launch_template" "app" {
     tags          = { Name = "${var.name}-app" }
   }
 
+  tag_specifications {
+    resource_type = "network-interface"
+    tags          = { Name = "${var.name}-app" }
+  }
+
   lifecycle {
     precondition {
       condition     = length(local.user_data_b64) <= 16384
       error_message = "The gzip+base64 user data exceeds the 16 KB EC2 limit; shrink compose.yaml / compose.aws.yaml / host/bootstrap.sh or the template."
     }
     precondition {
+      condition     = contains(data.aws_ec2_instance_type.app.supported_architectures, "x86_64")
+      error_message = "instance_type ${var.instance_type} is not x86_64 (it supports ${join(", ", data.aws_ec2_instance_type.app.supported_architectures)}): the AMI, the Compose plugin and the images are x86_64. Choose an x86_64 type such as t3.small."
+    }
+    precondition {
       condition     = local.db_max_connections > 0
-      error_message = "Unknown max_connections for db_instance_class ${var.db_instance_class}: set db_max_connections (SHOW max_connections on that class)."
+      error_message = "Unknown max_connections for db_instance_class ${var.db_instance_class}: set db_max_connections (it goes into the project's parameter group)."
     }
     precondition {
       condition     = local.db_connections_needed <= local.db_connections_allowed
-      error_message = "Database connection budget exceeded: ${var.app_instance_count} instances x ${var.gunicorn_workers} gunicorn workers x (${var.db_pool_size} pool + 1 listener) = ${local.db_connections_needed} connections, but ${var.db_instance_class} allows ${local.db_max_connections} (${local.db_connections_allowed} after ${local.db_connection_headroom} kept free). Lower db_pool_size, gunicorn_workers or app_instance_count, or choose a larger db_instance_class."
+      error_message = "Database connection budget exceeded: ${local.peak_instances} instances at the peak (the group's maximum ${local.max_instances}${var.enable_alb ? ", doubled during an instance refresh" : ""}) x ${var.gunicorn_workers} gunicorn workers x (${var.db_pool_size} pool + ${local.setting.DB_CONTROL_CONNECTIONS} control + 1 listener) = ${local.db_connections_needed} connections, but the parameter group sets max_connections = ${local.db_max_connections} (${local.db_connections_allowed} after ${local.db_connection_headroom} kept free). Lower db_pool_size, gunicorn_workers or app_max_instance_count, or choose a larger db_instance_class."
+    }
+    precondition {
+      condition     = var.slow_query_seconds < local.setting.CACHE_LOCK_WAIT_SECONDS
+      error_message = "slow_query_seconds (${var.slow_query_seconds}) must stay below CACHE_LOCK_WAIT_SECONDS (${local.setting.CACHE_LOCK_WAIT_SECONDS}; app_settings), or the app refuses to start: raise CACHE_LOCK_WAIT_SECONDS in app_settings."
+    }
+    precondition {
+      condition     = var.slow_query_seconds * 1000 < local.setting.DB_STATEMENT_TIMEOUT_MS
+      error_message = "slow_query_seconds (${var.slow_query_seconds}) must stay below DB_STATEMENT_TIMEOUT_MS (${local.setting.DB_STATEMENT_TIMEOUT_MS} ms; app_settings), or every query times out and the app refuses to start."
+    }
+    precondition {
+      condition     = var.db_pool_size >= local.setting.CACHE_FILL_SLOTS + local.setting.CACHE_REFRESH_THREADS
+      error_message = "db_pool_size (${var.db_pool_size}) must be at least CACHE_FILL_SLOTS (${local.setting.CACHE_FILL_SLOTS}) + CACHE_REFRESH_THREADS (${local.setting.CACHE_REFRESH_THREADS}), or the app refuses to start."
+    }
+    precondition {
+      condition     = local.setting.REDIS_MAX_CONNECTIONS >= local.setting.GUNICORN_THREADS + local.setting.CACHE_REFRESH_THREADS + 2
+      error_message = "REDIS_MAX_CONNECTIONS (${local.setting.REDIS_MAX_CONNECTIONS}) must cover GUNICORN_THREADS + CACHE_REFRESH_THREADS + 2 (${local.setting.GUNICORN_THREADS + local.setting.CACHE_REFRESH_THREADS + 2}), or the app refuses to start."
+    }
+    precondition {
+      # ElastiCache's maxclients is 65000 per node.
+      condition     = local.cache_connections_per_node <= 60000
+      error_message = "Cache connection budget exceeded: ${local.cache_connections_per_node} connections per node (${local.peak_instances} instances x ${var.gunicorn_workers} workers x (${local.setting.REDIS_MAX_CONNECTIONS} + 1)) of ElastiCache's 65000."
     }
   }
 }
 
 resource "aws_autoscaling_group" "app" {
-  name_prefix         = "${var.name}-app-"
+  name                = "${var.name}-app"
   vpc_zone_identifier = aws_subnet.public[*].id
 
-  min_size         = var.app_instance_count
-  max_size         = var.app_instance_count
-  desired_capacity = var.app_instance_count
+  # With the ALB the scaling policy moves the desired capacity between min
+  # and max; Terraform sets it only where nothing scales.
+  min_size         = var.enable_alb ? var.app_instance_count : 1
+  max_size         = local.max_instances
+  desired_capacity = var.enable_alb && local.max_instances > var.app_instance_count ? null : local.max_instances
 
   target_group_arns         = var.enable_alb ? [aws_lb_target_group.app[0].arn] : []
   health_check_type         = var.enable_alb ? "ELB" : "EC2"
-  health_check_grace_period = 300
+  health_check_grace_period = var.instance_warmup_seconds
+  default_instance_warmup   = var.instance_warmup_seconds
   # Wait until the instances are InService in the group (launched), not until
   # they pass the ALB health check: a boot failure must not turn into a long
-  # apply timeout. The ALB health check and the group replace a bad instance;
-  # `terraform output url` + curl, or the target group health, tell when it serves.
+  # apply timeout. A boot that fails for good marks its instance Unhealthy
+  # (bootstrap.sh report-unhealthy), and the group replaces it.
   wait_for_capacity_timeout = "10m"
 
   launch_template {
@@ -180,11 +254,15 @@ resource "aws_autoscaling_group" "app" {
   }
 
   # A new image tag changes the user data, hence the launch template version:
-  # roll the instances.
+  # roll the instances (rotate-secret.sh starts the same refresh). Behind the ALB, replacements
+  # start first and the old ones stop once the new ones are warm (capacity
+  # never drops); a single instance is replaced (its Elastic IP follows).
   instance_refresh {
     strategy = "Rolling"
     preferences {
-      min_healthy_percentage = var.enable_alb && var.app_instance_count > 1 ? 50 : 0
+      min_healthy_percentage = var.enable_alb ? 100 : 0
+      max_healthy_percentage = var.enable_alb ? 200 : 100
+      instance_warmup        = var.instance_warmup_seconds
     }
   }
 
@@ -199,6 +277,22 @@ resource "aws_autoscaling_group" "app" {
       condition     = var.app_instance_count == 1 || var.enable_alb
       error_message = "app_instance_count > 1 needs enable_alb = true (one URL in front of N instances)."
     }
+    precondition {
+      condition     = var.app_max_instance_count <= 1 || var.enable_alb
+      error_message = "app_max_instance_count > 1 needs enable_alb = true (scaling spreads requests over the ALB's targets)."
+    }
+    precondition {
+      condition     = var.certificate_arn == "" || var.enable_alb
+      error_message = "certificate_arn needs enable_alb = true (the ALB ends TLS)."
+    }
+    precondition {
+      condition     = !var.enable_write_api || length(var.allowed_http_cidrs) == 0 || local.https
+      error_message = "enable_write_api with allowed_http_cidrs would send WRITE_API_TOKEN over plain HTTP: give certificate_arn (with enable_alb) for HTTPS, or keep allowed_http_cidrs empty and use the Session Manager tunnel."
+    }
+    precondition {
+      condition     = var.app_max_instance_count == 0 || var.app_max_instance_count >= var.app_instance_count
+      error_message = "app_max_instance_count (${var.app_max_instance_count}) must be 0 or at least app_instance_count (${var.app_instance_count})."
+    }
   }
 
   depends_on = [
@@ -209,8 +303,36 @@ resource "aws_autoscaling_group" "app" {
   ]
 }
 
-# Instances currently in the group (for the URL without ALB and the Session
-# Manager command). Read after the ASG is created/updated.
+# The scale path: keep the ALB's requests per instance near the target.
+resource "aws_autoscaling_policy" "requests_per_target" {
+  count = var.enable_alb && local.max_instances > var.app_instance_count ? 1 : 0
+
+  name                      = "${var.name}-requests-per-target"
+  autoscaling_group_name    = aws_autoscaling_group.app.name
+  policy_type               = "TargetTrackingScaling"
+  estimated_instance_warmup = var.instance_warmup_seconds
+
+  target_tracking_configuration {
+    predefined_metric_specification {
+      predefined_metric_type = "ALBRequestCountPerTarget"
+      resource_label         = "${aws_lb.app[0].arn_suffix}/${aws_lb_target_group.app[0].arn_suffix}"
+    }
+    target_value = var.scaling_requests_per_target
+  }
+}
+
+# The stable URL without an ALB: an Elastic IP that the booted instance takes
+# over (bootstrap.sh, once its stack is healthy), so it follows replacements.
+resource "aws_eip" "app" {
+  #checkov:skip=CKV2_AWS_19: the instance of the Auto Scaling group attaches it at boot (bootstrap.sh): Terraform cannot name an instance the group replaces
+  count  = var.enable_alb ? 0 : 1
+  domain = "vpc"
+
+  tags = { Name = "${var.name}-app" }
+}
+
+# Instances currently in the group (for the Session Manager command). Read
+# after the ASG is created/updated.
 data "aws_instances" "app" {
   instance_tags = {
     "aws:autoscaling:groupName" = aws_autoscaling_group.app.name

@@ -1,5 +1,5 @@
-# ECR repositories for the two images built from the same Dockerfiles as the
-# local Compose stack (app/Dockerfile, nginx/Dockerfile).
+# ECR repositories for the images built from the same Dockerfiles as the
+# local Compose stack (app/Dockerfile, nginx/Dockerfile, loadtest/Dockerfile).
 resource "aws_ecr_repository" "this" {
   for_each = local.app_repositories
 
@@ -43,7 +43,7 @@ resource "aws_ecr_lifecycle_policy" "this" {
 # account where the repositories do not exist yet the plan fails naming them;
 # deploy.sh creates them first with a targeted apply.
 data "aws_ecr_image" "this" {
-  for_each = local.app_repositories
+  for_each = local.used_repositories
 
   repository_name = each.value
   image_tag       = var.app_image_tag

@@ -1,11 +1,16 @@
 # Instance role of the app tier: least privilege.
 #   - Session Manager (AmazonSSMManagedInstanceCore), no SSH
-#   - ECR pull from exactly the two repositories (+ GetAuthorizationToken,
-#     which AWS only allows on "*")
-#   - secretsmanager:GetSecretValue on exactly the runtime secrets: the RDS
-#     master (db-init only), APP_DB_PASSWORD, the cache AUTH token and, with
-#     enable_write_api, WRITE_API_TOKEN
+#   - ECR pull from exactly the app and nginx repositories (+
+#     GetAuthorizationToken, which AWS only allows on "*")
+#   - secretsmanager:GetSecretValue on exactly the runtime secrets:
+#     APP_DB_PASSWORD, the cache user's password and, with enable_write_api,
+#     WRITE_API_TOKEN. Never the RDS master: only the db-init task (dbinit.tf)
+#     reads that one.
 #   - CloudWatch Logs writes on the container log group (awslogs driver)
+#   - its own health (autoscaling:SetInstanceHealth on the app group): a boot
+#     that fails for good asks the group for a replacement
+#   - the heartbeat (cloudwatch:PutMetricData in the lab's namespace only)
+#   - without the ALB: taking over the lab's Elastic IP (the stable URL)
 data "aws_iam_policy_document" "ec2_assume" {
   statement {
     sid     = "EC2AssumeRole"
@@ -45,16 +50,48 @@ data "aws_iam_policy_document" "app" {
       "ecr:BatchGetImage",
       "ecr:GetDownloadUrlForLayer",
     ]
-    resources = [for r in aws_ecr_repository.this : r.arn]
+    resources = [aws_ecr_repository.this["app"].arn, aws_ecr_repository.this["nginx"].arn]
   }
 
   statement {
-    sid     = "ReadRuntimeSecrets"
-    actions = ["secretsmanager:GetSecretValue"]
-    resources = concat(
-      [aws_db_instance.this.master_user_secret[0].secret_arn],
-      [for s in aws_secretsmanager_secret.this : s.arn],
-    )
+    sid       = "ReadRuntimeSecrets"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [for s in aws_secretsmanager_secret.this : s.arn]
+  }
+
+  statement {
+    sid       = "Heartbeat"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"] # the API has no resources; the condition names the lab's namespace
+    condition {
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = [local.metrics_namespace]
+    }
+  }
+
+  statement {
+    sid       = "ReportOwnHealth"
+    actions   = ["autoscaling:SetInstanceHealth"]
+    resources = ["arn:${data.aws_partition.current.partition}:autoscaling:${var.region}:${data.aws_caller_identity.current.account_id}:autoScalingGroup:*:autoScalingGroupName/${var.name}-app"]
+  }
+
+  dynamic "statement" {
+    for_each = var.enable_alb ? [] : [1]
+    content {
+      sid     = "TakeOverTheElasticIp"
+      actions = ["ec2:AssociateAddress"]
+      resources = [
+        "arn:${data.aws_partition.current.partition}:ec2:${var.region}:${data.aws_caller_identity.current.account_id}:elastic-ip/${aws_eip.app[0].allocation_id}",
+        "arn:${data.aws_partition.current.partition}:ec2:${var.region}:${data.aws_caller_identity.current.account_id}:instance/*",
+        "arn:${data.aws_partition.current.partition}:ec2:${var.region}:${data.aws_caller_identity.current.account_id}:network-interface/*",
+      ]
+      condition {
+        test     = "StringEquals"
+        variable = "aws:ResourceTag/Name"
+        values   = ["${var.name}-app"]
+      }
+    }
   }
 
   statement {

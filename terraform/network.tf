@@ -1,6 +1,12 @@
 # -----------------------------------------------------------------------------
 # VPC across 2 AZs.
-#   public  subnets: app tier (EC2 instances, ALB). Route 0.0.0.0/0 -> IGW.
+#   public  subnets: app tier (EC2 instances) and the db-init task. Route
+#                    0.0.0.0/0 -> IGW.
+#   edge    subnets: the ALB alone (enable_alb), so nginx can believe the
+#                    X-Forwarded-For of exactly these addresses. Public routes.
+#   loadgen subnets: the load generator alone (enable_loadgen), so nginx can
+#                    exempt exactly these addresses from the rate limit.
+#                    Public routes.
 #   private subnets: data tier (ElastiCache, RDS). Route table has only the
 #                    local VPC route (and the free S3 gateway endpoint): no
 #                    internet route, no NAT, no public IPs.
@@ -47,6 +53,34 @@ resource "aws_subnet" "public" {
   }
 }
 
+resource "aws_subnet" "edge" {
+  count = var.enable_alb ? 2 : 0
+
+  vpc_id                  = aws_vpc.this.id
+  availability_zone       = local.azs[count.index]
+  cidr_block              = local.edge_subnet_cidrs[count.index]
+  map_public_ip_on_launch = false
+
+  tags = {
+    Name = "${var.name}-edge-${local.azs[count.index]}"
+    Tier = "edge"
+  }
+}
+
+resource "aws_subnet" "loadgen" {
+  count = var.enable_loadgen ? 2 : 0
+
+  vpc_id                  = aws_vpc.this.id
+  availability_zone       = local.azs[count.index]
+  cidr_block              = local.loadgen_subnet_cidrs[count.index]
+  map_public_ip_on_launch = false
+
+  tags = {
+    Name = "${var.name}-loadgen-${local.azs[count.index]}"
+    Tier = "loadgen"
+  }
+}
+
 resource "aws_subnet" "private" {
   count = 2
 
@@ -77,6 +111,20 @@ resource "aws_route_table_association" "public" {
   count = 2
 
   subnet_id      = aws_subnet.public[count.index].id
+  route_table_id = aws_route_table.public.id
+}
+
+resource "aws_route_table_association" "edge" {
+  count = length(aws_subnet.edge)
+
+  subnet_id      = aws_subnet.edge[count.index].id
+  route_table_id = aws_route_table.public.id
+}
+
+resource "aws_route_table_association" "loadgen" {
+  count = length(aws_subnet.loadgen)
+
+  subnet_id      = aws_subnet.loadgen[count.index].id
   route_table_id = aws_route_table.public.id
 }
 
@@ -112,7 +160,7 @@ resource "aws_security_group" "alb" {
   count = var.enable_alb ? 1 : 0
 
   name        = "${var.name}-alb"
-  description = "ALB: HTTP from allowed_http_cidrs only"
+  description = "ALB: HTTP/HTTPS from allowed_http_cidrs and the load generator only"
   vpc_id      = aws_vpc.this.id
 
   tags = { Name = "${var.name}-alb" }
@@ -136,15 +184,36 @@ resource "aws_security_group" "cache" {
 
 resource "aws_security_group" "db" {
   name        = "${var.name}-db"
-  description = "RDS PostgreSQL: 5432 from the app tier only"
+  description = "RDS PostgreSQL: 5432 from the app tier and the db-init task only"
   vpc_id      = aws_vpc.this.id
 
   tags = { Name = "${var.name}-db" }
 }
 
+resource "aws_security_group" "db_init" {
+  #checkov:skip=CKV2_AWS_5: attached to the db-init task when db-init.sh runs it (aws ecs run-task --network-configuration)
+  name        = "${var.name}-db-init"
+  description = "The db-init task: out to RDS and to AWS APIs only, nothing in"
+  vpc_id      = aws_vpc.this.id
+
+  tags = { Name = "${var.name}-db-init" }
+}
+
+resource "aws_security_group" "loadgen" {
+  count = var.enable_loadgen ? 1 : 0
+
+  name        = "${var.name}-loadgen"
+  description = "Load generator: Locust master and workers, nothing in from outside the group"
+  vpc_id      = aws_vpc.this.id
+
+  tags = { Name = "${var.name}-loadgen" }
+}
+
 # --- ALB ---------------------------------------------------------------------
+# Port 80 from the allowed CIDRs, except when the write API is on (its token
+# must not travel in clear): then only HTTPS (certificate_arn).
 resource "aws_vpc_security_group_ingress_rule" "alb_http" {
-  for_each = var.enable_alb ? toset(var.allowed_http_cidrs) : toset([])
+  for_each = var.enable_alb && !var.enable_write_api ? toset(var.allowed_http_cidrs) : toset([])
 
   security_group_id = aws_security_group.alb[0].id
   description       = "HTTP from an allowed client CIDR"
@@ -152,6 +221,28 @@ resource "aws_vpc_security_group_ingress_rule" "alb_http" {
   ip_protocol       = "tcp"
   from_port         = 80
   to_port           = 80
+}
+
+resource "aws_vpc_security_group_ingress_rule" "alb_https" {
+  for_each = var.enable_alb && var.certificate_arn != "" ? toset(var.allowed_http_cidrs) : toset([])
+
+  security_group_id = aws_security_group.alb[0].id
+  description       = "HTTPS from an allowed client CIDR"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+resource "aws_vpc_security_group_ingress_rule" "alb_from_loadgen" {
+  count = var.enable_alb && var.enable_loadgen ? 1 : 0
+
+  security_group_id            = aws_security_group.alb[0].id
+  description                  = "The load generator (in the VPC, to the ALB's private addresses)"
+  referenced_security_group_id = aws_security_group.loadgen[0].id
+  ip_protocol                  = "tcp"
+  from_port                    = local.loadgen_target_port
+  to_port                      = local.loadgen_target_port
 }
 
 resource "aws_vpc_security_group_egress_rule" "alb_to_app" {
@@ -166,9 +257,10 @@ resource "aws_vpc_security_group_egress_rule" "alb_to_app" {
 }
 
 # --- App tier ----------------------------------------------------------------
-# Without ALB: HTTP straight from allowed_http_cidrs (none by default).
+# Without ALB: HTTP straight from allowed_http_cidrs (none by default; never
+# with the write API on, whose token must not travel in clear).
 resource "aws_vpc_security_group_ingress_rule" "app_http_cidr" {
-  for_each = var.enable_alb ? toset([]) : toset(var.allowed_http_cidrs)
+  for_each = var.enable_alb || var.enable_write_api ? toset([]) : toset(var.allowed_http_cidrs)
 
   security_group_id = aws_security_group.app.id
   description       = "HTTP from an allowed client CIDR"
@@ -185,6 +277,18 @@ resource "aws_vpc_security_group_ingress_rule" "app_http_alb" {
   security_group_id            = aws_security_group.app.id
   description                  = "HTTP from the ALB"
   referenced_security_group_id = aws_security_group.alb[0].id
+  ip_protocol                  = "tcp"
+  from_port                    = 80
+  to_port                      = 80
+}
+
+# Without ALB: the load generator in the VPC straight to the instance.
+resource "aws_vpc_security_group_ingress_rule" "app_http_loadgen" {
+  count = !var.enable_alb && var.enable_loadgen ? 1 : 0
+
+  security_group_id            = aws_security_group.app.id
+  description                  = "HTTP from the load generator"
+  referenced_security_group_id = aws_security_group.loadgen[0].id
   ip_protocol                  = "tcp"
   from_port                    = 80
   to_port                      = 80
@@ -234,4 +338,77 @@ resource "aws_vpc_security_group_ingress_rule" "db_from_app" {
   ip_protocol                  = "tcp"
   from_port                    = 5432
   to_port                      = 5432
+}
+
+resource "aws_vpc_security_group_ingress_rule" "db_from_db_init" {
+  security_group_id            = aws_security_group.db.id
+  description                  = "PostgreSQL from the db-init task"
+  referenced_security_group_id = aws_security_group.db_init.id
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+}
+
+# --- db-init task -------------------------------------------------------------
+resource "aws_vpc_security_group_egress_rule" "db_init_https" {
+  security_group_id = aws_security_group.db_init.id
+  description       = "HTTPS to ECR, Secrets Manager, CloudWatch Logs and the RDS CA bundle"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+resource "aws_vpc_security_group_egress_rule" "db_init_to_db" {
+  security_group_id            = aws_security_group.db_init.id
+  description                  = "PostgreSQL (TLS) to RDS"
+  referenced_security_group_id = aws_security_group.db.id
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+}
+
+# --- Load generator --------------------------------------------------------------
+resource "aws_vpc_security_group_ingress_rule" "loadgen_workers" {
+  count = var.enable_loadgen ? 1 : 0
+
+  security_group_id            = aws_security_group.loadgen[0].id
+  description                  = "Locust workers to their master"
+  referenced_security_group_id = aws_security_group.loadgen[0].id
+  ip_protocol                  = "tcp"
+  from_port                    = 5557
+  to_port                      = 5557
+}
+
+resource "aws_vpc_security_group_egress_rule" "loadgen_to_master" {
+  count = var.enable_loadgen ? 1 : 0
+
+  security_group_id            = aws_security_group.loadgen[0].id
+  description                  = "Locust workers to their master"
+  referenced_security_group_id = aws_security_group.loadgen[0].id
+  ip_protocol                  = "tcp"
+  from_port                    = 5557
+  to_port                      = 5557
+}
+
+resource "aws_vpc_security_group_egress_rule" "loadgen_https" {
+  count = var.enable_loadgen ? 1 : 0
+
+  security_group_id = aws_security_group.loadgen[0].id
+  description       = "HTTPS to ECR, S3, SSM, CloudWatch Logs and the Docker download"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+resource "aws_vpc_security_group_egress_rule" "loadgen_to_target" {
+  count = var.enable_loadgen ? 1 : 0
+
+  security_group_id            = aws_security_group.loadgen[0].id
+  description                  = "The lab: the ALB's private addresses, or the instance"
+  referenced_security_group_id = var.enable_alb ? aws_security_group.alb[0].id : aws_security_group.app.id
+  ip_protocol                  = "tcp"
+  from_port                    = local.loadgen_target_port
+  to_port                      = local.loadgen_target_port
 }

@@ -1,12 +1,8 @@
-locals {
-  first_instance_ip = try(data.aws_instances.app.public_ips[0], null)
-}
-
 output "url" {
-  description = "URL of the lab: the ALB with enable_alb, otherwise the public IP of the (single) app instance. Reachable only from allowed_http_cidrs."
+  description = "URL of the lab: the ALB with enable_alb (https:// with certificate_arn), otherwise the Elastic IP the app instance takes over when it is healthy (stable through replacements). Reachable only from allowed_http_cidrs."
   value = (var.enable_alb
-    ? "http://${aws_lb.app[0].dns_name}/"
-    : (local.first_instance_ip == null ? null : "http://${local.first_instance_ip}/")
+    ? "${local.https ? "https" : "http"}://${aws_lb.app[0].dns_name}/"
+    : "http://${aws_eip.app[0].public_ip}/"
   )
 }
 
@@ -36,8 +32,18 @@ output "nginx_image" {
 }
 
 output "redis_primary_endpoint" {
-  description = "ElastiCache primary endpoint (TLS + AUTH, port 6379)."
-  value       = aws_elasticache_replication_group.this.primary_endpoint_address
+  description = "ElastiCache endpoint the app uses (TLS + its RBAC user, port 6379): the primary endpoint, or the configuration endpoint in cluster mode."
+  value       = local.redis_host
+}
+
+output "cache_node_ids" {
+  description = "ElastiCache node ids (CloudWatch's CacheClusterId), as the alarms and the dashboard name them."
+  value       = local.cache_node_ids
+}
+
+output "cache_user" {
+  description = "The app's ElastiCache user (RBAC): keys ~<namespace>:* and the app's commands only; its password is cache_auth_secret_arn."
+  value       = { name = aws_elasticache_user.app.user_name, access_string = aws_elasticache_user.app.access_string }
 }
 
 output "redis_reader_endpoint" {
@@ -56,13 +62,22 @@ output "rds_master_secret_arn" {
 }
 
 output "cache_auth_secret_arn" {
-  description = "Secrets Manager secret holding the ElastiCache AUTH token."
+  description = "Secrets Manager secret holding the app's ElastiCache user password (rotate with rotate-secret.sh cache_auth)."
   value       = aws_secretsmanager_secret.this["cache_auth"].arn
 }
 
 output "autoscaling_group_name" {
   description = "Name of the app tier Auto Scaling group."
   value       = aws_autoscaling_group.app.name
+}
+
+output "instance_refresh_preferences" {
+  description = "The app group's instance refresh preferences (rotate-secret.sh starts a refresh with them)."
+  value = join(",", [
+    "MinHealthyPercentage=${aws_autoscaling_group.app.instance_refresh[0].preferences[0].min_healthy_percentage}",
+    "MaxHealthyPercentage=${aws_autoscaling_group.app.instance_refresh[0].preferences[0].max_healthy_percentage}",
+    "InstanceWarmup=${var.instance_warmup_seconds}",
+  ])
 }
 
 output "instance_ids" {
@@ -129,15 +144,58 @@ output "alarm_names" {
 }
 
 output "db_connection_budget" {
-  description = "Connections the app tier may open (instances x workers x (pool + 1)) and what the RDS class allows after headroom."
+  description = "Connections the app tier may open at its peak (peak instances x workers x (pool + 1)) and what max_connections of the project's parameter group allows after what is kept free."
   value = {
+    peak_instances  = local.peak_instances
     needed          = local.db_connections_needed
     allowed         = local.db_connections_allowed
     max_connections = local.db_max_connections
   }
 }
 
+output "db_init_task" {
+  description = "How terraform/db-init.sh runs the db-init task (deploy.sh, once per deploy)."
+  value = {
+    cluster         = aws_ecs_cluster.this.name
+    task_definition = aws_ecs_task_definition.db_init.arn
+    subnets         = aws_subnet.public[*].id
+    security_group  = aws_security_group.db_init.id
+    log_group       = aws_cloudwatch_log_group.containers.name
+    log_prefix      = "db-init/db-init"
+  }
+}
+
+output "lab_configuration" {
+  description = "What was deployed, for the load generator's results and the cost report (loadtest/cost.py)."
+  value       = local.lab_configuration
+}
+
 output "app_image_tag" {
   description = "Image tag the instances run (destroy.sh passes it back)."
   value       = var.app_image_tag
+}
+
+# --- the load generator (enable_loadgen) ------------------------------------------------
+locals {
+  loadgen_master_id = try(aws_instance.loadgen_master[0].id, "")
+}
+
+output "loadgen_ui_command" {
+  description = "Open the Locust web UI of the load generator on http://127.0.0.1:8089/ (Session Manager port forwarding; null without enable_loadgen)."
+  value       = var.enable_loadgen ? "aws ssm start-session --region ${var.region} --target ${local.loadgen_master_id} --document-name AWS-StartPortForwardingSession --parameters portNumber=8089,localPortNumber=8089" : null
+}
+
+output "loadgen_run_command" {
+  description = "Start a headless distributed run from inside the VPC (edit users, spawn rate, duration and the Locust user classes); its results go to the bucket. Null without enable_loadgen."
+  value       = var.enable_loadgen ? "aws ssm send-command --region ${var.region} --instance-ids ${local.loadgen_master_id} --document-name AWS-RunShellScript --comment 'cachelab loadgen run' --parameters 'commands=[\"/usr/local/bin/loadgen run 200 20 120s ZipfUser\"]' --query Command.CommandId --output text" : null
+}
+
+output "loadgen_fetch_command" {
+  description = "Bring the latest run back and print it beside the local run, with the cost table (run from the repository root). Null without enable_loadgen."
+  value       = var.enable_loadgen ? "python -m loadtest.loadgen fetch --region ${var.region} --bucket ${aws_s3_bucket.loadgen[0].bucket}" : null
+}
+
+output "loadgen_results_bucket" {
+  description = "S3 bucket of the load generator's results (encrypted, private, TLS only, expiring after loadgen_results_days)."
+  value       = try(aws_s3_bucket.loadgen[0].bucket, null)
 }

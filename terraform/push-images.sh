@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# The one push path for the app and nginx images, used by deploy.sh (to ECR)
-# and by the AWS rehearsal (tests/test_aws_rehearsal.py, to a local registry).
+# The one push path for the app, nginx and Locust images, used by deploy.sh
+# (to ECR) and by the AWS rehearsal (tests/test_aws_rehearsal.py, to a local
+# registry).
 #
 #   terraform/push-images.sh tag
 #       prints the content tag: c-<12 hex of a sha256 over every build input
 #       (tracked and untracked, not git-ignored: app/, nginx/, postgres-init/,
-#       .dockerignore) and the base image names). Same inputs, same tag.
-#   terraform/push-images.sh push APP_REPO NGINX_REPO TAG
-#       builds both images with `docker compose build` (the Dockerfiles and
+#       loadtest/, .dockerignore) and the base image names). Same inputs, same
+#       tag.
+#   terraform/push-images.sh push APP_REPO NGINX_REPO TAG [LOCUST_REPO]
+#       builds the images with `docker compose build` (the Dockerfiles and
 #       contexts of the local lab) and pushes each one that the registry does
 #       not hold yet. Resumable: after an interrupted run, an image already
-#       pushed is skipped (registry tags are immutable on ECR), the other one
-#       is pushed. Log in to the registry first.
+#       pushed is skipped (registry tags are immutable on ECR), the others
+#       are pushed. Log in to the registry first.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-INPUTS=(app nginx postgres-init .dockerignore)
+INPUTS=(app nginx postgres-init loadtest .dockerignore)
 
 content_tag() {
   local files
@@ -40,10 +42,16 @@ in_registry() { # IMAGE: true when the registry already has this tag
 }
 
 push() {
-  local app_repo=$1 nginx_repo=$2 tag=$3 image
+  local app_repo=$1 nginx_repo=$2 tag=$3 locust_repo=${4:-} image
   export APP_IMAGE="$app_repo:$tag" NGINX_APP_IMAGE="$nginx_repo:$tag"
+  local images=("$APP_IMAGE" "$NGINX_APP_IMAGE") services=(app nginx)
+  if [ -n "$locust_repo" ]; then
+    export LOCUST_IMAGE="$locust_repo:$tag"
+    images+=("$LOCUST_IMAGE")
+    services+=(locust-master)
+  fi
   local todo=()
-  for image in "$APP_IMAGE" "$NGINX_APP_IMAGE"; do
+  for image in "${images[@]}"; do
     if in_registry "$image"; then
       echo "push-images: $image is already in the registry: skipped"
     else
@@ -51,10 +59,10 @@ push() {
     fi
   done
   if [ ${#todo[@]} -eq 0 ]; then return 0; fi
-  echo "push-images: building $APP_IMAGE and $NGINX_APP_IMAGE"
+  echo "push-images: building ${images[*]}"
   # POSTGRES_PASSWORD/APP_DB_PASSWORD: compose.yaml requires them; a build uses neither.
   POSTGRES_PASSWORD=unused APP_DB_PASSWORD=unused \
-    docker compose -f "$ROOT/compose.yaml" --project-directory "$ROOT" build app nginx
+    docker compose -f "$ROOT/compose.yaml" --project-directory "$ROOT" build "${services[@]}"
   for image in "${todo[@]}"; do
     echo "push-images: pushing $image"
     docker push "$image"
@@ -64,11 +72,11 @@ push() {
 case "${1:-}" in
   tag) content_tag ;;
   push)
-    [ $# -eq 4 ] || { echo "usage: $0 push APP_REPO NGINX_REPO TAG" >&2; exit 2; }
-    push "$2" "$3" "$4"
+    [ $# -eq 4 ] || [ $# -eq 5 ] || { echo "usage: $0 push APP_REPO NGINX_REPO TAG [LOCUST_REPO]" >&2; exit 2; }
+    push "$2" "$3" "$4" "${5:-}"
     ;;
   *)
-    echo "usage: $0 tag | push APP_REPO NGINX_REPO TAG" >&2
+    echo "usage: $0 tag | push APP_REPO NGINX_REPO TAG [LOCUST_REPO]" >&2
     exit 2
     ;;
 esac

@@ -1,16 +1,54 @@
 # RDS PostgreSQL in the private subnets. The master password is generated and
-# stored by RDS in Secrets Manager (manage_master_user_password); the app tier
-# reads it on the host at boot.
+# stored by RDS in Secrets Manager (manage_master_user_password); only the
+# db-init task (dbinit.tf) may read it, the app tier never does.
 resource "aws_db_subnet_group" "this" {
   name        = "${var.name}-db"
   description = "Private subnets of ${var.name} (2 AZs)"
   subnet_ids  = aws_subnet.private[*].id
 }
 
+# max_connections is set explicitly, so the connection budget (ec2.tf) and the
+# connections alarm (monitoring.tf) are computed from what the server allows,
+# not from nominal memory. RDS's default is LEAST(DBInstanceClassMemory /
+# 9531392, 5000), where DBInstanceClassMemory is the class's memory minus what
+# the OS and RDS's own processes keep (below the 112 a db.t4g.micro's
+# nominal 1 GiB would give). The table stays below that default for each
+# class, assuming about 280 MiB kept (an estimate, not measured here: SHOW
+# max_connections on a default instance tells); db_max_connections sets any
+# other value.
+locals {
+  db_class_max_connections = {
+    "db.t4g.micro"   = 75
+    "db.t4g.small"   = 180
+    "db.t4g.medium"  = 400
+    "db.t4g.large"   = 830
+    "db.t4g.xlarge"  = 1700
+    "db.t4g.2xlarge" = 3400
+    "db.t3.micro"    = 75
+    "db.t3.small"    = 180
+    "db.t3.medium"   = 400
+    "db.t3.large"    = 830
+    "db.m7g.large"   = 830
+    "db.m6g.large"   = 830
+    "db.m7g.xlarge"  = 1700
+    "db.r7g.large"   = 1700
+    "db.r6g.large"   = 1700
+    "db.r7g.xlarge"  = 3400
+  }
+  db_max_connections = var.db_max_connections > 0 ? var.db_max_connections : lookup(local.db_class_max_connections, var.db_instance_class, 0)
+  rds_ca_url         = "https://truststore.pki.rds.amazonaws.com/${var.region}/${var.region}-bundle.pem"
+}
+
 resource "aws_db_parameter_group" "this" {
   name_prefix = "${var.name}-pg${var.db_engine_version}-"
   family      = "postgres${var.db_engine_version}"
-  description = "${var.name}: track plpgsql functions and statements, force TLS, log slow statements"
+  description = "${var.name}: explicit max_connections, track plpgsql functions and statements, force TLS, log slow statements"
+
+  parameter {
+    name         = "max_connections"
+    value        = tostring(local.db_max_connections)
+    apply_method = "pending-reboot"
+  }
 
   parameter {
     name  = "track_functions"

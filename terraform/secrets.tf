@@ -1,21 +1,27 @@
 # Generated secrets, each made by Secrets Manager itself (no random provider),
 # alphanumeric so they are valid in a Redis AUTH command and in URLs:
 #
-#   cache_auth : the ElastiCache AUTH token (the replication group takes it
-#                from the stored version)
+#   cache_auth : the password of the app's ElastiCache user (RBAC,
+#                elasticache.tf), as JSON {"password": ..., "previous": ...}:
+#                the user accepts both, so after a rotation (which moves the
+#                old password to "previous") instances booted before it keep
+#                connecting until the refresh replaces them
 #   app_db     : APP_DB_PASSWORD of the app's own PostgreSQL role
-#                (app_db_username); db-init, run as the RDS master at every
-#                boot, sets the role's password from it. The app never uses the
-#                master, whose password RDS rotates.
+#                (app_db_username); the db-init task, run as the RDS master by
+#                deploy.sh once per deploy, sets the role's password from it
 #   write_api  : WRITE_API_TOKEN, only with enable_write_api; the bootstrap
 #                passes it to the app container, which turns its write API on.
 #                Without it the variable is not set at all.
 #
-# The data source returns a new value on every read, so each stored version
-# ignores later changes: the values stay stable across plans.
+# The random-password data source returns a new value on every read, so each
+# stored version ignores later changes: Terraform writes the first value only.
+# A rotation (terraform/rotate-secret.sh) puts a new version, which the read
+# below sees: deploy.sh then hands it to the cache user's passwords
+# (elasticache.tf) or, through db-init, to the app's database role, and an
+# instance refresh hands it to every instance.
 locals {
   generated_secrets = merge({
-    cache_auth = { length = 48, description = "AUTH token of the ${var.name} ElastiCache replication group" }
+    cache_auth = { length = 48, description = "Password of the ${var.name} app's ElastiCache user (RBAC)" }
     app_db     = { length = 40, description = "Password of the ${var.name} app's own PostgreSQL role ${var.app_db_username}" }
     }, var.enable_write_api ? {
     write_api = { length = 48, description = "WRITE_API_TOKEN of the ${var.name} app's write API" }
@@ -33,7 +39,7 @@ data "aws_secretsmanager_random_password" "this" {
 resource "aws_secretsmanager_secret" "this" {
   for_each = local.generated_secrets
   #checkov:skip=CKV_AWS_149: lab - the AWS-managed aws/secretsmanager key is used; a customer-managed KMS key costs $1/month and adds key policy management
-  #checkov:skip=CKV2_AWS_57: no rotation Lambda for a lab: rotate by putting a new version and re-applying (cache AUTH) or rebooting/refreshing the instances (db-init sets the app role's password at every boot)
+  #checkov:skip=CKV2_AWS_57: no rotation Lambda for a lab: terraform/rotate-secret.sh puts a new version and runs deploy.sh, which hands it to the cache user, the app's database role (db-init) and the instances (refresh)
 
   name_prefix             = "${var.name}-${replace(each.key, "_", "-")}-"
   description             = each.value.description
@@ -43,12 +49,27 @@ resource "aws_secretsmanager_secret" "this" {
 resource "aws_secretsmanager_secret_version" "this" {
   for_each = local.generated_secrets
 
-  secret_id     = aws_secretsmanager_secret.this[each.key].id
-  secret_string = data.aws_secretsmanager_random_password.this[each.key].random_password
+  secret_id = aws_secretsmanager_secret.this[each.key].id
+  secret_string = (each.key == "cache_auth"
+    ? jsonencode({
+      password = data.aws_secretsmanager_random_password.this[each.key].random_password
+      previous = data.aws_secretsmanager_random_password.this[each.key].random_password
+    })
+    : data.aws_secretsmanager_random_password.this[each.key].random_password
+  )
 
   lifecycle {
     ignore_changes = [secret_string]
   }
+}
+
+# The current version of each secret (after a rotation: the new one). Read
+# through the stored version, so never before Terraform wrote the first one.
+data "aws_secretsmanager_secret_version" "current" {
+  for_each = local.generated_secrets
+
+  secret_id     = aws_secretsmanager_secret_version.this[each.key].secret_id
+  version_stage = "AWSCURRENT"
 }
 
 # Deployments made before the secrets shared one block keep their AUTH token.

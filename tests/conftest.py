@@ -1,111 +1,220 @@
-"""Fixtures: one real Compose stack for the session, reset between tests.
+"""Fixtures and hooks of the whole suite (design: docs/testing.md).
 
-The stack is built and started once (small delay and TTL, unique project name,
-ephemeral ports) and removed with ``down -v`` at the end. Tests that change
-settings or break containers go through fixtures that put it back.
+Stacks. One real Compose stack per cache engine for the session, started the
+first time a test asks for it and removed with ``down -v`` at the end; the
+Valkey Cluster's stack (``cluster_lab``) lives for one module. A test
+states the settings it needs with ``@pytest.mark.lab_settings(...)`` (app
+variables, and ``app_replicas``); the ``lab`` fixture recreates containers only
+when those differ from what the stack runs now, and the tests of a module are
+ordered so that tests with the same settings run one after another. Tests
+marked ``@pytest.mark.engines`` run once per cache engine (Valkey, Redis 7):
+only those whose outcome depends on what the cache server does.
+
+Hooks. The unit layer runs first, the AWS layer last; under ``CI=true`` a skip
+fails the run; every run records each test's duration (setup, call and
+teardown) in results/test-durations.json and prints the slowest 30.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
-import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from loadtest.stack import Stack
+from loadtest.stack import ENGINES, ROOT, Stack
+from tests.helpers import IN_CI, docker_ready, require_tool
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def require_tool(available: bool, tool: str) -> None:
-    """Skip for a missing tool on a developer machine; fail under CI=true."""
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"{tool} is required under CI=true but is not available")
-    pytest.skip(f"{tool} not available")
+DURATIONS_FILE = ROOT / "results" / "test-durations.json"
+SLOWEST_SHOWN = 30
 
 
-def _docker_ready() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        return (
-            subprocess.run(
-                ["docker", "compose", "version"], capture_output=True, timeout=20
-            ).returncode
-            == 0
-            and subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+# -- layers, order, skips, durations -----------------------------------------------------
+def layer_of(item: pytest.Item) -> str:
+    if "/tests/unit/" in str(item.path) or item.get_closest_marker("unit"):
+        return "unit"
+    if item.get_closest_marker("aws"):
+        return "aws"
+    return "stack"
+
+
+def _settings_key(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("lab_settings")
+    return json.dumps(marker.kwargs if marker else {}, sort_keys=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Unit first (no stack is up while it runs), then the stack layer, AWS last.
+
+    Within a module, tests that need the same stack settings run together (the
+    sort is stable: otherwise the file's order), so each module switches the
+    stack's settings once per distinct set. Modules stay contiguous, so
+    module-scoped fixtures are set up once."""
+    rank = {"unit": 0, "stack": 1, "aws": 2}
+    module_rank: dict[Path, int] = {}
+    for index, item in enumerate(items):
+        module_rank.setdefault(item.path, index)
+    items.sort(
+        key=lambda item: (
+            rank[layer_of(item)],
+            module_rank[item.path],
+            _settings_key(item) != json.dumps({}),  # defaults first
+            _settings_key(item),
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    )
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    _record_duration(item, report)
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where a skip is a failure: {reason}"
+
+
+_durations: dict[str, dict[str, float | str]] = {}
+
+
+def _record_duration(item: pytest.Item, report: pytest.TestReport) -> None:
+    entry = _durations.setdefault(item.nodeid, {"layer": layer_of(item), "seconds": 0.0})
+    entry["seconds"] = round(float(entry["seconds"]) + report.duration, 3)
+    entry[report.when] = round(report.duration, 3)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not _durations:
+        return
+    by_layer: dict[str, float] = {}
+    for entry in _durations.values():
+        layer = str(entry["layer"])
+        by_layer[layer] = round(by_layer.get(layer, 0.0) + float(entry["seconds"]), 1)
+    tests = dict(sorted(_durations.items(), key=lambda kv: -float(kv[1]["seconds"])))
+    DURATIONS_FILE.parent.mkdir(exist_ok=True)
+    DURATIONS_FILE.write_text(
+        json.dumps(
+            {
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "seconds_by_layer": by_layer,
+                "tests": tests,
+            },
+            indent=1,
+        )
+    )
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not _durations:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section(f"slowest {SLOWEST_SHOWN} tests (setup + call + teardown)")
+    slowest = sorted(_durations.items(), key=lambda kv: -float(kv[1]["seconds"]))
+    for nodeid, entry in slowest[:SLOWEST_SHOWN]:
+        write(f"{float(entry['seconds']):8.1f}s  {entry['layer']:5}  {nodeid}")
+    totals: dict[str, float] = {}
+    for entry in _durations.values():
+        totals[str(entry["layer"])] = totals.get(str(entry["layer"]), 0.0) + float(entry["seconds"])
+    write(
+        "by layer: "
+        + ", ".join(f"{layer} {seconds:.0f}s" for layer, seconds in sorted(totals.items()))
+        + f"; every test's figure in {DURATIONS_FILE.relative_to(ROOT)}"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.engines``: the test's ``lab`` once per cache engine."""
+    if metafunc.definition.get_closest_marker("engines") and "lab" in metafunc.fixturenames:
+        metafunc.parametrize("lab", list(ENGINES), indirect=True, scope="function")
+
+
+# -- stacks -------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def docker_available() -> None:
-    require_tool(_docker_ready(), "docker engine with the compose plugin")
+    require_tool(docker_ready(), "docker engine with the compose plugin")
 
 
-def _running_stack(engine: str):
-    lab = Stack.create(engine=engine)
-    try:
-        lab.compose("build", "--quiet", timeout=1200)
-        lab.up()
-        lab.wait_ready()
-        yield lab
-    finally:
-        if os.environ.get("KEEP_STACK") != "1":
+class Stacks:
+    """The session's stacks, one per cache engine (and one for the Valkey
+    Cluster), each started on first use."""
+
+    def __init__(self) -> None:
+        self.running: dict[tuple[str, str], Stack] = {}
+        self.built = False
+
+    def get(self, engine: str, topology: str = "single") -> Stack:
+        name = (engine, topology)
+        if name not in self.running:
+            lab = Stack.create(engine=engine, topology=topology)
+            self.running[name] = lab  # removed at the end even if it fails to start
+            if not self.built:
+                lab.compose("build", "--quiet", timeout=1200)
+                self.built = True
+            lab.up()
+            lab.wait_ready()
+        return self.running[name]
+
+    def remove(self, engine: str, topology: str = "single") -> None:
+        """Take one stack down before the session ends."""
+        lab = self.running.pop((engine, topology), None)
+        if lab is not None and os.environ.get("KEEP_STACK") != "1":
+            lab.down()
+
+    def close(self) -> None:
+        if os.environ.get("KEEP_STACK") == "1":
+            return
+        for lab in self.running.values():
             lab.down()
 
 
 @pytest.fixture(scope="session")
-def stack(docker_available) -> Stack:
-    """The session's stack, on the default cache engine (Valkey)."""
-    yield from _running_stack("valkey")
+def stacks(docker_available) -> Iterator[Stacks]:
+    pool = Stacks()
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
-@pytest.fixture(scope="session", params=["valkey", "redis"])
-def engine_stack(request, docker_available) -> Stack:
-    """The stack on each cache engine: the caching and fault suites run on both."""
-    if request.param == "valkey":
-        yield request.getfixturevalue("stack")
-    else:
-        yield from _running_stack(request.param)
+@pytest.fixture(scope="session")
+def stack(stacks: Stacks) -> Stack:
+    """The session's stack on the default cache engine (Valkey), as it is."""
+    return stacks.get("valkey")
 
 
-def _reset(stack: Stack) -> Stack:
-    """Default test settings, all containers running, empty cache."""
-    for container in stack.docker.containers.list(
-        all=True, filters={"label": f"com.docker.compose.project={stack.project}"}
-    ):
-        if container.status == "paused":
-            container.unpause()
-    needs_reset = (
-        bool(stack.overrides)
-        or len(stack.containers("app")) != 1
-        or any(
-            c.status != "running"
-            for c in stack.docker.containers.list(
-                all=True, filters={"label": f"com.docker.compose.project={stack.project}"}
-            )
-            if c.labels.get("com.docker.compose.service") != "db-init"
-        )
-    )
-    if needs_reset:
-        stack.reconfigure()
-    stack.wait_ready()
-    stack.flush_cache()
-    return stack
+def _prepared(request: pytest.FixtureRequest, lab: Stack) -> Stack:
+    """``lab`` with the test's settings (``lab_settings`` marker, else the test
+    defaults), every container running, an empty cache."""
+    marker = request.node.get_closest_marker("lab_settings")
+    settings = dict(marker.kwargs) if marker else {}
+    replicas = int(settings.pop("app_replicas", 1))
+    lab.ensure(replicas=replicas, **settings)
+    lab.flush_cache()
+    return lab
 
 
 @pytest.fixture
-def lab(stack: Stack) -> Stack:
-    """The session stack with default test settings, all containers running, empty cache."""
-    return _reset(stack)
+def lab(request: pytest.FixtureRequest, stacks: Stacks) -> Stack:
+    """A stack with the test's settings (``lab_settings`` marker, else the test
+    defaults), every container running, an empty cache; on Valkey, or on the
+    engine ``@pytest.mark.engines`` gives."""
+    return _prepared(request, stacks.get(getattr(request, "param", "valkey")))
+
+
+@pytest.fixture(scope="module")
+def cluster_stack(stacks: Stacks) -> Iterator[Stack]:
+    """The stack with its cache as a Valkey Cluster (compose.cluster.yaml), for
+    one module: taken down after it, since six idle nodes beside the next
+    modules' stacks would load a 2-core machine."""
+    yield stacks.get("valkey", topology="cluster")
+    stacks.remove("valkey", topology="cluster")
 
 
 @pytest.fixture
-def engine_lab(engine_stack: Stack) -> Stack:
-    """As ``lab``, once per cache engine."""
-    return _reset(engine_stack)
+def cluster_lab(request: pytest.FixtureRequest, cluster_stack: Stack) -> Stack:
+    """As ``lab``, on the Valkey Cluster."""
+    return _prepared(request, cluster_stack)

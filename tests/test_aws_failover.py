@@ -13,7 +13,11 @@ Under bounded load through Nginx (127.0.0.1) for keys cached before:
 
 Measured: 5xx answers (must be 0), every answer 200, the time from the
 promotion until X-Cache: HIT again, the latency tail, and whether READONLY
-fired (cachelab_redis_errors_total{kind="readonly"}). The drill runs on the
+fired: the demoted node's own count of READONLY replies (INFO errorstats),
+and the app's Redis errors of the kinds a READONLY is counted as
+(cachelab_redis_errors_total{kind="readonly"} through the breaker,
+{kind="patient"} on the patient pool a cold key's fill uses; both pools drop
+the connection that heard it). The drill runs on the
 default strategy, ``two-tier`` (terraform/variables.tf's default too), whose
 tier-1 listener must follow the primary to the new node, and on ``swr``, where
 every read goes to the cache. Figures go to results/failover.json
@@ -66,6 +70,22 @@ def _client_list(container) -> list[dict[str, str]]:
     ]
 
 
+def _readonly_replies(container) -> int:
+    """READONLY errors the node has answered (INFO errorstats), 0 if none yet."""
+    for line in _cli(container, "INFO", "errorstats").splitlines():
+        if line.startswith("errorstat_READONLY:"):
+            return int(line.split("count=", 1)[1].split(",", 1)[0])
+    return 0
+
+
+def _app_readonly_kinds(lab) -> float:
+    scraped = lab.app_metrics()
+    return sum(
+        metric(scraped, "cachelab_redis_errors_total", kind=kind)
+        for kind in ("readonly", "patient")
+    )
+
+
 def _role(container) -> str:
     return _cli(container, "ROLE").splitlines()[0]
 
@@ -76,7 +96,7 @@ def _memory_hit(cache_status: str) -> bool:
 
 @pytest.fixture(scope="module", params=["two-tier", "swr"])
 def drill_stack(request, docker_available):
-    lab = Stack.create(prefix="cachelab-failover")
+    lab = Stack.create(kind="failover")
     lab.env["CACHE_STRATEGY"] = request.param
     if os.environ.get("REDIS_IMAGE"):
         lab.env["CACHE_IMAGE"] = os.environ["REDIS_IMAGE"]  # ElastiCache-like Redis 7 nodes
@@ -145,7 +165,8 @@ def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
     )
     assert lab.get(HOT[0]).headers["X-Cache"] == "HIT"
     b_hits_before = _keyspace_hits(node_b)
-    readonly_before = metric(lab.app_metrics(), "cachelab_redis_errors_total", kind="readonly")
+    readonly_before = _app_readonly_kinds(lab)
+    refused_before = _readonly_replies(node_a)
 
     with Traffic(
         lab.base_url, paths=HOT, threads=4, rate=20, duration=60, max_requests=1500, timeout=20
@@ -158,6 +179,7 @@ def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
         assert _role(node_b) == "master" and _role(node_a) == "slave"
         # writes while the endpoint still names the demoted node: cold items
         cold = [lab.get(f"/api/version?item={n}") for n in (700, 701, 702)]
+        refused = _readonly_replies(node_a) - refused_before
         # 2. the primary endpoint moves
         app_network = docker.networks.get(app_net)
         app_network.connect(node_b, aliases=["redis"])
@@ -188,9 +210,7 @@ def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
         interval=0.05,
         message="item 703 a HIT from the new primary",
     )
-    readonly = (
-        metric(lab.app_metrics(), "cachelab_redis_errors_total", kind="readonly") - readonly_before
-    )
+    readonly = _app_readonly_kinds(lab) - readonly_before
     during = load.since(failover_at)
     figures = {
         "requests": len(hits),
@@ -204,6 +224,7 @@ def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
         "p99_s": round(during.latency(99), 3),
         "max_s": round(during.max_latency(), 3),
         "readonly_errors": readonly,
+        "readonly_replies_of_the_demoted_node": refused,
         "cold_writes_in_readonly_window": [r.status_code for r in cold],
     }
     RESULTS.parent.mkdir(exist_ok=True)
@@ -214,6 +235,9 @@ def test_failover_under_load_has_no_5xx_and_hits_again(drill_stack):
     assert figures["five_xx"] == 0, figures
     assert figures["errors"] == 0, (figures, [h.body for h in hits.errors()][:5])
     assert all(r.status_code == 200 for r in cold), figures
+    # Those cold fills wrote to the demoted node: READONLY, turned into a reconnect.
+    assert figures["readonly_replies_of_the_demoted_node"] >= 1, figures
+    assert figures["readonly_errors"] >= 1, figures
     assert figures["seconds_until_hit_after_endpoint_move"] < 10, figures
     assert figures["p99_s"] < 3 and figures["max_s"] < 5, (
         figures

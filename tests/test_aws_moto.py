@@ -1,24 +1,37 @@
-"""Issue 10: `terraform apply` and `destroy` of terraform/ against moto.
+"""`terraform apply` and `destroy` of terraform/ against moto.
 
 Two deployments, each against its own moto server (MOTO_IMAGE, published on
-127.0.0.1), run side by side (the provider spends most of the time in its
-own waits): the default variables, and the scaled ones (2 instances behind
-an ALB, a cache replica, Multi-AZ RDS, the write API on). Each follows
-deploy.sh's order: a targeted apply of the ECR repositories, the images put
-into ECR, the full apply; then the outputs, the user data Terraform rendered
-(size as sent, shellcheck, no secret, every setting the bootstrap needs),
-the CloudWatch alarms, filters and dashboard in moto, a second plan, and
-destroy.sh.
+127.0.0.1), run side by side (the provider spends most of the time in its own
+waits): the default variables (cluster mode and the load generator off), and
+the scaled ones (2..3 instances behind an ALB with HTTPS and a
+target-tracking policy, ElastiCache cluster mode with 2 shards of a primary
+and a replica, Multi-AZ RDS, the write API on, the load generator on). Each
+follows deploy.sh's order: a targeted apply of the ECR repositories, the
+images put into ECR, the targeted apply of the db-init task and what it needs
+(the task registered; moto cannot start it), the full apply; then the
+outputs, the user data Terraform rendered (size as sent, shellcheck, no
+secret, every setting the bootstrap needs), IAM (no instance may read the RDS
+master secret), the CloudWatch alarms, filters and dashboard, the cache
+users, the load generator, a rotation of the cache password (the next plan
+updates the cache user), a second plan, and destroy.sh.
 
 moto's gaps with hashicorp/aws 5.100, handled here (and in terraform/README.md):
 * a replication group gets no member clusters, and the provider waits for
-  <id>-001...: they are created first with boto3 (with an engine version,
-  else the provider cannot parse it);
+  <id>-001 (cluster mode: <id>-0001-001...): they are created first with boto3
+  (with an engine version, else the provider cannot parse it);
+* ElastiCache user groups (CreateUserGroup) and ModifyUser do not exist in
+  moto: moto_override.tf drops the user group (count = 0, no user_group_ids;
+  terraform/tests/*.tftest.hcl check that wiring), and the rotation stops at
+  the plan that updates the user;
 * deleting a replication group never finishes and DeleteCacheSubnetGroup is
   not implemented: both leave the state before destroy;
 * a second plan is not empty (moto omits or reshapes some attributes: security
   group rule references, descriptions, the replication group): it must
   succeed, its changes are recorded;
+* ECS runs no container, and RunTask of an awsvpc (Fargate) task fails inside
+  moto 5.2 (its network interface lacks private_dns_name): the db-init task is
+  registered and what db-init.sh would send is checked
+  (tests/test_aws_rehearsal.py runs its container against the RDS stand-in);
 * MOTO_IAM_LOAD_MANAGED_POLICIES=true gives the AWS-managed IAM policies.
 """
 
@@ -35,6 +48,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.stack import project_name
 from tests.aws.standins import (
     REGION,
     ROOT,
@@ -47,7 +61,8 @@ from tests.aws.standins import (
 )
 from tests.test_terraform import _terraform, tf_env  # noqa: F401 - tf_env is a fixture
 
-pytestmark = [pytest.mark.aws, pytest.mark.slow]
+# The three deployments run in the module fixture, inside the first test's time.
+pytestmark = [pytest.mark.aws, pytest.mark.slow, pytest.mark.timeout(3000)]
 
 TAG = "c-0123456789ab"
 RESULTS = ROOT / "results" / "aws-moto.json"
@@ -56,11 +71,13 @@ SERVICES = [
     "cloudwatch",
     "ec2",
     "ecr",
+    "ecs",
     "elasticache",
     "elbv2",
     "iam",
     "logs",
     "rds",
+    "s3",
     "secretsmanager",
     "ssm",
     "sts",
@@ -69,13 +86,29 @@ SCENARIOS = {
     "default": {},
     "scaled": {
         "app_instance_count": 2,
+        "app_max_instance_count": 3,
         "enable_alb": True,
         "cache_replicas": 1,
         "db_multi_az": True,
+        "db_instance_class": "db.t4g.medium",
         "enable_write_api": True,
+        "certificate_arn": "",  # imported into moto's ACM before the full apply
         "allowed_http_cidrs": ["198.51.100.0/24"],
+        "enable_loadgen": True,
+        "cache_cluster_mode": True,
+        "cache_shards": 2,
     },
 }
+# moto has no ElastiCache user groups: the user group goes, the users stay.
+NO_USER_GROUPS = """
+resource "aws_elasticache_user_group" "this" {
+  count = 0
+}
+
+locals {
+  cache_user_group_ids = []
+}
+"""
 # An image manifest for ECR (moto stores it; the data source reads its digest).
 MANIFEST = json.dumps(
     {
@@ -115,7 +148,7 @@ class Deployment:
                 ".terraform", "*.tfstate", "*.tfstate.*", "terraform.tfvars", "*.auto.tfvars"
             ),
         )
-        (self.dir / "moto_override.tf").write_text(_override(endpoint))
+        (self.dir / "moto_override.tf").write_text(_override(endpoint) + NO_USER_GROUPS)
         (self.dir / "lab.auto.tfvars.json").write_text(json.dumps(variables))
         self.figures: dict = {}
 
@@ -156,30 +189,60 @@ class Deployment:
         assert repos["app"].split(".")[3] == REGION  # deploy.sh takes the region from the host name
         # 2. the push (ECR in moto is no registry: put the manifests)
         ecr = self.client("ecr")
-        for repo in ("cachelab/app", "cachelab/nginx"):
+        for repo in ("cachelab/app", "cachelab/nginx", "cachelab/locust"):
             ecr.put_image(repositoryName=repo, imageManifest=MANIFEST, imageTag=TAG)
+        if self.variables.get("certificate_arn") == "":
+            self.variables["certificate_arn"] = self.import_certificate()
+            (self.dir / "lab.auto.tfvars.json").write_text(json.dumps(self.variables))
         # moto gap: the replication group's member clusters
         cache = self.client("elasticache")
-        for index in range(1 + self.variables.get("cache_replicas", 0)):
+        for node in self.cache_node_ids():
             cache.create_cache_cluster(
-                CacheClusterId=f"cachelab-cache-{index + 1:03d}",
+                CacheClusterId=node,
                 ReplicationGroupId="cachelab-cache",
                 Engine="valkey",
                 EngineVersion="8.0",
                 CacheNodeType="cache.t4g.micro",
                 NumCacheNodes=1,
             )
-        # 3. the full apply
+        # 3. deploy.sh's db-init step: what the task needs, then the task
+        deploy = (TF_DIR / "deploy.sh").read_text()
+        targets = re.findall(r"-target='(aws_[a-z_]+\.[a-z_]+)'", deploy.split("# --- 3.")[1])
+        assert "aws_ecs_task_definition.db_init" in targets, targets
+        self.timed(
+            "db_init_apply_seconds",
+            "apply",
+            "-auto-approve",
+            "-input=false",
+            tag,
+            *[f"-target={t}" for t in targets],
+        )
+        self.check_db_init_task(json.loads(self.tf("output", "-json").stdout))
+        # 4. the full apply
         self.timed("apply_seconds", "apply", "-auto-approve", "-input=false", tag)
         outputs = {k: v["value"] for k, v in json.loads(self.tf("output", "-json").stdout).items()}
         self.check_outputs(outputs)
         self.check_user_data(outputs)
+        self.check_least_privilege(outputs)
         self.check_monitoring(outputs)
-        # 4. a second plan: must work; not empty on moto (recorded)
+        self.check_cache_users(outputs)
+        if self.variables.get("enable_loadgen"):
+            self.check_loadgen(outputs)
+        # 5. a rotation of the cache password reaches the cache user (moto has
+        # no ModifyUser: the plan shows the update)
+        self.rotate_cache_password(outputs)
+        rotated = self.tf(
+            "plan", "-input=false", "-refresh=false", tag, "-target=aws_elasticache_user.app"
+        )
+        assert "aws_elasticache_user.app will be updated in-place" in rotated.stdout, (
+            rotated.stdout[-3000:]
+        )
+        assert "passwords" in rotated.stdout
+        # 6. a second plan: must work; not empty on moto (recorded)
         second = self.tf("plan", "-detailed-exitcode", "-input=false", tag, check=False)
         assert second.returncode in (0, 2), second.stdout[-3000:] + second.stderr[-3000:]
         self.figures["second_plan"] = re.findall(r"Plan: .*", second.stdout)
-        # 5. destroy (moto gap: the replication group and the cache subnet group leave the state)
+        # 7. destroy (moto gap: the replication group and the cache subnet group leave the state)
         self.tf(
             "state",
             "rm",
@@ -197,6 +260,59 @@ class Deployment:
         assert self.tf("state", "list").stdout.strip() == ""
         assert not self.client("rds").describe_db_instances()["DBInstances"]
         return self.figures
+
+    def cache_node_ids(self) -> list[str]:
+        replicas = self.variables.get("cache_replicas", 0)
+        if self.variables.get("cache_cluster_mode"):
+            return [
+                f"cachelab-cache-{shard + 1:04d}-{node + 1:03d}"
+                for shard in range(self.variables["cache_shards"])
+                for node in range(1 + replicas)
+            ]
+        return [f"cachelab-cache-{node + 1:03d}" for node in range(1 + replicas)]
+
+    def import_certificate(self) -> str:
+        """An ACM certificate for the HTTPS listener (moto checks the ARN exists)."""
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("lab.example.com")
+        return self.client("acm").import_certificate(
+            Certificate=cert.cert_chain_pems[0].bytes(),
+            PrivateKey=cert.private_key_pem.bytes(),
+            CertificateChain=ca.cert_pem.bytes(),
+        )["CertificateArn"]
+
+    def check_db_init_task(self, o: dict) -> None:
+        """The one-shot db-init task as db-init.sh starts it: registered and accepted."""
+        task = o["db_init_task"]["value"]
+        ecs = self.client("ecs")
+        definition = ecs.describe_task_definition(taskDefinition=task["task_definition"])[
+            "taskDefinition"
+        ]
+        container = definition["containerDefinitions"][0]
+        assert container["command"] == ["cachelab", "db-init"]
+        assert {e["name"] for e in container["environment"]} >= {
+            "DB_HOST",
+            "DB_NAME",
+            "DB_CA_URL",
+            "APP_DB_USER",
+        }
+        secrets = {e["name"]: e["valueFrom"] for e in container["secrets"]}
+        master = self.client("rds").describe_db_instances()["DBInstances"][0]["MasterUserSecret"]
+        assert secrets["DB_OWNER_SECRET"] == master["SecretArn"]
+        assert container["logConfiguration"]["options"]["mode"] == "non-blocking"
+        # moto gap: RunTask of an awsvpc task fails inside moto 5.2 (its network
+        # interface has no private_dns_name); what db-init.sh would send exists.
+        ec2 = self.client("ec2")
+        subnets = ec2.describe_subnets(SubnetIds=task["subnets"])["Subnets"]
+        assert len(subnets) == 2 and all(s["CidrBlock"].endswith(".0/24") for s in subnets)
+        groups = ec2.describe_security_groups(GroupIds=[task["security_group"]])
+        assert groups["SecurityGroups"][0]["GroupName"] == "cachelab-db-init"
+        assert ecs.describe_clusters(clusters=[task["cluster"]])["clusters"][0]["status"] == (
+            "ACTIVE"
+        )
+        self.figures["db_init_task"] = definition["family"]
 
     def check_outputs(self, o: dict) -> None:
         scaled = self.name == "scaled"
@@ -223,18 +339,38 @@ class Deployment:
             else o.get("write_api_secret_arn") is None
         )
         budget = o["db_connection_budget"]
-        workers = 2 * (20 + 1)
-        assert (
-            budget["needed"] == (2 if scaled else 1) * workers
-            and budget["needed"] <= budget["allowed"]
-        )
-        if scaled:
-            assert o["url"].startswith("http://") and ".elb.amazonaws.com" in o["url"]
-        assert len(o["instance_ids"]) == (2 if scaled else 1)
+        workers = 2 * (20 + 4 + 1)  # pool, control connections, listener
+        # the maximum (3) doubled by an instance refresh behind the ALB
+        assert budget["peak_instances"] == (6 if scaled else 1)
+        assert budget["needed"] == budget["peak_instances"] * workers
+        assert budget["needed"] <= budget["allowed"]
+        rds = self.client("rds")
+        group = rds.describe_db_instances()["DBInstances"][0]["DBParameterGroups"][0]
+        params = {
+            p["ParameterName"]: p.get("ParameterValue")
+            for p in rds.describe_db_parameters(DBParameterGroupName=group["DBParameterGroupName"])[
+                "Parameters"
+            ]
+        }
+        assert params["max_connections"] == str(budget["max_connections"])
         asg = self.client("autoscaling").describe_auto_scaling_groups(
             AutoScalingGroupNames=[o["autoscaling_group_name"]]
         )["AutoScalingGroups"][0]
         assert asg["DesiredCapacity"] == (2 if scaled else 1)
+        assert len(o["instance_ids"]) == (2 if scaled else 1)
+        if scaled:
+            assert o["url"].startswith("https://") and ".elb.amazonaws.com" in o["url"]
+            assert asg["MaxSize"] == 3 and asg["MinSize"] == 2
+            policies = self.client("autoscaling").describe_policies(
+                AutoScalingGroupName=o["autoscaling_group_name"]
+            )["ScalingPolicies"]
+            tracking = policies[0]["TargetTrackingConfiguration"]
+            assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
+                "ALBRequestCountPerTarget"
+            )
+        else:  # the Elastic IP: a stable URL
+            addresses = self.client("ec2").describe_addresses()["Addresses"]
+            assert o["url"] == f"http://{addresses[0]['PublicIp']}/"
         self.figures["outputs"] = sorted(o)
 
     def check_user_data(self, o: dict) -> None:
@@ -262,27 +398,49 @@ class Deployment:
         )[0]
         rendered = dict(line.split("=", 1) for line in env_block.splitlines() if line)
         boot = (TF_DIR / "host" / "bootstrap.sh").read_text()
-        needed = (
-            re.search(r"for name in (.*?); do\n  need", boot, re.DOTALL)
-            .group(1)
-            .replace("\\\n", " ")
-            .split()
-        )
+        loop = re.search(r"for name in (.*?); do\n  need", boot, re.DOTALL)
+        assert loop, "bootstrap.sh's loop over the required variables"
+        needed = loop.group(1).replace("\\\n", " ").split()
         assert set(needed) - {"INSTANCE_ID"} <= set(rendered), set(needed) - set(rendered)
         assert rendered["APP_IMAGE"] == o["app_image"] and rendered["HTTP_BIND"] == "0.0.0.0"
         assert ("WRITE_API_SECRET_ARN" in rendered) == (self.name == "scaled")
+        assert not any("MASTER" in k for k in rendered), "the instances never get the master secret"
+        assert rendered["REDIS_HOST"] == o["redis_primary_endpoint"]
+        assert ("REDIS_CLUSTER" in rendered) == bool(self.variables.get("cache_cluster_mode"))
         sm = self.client("secretsmanager")
         for arn in (o["app_db_secret_arn"], o["cache_auth_secret_arn"]):
             value = sm.get_secret_value(SecretId=arn)["SecretString"]
             assert value not in script, "a secret value reached the user data"
+        assert json.loads(sm.get_secret_value(SecretId=o["cache_auth_secret_arn"])["SecretString"])
         assert (TF_DIR / "host" / "bootstrap.sh").read_text() in script
+
+    def check_least_privilege(self, o: dict) -> None:
+        """Only the db-init task's execution role may read the RDS master secret."""
+        iam = self.client("iam")
+        master = o["rds_master_secret_arn"]
+        readers = []
+        for role in iam.list_roles()["Roles"]:
+            for name in iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]:
+                document = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=name)
+                if master in json.dumps(document["PolicyDocument"]):
+                    readers.append(role["RoleName"])
+        assert len(readers) == 1 and readers[0].startswith("cachelab-db-init-"), readers
 
     def check_monitoring(self, o: dict) -> None:
         cw = self.client("cloudwatch")
         alarms = {a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]}
         assert alarms == set(o["alarm_names"]), (alarms, o["alarm_names"])
-        nodes = 2 if self.name == "scaled" else 1
-        assert len(alarms) == 3 + 3 * nodes + (2 if self.name == "scaled" else 0)
+        nodes = self.cache_node_ids()
+        replicas = self.variables.get("cache_replicas", 0)
+        alb = 2 if self.variables.get("enable_alb") else 0  # p99, healthy hosts
+        # hit rate + app (down, status checks, overloaded) + per node (evictions, CPU,
+        # connections, CPU credits, replication lag with replicas) + database (connections,
+        # CPU, free storage, CPU credits) + ALB (+ 5xx)
+        per_node = 4 + (1 if replicas else 0)
+        assert len(alarms) == 1 + 3 + per_node * len(nodes) + 4 + alb + (1 if alb else 0)
+        assert {f"{n}-engine-cpu" for n in nodes} <= alarms
+        app_down = cw.describe_alarms(AlarmNames=["cachelab-app-down"])["MetricAlarms"][0]
+        assert app_down["TreatMissingData"] == "breaching"
         filters = self.client("logs").describe_metric_filters(logGroupName=o["log_group_name"])[
             "metricFilters"
         ]
@@ -295,7 +453,56 @@ class Deployment:
         body = json.loads(cw.get_dashboard(DashboardName=o["dashboard_name"])["DashboardBody"])
         titles = [w["properties"].get("title", "") for w in body["widgets"]]
         assert any("ALB" in t for t in titles) == (self.name == "scaled"), titles
+        assert all(f'"{n}"' in json.dumps(body) for n in nodes), "widgets name every node"
         self.figures["alarms"] = len(alarms)
+
+    def check_cache_users(self, o: dict) -> None:
+        users = {u["UserId"]: u for u in self.client("elasticache").describe_users()["Users"]}
+        app = users["cachelab-app"]
+        assert app["UserName"] == o["cache_user"]["name"] == "cachelab-app"
+        assert app["AccessString"].startswith("on ~lab:* -@all ")
+        cluster = bool(self.variables.get("cache_cluster_mode"))
+        assert ("+cluster|slots" in app["AccessString"]) == cluster
+        assert users["cachelab-default"]["UserName"] == "default"
+        assert users["cachelab-default"]["AccessString"].startswith("off")
+
+    def rotate_cache_password(self, o: dict) -> None:
+        """What rotate-secret.sh cache_auth puts: a new password, the old one as previous."""
+        sm = self.client("secretsmanager")
+        old = json.loads(sm.get_secret_value(SecretId=o["cache_auth_secret_arn"])["SecretString"])
+        new = {"password": "R0tated" + "x" * 41, "previous": old["password"]}
+        sm.put_secret_value(SecretId=o["cache_auth_secret_arn"], SecretString=json.dumps(new))
+
+    def check_loadgen(self, o: dict) -> None:
+        ec2 = self.client("ec2")
+        master = ec2.describe_instances(
+            Filters=[{"Name": "tag:Name", "Values": ["cachelab-loadgen-master"]}]
+        )["Reservations"][0]["Instances"][0]
+        assert master["PrivateIpAddress"] == "10.40.30.10"
+        data = ec2.describe_instance_attribute(
+            InstanceId=master["InstanceId"], Attribute="userData"
+        )["UserData"]["Value"]
+        assert len(data) <= 16384
+        script = gzip.decompress(base64.b64decode(data)).decode()
+        path = self.dir.parent / "loadgen-user-data.sh"
+        path.write_text(script)
+        lint = run([shellcheck(), "--severity=info", str(path)], check=False)
+        assert lint.returncode == 0, lint.stdout[-4000:]
+        assert "loadgen.sh master" in script and "RESULTS_BUCKET=" in script
+        workers = self.client("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=["cachelab-loadgen-worker"]
+        )["AutoScalingGroups"][0]
+        assert workers["DesiredCapacity"] == 2
+        s3 = self.client("s3")
+        bucket = o["loadgen_results_bucket"]
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        assert rules[0]["Expiration"]["Days"] == 30
+        encryption = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+        assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        assert all(block.values())
+        assert o["instance_refresh_preferences"].startswith("MinHealthyPercentage=100,")
+        self.figures["loadgen_user_data_bytes"] = len(data)
 
 
 @pytest.fixture(scope="module")
@@ -308,13 +515,14 @@ def deployments(docker_available, tf_env, tmp_path_factory):  # noqa: F811 - tf_
     try:
         runs = {}
         for name, variables in SCENARIOS.items():
-            endpoint = start_moto(janitor, f"cachelab-moto-{name}-{workdir.name[-6:]}")
+            # Unique on an engine shared by several checkouts (a tmp dir's name is not).
+            endpoint = start_moto(janitor, project_name(f"moto-{name}"))
             runs[name] = Deployment(name, variables, workdir, tf_env, endpoint)
         with ThreadPoolExecutor(max_workers=len(runs)) as pool:
             futures = {name: pool.submit(d.deploy_and_destroy) for name, d in runs.items()}
             for name, future in futures.items():
                 try:
-                    results[name] = future.result(timeout=1800)
+                    results[name] = future.result(timeout=2700)
                 except Exception as exc:  # noqa: BLE001 - reported by that scenario's test
                     results[name] = exc
         RESULTS.parent.mkdir(exist_ok=True)

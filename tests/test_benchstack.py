@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 
 import docker
 
-from loadtest import bench, benchstack
+from loadtest import bench, benchstack, hitbench
+from loadtest.stack import project_name
 
-HIT_SYSTEMS = [name for name, system in benchstack.BY_NAME.items() if not system.profile]
+HIT_SYSTEMS = hitbench.systems_of("single")  # the default (single-node) topology's systems
 CAPACITY_SYSTEMS = ["two-tier", "flask-caching"]
 
 
@@ -43,7 +43,7 @@ def test_every_system_has_the_labs_cpu_limit_in_the_same_cfs_period(docker_avail
 
 def test_hits_then_capacity_on_one_bench_stack(docker_available, tmp_path, capsys):
     hits_out, capacity_out, docs = tmp_path / "hits", tmp_path / "capacity", tmp_path / "docs"
-    project = f"cachelab-bench-{secrets.token_hex(3)}"
+    project = project_name("bench")
     common = ["--project", project, "--machine", "test"]
     try:
         code = bench.main(
@@ -135,10 +135,13 @@ def check_hits(out, docs, printed):
         for name, check in data["checks"][mode].items():
             assert check["status"] == 200 and check["version"].startswith("PostgreSQL"), name
         assert data["checks"][mode]["edge"]["strategy"] == "edge"
+        assert data["checks"][mode]["flask-caching"]["item"] == 0
     samples = data["samples"]
     assert len(samples) == len(HIT_SYSTEMS)
     nginx = next(s for s in samples if s["system"] == "two-tier")
     assert set(nginx["cpu_by_container_s"]) == {"nginx", "app", "redis"}
+    assert all(s["redis_cpu_s_per_1k"] >= 0 for s in samples)
+    assert data["meta"]["topology"] == "single" and "lag_cluster" not in data
     assert all("disturbed" in s["load"] for s in samples)
     lag = data["lag"]
     assert lag["writes"] == 3 and 0 <= lag["p50_ms"] <= lag["p99_ms"] <= lag["max_ms"] < 2000

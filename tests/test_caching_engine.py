@@ -1,4 +1,10 @@
-"""The caching engine against the real stack, on both cache engines (Valkey, Redis 7).
+"""The caching engine against the real stack.
+
+Tests marked ``engines`` run on both cache engines (Valkey, Redis 7): their
+outcome depends on what the server does -- leases and fences (SET NX PX, Lua)
+under concurrency across containers, CLIENT TRACKING's invalidations, ACLs,
+restarts, SCAN/UNLINK. The others test the app's own rules (strategies, the
+bulkhead, refresh pacing, PostgreSQL outages, the books) on Valkey only.
 
 Slow-query calls are counted by PostgreSQL (pg_stat_statements), not by the
 app. Timing bounds are generous multiples of the 1 s test delay, with
@@ -13,6 +19,7 @@ import random
 import secrets
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -24,12 +31,6 @@ from loadtest.traffic import Hits, Traffic, percentile
 
 DELAY = 1.0  # SLOW_QUERY_SECONDS in loadtest/stack.py TEST_ENV
 WORKERS_PER_APP = 2  # gunicorn default (GUNICORN_WORKERS)
-
-
-@pytest.fixture
-def lab(engine_lab):
-    """Every test here runs once per cache engine."""
-    return engine_lab
 
 
 def fresh_item() -> int:
@@ -68,14 +69,22 @@ def wait_for_replicas(stack: Stack, replicas: int) -> None:
     wait_until(all_serving, timeout=30, interval=0.5, message="nginx to reach every replica")
 
 
+def read_entry(client: redis.Redis, key: str) -> dict:
+    raw = client.get(key)
+    assert raw is not None, f"{key} is not in the cache"
+    entry: dict = json.loads(raw)
+    return entry
+
+
 def redis_client(stack: Stack) -> redis.Redis:
     """A direct client on the cache (published on 127.0.0.1 by tests/compose.test.yaml)."""
     return redis.Redis(host="127.0.0.1", port=int(stack.port("redis", 6379)), socket_timeout=5)
 
 
 # -- cold keys and the bulkhead ------------------------------------------------------
+@pytest.mark.engines
+@pytest.mark.lab_settings(app_replicas=2)
 def test_cold_key_stampede_runs_the_slow_query_once_across_replicas(lab):
-    lab.reconfigure(scale={"app": 2})
     wait_for_replicas(lab, 2)
     item = fresh_item()
     before = lab.settled_slow_calls()
@@ -83,13 +92,14 @@ def test_cold_key_stampede_runs_the_slow_query_once_across_replicas(lab):
     assert [r.status_code for r in responses] == [200] * 100
     assert len({parse_json(r)["version"] for r in responses}) == 1
     statuses = [r.headers["Cache-Status"] for r in responses]
-    assert sum("stored" in s for s in statuses) == 1, "exactly one request filled the key"
-    assert lab.settled_slow_calls(at_least=before + 1) == before + 1
+    kinds = Counter(s.split(",")[0] for s in statuses)
+    assert sum("stored" in s for s in statuses) == 1, f"exactly one request filled the key: {kinds}"
+    assert lab.settled_slow_calls(at_least=before + 1) == before + 1, kinds
 
 
+@pytest.mark.lab_settings(CACHE_STRATEGY="cache-aside")
 def test_cache_aside_lets_the_stampede_through(lab):
     """The contrast: plain cache-aside runs the query once per concurrent miss."""
-    lab.reconfigure(CACHE_STRATEGY="cache-aside")
     item = fresh_item()
     before = lab.settled_slow_calls()
     responses = concurrent_gets(lab, [f"/api/version?item={item}"] * 20)
@@ -97,10 +107,10 @@ def test_cache_aside_lets_the_stampede_through(lab):
     assert lab.settled_slow_calls(at_least=before + 2) >= before + 10
 
 
+@pytest.mark.lab_settings(SLOW_QUERY_SECONDS="5", CACHE_LOCK_WAIT_SECONDS="10")
 def test_a_flood_of_cold_misses_does_not_slow_the_hits(lab):
     """The bulkhead: 100 concurrent distinct cold items; a cached key keeps
     answering in milliseconds, and the misses beyond capacity get a fast 503."""
-    lab.reconfigure(SLOW_QUERY_SECONDS="5", CACHE_LOCK_WAIT_SECONDS="10")
     hot = "/api/version?item=1"
     assert lab.get(hot).status_code == 200
     for _ in range(3):  # concurrent bursts reach both workers: each keeps a copy
@@ -136,7 +146,11 @@ def test_a_flood_of_cold_misses_does_not_slow_the_hits(lab):
         if v and ("redis_errors" in k or "transitions" in k or "requests_total" in k)
     )
     assert len(hits) > 200 and not hits.errors(), f"{hits.summary()}\n{books}"
-    assert hits.latency(99) <= 0.100 and hits.max_latency() <= 1.0, hits.summary()
+    # Milliseconds at the median; the tail bounded generously (2 cores, 100 queries in flight).
+    assert hits.latency(50) <= 0.100, hits.summary()  # 15 ms on a quiet machine
+    # CI's loaded machine: p99 292 ms, max 328 ms (p50 36 ms).
+    assert hits.latency(90) <= 0.250 and hits.latency(99) <= 0.500, hits.summary()
+    assert hits.max_latency() <= 1.0, hits.summary()
     statuses = sorted({r.status_code for r in cold})
     assert set(statuses) <= {200, 503}, statuses
     refused = [r for r in cold if r.status_code == 503]
@@ -147,7 +161,8 @@ def test_a_flood_of_cold_misses_does_not_slow_the_hits(lab):
     # the edge's (100 requests started together on 2 cores), far below the 5 s
     # query. A percentile plus a generous maximum, not one tight maximum.
     refusal_times = [r.elapsed.total_seconds() for r in refused]
-    assert percentile(refusal_times, 90) < 1.0 and max(refusal_times, default=0) < 2.5, sorted(
+    # A refusal that had waited for a slot would take the 5 s query at least.
+    assert percentile(refusal_times, 90) < 2.0 and max(refusal_times, default=0) < 4.0, sorted(
         refusal_times
     )[-5:]
     served = [r for r in cold if r.status_code == 200]
@@ -167,14 +182,17 @@ def _run_load(stack: Stack, path: str, seconds: float, during=None) -> Hits:
     return traffic.hits
 
 
+STEADY_TTL, STEADY_SECONDS = 2, 9.0  # over 4 TTLs of steady load
+
+
 def _after_first_fill(hits: Hits) -> Hits:
     first_fill_done = min(h.ended for h in hits if h.x_cache == "MISS")
     return Hits(h for h in hits if h.started > first_fill_done)
 
 
 @pytest.mark.parametrize("strategy", ["two-tier", "swr"])
-def test_nobody_waits_after_the_first_fill_while_cache_aside_stalls(lab, strategy):
-    ttl, seconds = 2, 9.0  # over 4 TTLs of steady load
+def test_nobody_waits_after_the_first_fill(lab, strategy):
+    ttl, seconds = STEADY_TTL, STEADY_SECONDS
     lab.reconfigure(CACHE_STRATEGY=strategy, CACHE_TTL_SECONDS=str(ttl))
     item = fresh_item()
     before = lab.settled_slow_calls()
@@ -192,14 +210,17 @@ def test_nobody_waits_after_the_first_fill_while_cache_aside_stalls(lab, strateg
     # busy 2-core machine may answer from the worker's copy: BYPASS).
     assert later.caches()["MISS"] == 0 and later.caches()["STALE"] + later.caches()["HIT"] > 0
 
-    lab.reconfigure(CACHE_STRATEGY="cache-aside", CACHE_TTL_SECONDS=str(ttl))
-    hits = _run_load(lab, f"/api/version?item={fresh_item()}", seconds)
+
+def test_cache_aside_stalls_users_at_each_expiry(lab):
+    """The contrast to the test above, under the same load."""
+    lab.reconfigure(CACHE_STRATEGY="cache-aside", CACHE_TTL_SECONDS=str(STEADY_TTL))
+    hits = _run_load(lab, f"/api/version?item={fresh_item()}", STEADY_SECONDS)
     stalls = [h for h in _after_first_fill(hits) if h.seconds >= DELAY * 0.9]
     assert len(stalls) >= 2, "cache-aside should make users wait at each expiry"
 
 
+@pytest.mark.lab_settings(CACHE_TTL_SECONDS="1", XFETCH_BETA="0")
 def test_stale_entry_is_served_while_postgres_is_down(lab):
-    lab.reconfigure(CACHE_TTL_SECONDS="1", XFETCH_BETA="0")
     item = fresh_item()
     first = lab.get(f"/api/version?item={item}")
     assert first.headers["X-Cache"] == "MISS"
@@ -232,11 +253,12 @@ def test_stale_entry_is_served_while_postgres_is_down(lab):
 
 
 # -- tier 1 ------------------------------------------------------------------------------
+@pytest.mark.engines
+@pytest.mark.lab_settings(app_replicas=2)
 def test_a_write_through_another_container_is_never_served_stale_by_memory(lab):
     """Two app containers, both serving an item from memory; a PUT lands on one
     of them. Every GET that starts after the PUT returned sees the new version,
     whichever container answers."""
-    lab.reconfigure(scale={"app": 2})
     wait_for_replicas(lab, 2)
     token = lab.env["WRITE_API_TOKEN"]
     path = "/api/items/7?mode=write-through"
@@ -267,6 +289,7 @@ def test_a_write_through_another_container_is_never_served_stale_by_memory(lab):
     assert stale_after_write == []
 
 
+@pytest.mark.engines
 def test_invalidation_reaches_every_worker_within_milliseconds(lab):
     """A SET made outside the app (another process) against warm memory copies:
     the time until no worker serves the old value, over 30 writes."""
@@ -286,7 +309,7 @@ def test_invalidation_reaches_every_worker_within_milliseconds(lab):
             interval=0.05,
             message="both workers serving from memory",
         )
-        entry = json.loads(client.get(key))
+        entry = read_entry(client, key)
         entry["value"]["version"] = f"written-outside-{round_}"
         entry["fence"] += 1
         client.set(key, json.dumps(entry), px=client.pttl(key))
@@ -310,6 +333,7 @@ def test_invalidation_reaches_every_worker_within_milliseconds(lab):
     assert p50 <= 0.005 and p99 <= 0.025 and lags[-1] <= 0.2, lags
 
 
+@pytest.mark.engines
 def test_memory_tier_is_bounded_when_the_server_refuses_tracking(lab):
     client = redis_client(lab)
     client.execute_command("ACL", "SETUSER", "default", "-client|tracking")
@@ -326,7 +350,7 @@ def test_memory_tier_is_bounded_when_the_server_refuses_tracking(lab):
             interval=0.05,
             message="a memory hit",
         )
-        entry = json.loads(client.get(key))
+        entry = read_entry(client, key)
         entry["value"]["version"] = "written-outside"
         entry["fence"] += 1
         client.set(key, json.dumps(entry), px=client.pttl(key))
@@ -391,6 +415,7 @@ def _assert_degraded_but_served(hits: Hits, calls: int) -> None:
     assert calls <= WORKERS_PER_APP + 1, f"{calls} slow queries during a Redis outage"
 
 
+@pytest.mark.engines
 def test_redis_stopped_under_load_no_5xx_and_bounded_queries(lab):
     redis_container = lab.container("redis")
     hits, calls = _redis_fault_under_load(
@@ -401,6 +426,7 @@ def test_redis_stopped_under_load_no_5xx_and_bounded_queries(lab):
     assert metric(metrics, "cachelab_redis_breaker_transitions_total", to_state="open") >= 1
 
 
+@pytest.mark.engines
 def test_redis_paused_under_load_breaker_opens_no_5xx(lab):
     redis_container = lab.container("redis")
     hits, calls = _redis_fault_under_load(lab, redis_container.pause, redis_container.unpause)
@@ -415,6 +441,7 @@ def test_redis_paused_under_load_breaker_opens_no_5xx(lab):
     )
 
 
+@pytest.mark.engines
 def test_a_redis_restart_is_answered_from_the_workers_copies(lab):
     """Redis restarts empty: each worker writes its confirmed copy back instead of
     making the first reader of every key wait for the query."""
@@ -449,11 +476,11 @@ def test_a_redis_restart_is_answered_from_the_workers_copies(lab):
     assert int(lab.redis_cli("DBSIZE")) >= len(items)
 
 
+@pytest.mark.lab_settings(CACHE_TTL_SECONDS="3", XFETCH_BETA="0")
 def test_long_redis_outage_refreshes_each_workers_copy_once_per_ttl(lab):
     """During an outage longer than the TTL, a worker's stale copy is served at once
     and refreshed in the background about once per TTL, not on every read."""
     ttl, outage = 3, 9.0
-    lab.reconfigure(CACHE_TTL_SECONDS=str(ttl), XFETCH_BETA="0")
     item = fresh_item()
     path = f"/api/version?item={item}"
     for _ in range(10):  # both workers serve (and so keep a copy of) the entry
@@ -500,13 +527,14 @@ def test_metrics_count_what_happened(lab):
     assert metric(after, "cachelab_tracking_state") == 0
 
 
+@pytest.mark.engines
 def test_entries_are_namespaced_json_and_purge_removes_entries_and_locks(lab):
     for item in (1, 2):
         lab.get(f"/api/version?item={item}")
     client = redis_client(lab)
     keys = sorted(k.decode() for k in client.scan_iter("lab:v3:*") if not k.endswith(b":fence"))
     assert len(keys) == 2 and all(k.startswith("lab:v3:{version:") for k in keys)
-    entry = json.loads(client.get(keys[0]))
+    entry = read_entry(client, keys[0])
     assert entry["f"] == 3 and entry["value"]["version"].startswith("PostgreSQL")
     assert entry["ttl"] <= 30 and entry["grace"] == 60 and entry["delta"] >= DELAY * 0.9
     assert client.pttl(keys[0]) > 60_000, "Redis keeps the entry for TTL + grace"

@@ -1,7 +1,9 @@
-"""Issue 7: the live dashboard (/dashboard) and its JSON snapshot (/api/dashboard).
+"""Issue 7: the live dashboard (/dashboard), its snapshot (/api/dashboard) and
+its figures from Prometheus (/api/dashboard/series).
 
-The counter test checks the snapshot's numbers against requests this test
-made. The browser test drives Debian's chromium with Playwright against the
+The counting tests check Prometheus' figures against requests these tests
+made, exactly (counters summed over the containers up now). The browser
+test drives Debian's chromium with Playwright against the
 Compose stack, presses "burst", waits for the hit ratio and a key's state to
 change on the page, and saves screenshots to test-artifacts/. With
 UPDATE_README_SCREENSHOT=1 the screenshot taken under load is also copied to
@@ -20,9 +22,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import require_tool
 
-from loadtest.stack import ROOT, parse_json, wait_until
+from loadtest.stack import ROOT, SLOW_STATEMENTS, metric, parse_json, wait_until
+from tests.helpers import require_tool
 
 ARTIFACTS = ROOT / "test-artifacts"
 README_SCREENSHOT = ROOT / "docs" / "dashboard.png"
@@ -35,16 +37,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-LOOKUP_RESULTS = (
-    "hit",
-    "stale",
-    "miss",
-    "collapsed",
-    "bypass",
-    "local",
-    "overloaded",
-    "unavailable",
-)
 
 
 def snapshot(lab) -> dict:
@@ -54,50 +46,67 @@ def snapshot(lab) -> dict:
     return parse_json(response)
 
 
-def bucket(histogram: dict, le: float | None) -> float:
-    """Cumulative count of the bucket ``le`` (None: +Inf); 0 before any observation."""
-    for bound, count in histogram["buckets"]:
-        if bound == le:
-            return count
-    assert not histogram["buckets"], f"no bucket le={le} in {histogram['buckets']}"
-    return 0.0
+def series(lab) -> dict:
+    """Every figure as Prometheus computes it (the app runs the PromQL)."""
+    response = lab.get("/api/dashboard/series")
+    assert response.status_code == 200, response.text[:300]
+    body = parse_json(response)
+    assert body["status"] == "ok", body
+    return body
 
 
-def test_snapshot_counts_match_the_requests_made(lab):
-    before = snapshot(lab)
+def figure(lab, name: str) -> dict:
+    return series(lab)["figures"][name]
+
+
+def longest_slow_call(lab) -> float:
+    """The longest slow_version() call PostgreSQL has recorded, in seconds."""
+    return (
+        float(
+            lab.psql(
+                "SELECT coalesce(max(max_exec_time), 0) FROM pg_stat_statements "
+                f"WHERE query = '{SLOW_STATEMENTS['version']}'"
+            )
+        )
+        / 1000
+    )
+
+
+def scraped(lab, name: str, expected: dict[str, float], before: dict[str, float]) -> dict:
+    """Wait until Prometheus' figure moved by exactly ``expected`` (it scrapes every 2 s)."""
+
+    def moved() -> dict | None:
+        now = figure(lab, name)
+        delta = {k: now.get(k, 0) - before.get(k, 0) for k in expected}
+        return now if delta == expected else None
+
+    return wait_until(moved, 30, interval=0.5, message=f"Prometheus' {name} to move by {expected}")
+
+
+def test_prometheus_counts_what_was_sent_and_postgres_counts_the_query(lab):
+    results, slow = figure(lab, "results_total"), figure(lab, "slow_calls_total")
     item = 4242  # the lab fixture flushed Redis: a cold key
     assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "MISS"
     for _ in range(5):
         assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "HIT"
-    # The app runs two gunicorn workers: whichever answers, the merged registry
-    # holds both workers' counts, so every read agrees exactly.
-    for _ in range(4):
-        after = snapshot(lab)
-        delta = {
-            r: after["cache_requests"][r] - before["cache_requests"][r] for r in LOOKUP_RESULTS
-        }
-        assert delta == {
-            "hit": 5,
-            "stale": 0,
-            "miss": 1,
-            "collapsed": 0,
-            "bypass": 0,
-            "local": 0,
-            "overloaded": 0,
-            "unavailable": 0,
-        }
-        assert after["lookups"]["count"] - before["lookups"]["count"] == 6
-        by_result = {
-            r: after["lookups"]["by_result"].get(r, 0) - before["lookups"]["by_result"].get(r, 0)
-            for r in ("hit", "miss")
-        }
-        assert by_result == {"hit": 5, "miss": 1}
-        slow_before, slow_after = before["slow_query"]["ok"], after["slow_query"]["ok"]
-        assert slow_after["count"] - slow_before["count"] == 1
-        assert 1.0 <= slow_after["sum"] - slow_before["sum"] < 5  # SLOW_QUERY_SECONDS=1
-        assert bucket(slow_after, 0.5) == bucket(slow_before, 0.5)  # not faster than the sleep
-        assert bucket(slow_after, None) - bucket(slow_before, None) == 1
-        assert after["server_time"] >= before["server_time"]
+    # Exact: Prometheus sums each container's counters (its gunicorn workers
+    # merged); the slow query is PostgreSQL's own count (pg_stat_statements).
+    scraped(lab, "results_total", {"hit": 5, "miss": 1, "stale": 0, "collapsed": 0}, results)
+    scraped(lab, "slow_calls_total", {"": 1}, slow)
+    body = series(lab)
+    assert body["figures"]["app_containers"] == {"": 1}
+    # The mean is PostgreSQL's exact figure; the app's histogram gives a bucket,
+    # not a value. No call is shorter than this stack's SLOW_QUERY_SECONDS=1; the
+    # 5-minute window may hold earlier tests' slower calls on the same database.
+    longest = longest_slow_call(lab)
+    mean = body["figures"]["slow_mean_5m"][""]
+    assert 1.0 <= mean <= longest, mean
+    # The median's bucket holds a duration PostgreSQL saw (this call's, or an earlier one's).
+    low, high = body["figures"]["slow_quantile_buckets"]["p50"]
+    assert low < high and high >= 1.0 and low <= longest, (low, high, longest)
+    for name in ("hit_ratio", "requests", "p50", "p99", "slow_queries"):
+        assert any(v is not None for _, v in body["charts"][name]["points"]), name
+    after = snapshot(lab)
     assert after["strategy"] == "two-tier" and after["ttl_seconds"] == 30
     assert after["health"]["redis"]["memory_tier"]["mode"] == "tracking"
     info = after["redis_info"]
@@ -114,24 +123,48 @@ def test_snapshot_counts_match_the_requests_made(lab):
     assert entry["query_s"] >= 1.0
 
 
+@pytest.mark.lab_settings(app_replicas=2)
+def test_prometheus_finds_every_replica_and_counts_only_those_up(lab):
+    wait_until(
+        lambda: figure(lab, "app_containers") == {"": 2},
+        30,
+        interval=0.5,
+        message="Prometheus to scrape both app containers",
+    )
+    before = figure(lab, "results_total")
+    item = 4343
+    assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "MISS"
+    for _ in range(9):
+        assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "HIT"
+    scraped(lab, "results_total", {"hit": 9, "miss": 1}, before)
+    lab.reconfigure(scale={"app": 1})
+    wait_until(
+        lambda: figure(lab, "app_containers") == {"": 1},
+        30,
+        interval=0.5,
+        message="the removed container to leave Prometheus' count",
+    )
+
+
 def test_snapshot_reads_change_nothing_and_reveal_no_secrets(lab):
-    first = snapshot(lab)
+    first = lab.app_metrics()
     for _ in range(3):
         body = lab.get("/api/dashboard").text
-    last = snapshot(lab)
+        charts = lab.get("/api/dashboard/series").text
+    last = lab.app_metrics()
     # Polling is not traffic: no cache lookups, no Redis errors, breaker untouched.
-    assert last["cache_requests"] == first["cache_requests"]
-    assert last["lookups"]["count"] == first["lookups"]["count"]
-    assert last["redis_errors"] == first["redis_errors"]
+    for name in ("cachelab_cache_requests_total", "cachelab_redis_errors_total"):
+        assert metric(last, name) == metric(first, name), name
     assert lab.redis_cli("DBSIZE") == "0"
     for secret in (
-        lab.env["POSTGRES_PASSWORD"],
-        lab.env["APP_DB_PASSWORD"],
+        lab.secret("owner"),
+        lab.secret("app"),
         lab.env["WRITE_API_TOKEN"],
         "postgresql://",
         "redis://",
+        "prometheus:9090",
     ):
-        assert secret not in body
+        assert secret not in body and secret not in charts
     assert (
         lab.get("/api/dashboard", headers={"Accept": "text/html"})
         .headers["Content-Type"]
@@ -154,6 +187,21 @@ def test_snapshot_says_when_redis_is_down(lab):
         30,
         message="redis to be reported up",
     )
+
+
+def test_the_prometheus_ui_answers_on_127_0_0_1_with_every_target_up(lab):
+    binding = lab.container("prometheus").attrs["HostConfig"]["PortBindings"]["9090/tcp"][0]
+    assert binding["HostIp"] == "127.0.0.1"
+    ui = f"http://127.0.0.1:{lab.port('prometheus', 9090)}"
+    assert requests.get(ui + "/graph", timeout=10).status_code == 200
+
+    def jobs_up() -> dict | None:
+        targets = requests.get(ui + "/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        return health if set(health.values()) == {"up"} else None
+
+    health = wait_until(jobs_up, 30, interval=0.5, message="every scrape target up")
+    assert set(health) == {"app", "redis", "postgres", "prometheus"}
 
 
 def test_dashboard_page_is_linked_and_has_no_inline_code(lab):
@@ -273,18 +321,13 @@ class Load:
 def test_browser_burst_changes_hit_ratio_and_key_state(lab, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page, problems = _open_dashboard(browser, lab)
-    _wait_text(page, "#updated", r"^Updated ")
-    # Before any request: "no data yet", not zeros.
-    assert page.text_content("#hit-ratio") == "no data yet"
-    assert page.text_content("#rps") == "no data yet"
-    assert page.text_content("#latency") == "no data yet"
-    assert "no data yet" in page.text_content("#results-body")
-    assert page.locator(".chart.has-data").count() == 0
+    _wait_text(page, "#updated", r"^Updated .* 1 app container up \(Prometheus\)")
     assert "No keys cached yet" in page.text_content("#keys-summary")
     assert "✓ up" in page.text_content("#redis-health")
     assert "✓ up" in page.text_content("#pg-health")
     assert "closed" in page.text_content("#breaker")
     assert page.text_content("#strategy") == "two-tier"
+    assert page.is_hidden("#series-status")
 
     page.fill("#burst-size", "20")
     for _attempt in range(3):  # each burst uses a new cold item
@@ -317,9 +360,15 @@ def test_browser_burst_changes_hit_ratio_and_key_state(lab, browser):
         page.screenshot(path=str(shot), full_page=True)
     assert load.sent > 50
     assert float(page.text_content("#rps")) > 0
+    # The slow query's quantiles: the bucket that holds them, no made-up value.
+    assert re.search(r"in \(.* s, .* s\]", page.text_content("#slow-body"))
     if os.environ.get("UPDATE_README_SCREENSHOT") == "1":
         README_SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, README_SCREENSHOT)
+    # History lives in Prometheus: a reloaded page draws it at once.
+    page.reload(wait_until="load")
+    page.wait_for_selector("#chart-latency.has-data", timeout=20_000)
+    page.wait_for_selector("#chart-rps.has-data", timeout=20_000)
     assert not problems, problems
 
 
@@ -341,28 +390,4 @@ def test_browser_says_when_redis_is_down(lab, browser):
         redis.start()
     _wait_text(page, "#redis-health", r"✓ up", timeout_s=30)
     page.wait_for_function("() => !document.querySelector('#banners .banner')", timeout=30_000)
-    assert not problems, problems
-
-
-def test_browser_adds_up_every_app_container(lab, browser):
-    """With two app containers Nginx alternates the polls between them; the
-    page keeps differences per container and adds them up, exactly."""
-    lab.reconfigure(scale={"app": 2})
-    page, problems = _open_dashboard(browser, lab)
-    _wait_text(page, "#updated", r"2 app containers seen", timeout_s=30)
-    item = 4343
-    assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "MISS"
-    for _ in range(9):
-        assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "HIT"
-    counts = """() => {
-        const cell = (label) => {
-            for (const tr of document.querySelectorAll('#results-body tr')) {
-                if (tr.querySelector('th').textContent.startsWith(label))
-                    return tr.querySelector('td').textContent;
-            }
-        };
-        return cell('HIT') === '9' && cell('MISS (ran') === '1'
-            && cell('MISS collapsed') === '0'; }"""
-    page.wait_for_function(counts, timeout=30_000, polling=250)
-    _wait_text(page, "#hit-ratio", r"^90 %$", timeout_s=10)
     assert not problems, problems

@@ -3,10 +3,12 @@ bounded load from the host to 127.0.0.1 (Nginx's published port).
 
 Each test holds one fault while ``Traffic`` sends about RATE requests/s from
 THREADS threads over a few warm keys, then ends the fault and measures how long
-the stack takes to recover. Every test runs once per cache engine (Valkey,
-Redis 7). ``FAULTS`` is the table the README documents
-(README "Fault behaviour"): allowed statuses and how many errors, the latency
-bound during the fault, the recovery bound after it, and the data check.
+the stack takes to recover. The cache server's faults run once per cache engine
+(Valkey, Redis 7: how each stops, pauses, restarts empty and comes back with
+tracking is the server's); PostgreSQL's and the app's run on Valkey.
+``FAULTS`` is the table the README documents (README "Fault behaviour"):
+allowed statuses and how many errors, the latency bound during the fault, the
+recovery bound after it, and the data check.
 Measured figures are written to results/faults.json (git-ignored).
 """
 
@@ -15,7 +17,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +39,7 @@ AFTER_RECOVERY = 30  # requests after recovery that must all be 200
 #   latency: the 99th percentile of the requests during the fault, in seconds;
 #            every request also answers within MAX_LATENCY_FACTOR times it
 #   recovery: seconds from the end of the fault until `recovered` holds
-FAULTS = {
+FAULTS: dict[str, dict[str, Any]] = {
     "redis-stopped": dict(
         allowed={200}, max_errors=0, latency=DELAY + 3, recovery=20, recovered="X-Cache HIT again"
     ),
@@ -89,12 +93,6 @@ FAULTS = {
 }
 MAX_LATENCY_FACTOR = 3  # a generous cap for the slowest single request
 RESULTS: dict[str, dict] = {}
-
-
-@pytest.fixture
-def lab(engine_lab):
-    """Every fault runs once per cache engine."""
-    return engine_lab
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -238,6 +236,7 @@ def slow_version_survives(lab) -> None:
 
 
 # -- Redis -------------------------------------------------------------------------
+@pytest.mark.engines
 def test_redis_stopped_under_load(lab):
     redis = lab.container("redis")
     traffic = run_fault(
@@ -246,15 +245,17 @@ def test_redis_stopped_under_load(lab):
     assert "BYPASS" in traffic.hits.caches()
 
 
+@pytest.mark.engines
 def test_redis_paused_under_load(lab):
     redis = lab.container("redis")
     traffic = run_fault(lab, "redis-paused", redis.pause, redis.unpause, cache_hit_again)
     assert "BYPASS" in traffic.hits.caches()
 
 
+@pytest.mark.engines
 def test_redis_restarted_with_empty_memory_under_load(lab):
     redis = lab.container("redis")
-    dbsize = {}
+    dbsize: dict[str, Any] = {}
 
     def run_id() -> str:
         return next(
@@ -267,6 +268,8 @@ def test_redis_restarted_with_empty_memory_under_load(lab):
         dbsize["before"] = int(lab.redis_cli("DBSIZE"))
         dbsize["run_id_before"] = run_id()
         redis.restart(timeout=5)
+        # The container runs before its server listens: ask until it answers.
+        wait_until(lambda: _answers(run_id), 10, message="the restarted server to answer")
         dbsize["run_id_after"] = run_id()
 
     run_fault(
@@ -286,6 +289,7 @@ def test_redis_restarted_with_empty_memory_under_load(lab):
     assert dbsize["run_id_before"] != dbsize["run_id_after"]
 
 
+@pytest.mark.engines
 def test_redis_disconnected_from_the_network_under_load(lab):
     redis = lab.container("redis")
     network = lab.docker.networks.get(f"{lab.project}_default")
@@ -322,7 +326,7 @@ def test_postgres_down_serves_the_cache_and_503_for_the_rest(lab, fault):
         "postgres-stopped": (lambda: postgres.stop(timeout=10), postgres.start),
         "postgres-paused": (postgres.pause, postgres.unpause),
     }[fault]
-    probe = {}
+    probe: dict[str, Any] = {}
 
     def hold():
         status, seconds, headers = cold_probe(lab, 8000 + len(fault))
@@ -395,7 +399,7 @@ def test_one_app_worker_killed_under_load(lab):
 
 def test_app_container_restarted_under_load(lab):
     app = lab.container("app")
-    probe = {}
+    probe: dict[str, Any] = {}
 
     def restart():
         app.stop(timeout=35)
@@ -416,10 +420,10 @@ def test_app_container_restarted_under_load(lab):
     RESULTS["app-restarted"]["edge_errors"] = dict(errors.statuses())
 
 
+@pytest.mark.lab_settings(app_replicas=2)
 def test_rolling_restart_of_two_replicas_gives_no_errors(lab):
     """Graceful shutdown: gunicorn finishes in-flight requests on SIGTERM and
     Nginx passes a refused request to the other replica."""
-    lab.reconfigure(scale={"app": 2})
     replicas = lab.containers("app")
     assert len(replicas) == 2
 
@@ -442,6 +446,9 @@ def test_rolling_restart_of_two_replicas_gives_no_errors(lab):
             )
         )
 
+    def reaches(container) -> bool:
+        return slow_queries_from(container) >= 1
+
     def roll():
         for container in replicas:
             # Slow requests (1 s, cache=bypass) in flight on the replica when it is
@@ -453,7 +460,7 @@ def test_rolling_restart_of_two_replicas_gives_no_errors(lab):
                     thread.start()
                 slow += batch
                 try:
-                    wait_until(lambda c=container: slow_queries_from(c) >= 1, 0.8, interval=0.05)
+                    wait_until(partial(reaches, container), 0.8, interval=0.05)
                     break
                 except TimeoutError:
                     for thread in batch:
@@ -467,7 +474,7 @@ def test_rolling_restart_of_two_replicas_gives_no_errors(lab):
             wait_for_requests(traffic_holder[0], mark, 20)
             container.start()
             wait_until(
-                lambda c=container: healthy(c),
+                partial(healthy, container),
                 60,
                 interval=0.25,
                 message=f"{container.name} healthy again",
@@ -501,3 +508,11 @@ def test_rolling_restart_of_two_replicas_gives_no_errors(lab):
     )
     assert len(in_flight) >= 8 and set(in_flight) == {200}, in_flight
     assert parse_json(lab.get("/readyz"))["status"] == "ready"
+
+
+def _answers(call: Any) -> bool:
+    try:
+        call()
+    except RuntimeError:  # redis-cli could not connect yet
+        return False
+    return True

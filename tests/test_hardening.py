@@ -16,7 +16,15 @@ import pytest
 
 from loadtest.stack import IMAGE_TAG, ROOT
 
-SERVICES = ("nginx", "app", "redis", "postgres")
+SERVICES = (
+    "nginx",
+    "app",
+    "redis",
+    "postgres",
+    "prometheus",
+    "redis-exporter",
+    "postgres-exporter",
+)
 
 
 def running(stack, service):
@@ -68,7 +76,7 @@ def test_only_nginx_is_published_besides_the_test_data_ports(lab):
         )
     }
     # tests/compose.test.yaml publishes postgres and redis on 127.0.0.1 for direct queries.
-    assert published <= {"nginx", "postgres", "redis"}
+    assert published <= {"nginx", "postgres", "redis", "prometheus"}
 
 
 def test_the_lab_itself_publishes_only_nginx_and_the_locust_ui():
@@ -80,6 +88,7 @@ def test_the_lab_itself_publishes_only_nginx_and_the_locust_ui():
     assert {name for name, spec in services.items() if spec.get("ports")} == {
         "nginx",
         "locust-master",
+        "prometheus",
     }
 
 
@@ -169,8 +178,9 @@ def test_nginx_reload_works_as_non_root(lab):
     assert b"Read-only file system" in out and out.split()[-1] != b"0", out
 
 
-def test_db_init_is_locked_down_too(lab):
-    container = lab.container("db-init")  # one-shot: exited after applying the SQL
+@pytest.mark.parametrize("service", ["db-init", "passwords"])
+def test_one_shots_are_locked_down_too(lab, service):
+    container = lab.container(service)  # exited after its work
     container.reload()
     host = container.attrs["HostConfig"]
     assert container.attrs["State"]["ExitCode"] == 0

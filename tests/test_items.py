@@ -107,46 +107,59 @@ def drive(
     return summary
 
 
-@pytest.fixture
-def items_lab(lab):
-    lab.reconfigure(scale={"app": 2}, CACHE_TTL_SECONDS=str(TTL), CACHE_GRACE_SECONDS=str(GRACE))
-    return lab
+# Two app containers, a short TTL: every test that drives writers and readers.
+items_settings = pytest.mark.lab_settings(
+    app_replicas=2, CACHE_TTL_SECONDS=str(TTL), CACHE_GRACE_SECONDS=str(GRACE)
+)
 
 
 # In ``delete`` mode the writer's own read is a miss that waits the slow query
 # (DELAY), so its writers get about one write per second each; write-through's
 # own read is a hit.
+@items_settings
 @pytest.mark.parametrize(
-    ("variant", "writers", "minimum"), [("delete", 4, 16), ("write-through", 2, 50)]
+    ("variant", "writers", "minimum"), [("delete", 4, 16), ("write-through", 2, 30)]
 )
-def test_a_writer_always_reads_its_own_write(items_lab, variant, writers, minimum):
-    summary = drive(items_lab, variant, seconds=8, writers=writers)
+def test_a_writer_always_reads_its_own_write(lab, variant, writers, minimum):
+    summary = drive(lab, variant, seconds=8, writers=writers)
     assert summary["own_reads"] >= minimum and summary["writes"] == summary["own_reads"]
     assert summary["ryw_violations"] == 0, summary
 
 
-def test_notify_invalidates_even_writes_made_directly_in_sql(items_lab):
-    summary = drive(items_lab, "notify", seconds=6, sql_writes=True)
+@items_settings
+def test_notify_invalidates_even_writes_made_directly_in_sql(lab):
+    summary = drive(lab, "notify", seconds=6, sql_writes=True)
     # Every SQL write empties the item's cache entry, so most reads wait the slow
-    # query: about ten reads per reader.
-    assert summary["writes"] >= 50 and summary["reads"] >= 60
+    # query: about ten reads per reader on a quiet machine, 56 in all on CI's
+    # loaded one; enough reads that "no stale read" means something.
+    assert summary["writes"] >= 50 and summary["reads"] >= 40, summary
     # The trigger's NOTIFY reaches every worker, which writes the tombstone:
     # staleness is what that takes, not a TTL.
     assert summary["staleness_p99_ms"] is None or summary["staleness_p99_ms"] <= 250, summary
     assert summary["staleness_max_ms"] is None or summary["staleness_max_ms"] <= 1000, summary
 
 
-def test_notify_through_the_api_is_short_lived_too(items_lab):
-    summary = drive(items_lab, "notify", seconds=4)
+@items_settings
+def test_notify_through_the_api_is_short_lived_too(lab):
+    # Each writer's own read after a write waits the refill (DELAY): four
+    # writers reach enough writes on a busy machine too.
+    summary = drive(lab, "notify", seconds=5, writers=4)
+    # Enough reads that "no stale read" (p99 None) means something.
+    assert summary["writes"] >= 8 and summary["reads"] >= 40, summary
     assert summary["staleness_p99_ms"] is None or summary["staleness_p99_ms"] <= 250, summary
 
 
-def test_ttl_mode_is_stale_for_at_most_the_ttl_plus_grace(items_lab):
-    summary = drive(items_lab, "ttl", seconds=8)
+@items_settings
+def test_ttl_mode_is_stale_for_at_most_the_ttl_plus_grace(lab):
+    summary = drive(lab, "ttl", seconds=8)
     assert summary["stale_reads"] > 0, "TTL-only invalidation leaves stale reads: it should show"
     assert summary["staleness_max_ms"] < (TTL + GRACE) * 1000, summary
-    # With swr the first stale read starts one refresh: in practice TTL + the query.
-    assert summary["staleness_p99_ms"] <= (TTL + DELAY + 1.5) * 1000, summary
+    # With swr the first stale read starts one refresh: typically TTL + the
+    # query (without it, reads would stay stale for the whole grace). The tail
+    # is two queries when the write lands while a refresh reads the row, plus
+    # queueing on a busy machine: bounded generously, the maximum by the promise.
+    assert summary["staleness_p50_ms"] <= (TTL + DELAY) * 1000, summary
+    assert summary["staleness_p99_ms"] <= 2 * (TTL + 2 * DELAY) * 1000, summary
 
 
 def test_writes_need_the_token_and_a_body_nginx_allows(lab):

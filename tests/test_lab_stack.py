@@ -6,6 +6,8 @@ import hashlib
 import json
 import time
 
+import pytest
+
 from loadtest.stack import ROOT, parse_json, wait_until
 
 DELAY = 1.0  # SLOW_QUERY_SECONDS in tests/stack.py
@@ -63,8 +65,8 @@ def test_uncached_baseline_always_queries_the_database(lab):
     assert lab.settled_slow_calls(at_least=before + 2) == before + 2
 
 
+@pytest.mark.lab_settings(CACHE_STRATEGY="cache-aside", CACHE_TTL_SECONDS="2")
 def test_ttl_expiry_gives_a_miss_again_with_cache_aside(lab):
-    lab.reconfigure(CACHE_STRATEGY="cache-aside", CACHE_TTL_SECONDS="2")
     first = lab.get("/api/version")
     assert first.headers["X-Cache"] == "MISS"
     assert lab.get("/api/version").headers["X-Cache"] == "HIT"
@@ -125,11 +127,15 @@ def test_postgres_stopped_with_empty_cache_gives_503(lab):
 def test_db_init_is_idempotent_and_sets_the_function(stack):
     result = stack.compose("run", "--rm", "--no-deps", "db-init", check=False, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "applied 00-extensions.sql, 01-slow-version.sql" in result.stdout
+    # The stack's own db-init applied every file; this run finds them unchanged.
+    assert "applied nothing (no file changed)" in result.stdout, result.stdout
     assert "app role cachelab_app in cachelab_runtime" in result.stdout
     conn = stack.pg_connect()
     try:
         with conn.cursor() as cur:
+            cur.execute("SELECT file FROM cachelab_schema ORDER BY file")
+            files = [row[0] for row in cur.fetchall()]
+            assert files == sorted(p.name for p in (ROOT / "postgres-init").glob("*.sql"))
             cur.execute("SELECT prosrc FROM pg_proc WHERE proname = 'slow_version'")
             (source,) = cur.fetchone()
             cur.execute("SELECT value FROM lab_settings WHERE name = 'slow_query_seconds'")
@@ -162,3 +168,16 @@ def test_the_app_container_runs_the_code_of_this_checkout(lab):
     installed = json.loads(out.decode())
     changed = sorted(name for name in here if installed.get(name) != here[name])
     assert not changed, f"the image runs other code than the checkout for: {changed}"
+
+
+def test_passwords_are_generated_on_the_first_start_and_kept(stack):
+    """No password in the environment (as a newcomer's bare `docker compose up`):
+    the one-shot `passwords` service wrote them; running it again keeps them."""
+    assert not any("PASSWORD" in name for name in stack.env)
+    owner, app = stack.secret("owner"), stack.secret("app")
+    assert len(owner) == len(app) == 32 and owner != app
+    again = stack.compose("run", "--rm", "--no-deps", "passwords", check=False, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count(" kept (") == 3, again.stdout
+    assert (stack.secret("owner"), stack.secret("app")) == (owner, app)
+    assert stack.get("/api/version?item=5").status_code == 200

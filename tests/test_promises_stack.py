@@ -21,10 +21,9 @@ from loadtest.stack import Stack, parse_json, wait_until
 SERVER_ERRORS = {500, 502, 504}
 
 
-@pytest.fixture
-def lab(engine_lab):
-    """Every test here runs once per cache engine."""
-    return engine_lab
+# The promises depend on the server (tracking, Lua, REPLICAOF): every test here
+# runs once per cache engine.
+pytestmark = pytest.mark.engines
 
 
 def auth(stack: Stack) -> dict[str, str]:
@@ -189,7 +188,12 @@ def test_a_flood_of_absent_ids_leaves_real_cold_keys_served(lab):
     answers = together(len(paths), lambda n: requests.get(lab.url(paths[n]), timeout=60))
     by_path = dict(zip(paths, answers, strict=True))
     assert {by_path[f"/api/items/{i}?mode=delete"].status_code for i in real} == {200}
-    assert {by_path[f"/api/items/{i}?mode=delete"].status_code for i in absent} == {404}
+    # Absent ids: 404, or -- 124 requests at once on one container -- the
+    # bulkhead's documented fast refusal, never anything else.
+    refused = [by_path[f"/api/items/{i}?mode=delete"] for i in absent]
+    assert {a.status_code for a in refused} <= {404, 503}
+    assert all(parse_json(a)["error"] == "overloaded" for a in refused if a.status_code == 503)
+    assert any(a.status_code == 404 for a in refused)
     calls = lab.slow_calls_by_item()
     assert not set(calls) & set(absent), "an id outside the table ran the slow query"
     assert all(calls.get(i, 0) >= 1 for i in real)  # the real ones did query

@@ -40,7 +40,8 @@ DOCKERFILES = [
     "nginx/Dockerfile",
     "loadtest/Dockerfile",
     "loadtest/baseline/Dockerfile",
-    "loadtest/hits/wrk.Dockerfile",
+    "loadtest/benchstack/wrk.Dockerfile",
+    "loadtest/bench.Dockerfile",
 ]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -55,10 +56,17 @@ def _missing(what: str) -> None:
     pytest.skip(what)
 
 
+def _found(pattern: str, text: str, flags: int = 0) -> re.Match[str]:
+    match = re.search(pattern, text, flags)
+    assert match, f"{pattern!r} not found"
+    return match
+
+
 def _terraform() -> str:
     exe = shutil.which("terraform")
     if not exe:
         _missing("terraform not found on PATH")
+    assert exe is not None
     return exe
 
 
@@ -74,6 +82,7 @@ def _checkov() -> str:
     exe = shutil.which("checkov")
     if not exe:
         _missing("checkov not found on PATH")
+    assert exe is not None
     return exe
 
 
@@ -181,12 +190,27 @@ def test_terraform_validate(tf_work, tf_env):
 
 
 def test_terraform_test_mocked_plans(tf_work, tf_env):
-    proc = _run([_terraform(), "test", "-no-color"], tf_work, tf_env)
-    assert proc.returncode == 0, _explain(proc)
-    summary = re.search(r"(\d+) passed, (\d+) failed", proc.stdout)
-    assert summary, _explain(proc)
-    passed, failed = map(int, summary.groups())
-    assert failed == 0 and passed >= 6, _explain(proc)
+    """Every tests/*.tftest.hcl file, two at a time (Terraform 1.11 runs the files
+    of one `terraform test` one after the other; each plan is CPU-bound)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = sorted(p.relative_to(tf_work) for p in (tf_work / "tests").glob("*.tftest.hcl"))
+    assert len(files) >= 5, files
+
+    def one(path: Path) -> subprocess.CompletedProcess:
+        return _run([_terraform(), "test", "-no-color", f"-filter={path}"], tf_work, tf_env)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        procs = list(pool.map(one, files))
+    total = 0
+    for proc in procs:
+        assert proc.returncode == 0, _explain(proc)
+        summary = re.search(r"(\d+) passed, (\d+) failed", proc.stdout)
+        assert summary, _explain(proc)
+        passed, failed = map(int, summary.groups())
+        assert failed == 0, _explain(proc)
+        total += passed
+    assert total >= 40, f"only {total} runs passed"
 
 
 # --------------------------------------------------------------------------- checkov
@@ -266,7 +290,7 @@ def test_only_aws_provider_and_versions():
     assert constraint, (
         "aws provider must be constrained like '>= 5.73, < 6.0' (5.100.0 must satisfy it)"
     )
-    low = int(re.search(r">=\s*5\.(\d+)", constraint.group(1)).group(1))
+    low = int(_found(r">=\s*5\.(\d+)", constraint.group(1)).group(1))
     assert 73 <= low <= 100, 'engine = "valkey" needs hashicorp/aws >= 5.73'
     lock = (TF_DIR / ".terraform.lock.hcl").read_text()
     assert (
@@ -313,22 +337,29 @@ def test_no_open_admin_or_data_ports():
     rules = list(_blocks(alltext, "resource", "aws_vpc_security_group_ingress_rule"))
     assert {labels[1] for labels, _ in rules} == {
         "alb_http",
+        "alb_https",
+        "alb_from_loadgen",
         "app_http_cidr",
         "app_http_alb",
+        "app_http_loadgen",
         "cache_from_app",
         "db_from_app",
+        "db_from_db_init",
+        "loadgen_workers",
     }, "a new ingress rule needs a matching assertion in terraform/tests/*.tftest.hcl and here"
     for labels, body in rules:
-        ports = {int(p) for p in re.findall(r"(?:from_port|to_port)\s*=\s*(\d+)", body)}
-        assert 22 not in ports, f"{labels[1]} opens 22"
+        ports = set(re.findall(r"(?:from_port|to_port)\s*=\s*(\S+)", body))
+        assert "22" not in ports, f"{labels[1]} opens 22"
         if re.search(r"cidr_ipv[46]|prefix_list_id", body):
-            assert ports == {80}, f"{labels[1]}: CIDR ingress may only open port 80"
+            assert ports in ({"80"}, {"443"}), f"{labels[1]}: CIDR ingress may only open 80 or 443"
             assert "allowed_http_cidrs" in body, (
                 f"{labels[1]}: CIDR ingress must come from allowed_http_cidrs"
             )
-        if labels[1] in ("cache_from_app", "db_from_app"):
-            assert "referenced_security_group_id = aws_security_group.app.id" in body
+        if labels[1] in ("cache_from_app", "db_from_app", "db_from_db_init"):
+            assert "referenced_security_group_id = aws_security_group." in body
             assert not re.search(r"cidr_ipv[46]|prefix_list_id", body)
+        if labels[1] == "alb_http":
+            assert "!var.enable_write_api" in body, "port 80 stays closed with the write API on"
     assert "key_name" not in alltext, "no SSH key pair"
     assert not re.search(
         r"default\s*=\s*\[\s*\"0\.0\.0\.0/0\"", (TF_DIR / "variables.tf").read_text()
@@ -351,12 +382,15 @@ def test_user_data_template_is_secret_free_and_uses_the_project_files():
     )
     assert "get-secret-value" not in tpl and "run --rm" not in tpl
     assert "aws secretsmanager get-secret-value" in boot
-    assert "run --rm --no-deps db-init" in boot and "up -d --no-build" in boot
-    assert "rediss://" in boot and "sslmode=verify-full" in boot and "sslmode=require" not in boot
+    # db-init is the deploy's one-shot task now, never the boot's
+    assert "db-init" not in boot.split("set -euo pipefail", 1)[1] and "MASTER" not in boot
+    assert "up -d --no-build" in boot and "check-config" in boot
+    assert "rediss://$CACHE_USER:" in boot and "sslmode=verify-full" in boot
+    assert "sslmode=require" not in boot
     # the only secret material reaches the host at boot, never Terraform's template inputs
-    inputs = re.search(r"templatefile\([^{]*\{(.*?)\n  \}\)", ec2, re.DOTALL).group(1)
+    inputs = _found(r"templatefile\([^{]*\{(.*?)\n  \}\)", ec2, re.DOTALL).group(1)
     assert "password" not in inputs.lower() and "auth_token" not in inputs.lower()
-    env = re.search(r"bootstrap_env = merge\(\{(.*?)\n  \}\)", ec2, re.DOTALL).group(1)
+    env = _found(r"bootstrap_env = merge\(\{(.*?)\n  \}\)", ec2, re.DOTALL).group(1)
     assert "secret_string" not in env and "random_password" not in env
 
 
@@ -370,12 +404,19 @@ def test_shell_scripts_pass_shellcheck(tmp_path):
     rendered = re.sub(r"%\{[^}]*\}\n?", "", tpl)
     rendered = re.sub(r"\$\{(\w+)\}", lambda m: f"placeholder-{m.group(1)}", rendered)
     (tmp_path / "user-data.sh").write_text(rendered)
+    loadgen_tpl = (TF_DIR / "loadgen-user-data.sh.tftpl").read_text()
+    loadgen = re.sub(r"\$\{(\w+)\}", lambda m: f"placeholder-{m.group(1)}", loadgen_tpl)
+    (tmp_path / "loadgen-user-data.sh").write_text(loadgen)
     scripts = [
         TF_DIR / "host" / "bootstrap.sh",
+        TF_DIR / "host" / "loadgen.sh",
         TF_DIR / "deploy.sh",
         TF_DIR / "destroy.sh",
+        TF_DIR / "db-init.sh",
+        TF_DIR / "rotate-secret.sh",
         TF_DIR / "push-images.sh",
         tmp_path / "user-data.sh",
+        tmp_path / "loadgen-user-data.sh",
     ]
     proc = _run([shellcheck, "--severity=info", *map(str, scripts)], REPO, timeout=120)
     assert proc.returncode == 0, _explain(proc)
@@ -405,25 +446,27 @@ def test_compose_aws_override_shape():
     yaml, Loader = _compose_loader()
     data = yaml.load((TF_DIR / "compose.aws.yaml").read_text(), Loader=Loader)
     services = data["services"]
-    for local_only in ("postgres", "redis", "locust-master", "locust-worker"):
+    # db-init runs once per deploy as its own task (terraform/dbinit.tf), not on the instances
+    for local_only in ("postgres", "redis", "db-init", "locust-master", "locust-worker"):
         assert services[local_only]["profiles"] == ["local-only"], local_only
-    for svc in ("app", "db-init", "nginx"):
+    for svc in ("app", "nginx"):
         assert services[svc]["build"]["__tag__"] == "reset", f"{svc} must not build on AWS"
         assert services[svc]["logging"]["driver"] == "awslogs"
-    assert services["db-init"]["depends_on"]["__tag__"] == "reset"
-    # the bootstrap runs db-init itself (as the owner), then starts the app
+    logging = data["x-awslogs"]["options"]
+    assert logging["mode"] == "non-blocking" and logging["max-buffer-size"], "awslogs never blocks"
     assert services["app"]["depends_on"]["__tag__"] == "reset"
     env = services["app"]["environment"]
     assert {"DATABASE_URL", "REDIS_URL", "CACHE_TTL_SECONDS", "CACHE_STRATEGY"} <= set(env)
+    assert env["REDIS_CLUSTER"] == "${REDIS_CLUSTER:-off}"
     assert env["WRITE_API_TOKEN"] is None, "set only when .env defines it (enable_write_api)"
-    init_env = services["db-init"]["environment"]
-    assert init_env["DATABASE_URL"] == "${DB_OWNER_URL:-}", (
-        "db-init runs as the owner, given per run"
+    # !override: the local lab's password volumes are not mounted on AWS.
+    volumes = services["app"]["volumes"]
+    assert volumes["__tag__"] == "override", "app must not mount the local volumes"
+    assert volumes["value"] == ["./certs:/etc/cachelab/certs:ro"]
+    assert env["DATABASE_PASSWORD_FILE"] == "", "the local password file does not exist here"
+    assert {"RATE_LIMIT_RPS", "REAL_IP_FROM", "RATE_LIMIT_EXEMPT"} <= set(
+        services["nginx"]["environment"]
     )
-    assert {"SLOW_QUERY_SECONDS", "APP_DB_USER", "APP_DB_PASSWORD"} <= set(init_env)
-    for svc in ("app", "db-init"):
-        assert "./certs:/etc/cachelab/certs:ro" in services[svc]["volumes"]
-    assert "RATE_LIMIT_RPS" in services["nginx"]["environment"]
 
 
 def test_compose_aws_override_covers_every_local_service():
@@ -432,7 +475,7 @@ def test_compose_aws_override_covers_every_local_service():
         pytest.fail(f"{COMPOSE.relative_to(REPO)} is missing")
     base = yaml.load(COMPOSE.read_text(), Loader=Loader)["services"]
     override = yaml.load((TF_DIR / "compose.aws.yaml").read_text(), Loader=Loader)["services"]
-    on_aws = {"app", "db-init", "nginx"}
+    on_aws = {"app", "nginx"}
     assert on_aws <= set(base), f"compose.yaml lacks {on_aws - set(base)}"
     unhandled = [
         name
@@ -479,4 +522,95 @@ def test_compose_config_merges(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, _explain(proc)
-    assert set(proc.stdout.split()) == {"app", "db-init", "nginx"}, _explain(proc)
+    assert set(proc.stdout.split()) == {"app", "nginx"}, _explain(proc)
+
+
+def test_app_settings_accepts_exactly_the_settings_the_app_reads():
+    """variables.tf's list of app_settings names follows the app: every setting
+    it or db-init reads, minus those with a variable of their own or set by
+    Terraform (terraform/ec2.tf, dbinit.tf) or fixed by the AWS override
+    (compose.aws.yaml: no password files, no Prometheus)."""
+    from tests.unit.test_documented_settings import variables_read_by
+
+    text = (TF_DIR / "variables.tf").read_text()
+    body = dict((labels[0], b) for labels, b in _blocks(text, "variable"))["app_settings"]
+    listed = _found(r"contains\(\[(.*?)\], k\)", body, re.DOTALL).group(1)
+    accepted = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', listed))
+    own_variables = {
+        "CACHE_STRATEGY",
+        "CACHE_TTL_SECONDS",
+        "SLOW_QUERY_SECONDS",
+        "GUNICORN_WORKERS",
+        "DB_POOL_SIZE",
+    }
+    set_by_terraform = {"DATABASE_URL", "REDIS_URL", "REDIS_CLUSTER", "WRITE_API_TOKEN"}
+    import yaml
+
+    compose = yaml.safe_load(COMPOSE.read_text())
+    app_env = set(compose["services"]["app"]["environment"])  # the app's and gunicorn's
+    yaml_aws, Loader = _compose_loader()
+    aws_env = yaml_aws.load((TF_DIR / "compose.aws.yaml").read_text(), Loader=Loader)["services"][
+        "app"
+    ]["environment"]
+    set_by_terraform |= {k for k, v in aws_env.items() if v is not None and "${" not in str(v)}
+    db_init = variables_read_by("cli.py") - {"DATABASE_URL"}
+    expected = (app_env | variables_read_by("config.py") | db_init) - own_variables
+    expected -= set_by_terraform
+    assert accepted == expected, (
+        f"app_settings misses {sorted(expected - accepted)}, "
+        f"accepts unknown {sorted(accepted - expected)}"
+    )
+
+
+def _units(script: str) -> dict[str, str]:
+    """The systemd units a user-data script writes: {file name: text}."""
+    pattern = r"cat > /etc/systemd/system/([\w.-]+) <<'(?P<tag>__\w+__)'\n(?P<body>.*?)\n(?P=tag)\n"
+    return {m.group(1): m.group("body") for m in re.finditer(pattern, script, re.DOTALL)}
+
+
+@pytest.mark.parametrize("template", ["user-data.sh.tftpl", "loadgen-user-data.sh.tftpl"])
+def test_systemd_units_of_the_user_data_verify(template, tmp_path):
+    """The units the instances run (the boot retried, a lasting failure reported,
+    the heartbeat timer) pass `systemd-analyze verify` in a scratch root."""
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        _missing("systemd-analyze not found (apt-get install systemd)")
+    assert analyze is not None
+    text = (TF_DIR / template).read_text()
+    rendered = re.sub(r"%\{[^}]*\}\n?", "", text)
+    rendered = rendered.replace("${project_dir}", "/opt/cachelab").replace("${role}", "master")
+    units = _units(rendered)
+    expected = (
+        {
+            "cachelab.service",
+            "cachelab-unhealthy.service",
+            "cachelab-heartbeat.service",
+            "cachelab-heartbeat.timer",
+        }
+        if template == "user-data.sh.tftpl"
+        else {"cachelab-loadgen.service"}
+    )
+    assert set(units) == expected, sorted(units)
+    root = tmp_path / "root"
+    system = root / "etc" / "systemd" / "system"
+    system.mkdir(parents=True)
+    # the host's own units (targets such as network-online.target), and docker's
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    (system / "docker.service").write_text("[Service]\nExecStart=/bin/true\n")
+    for directory in ("opt/cachelab", "opt/cachelab-loadgen"):
+        (root / directory).mkdir(parents=True)
+    for script in ("opt/cachelab/bootstrap.sh", "opt/cachelab-loadgen/loadgen.sh"):
+        (root / script).write_text("#!/bin/sh\n")
+        (root / script).chmod(0o755)
+    for env in ("opt/cachelab/bootstrap.env", "opt/cachelab-loadgen/loadgen.env"):
+        (root / env).write_text("")
+    for name, body in units.items():
+        (system / name).write_text(body + "\n")
+    proc = _run(
+        [analyze, "verify", f"--root={root}", *[f"etc/systemd/system/{n}" for n in units]],
+        root,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and not proc.stderr.strip(), _explain(proc)
+    service = units.get("cachelab.service") or units["cachelab-loadgen.service"]
+    assert "Restart=on-failure" in service and "StartLimitBurst=" in service

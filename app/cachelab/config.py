@@ -11,8 +11,9 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 # The one list of strategies: the app validates CACHE_STRATEGY against it, the
 # metrics pre-create their labels from it, and the benchmarks (loadtest) run it.
@@ -22,6 +23,7 @@ STRATEGIES = ("none", "cache-aside", "swr", "two-tier", "edge")
 MEMORY_TIER_STRATEGIES = ("two-tier", "edge")
 INVALIDATION_MODES = ("ttl", "delete", "write-through", "notify")
 TRACKING_CHOICES = ("auto", "off")
+CLUSTER_CHOICES = ("off", "on")
 T = TypeVar("T", int, float)
 
 
@@ -80,6 +82,55 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
+def _optional_url(env: Mapping[str, str], name: str) -> str | None:
+    if not env.get(name, "").strip():
+        return None
+    return _url(env, name, ("http", "https")).rstrip("/")
+
+
+def read_secret(env: Mapping[str, str], name: str) -> str | None:
+    """``NAME``, or the contents of the file ``NAME_FILE`` names (the ``*_FILE``
+    convention of the official database images), stripped of its line end.
+
+    Compose hands generated passwords to the containers as files (compose.yaml's
+    one-shot ``passwords`` service writes them into volumes), so no password has
+    to be in the environment, in ``.env`` or in the repository.
+    """
+    file_variable = f"{name}_FILE"
+    path = env.get(file_variable, "").strip()
+    value = env.get(name, "")
+    if not path:
+        return value or None
+    if value:
+        raise ConfigError(f"set {name} or {file_variable}, not both")
+    try:
+        text = Path(path).read_text().strip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{file_variable}: cannot read {path} ({exc.strerror})") from None
+    if not text:
+        raise ConfigError(f"{file_variable}: {path} is empty")
+    return text
+
+
+def database_url(env: Mapping[str, str]) -> str:
+    """DATABASE_URL, with the password from DATABASE_PASSWORD(_FILE) when one is set."""
+    url = _url(env, "DATABASE_URL", ("postgresql", "postgres"))
+    password = read_secret(env, "DATABASE_PASSWORD")
+    if password is None:
+        return url
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ConfigError(
+            "DATABASE_URL already holds a password: drop it from the URL or unset "
+            "DATABASE_PASSWORD / DATABASE_PASSWORD_FILE"
+        )
+    if not parts.username:
+        raise ConfigError("DATABASE_URL needs a user name when DATABASE_PASSWORD(_FILE) is set")
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 @dataclass(frozen=True)
 class Settings:
     """The application's settings. Build with :meth:`from_env`."""
@@ -109,6 +160,8 @@ class Settings:
     redis_connect_timeout_ms: int = 100
     redis_retry_timeout_ms: int = 500
     redis_max_connections: int = 160
+    redis_cluster: bool = False
+    cluster_refresh_seconds: float = 5.0
     breaker_failure_threshold: int = 3
     breaker_cooldown_seconds: float = 5.0
     db_connect_timeout_seconds: int = 3
@@ -122,6 +175,10 @@ class Settings:
     log_summary_seconds: float = 10.0
     write_api_token: str | None = None
     items_invalidation: str = "delete"
+    # The dashboard's charts: PromQL against this Prometheus (None: no charts),
+    # and where a browser opens its UI.
+    prometheus_url: str | None = None
+    prometheus_ui_url: str | None = None
 
     @property
     def memory_tier(self) -> bool:
@@ -168,7 +225,7 @@ class Settings:
                 "or ._~+/=- (or empty to keep the write API off)"
             )
         settings = cls(
-            database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres")),
+            database_url=database_url(env),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss")),
             cache_strategy=_choice(env, "CACHE_STRATEGY", "two-tier", STRATEGIES),
             cache_ttl_seconds=read_integer(env, "CACHE_TTL_SECONDS", 10, 1, 86_400),
@@ -197,6 +254,8 @@ class Settings:
             redis_connect_timeout_ms=read_integer(env, "REDIS_CONNECT_TIMEOUT_MS", 100, 1, 10_000),
             redis_retry_timeout_ms=read_integer(env, "REDIS_RETRY_TIMEOUT_MS", 500, 1, 60_000),
             redis_max_connections=read_integer(env, "REDIS_MAX_CONNECTIONS", 160, 1, 10_000),
+            redis_cluster=_choice(env, "REDIS_CLUSTER", "off", CLUSTER_CHOICES) == "on",
+            cluster_refresh_seconds=read_number(env, "CLUSTER_REFRESH_SECONDS", 5.0, 0.5, 300.0),
             breaker_failure_threshold=read_integer(env, "BREAKER_FAILURE_THRESHOLD", 3, 1, 1_000),
             breaker_cooldown_seconds=read_number(env, "BREAKER_COOLDOWN_SECONDS", 5.0, 0.1, 600.0),
             db_connect_timeout_seconds=read_integer(env, "DB_CONNECT_TIMEOUT_SECONDS", 3, 1, 60),
@@ -214,6 +273,8 @@ class Settings:
             log_summary_seconds=read_number(env, "LOG_SUMMARY_SECONDS", 10.0, 0.0, 3600.0),
             write_api_token=token,
             items_invalidation=_choice(env, "ITEMS_INVALIDATION", "delete", INVALIDATION_MODES),
+            prometheus_url=_optional_url(env, "PROMETHEUS_URL"),
+            prometheus_ui_url=_optional_url(env, "PROMETHEUS_UI_URL"),
         )
         settings.check()
         return settings
@@ -254,6 +315,11 @@ class Settings:
                 f"({self.follower_slots}) must be below GUNICORN_THREADS "
                 f"({self.gunicorn_threads}), so some threads always serve hits"
             )
+        if self.redis_cluster and urlsplit(self.redis_url).path.strip("/") not in ("", "0"):
+            raise ConfigError(
+                "REDIS_URL must use database 0 (or none) with REDIS_CLUSTER=on: "
+                f"a cluster has no other; got {urlsplit(self.redis_url).path!r}"
+            )
         needed = self.gunicorn_threads + self.refresh_threads + 2
         if self.redis_max_connections < needed:
             raise ConfigError(
@@ -263,7 +329,7 @@ class Settings:
 
     def public(self) -> dict[str, object]:
         """Settings safe to show on a page: everything but the connection URLs and the token."""
-        hidden = {"database_url", "redis_url", "write_api_token"}
+        hidden = {"database_url", "redis_url", "write_api_token", "prometheus_url"}
         shown: dict[str, object] = {
             f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden
         }

@@ -110,8 +110,9 @@ FILLS_SUPERSEDED = {r: _FILLS_SUPERSEDED.labels(r) for r in ("newer-in-redis", "
 _REDIS_ERRORS = Counter(
     "cachelab_redis_errors_total",
     "Redis calls that failed or were refused, by kind "
-    "(timeout, connection, breaker_open, readonly, response, unexpected; patient: the "
-    "last, patient try of a read with no other answer than the database also failed).",
+    "(timeout, connection, breaker_open, readonly, response, unexpected; cluster: "
+    "CLUSTERDOWN, a slot no node serves, or redirections past the client's limit; patient: "
+    "the last, patient try of a read with no other answer than the database also failed).",
     ["kind"],
 )
 REDIS_ERRORS = {
@@ -123,6 +124,7 @@ REDIS_ERRORS = {
         "readonly",
         "response",
         "unexpected",
+        "cluster",
         "patient",
     )
 }
@@ -146,6 +148,11 @@ TRACKING_STATE = Gauge(
 INVALIDATIONS = Counter(
     "cachelab_tracking_invalidations_total",
     "Invalidation messages received from Redis (each may name several keys).",
+)
+CLUSTER_TOPOLOGY_CHANGES = Counter(
+    "cachelab_cluster_topology_changes_total",
+    "Changes of the Redis Cluster's shard map a worker saw (a failover, slots moved, a "
+    "node added or removed); each starts a new tier-1 epoch.",
 )
 
 # Coarse buckets for anything, plus fine ones around the configured delay.

@@ -7,7 +7,10 @@
 #   RATE_LIMIT_BURST  requests a client may send above the rate before 429
 #   REAL_IP_FROM      proxies (CIDRs or addresses, space or comma separated)
 #                     whose X-Forwarded-For gives the client address, e.g. the
-#                     VPC of an AWS load balancer; empty = trust no one
+#                     subnets of an AWS load balancer; empty = trust no one
+#   RATE_LIMIT_EXEMPT clients (CIDRs or addresses, after REAL_IP_FROM) that the
+#                     rate limit does not count, e.g. the lab's own load
+#                     generator; empty = everyone is limited
 #   CACHE_STRATEGY    the app's strategy (the app validates it); `edge` turns on
 #                     Nginx's micro-cache of the lookup routes in front of it
 #   EDGE_CACHE_SECONDS how long the edge keeps an answer fresh (1-60, default 1)
@@ -40,15 +43,33 @@ case "${APP_UPSTREAM:-}" in
   *[!A-Za-z0-9.:_-]*|'') fail "APP_UPSTREAM must be host:port, got '${APP_UPSTREAM:-}'" ;;
 esac
 
+cidrs() { # name: the variable's CIDRs/addresses, one per line, validated
+  for cidr in $(eval "echo \"\${$1:-}\"" | tr ',' ' '); do
+    case "$cidr" in
+      *[!0-9A-Fa-f.:/]*) fail "$1 must list CIDRs or addresses, got '$cidr'" ;;
+    esac
+    echo "$cidr"
+  done
+}
+real_ip_from=$(cidrs REAL_IP_FROM)
+exempt=$(cidrs RATE_LIMIT_EXEMPT)
+
 {
   echo "# written by /docker-entrypoint.d/15-lab-edge-config.sh"
   if [ "$rps" -gt 0 ]; then
-    echo "limit_req_zone \$binary_remote_addr zone=per_client:10m rate=${rps}r/s;"
+    # The key is the client's address (after REAL_IP_FROM); an exempt
+    # client's key is empty, which limit_req does not count.
+    echo "geo \$lab_rate_limit_exempt {"
+    echo "  default 0;"
+    for cidr in $exempt; do echo "  $cidr 1;"; done
+    echo "}"
+    echo "map \$lab_rate_limit_exempt \$lab_rate_limit_key {"
+    echo "  1 \"\";"
+    echo "  default \$binary_remote_addr;"
+    echo "}"
+    echo "limit_req_zone \$lab_rate_limit_key zone=per_client:10m rate=${rps}r/s;"
   fi
-  for cidr in $(echo "${REAL_IP_FROM:-}" | tr ',' ' '); do
-    case "$cidr" in
-      *[!0-9A-Fa-f.:/]*) fail "REAL_IP_FROM must list CIDRs or addresses, got '$cidr'" ;;
-    esac
+  for cidr in $real_ip_from; do
     echo "set_real_ip_from $cidr;"
   done
   if [ -n "$(echo "${REAL_IP_FROM:-}" | tr -d ' ,')" ]; then
@@ -98,7 +119,7 @@ fi
 
 if [ "$rps" -gt 0 ]; then
   echo "limit_req zone=per_client burst=$burst nodelay;" >"$out/lab-rate-limit.inc"
-  echo "per-client rate limit: ${rps} r/s, burst ${burst}" >&2
+  echo "per-client rate limit: ${rps} r/s, burst ${burst}${exempt:+; exempt: $(echo "$exempt" | tr '\n' ' ')}" >&2
 else
   echo "# RATE_LIMIT_RPS=0: no per-client rate limit" >"$out/lab-rate-limit.inc"
   echo "per-client rate limit: off" >&2

@@ -74,17 +74,40 @@ run "default_plan_is_private_and_encrypted" {
     condition     = tostring(aws_elasticache_replication_group.this.at_rest_encryption_enabled) == "true"
     error_message = "ElastiCache must encrypt at rest."
   }
+  # --- ElastiCache RBAC: the app's own user, the default user off ---------------
   assert {
-    condition     = length(nonsensitive(aws_elasticache_replication_group.this.auth_token)) >= 16
-    error_message = "ElastiCache must have an AUTH token."
+    condition     = aws_elasticache_replication_group.this.auth_token == null && aws_elasticache_replication_group.this.user_group_ids == toset([aws_elasticache_user_group.this.id])
+    error_message = "ElastiCache access must be RBAC (the project's user group), not a shared AUTH token."
   }
   assert {
-    condition     = nonsensitive(aws_elasticache_replication_group.this.auth_token == aws_secretsmanager_secret_version.this["cache_auth"].secret_string)
-    error_message = "The AUTH token must be the value stored in Secrets Manager."
+    condition     = toset(aws_elasticache_user_group.this.user_ids) == toset([aws_elasticache_user.default.user_id, aws_elasticache_user.app.user_id])
+    error_message = "The user group holds the (disabled) default user and the app's user only."
+  }
+  assert {
+    condition     = aws_elasticache_user.default.user_name == "default" && startswith(aws_elasticache_user.default.access_string, "off ") && strcontains(aws_elasticache_user.default.access_string, "-@all")
+    error_message = "The default user every group must hold is switched off with no command."
+  }
+  assert {
+    condition     = startswith(aws_elasticache_user.app.access_string, "on ~lab:* -@all +")
+    error_message = "The app's user may touch only its namespace's keys (~lab:*), starting from no command at all."
+  }
+  assert {
+    condition = alltrue([for c in ["get", "set", "pttl", "unlink", "evalsha", "eval", "script|load", "scan", "client|tracking", "hello", "info", "role", "ping"] :
+    contains(split(" ", aws_elasticache_user.app.access_string), "+${c}")])
+    error_message = "The app's user needs GET/SET/PTTL/UNLINK/EVALSHA/EVAL/SCRIPT LOAD/SCAN and CLIENT TRACKING/HELLO/INFO/ROLE/PING."
+  }
+  assert {
+    condition = alltrue([for c in ["flushall", "flushdb", "keys", "config", "@all", "@admin", "@dangerous", "debug", "shutdown", "client", "cluster|slots"] :
+    !contains(split(" ", aws_elasticache_user.app.access_string), "+${c}")])
+    error_message = "The app's user must not get FLUSHALL, KEYS, CONFIG, whole categories, all of CLIENT, or cluster commands without cluster mode."
+  }
+  assert {
+    condition     = data.aws_secretsmanager_secret_version.current["cache_auth"].version_stage == "AWSCURRENT" && data.aws_secretsmanager_secret_version.current["cache_auth"].secret_id == aws_secretsmanager_secret_version.this["cache_auth"].secret_id
+    error_message = "The cache user's passwords come from the cache secret's current version, read at every plan (so a rotation reaches the cluster), not from the first stored version."
   }
   assert {
     condition     = data.aws_secretsmanager_random_password.this["cache_auth"].exclude_punctuation == true
-    error_message = "The AUTH token must be generated without punctuation."
+    error_message = "The cache password must be generated without punctuation."
   }
   assert {
     condition = (
@@ -214,8 +237,8 @@ run "default_plan_is_private_and_encrypted" {
     error_message = "ECR repositories must be immutable, scan on push and be force-deletable."
   }
   assert {
-    condition     = toset(keys(aws_ecr_repository.this)) == toset(["app", "nginx"])
-    error_message = "Expected ECR repositories for app and nginx."
+    condition     = toset(keys(aws_ecr_repository.this)) == toset(["app", "nginx", "locust"]) && toset(keys(data.aws_ecr_image.this)) == toset(["app", "nginx"])
+    error_message = "Expected ECR repositories for app, nginx and locust; without enable_loadgen the plan looks up the app and nginx images only."
   }
 
   # --- Outputs -------------------------------------------------------------------
@@ -287,11 +310,41 @@ run "boot_path_and_app_role" {
   }
   assert {
     condition = toset(flatten([for st in data.aws_iam_policy_document.app.statement : st.resources if st.sid == "ReadRuntimeSecrets"])) == toset([
-      aws_db_instance.this.master_user_secret[0].secret_arn,
       aws_secretsmanager_secret.this["app_db"].arn,
       aws_secretsmanager_secret.this["cache_auth"].arn,
     ])
-    error_message = "The instance role may read exactly the master, app and cache secrets (no write API secret by default)."
+    error_message = "The instance role may read exactly the app's database and cache secrets (no write API secret by default)."
+  }
+  assert {
+    condition     = !contains(flatten([for st in data.aws_iam_policy_document.app.statement : st.resources]), aws_db_instance.this.master_user_secret[0].secret_arn) && !contains(keys(local.bootstrap_env), "DB_MASTER_SECRET_ARN")
+    error_message = "The app instances never get the RDS master secret (only the db-init task reads it)."
+  }
+  assert {
+    condition = toset(flatten([for st in data.aws_iam_policy_document.db_init_execution.statement : st.resources if st.sid == "DatabaseSecrets"])) == toset([
+      aws_db_instance.this.master_user_secret[0].secret_arn,
+      aws_secretsmanager_secret.this["app_db"].arn,
+    ])
+    error_message = "The db-init task (only it) reads the master secret, and the app database secret whose password it sets."
+  }
+  assert {
+    condition = (
+      jsondecode(aws_ecs_task_definition.db_init.container_definitions)[0].command == ["cachelab", "db-init"] &&
+      toset([for e in jsondecode(aws_ecs_task_definition.db_init.container_definitions)[0].secrets : "${e.name}=${e.valueFrom}"]) == toset([
+        "DB_OWNER_SECRET=${aws_db_instance.this.master_user_secret[0].secret_arn}",
+        "APP_DB_PASSWORD=${aws_secretsmanager_secret.this["app_db"].arn}",
+      ]) &&
+      jsondecode(aws_ecs_task_definition.db_init.container_definitions)[0].readonlyRootFilesystem == true &&
+      aws_ecs_task_definition.db_init.requires_compatibilities == toset(["FARGATE"])
+    )
+    error_message = "db-init is a one-shot Fargate task of the app image, with the master secret injected by ECS at start (its current version), on a read-only root."
+  }
+  assert {
+    condition     = toset([for e in jsondecode(aws_ecs_task_definition.db_init.container_definitions)[0].environment : e.name]) == toset(["DB_HOST", "DB_PORT", "DB_NAME", "DB_CA_URL", "APP_DB_USER", "SLOW_QUERY_SECONDS"])
+    error_message = "db-init gets the endpoint, the RDS CA bundle's URL, the app role and the lab's settings."
+  }
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.db_from_db_init.referenced_security_group_id == aws_security_group.db_init.id && aws_vpc_security_group_ingress_rule.db_from_db_init.security_group_id == aws_security_group.db.id
+    error_message = "RDS admits the db-init task's security group."
   }
   assert {
     condition     = !contains(keys(aws_secretsmanager_secret.this), "write_api") && !contains(keys(local.bootstrap_env), "WRITE_API_SECRET_ARN")
@@ -300,8 +353,8 @@ run "boot_path_and_app_role" {
   assert {
     condition = (
       local.bootstrap_env.APP_DB_SECRET_ARN == aws_secretsmanager_secret.this["app_db"].arn &&
-      local.bootstrap_env.DB_MASTER_SECRET_ARN == aws_db_instance.this.master_user_secret[0].secret_arn &&
       local.bootstrap_env.CACHE_AUTH_SECRET_ARN == aws_secretsmanager_secret.this["cache_auth"].arn &&
+      local.bootstrap_env.CACHE_USER == "cachelab-app" &&
       local.bootstrap_env.APP_DB_USER == "cachelab_app" &&
       tostring(local.bootstrap_env.GUNICORN_WORKERS) == "2" && tostring(local.bootstrap_env.DB_POOL_SIZE) == "20" &&
       local.bootstrap_env.HTTP_BIND == "0.0.0.0" && tostring(local.bootstrap_env.HTTP_PORT) == "80" &&
@@ -334,8 +387,41 @@ run "boot_path_and_app_role" {
     error_message = "The ASG must not wait for ELB health (a boot failure would become a long apply timeout)."
   }
   assert {
-    condition     = local.db_connections_needed == 42 && local.db_connections_allowed == 95
-    error_message = "Default budget: 1 x 2 x (20 + 1) = 42 connections of 95 allowed on db.t4g.micro."
+    condition = (
+      strcontains(local.user_data, "Restart=on-failure") &&
+      strcontains(local.user_data, "OnFailure=cachelab-unhealthy.service") &&
+      strcontains(local.user_data, "ExecStart=/opt/cachelab/bootstrap.sh report-unhealthy") &&
+      strcontains(local.user_data, "systemctl start --no-block cachelab.service")
+    )
+    error_message = "A failed boot is retried by systemd and, once it gives up, reported to the Auto Scaling group (report-unhealthy)."
+  }
+  assert {
+    condition     = contains(flatten([for st in data.aws_iam_policy_document.app.statement : st.actions if st.sid == "ReportOwnHealth"]), "autoscaling:SetInstanceHealth")
+    error_message = "The instances may report their own health to their group."
+  }
+  assert {
+    condition     = length(aws_eip.app) == 1 && local.bootstrap_env.EIP_ALLOCATION_ID == aws_eip.app[0].allocation_id && output.url == "http://203.0.113.10/"
+    error_message = "Without an ALB the URL is an Elastic IP, which the booted instance takes over (stable through replacements)."
+  }
+  assert {
+    condition     = local.bootstrap_env.APP_SETTINGS == "CACHE_STRATEGY,CACHE_TTL_SECONDS,DB_POOL_SIZE,GUNICORN_WORKERS,SLOW_QUERY_SECONDS" && local.bootstrap_env.CACHE_TTL_SECONDS == "10"
+    error_message = "Every app setting reaches the bootstrap from one list (APP_SETTINGS)."
+  }
+  assert {
+    condition     = local.bootstrap_env.REAL_IP_FROM == "" && local.bootstrap_env.RATE_LIMIT_EXEMPT == ""
+    error_message = "Without ALB and load generator nginx trusts no X-Forwarded-For and exempts no one."
+  }
+  assert {
+    condition = (
+      aws_elasticache_replication_group.this.cluster_mode == "disabled" && aws_elasticache_replication_group.this.num_cache_clusters == 1 &&
+      aws_elasticache_replication_group.this.parameter_group_name == "default.valkey8" &&
+      local.bootstrap_env.REDIS_HOST == "master.cachelab-cache.abcdef.euw1.cache.amazonaws.com" && !contains(keys(local.bootstrap_env), "REDIS_CLUSTER")
+    )
+    error_message = "Without cluster mode: one node group, the primary endpoint, no REDIS_CLUSTER."
+  }
+  assert {
+    condition     = local.db_connections_needed == 50 && local.db_connections_allowed == 67 && contains([for p in aws_db_parameter_group.this.parameter : "${p.name}=${p.value}"], "max_connections=75")
+    error_message = "Default budget: 1 x 2 x (20 + 4 control + 1) = 50 connections of 67 allowed by max_connections = 75 in the parameter group on db.t4g.micro."
   }
 }
 
@@ -370,12 +456,46 @@ run "monitoring_default" {
     error_message = "Engine CPU and connection alarms per cache node."
   }
   assert {
-    condition     = aws_cloudwatch_metric_alarm.metric["cachelab-db-connections"].metric_name == "DatabaseConnections" && aws_cloudwatch_metric_alarm.metric["cachelab-db-connections"].threshold == 95 && aws_cloudwatch_metric_alarm.metric["cachelab-db-cpu"].metric_name == "CPUUtilization"
+    condition     = aws_cloudwatch_metric_alarm.metric["cachelab-db-connections"].metric_name == "DatabaseConnections" && aws_cloudwatch_metric_alarm.metric["cachelab-db-connections"].threshold == 67 && aws_cloudwatch_metric_alarm.metric["cachelab-db-cpu"].metric_name == "CPUUtilization"
     error_message = "RDS connection (at the checked budget) and CPU alarms."
   }
   assert {
-    condition     = length(aws_cloudwatch_metric_alarm.alb_5xx) == 0 && toset(keys(aws_cloudwatch_metric_alarm.metric)) == toset(["cachelab-cache-001-evictions", "cachelab-cache-001-engine-cpu", "cachelab-cache-001-connections", "cachelab-db-connections", "cachelab-db-cpu"])
-    error_message = "Node and database alarms, no ALB alarms without an ALB."
+    condition = length(aws_cloudwatch_metric_alarm.alb_5xx) == 0 && toset(keys(aws_cloudwatch_metric_alarm.metric)) == toset([
+      "cachelab-app-down", "cachelab-app-status-check", "cachelab-app-overloaded",
+      "cachelab-cache-001-evictions", "cachelab-cache-001-engine-cpu", "cachelab-cache-001-connections", "cachelab-cache-001-cpu-credits",
+      "cachelab-db-connections", "cachelab-db-cpu", "cachelab-db-free-storage", "cachelab-db-cpu-credits",
+    ])
+    error_message = "App (heartbeat, status checks, overloaded), node (with CPU credits of the burstable node) and database (with free storage and CPU credits) alarms; no ALB or replication-lag alarms without an ALB or a replica."
+  }
+  assert {
+    condition = (
+      aws_cloudwatch_metric_alarm.metric["cachelab-app-down"].treat_missing_data == "breaching" &&
+      aws_cloudwatch_metric_alarm.metric["cachelab-app-down"].comparison_operator == "LessThanThreshold" &&
+      aws_cloudwatch_metric_alarm.metric["cachelab-app-down"].metric_name == "StackHeartbeat" &&
+      aws_cloudwatch_metric_alarm.metric["cachelab-app-down"].dimensions.AutoScalingGroupName == "cachelab-app"
+    )
+    error_message = "A dead app (no heartbeat from any instance) must read as an outage: missing data breaches."
+  }
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.app_cache_hit_rate.treat_missing_data == "notBreaching" && aws_cloudwatch_metric_alarm.metric["cachelab-app-overloaded"].treat_missing_data == "notBreaching"
+    error_message = "Rates of traffic (hit rate, overloaded) do not alarm on an idle lab."
+  }
+  assert {
+    condition = (
+      aws_cloudwatch_metric_alarm.metric["cachelab-app-overloaded"].metric_name == "CacheOverloaded" && aws_cloudwatch_metric_alarm.metric["cachelab-app-overloaded"].threshold == 10 &&
+      aws_cloudwatch_metric_alarm.metric["cachelab-db-free-storage"].comparison_operator == "LessThanThreshold" && aws_cloudwatch_metric_alarm.metric["cachelab-db-free-storage"].threshold == 2 * 1073741824 &&
+      aws_cloudwatch_metric_alarm.metric["cachelab-cache-001-cpu-credits"].metric_name == "CPUCreditBalance" && aws_cloudwatch_metric_alarm.metric["cachelab-db-cpu-credits"].comparison_operator == "LessThanThreshold" &&
+      aws_cloudwatch_metric_alarm.metric["cachelab-app-status-check"].metric_name == "StatusCheckFailed"
+    )
+    error_message = "The 503 overloaded rate, free storage, CPU credits and status checks each have their alarm."
+  }
+  assert {
+    condition     = strcontains(local.user_data, "ExecStart=/opt/cachelab/bootstrap.sh heartbeat") && strcontains(local.user_data, "OnUnitActiveSec=1min") && contains(flatten([for st in data.aws_iam_policy_document.app.statement : st.actions if st.sid == "Heartbeat"]), "cloudwatch:PutMetricData")
+    error_message = "Every instance reports its heartbeat each minute."
+  }
+  assert {
+    condition     = strcontains(file("${path.module}/compose.aws.yaml"), "mode: non-blocking")
+    error_message = "awslogs must not block the app when CloudWatch is slow."
   }
   assert {
     condition = alltrue([for t in ["CacheHitRate", "Evictions", "EngineCPUUtilization", "CurrConnections", "DatabaseConnections", "CPUUtilization", "CacheHit", "CacheMiss", "CacheStale"] :
@@ -403,6 +523,10 @@ run "write_api_secret_when_enabled" {
     condition     = contains(flatten([for st in data.aws_iam_policy_document.app.statement : st.resources if st.sid == "ReadRuntimeSecrets"]), aws_secretsmanager_secret.this["write_api"].arn)
     error_message = "The instance role must be able to read the WRITE_API_TOKEN secret."
   }
+  assert {
+    condition     = length(aws_vpc_security_group_ingress_rule.app_http_cidr) == 0 && length(aws_vpc_security_group_ingress_rule.alb_http) == 0
+    error_message = "Without a certificate the write API is reached through the Session Manager tunnel only."
+  }
 }
 
 run "plain_apply_without_image_tag_is_refused" {
@@ -419,11 +543,11 @@ run "connection_budget_over_max_connections_is_refused" {
   command = plan
 
   variables {
-    app_instance_count = 3
+    app_instance_count = 2
     enable_alb         = true
   }
 
-  # 3 x 2 x (20 + 1) = 126 > 95 on db.t4g.micro
+  # 2 instances doubled by an instance refresh: 4 x 2 x (20 + 4 + 1) = 200 > 67 on db.t4g.micro
   expect_failures = [aws_launch_template.app]
 }
 
@@ -444,7 +568,22 @@ run "pool_below_the_apps_minimum_is_refused" {
     db_pool_size = 10
   }
 
-  expect_failures = [var.db_pool_size]
+  # the app needs CACHE_FILL_SLOTS (16) + CACHE_REFRESH_THREADS (4)
+  expect_failures = [aws_launch_template.app]
+}
+
+run "smaller_pool_with_fewer_fill_slots_is_accepted" {
+  command = plan
+
+  variables {
+    db_pool_size = 10
+    app_settings = { CACHE_FILL_SLOTS = "8", CACHE_REFRESH_THREADS = "2" }
+  }
+
+  assert {
+    condition     = local.db_connections_needed == 30 && local.bootstrap_env.CACHE_FILL_SLOTS == "8" && strcontains(local.bootstrap_env.APP_SETTINGS, "CACHE_FILL_SLOTS")
+    error_message = "app_settings reach the bootstrap and the pool check follows them."
+  }
 }
 
 run "larger_db_class_admits_more_connections" {
@@ -453,11 +592,12 @@ run "larger_db_class_admits_more_connections" {
   variables {
     app_instance_count = 3
     enable_alb         = true
-    db_instance_class  = "db.t4g.small"
+    db_instance_class  = "db.t4g.medium"
   }
 
   assert {
-    condition     = local.db_connections_needed == 126 && local.db_connections_allowed == 197
-    error_message = "db.t4g.small: 225 max_connections, 197 after headroom."
+    # 3 instances, doubled during an instance refresh: 6 x 2 x (20 + 4 + 1) = 300
+    condition     = local.db_connections_needed == 300 && local.db_connections_allowed == 392
+    error_message = "db.t4g.medium: max_connections 400 in the parameter group, 392 after what is kept free."
   }
 }

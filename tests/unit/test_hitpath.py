@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 
 from cachelab import metrics
-from cachelab.engine.store import RedisStore
-from cachelab.web.app import create_app, shutdown
 from cachelab.web.hitpath import MemoryHits
 from loadtest.stack import wait_until
 
@@ -17,14 +14,8 @@ RID = {"X-Request-ID": "req-0123456789"}
 
 
 @pytest.fixture
-def app(settings, db):
-    app_settings = replace(settings, cache_ttl_seconds=600)
-    app = create_app(app_settings, db=db, store=RedisStore(app_settings))
-    app.config["TESTING"] = True
-    service = app.extensions["cachelab"]
-    wait_until(lambda: service.tracking.active, 5, interval=0.01, message="tracking")
-    yield app
-    shutdown()
+def app(make_app):
+    return make_app(cache_ttl_seconds=600)
 
 
 def both_paths(app, path, **kwargs):

@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import pytest
 
 from cachelab import metrics
 from cachelab.config import Settings
-from cachelab.engine.store import RedisStore
-from cachelab.web.app import create_app, shutdown
+from cachelab.engine.keys import item_target
 from loadtest.stack import wait_until
 
 TOKEN = "unit-test-token-0123456789"
-
-
-@pytest.fixture
-def make_app(settings, db):
-    def make(**overrides):
-        app_settings = replace(settings, **overrides)
-        app = create_app(app_settings, db=db, store=RedisStore(app_settings))
-        app.config["TESTING"] = True
-        service = app.extensions["cachelab"]
-        wait_until(lambda: service.tracking.active, 5, interval=0.01, message="tracking")
-        return app
-
-    yield make
-    shutdown()
 
 
 @pytest.fixture
@@ -79,6 +63,58 @@ def test_the_uncached_baseline_always_queries(client, db):
         assert response.headers["X-Cache"] == "BYPASS"
         assert response.headers["Cache-Status"] == "lab; fwd=request"
     assert db.calls["version"] == 2
+
+
+def test_strategy_none_queries_every_request_and_says_why(make_app, db):
+    """The lab's baseline strategy: nothing read from or written to the cache."""
+    client = make_app(cache_strategy="none").test_client()
+    for _ in range(2):
+        response = client.get("/api/version?item=5")
+        assert response.status_code == 200 and response.headers["X-Cache"] == "BYPASS"
+        assert "strategy-none" in response.headers["Cache-Status"], response.headers
+        assert response.get_json()["source"] == "database"
+    assert db.calls["version"] == 2
+
+
+def test_every_answer_says_where_its_time_went(make_app):
+    """Server-Timing and the body's timings name the tiers a request waited on."""
+    client = make_app(cache_strategy="swr").test_client()
+    miss = client.get("/api/version?item=6").get_json()
+    assert {"cache", "db"} <= set(miss["timings_ms"]), miss["timings_ms"]
+    answer = client.get("/api/version?item=6")
+    assert "; ttl=" in answer.headers["Cache-Status"], answer.headers["Cache-Status"]
+    hit = answer.get_json()
+    assert hit["source"] == "redis" and set(hit["timings_ms"]) == {"cache"}, hit
+    breaker = client.application.extensions["cachelab"].store.breaker
+    breaker._state, breaker._opened_at = "open", 1e18  # Redis unavailable: the last copy
+    degraded = client.get("/api/version?item=6").get_json()
+    assert degraded["source"] == "local" and set(degraded["timings_ms"]) == {"cache"}, degraded
+    memory = make_app().test_client()
+    for _ in range(3):
+        last = memory.get("/api/version?item=7").get_json()
+    assert last["source"] == "memory" and set(last["timings_ms"]) == {"memory"}, last
+
+
+def test_an_outage_serves_a_read_your_writes_copy_nobody_invalidated(make_app, db):
+    """Rule 5 for ``delete`` data: a copy with no invalidation heard is still
+    served while Redis is unavailable (only one heard invalidated is not)."""
+    client = make_app(cache_strategy="swr").test_client()
+    lab = client.application.extensions["cachelab"]
+    key = item_target(lab.settings.cache_namespace, 3, "delete").key
+
+    def copy_kept() -> bool:  # the fill's own write is heard first: read again
+        assert client.get("/api/items/3?mode=delete").status_code == 200
+        lab.tier1.sync()
+        copy = lab.tier1.last_copy(key)
+        return copy is not None and copy.valid
+
+    wait_until(copy_kept, 5, interval=0.01, message="a copy with no invalidation since")
+    queried = db.calls["item"]
+    breaker = lab.store.breaker
+    breaker._state, breaker._opened_at = "open", 1e18
+    answer = client.get("/api/items/3?mode=delete")
+    assert answer.status_code == 200 and answer.get_json()["source"] == "local", answer.get_json()
+    assert db.calls["item"] == queried
 
 
 @pytest.mark.parametrize(
@@ -192,8 +228,17 @@ def test_unknown_items_and_modes_are_refused(client):
     "mode, action",
     [("delete", "tombstone"), ("write-through", "written"), ("ttl", "none"), ("notify", "notify")],
 )
-def test_each_mode_does_its_cache_action_after_the_commit(client, mode, action):
-    client.get(f"/api/items/2?mode={mode}")
+def test_each_mode_does_its_cache_action_after_the_commit(make_app, mode, action):
+    # Cached before the write (a Redis call that timed out on a loaded machine
+    # stores nothing), with a TTL no loaded machine outlasts: ttl mode's old
+    # version must still be cached at the read after the write.
+    client = make_app(write_api_token=TOKEN, cache_ttl_seconds=60).test_client()
+    wait_until(
+        lambda: client.get(f"/api/items/2?mode={mode}").headers["X-Cache"] == "HIT",
+        5,
+        interval=0.01,
+        message="item 2 cached",
+    )
     response = put(client, 2, payload=f"by-{mode}", mode=mode)
     body = response.get_json()
     assert response.status_code == 200 and body["cache_action"] == action
@@ -279,15 +324,28 @@ def test_a_503_database_unavailable_counts_in_the_hit_ratio(client, db):
     assert metrics.hit_ratio({"hit": 1, "unavailable": 1}) == 0.5
 
 
-def test_a_write_whose_cache_action_fails_still_answers_and_says_so(make_app, db, caplog):
-    client = make_app(write_api_token=TOKEN).test_client()
+def test_a_write_whose_cache_action_fails_still_answers_and_says_so(make_app, raw, caplog):
+    client = make_app(write_api_token=TOKEN, redis_retry_timeout_ms=100).test_client()
     logging.getLogger().addHandler(caplog.handler)  # the app's logging replaced it
     client.get("/api/items/5?mode=delete")
-    app_lab = client.application.extensions["cachelab"]
-    app_lab.store.breaker._state, app_lab.store.breaker._opened_at = "open", 1e18
+    raw.execute_command("CLIENT", "PAUSE", "600", "WRITE")  # Redis takes no write in time
     response = put(client, 5, payload="while-redis-is-down", mode="delete")
     body = response.get_json()
     assert response.status_code == 200 and body["cache_action"] == "failed"
     assert set(body["timings_ms"]) == {"db", "cache"}
     failed = [r for r in caplog.records if r.getMessage() == "cache action after a write failed"]
-    assert failed and failed[0].key.endswith("{item:delete:5}") and "breaker" in failed[0].reason
+    assert failed and failed[0].key.endswith("{item:delete:5}") and "Timeout" in failed[0].reason
+
+
+def test_a_write_keeps_read_your_writes_while_the_breaker_is_open(make_app, db):
+    """Found by the stack test under load: a write whose cache action timed out
+    (75 ms on a saturated machine) answered "failed" and the old version stayed
+    for a whole TTL. The action after the commit is patient and past the breaker."""
+    client = make_app(write_api_token=TOKEN).test_client()
+    client.get("/api/items/6?mode=write-through")
+    app_lab = client.application.extensions["cachelab"]
+    app_lab.store.breaker._state, app_lab.store.breaker._opened_at = "open", 1e18
+    body = put(client, 6, payload="new", mode="write-through").get_json()
+    assert body["cache_action"] == "written"
+    target = item_target(app_lab.settings.cache_namespace, 6, "write-through")
+    assert app_lab.store.read_patiently(target.key).entry.version == body["item"]["version"]

@@ -89,3 +89,19 @@ def test_one_list_of_strategies():
     parser = __import__("argparse").ArgumentParser()
     latency.add_arguments(parser)
     assert parser.parse_args([]).strategies == list(STRATEGIES)
+
+
+def test_each_topology_has_its_default_systems():
+    """`hits --topology`: single node, the Valkey Cluster, or both in one table; the
+    ceiling in every one, no system that needs a profile (`before`, `two-tier@100ms`)."""
+    from loadtest import benchstack, hitbench
+
+    single, cluster, both = (hitbench.systems_of(t) for t in benchstack.TOPOLOGIES)
+    assert {"ceiling", "two-tier", "two-tier@app", "flask-caching", "edge"} <= set(single)
+    assert cluster == ["ceiling", "two-tier@cluster", "swr@cluster", "cache-aside@cluster"]
+    assert both == [name for name in benchstack.BY_NAME if name in set(single) | set(cluster)]
+    assert not {"before", "two-tier@100ms"} & set(both)
+    for name in single:
+        assert benchstack.BY_NAME[name].cache_services == ("redis",), name
+    for name in cluster[1:]:
+        assert benchstack.BY_NAME[name].cache_services == benchstack.CLUSTER_NODES, name

@@ -63,7 +63,7 @@ def test_dot_plot_draws_dots_not_bars_and_marks_none():
 
 
 def test_staleness_chart_has_no_bar_and_says_none(tmp_path):
-    rows = {
+    rows: dict[str, dict] = {
         "ttl": {"stale_ratio": 0.97, "staleness_p99_ms": 9800.0, "db_queries_per_s": 2.6},
         "delete": {
             "stale_ratio": 0.0,
@@ -120,6 +120,7 @@ def test_knee_is_the_highest_level_met_below_the_first_missed():
     levels = [level(100, 5), level(200, 8), level(300, 40), level(250, 20)]
     levels[3].kind = "refine"
     low, high = capacity.bracket(levels, 25)
+    assert low is not None and high is not None
     assert (low.rate, high.rate) == (250, 300)
     # A met level above a missed one (noise) is not the knee: the first miss bounds it.
     noisy = [level(100, 5), level(200, 40), level(300, 10)]
@@ -136,7 +137,7 @@ def test_capacity_summary_gives_the_knee_its_bracket_and_the_ratio_its_range():
 
     half = level(150, 6)
     half.kind = "half-knee"
-    data = {
+    data: dict = {
         "p99_target_ms": 25,
         "systems": {
             "two-tier": system("two-tier", 2000, [level(300, 9), level(600, 30), half]),

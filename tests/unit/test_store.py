@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import redis
@@ -17,8 +18,7 @@ from cachelab.engine.fills import Busy, Lease
 from cachelab.engine.keys import item_target, version_target
 from cachelab.engine.model import Entry, absent, tombstone
 from cachelab.engine.store import CacheUnavailable, RedisStore
-
-from .conftest import free_port
+from tests.helpers import free_port
 
 
 def entry(fence: int, version: int | None = None, ttl: float = 10.0) -> Entry:
@@ -124,10 +124,10 @@ def test_a_lease_is_exclusive_fenced_and_released_only_by_its_owner(settings, db
 
 def test_a_holder_keeps_its_lease_as_long_as_it_works(settings, db, services):
     """Defect: the lock TTL covered only the statement timeout, not the holder's path."""
-    lab = services(settings, db, cache_lock_lease_seconds=0.3)
+    lab = services(settings, db, cache_lock_lease_seconds=0.5)
     key = version_target(settings.cache_namespace, 1)
     lease = lab.fills._try_acquire(key)
-    deadline = time.monotonic() + 1.2  # four lease lengths
+    deadline = time.monotonic() + 1.5  # three lease lengths
     while time.monotonic() < deadline:
         assert isinstance(lab.fills._try_acquire(key), Busy)
         time.sleep(0.05)  # sampling while the keeper renews in the background
@@ -217,7 +217,7 @@ def test_readonly_drops_only_the_connection_that_got_it(settings, valkey):
     try:
         redis.Redis(port=replica.port).execute_command("REPLICAOF", "127.0.0.1", valkey.port)
         store = RedisStore(replace(settings, redis_url=f"redis://127.0.0.1:{replica.port}/0"))
-        pool = store.client.connection_pool
+        pool: Any = store.client.connection_pool  # its connections: redis-py's internals
         busy = pool.get_connection()  # another thread's connection, mid-command
         busy.send_command("PING")
         store.read("k")  # reads work on a replica

@@ -11,8 +11,8 @@ from cachelab.engine.keys import item_target, version_target
 from cachelab.engine.model import MEMORY, REDIS, Entry
 from cachelab.engine.tier1 import Tier1
 from loadtest.stack import wait_until
-
-from .conftest import FakeClock
+from tests.helpers import free_port
+from tests.unit.fakes import FakeClock
 
 
 def fresh_entry(fence: int, value: str = "v") -> Entry:
@@ -157,7 +157,8 @@ def test_a_copy_read_before_an_invalidation_is_never_kept():
     assert local.put("k", fresh_entry(1), 10, 70, snapshot) is None
     snapshot = local.snapshot("k")
     assert local.put("k", fresh_entry(2), 10, 70, snapshot) is not None
-    assert local.servable("k", read_your_writes=False).entry.fence == 2
+    servable = local.servable("k", read_your_writes=False)
+    assert servable is not None and servable.entry.fence == 2
 
 
 def test_a_forgotten_invalidation_number_still_refuses_older_reads():
@@ -199,6 +200,7 @@ def test_the_copies_are_bounded_in_bytes_prepared_bytes_included():
     local = tier1(FakeClock(), size=1000, max_bytes=10_000)
     for n in range(10):
         copy = local.put(f"k{n}", fresh_entry(n), 10, 70, local.snapshot(f"k{n}"))
+        assert copy is not None
         copy.keep("page", (b"x" * 1500, b"y" * 500))  # what the page view prepares
     assert local.bytes <= 10_000
     assert 3 <= len(local) <= 5  # about 2.1 kB each
@@ -217,7 +219,6 @@ def test_the_hottest_copy_stays_when_others_come_and_go():
 def test_failed_reconnection_attempts_do_not_keep_invalidating_copies(settings, db, services):
     """Each failed attempt used to reset the copies again, so during an outage a
     worker could never keep a refreshed copy and queried on every read."""
-    from .conftest import free_port
 
     service = services(settings, db, start=False, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     service.start()

@@ -42,7 +42,8 @@ Rules, in the order they apply
    (``collapsed`` for requests that waited for another's query).
 5. **Redis unavailable** at any step (timeout, error, breaker open): this
    worker's last copy, fresh or stale, until its hard expiry (a stale one is
-   refreshed once in the background). A request with no copy, whose only other
+   refreshed once in the background); for data with read-your-writes, never a
+   copy this worker heard invalidated. A request with no copy, whose only other
    answer is the slow query, first reads Redis once more, past the breaker,
    with ``REDIS_RETRY_TIMEOUT_MS``: a Redis that is only slow (a saturated
    machine) still answers it, and a cached key keeps answering. Else one
@@ -115,10 +116,10 @@ class ReadPath:
         try:  # rule 3
             read = self.store.read(target.key)
         except CacheUnavailable:
-            if self.tier1.last_copy(target.key) is not None:
+            if self._outage_copy(target) is not None:
                 timer.add("cache", started)
                 return self._degraded(target, timer)
-            try:  # rule 5's exception: no copy, so ask Redis once more, patiently
+            try:  # rule 5's exception: no copy to serve, so ask Redis once more, patiently
                 read = self.store.read_patiently(target.key)
             except CacheUnavailable:
                 timer.add("cache", started)
@@ -204,9 +205,20 @@ class ReadPath:
         result = HIT if left > 0 else STALE
         return self._answer(target, result, REDIS, copy.entry, timer, copy, "reseeded", left)
 
+    def _outage_copy(self, target: Target) -> Copy | None:
+        """Rule 5's copy: this worker's last one, until its hard expiry -- but for
+        data with read-your-writes never a copy whose invalidation this worker
+        heard (Redis only slow, its listener alive: the write that replaced it
+        is known, so serving it would break the promise)."""
+        if not target.read_your_writes:
+            return self.tier1.last_copy(target.key)
+        self.tier1.sync()
+        copy = self.tier1.last_copy(target.key)
+        return copy if copy is not None and copy.valid else None
+
     def _degraded(self, target: Target, timer: Timer) -> Lookup:
         """Rule 5: Redis is unavailable."""
-        copy = self.tier1.last_copy(target.key)
+        copy = self._outage_copy(target)
         if copy is not None:
             left = copy.soft_deadline - self.clock()
             if left <= 0:

@@ -15,7 +15,8 @@ a documented degradation, never an HTTP 500:
   from the client degrade that one call.
 
 Every key of one entry shares a hash tag (:mod:`cachelab.engine.keys`), so each
-Lua script touches one slot and runs unchanged on a Redis Cluster:
+Lua script touches one slot and runs unchanged on a Redis Cluster
+(:mod:`cachelab.engine.cluster` runs this store on one, with a breaker per node):
 
 * a guarded write compares ``(version, fence)`` with the stored entry
   (:mod:`cachelab.engine.model`);
@@ -28,7 +29,8 @@ Lua script touches one slot and runs unchanged on a Redis Cluster:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -130,6 +132,30 @@ class CacheUnavailable(Exception):
     """Redis did not answer in time, failed, or the breaker is open."""
 
 
+class Script:
+    """A Lua script, run by its SHA. A server that does not know it yet (a new
+    primary after a failover, a restarted node) gets its text once (``EVAL``
+    caches it there), on the node that owns the key only: redis-py's own
+    fallback loads it on every primary, which fails while any one is down."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return client.eval(self.source, len(keys), *keys, *args)
+
+
+GUARDED_WRITE = Script(_GUARDED_WRITE)
+ACQUIRE = Script(_ACQUIRE)
+NEXT_FENCE = Script(_NEXT_FENCE)
+EXTEND = Script(_EXTEND)
+RELEASE = Script(_RELEASE)
+
+
 @dataclass(frozen=True)
 class Read:
     """One key as Redis has it: an entry of any kind, or nothing (``entry`` None)."""
@@ -183,6 +209,9 @@ def make_client(
 class RedisStore:
     """Typed operations on the cache namespace, guarded by a circuit breaker."""
 
+    # What counts against the breaker: the server is unreachable or too slow.
+    failures: tuple[type[BaseException], ...] = _FAILURES
+
     def __init__(
         self,
         settings: Settings,
@@ -190,8 +219,12 @@ class RedisStore:
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client or make_client(settings)
-        # A second, small pool with a longer timeout and no breaker: the last try of
-        # a read that has no other answer than the database (see read_patiently).
+        # A second, small pool with a longer timeout and no breaker, for calls that
+        # would rather wait than give up: the last try of a read that has no other
+        # answer than the database (read_patiently), a cold key's fill (its lease
+        # and its renewals, its reads while waiting, its entry: the alternative is
+        # a second slow query), and a write's cache action after its commit (read-your-writes
+        # depends on it; a PUT may take 500 ms).
         pool = self.client.connection_pool
         self.patient = redis.Redis(
             connection_pool=redis.BlockingConnectionPool(
@@ -211,16 +244,33 @@ class RedisStore:
             on_transition=_record_transition,
         )
         metrics.BREAKER_STATE.set(STATE_LEVEL[self.breaker.state])
-        self._guarded_write = self.client.register_script(_GUARDED_WRITE)
-        self._acquire = self.client.register_script(_ACQUIRE)
-        self._next_fence = self.client.register_script(_NEXT_FENCE)
-        self._extend = self.client.register_script(_EXTEND)
-        self._release = self.client.register_script(_RELEASE)
 
-    def _call(self, func: Callable[[], T]) -> T:
+    def _breaker_for(self, key: str) -> CircuitBreaker:
+        """The breaker guarding calls on ``key`` (one per worker on a single node)."""
+        return self.breaker
+
+    def _patient_client(self, key: str) -> Any:
+        """The client of patient calls on ``key`` (one small pool on a single node)."""
+        return self.patient
+
+    def _call_patiently(self, func: Callable[[Any], T], key: str) -> T:
+        """Run ``func`` past the breaker with ``REDIS_RETRY_TIMEOUT_MS``."""
+        return func(self._patient_client(key))
+
+    def _call(self, func: Callable[[Any], T], key: str, patient: bool = False) -> T:
+        """Run ``func(client)``: through ``key``'s breaker with the short timeouts,
+        or (``patient``) past the breaker on the patient pool."""
+        if patient:
+            try:
+                return self._call_patiently(func, key)
+            except Exception as exc:
+                metrics.REDIS_ERRORS["patient"].inc()
+                raise CacheUnavailable(f"redis unavailable: {_describe(exc)}") from exc
         try:
-            with self.breaker.guard(_FAILURES):
-                return func()
+            with self._breaker_for(key).guard(self.failures):
+                return func(self.client)
+        except CacheUnavailable:
+            raise  # already decided (a cluster not reachable yet)
         except BreakerOpen as exc:
             metrics.REDIS_ERRORS["breaker_open"].inc()
             raise CacheUnavailable(str(exc)) from exc
@@ -230,6 +280,9 @@ class RedisStore:
         except _FAILURES as exc:
             metrics.REDIS_ERRORS["connection"].inc()
             raise CacheUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
+        except self.failures as exc:  # a cluster's own failures (cachelab.engine.cluster)
+            metrics.REDIS_ERRORS["cluster"].inc()
+            raise CacheUnavailable(f"redis cluster: {_describe(exc)}") from exc
         except redis.exceptions.ReadOnlyError as exc:
             metrics.REDIS_ERRORS["readonly"].inc()
             raise CacheUnavailable("redis is read-only (failover): reconnecting") from exc
@@ -244,75 +297,75 @@ class RedisStore:
     def read(self, key: str) -> Read:
         """The entry under ``key`` and its PTTL, in one round trip."""
 
-        def get() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(key)
-            pipe.pttl(key)
-            return pipe.execute()
-
-        raw, pttl = self._call(get)
-        entry = decode(raw)
-        if entry is None or pttl is None or pttl < 0:
-            return NOTHING
-        return Read(entry, pttl)
+        return self._read(key, patient=False)
 
     def read_patiently(self, key: str) -> Read:
         """:meth:`read` once more, past an open breaker, with ``REDIS_RETRY_TIMEOUT_MS``:
         for a request whose only other answer is the slow query (no copy in this
         worker). A Redis that is merely slow (a saturated machine) still answers
         it; a dead one costs it at most that timeout before the query."""
-        try:
-            pipe = self.patient.pipeline(transaction=False)
+        return self._read(key, patient=True)
+
+    def _read(self, key: str, patient: bool) -> Read:
+        def get(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
             pipe.get(key)
             pipe.pttl(key)
-            raw, pttl = pipe.execute()
-        except Exception as exc:  # any failure: the caller goes to the database
-            metrics.REDIS_ERRORS["patient"].inc()
-            raise CacheUnavailable(f"redis unavailable on retry: {type(exc).__name__}") from exc
+            return pipe.execute()
+
+        raw, pttl = self._call(get, key, patient)
         entry = decode(raw)
         if entry is None or pttl is None or pttl < 0:
             return NOTHING
         return Read(entry, pttl)
 
-    def write(self, key: str, entry: Entry, px: int, guarded: bool = True) -> bool:
+    def write(
+        self, key: str, entry: Entry, px: int, guarded: bool = True, patient: bool = False
+    ) -> bool:
         """Store ``entry`` for ``px`` ms; guarded: only if newer than what is stored."""
         payload = entry.encode()
         px = max(1, px)
         if not guarded:
-            self._call(lambda: self.client.set(key, payload, px=px))
+            self._call(lambda c: c.set(key, payload, px=px), key, patient)
             return True
         version = NO_VERSION if entry.version is None else entry.version
         args: list[bytes | str | int] = [payload, px, version, entry.fence, entry.kind]
-        return bool(self._call(lambda: self._guarded_write(keys=[key], args=args)))
+        return bool(self._call(lambda c: GUARDED_WRITE(c, [key], args), key, patient))
 
     def restore(self, key: str, entry: Entry, px: int) -> bool:
         """Write a worker's copy back only where Redis has nothing (after it lost
         its data): whatever is there, older or newer, wins."""
         payload = entry.encode()
-        return bool(self._call(lambda: self.client.set(key, payload, px=max(1, px), nx=True)))
+        return bool(self._call(lambda c: c.set(key, payload, px=max(1, px), nx=True), key))
 
-    def delete(self, *keys: str) -> int:
-        return int(self._call(lambda: self.client.unlink(*keys)))
+    def delete(self, *keys: str, patient: bool = False) -> int:
+        """UNLINK entries' keys (guarded by the first key's breaker)."""
+        return int(self._call(lambda c: c.unlink(*keys), keys[0], patient))
 
-    def next_fence(self, fence_key: str) -> int:
-        return int(self._call(lambda: self._next_fence(keys=[fence_key], args=[self.fence_ttl_ms])))
+    def next_fence(self, fence_key: str, patient: bool = False) -> int:
+        args = [self.fence_ttl_ms]
+        return int(self._call(lambda c: NEXT_FENCE(c, [fence_key], args), fence_key, patient))
 
     # -- leases -----------------------------------------------------------------
-    def acquire(self, lease_key: str, fence_key: str, token: str, px: int) -> int:
+    def acquire(
+        self, lease_key: str, fence_key: str, token: str, px: int, patient: bool = False
+    ) -> int:
         """The fence (> 0) if the lease is now ours, else -(ms it still lives)."""
         args: list[str | int] = [token, px, self.fence_ttl_ms]
-        return int(self._call(lambda: self._acquire(keys=[lease_key, fence_key], args=args)))
+        keys = [lease_key, fence_key]
+        return int(self._call(lambda c: ACQUIRE(c, keys, args), lease_key, patient))
 
-    def extend(self, lease_key: str, token: str, px: int) -> bool:
+    def extend(self, lease_key: str, token: str, px: int, patient: bool = False) -> bool:
         """True if renewed; False if refused (gone, or someone else's).
         Raises :class:`CacheUnavailable` when Redis cannot tell."""
-        return bool(self._call(lambda: self._extend(keys=[lease_key], args=[token, px])))
+        args = [token, px]
+        return bool(self._call(lambda c: EXTEND(c, [lease_key], args), lease_key, patient))
 
     def release(self, lease_key: str, token: str) -> None:
         """Release if still ours; an expired lease or an outage is not an error
         (the lease ends by itself)."""
         try:
-            self._call(lambda: self._release(keys=[lease_key], args=[token]))
+            self._call(lambda c: RELEASE(c, [lease_key], [token]), lease_key)
         except CacheUnavailable:
             pass
 
@@ -334,8 +387,37 @@ class RedisStore:
             deleted += int(self.client.unlink(*batch))
         return deleted
 
+    def peek(self, keys: Sequence[str]) -> list[tuple[bytes | None, int, bytes | None]]:
+        """Each key's raw entry, PTTL and raw lease, in one round trip (the
+        dashboard's key table; bypasses the breaker)."""
+        if not keys:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.pttl(key)
+            pipe.get(f"{key}:lease")
+        replies = pipe.execute()
+        return [
+            (replies[3 * i], int(replies[3 * i + 1]), replies[3 * i + 2]) for i in range(len(keys))
+        ]
+
     def info(self) -> dict[str, Any]:
         return dict(self.client.info())
+
+    def breaker_state(self) -> str:
+        """The breaker's state (the worst node's, on a cluster)."""
+        return self.breaker.state
+
+    def topology_status(self) -> dict[str, Any]:
+        """What /readyz shows of the topology (nothing for a single node)."""
+        return {}
+
+    def start(self) -> None:
+        """Background work of the store (a cluster's shard map); none on one node."""
+
+    def close(self) -> None:
+        """Stop what :meth:`start` started."""
 
     def ping(self) -> None:
         """Readiness probe; bypasses the breaker so it can see Redis come back."""

@@ -9,8 +9,8 @@ never extended by serving the copy.
 
 Coherence comes from Redis' invalidations, pushed over the tracking
 connection(s) that :mod:`cachelab.engine.tracking` keeps open and attaches here
-(one per node that holds keys: one on a single node, one per primary on a
-cluster).
+(one on a single node; on a cluster one per node, primaries and replicas: a
+replica is the next primary).
 
 Rules
 -----
@@ -24,7 +24,12 @@ Rules
   before the copy was read and has answered a heartbeat sent at most
   ``TRACKING_HEARTBEAT_SECONDS`` ago. Replies on one connection arrive in order,
   so that answer proves every invalidation sent before it was received: a
-  silently dead connection leaves a copy stale for at most the heartbeat.
+  silently dead connection leaves a copy stale for at most the heartbeat. On a
+  cluster, "every connection" means one to each node of the shard map.
+* **A topology change** is treated like a lost connection for the keys it
+  touches: a failover or a node added or removed is a new epoch, as a
+  re-attachment is (nothing read before it is served); slots moved between
+  known nodes invalidate the copies of their keys.
 * **Uncovered** (the listener is starting, down, or the server refused
   tracking): a copy read then is served for at most ``MEMORY_FALLBACK_TTL_MS``
   after Redis confirmed it -- never for read-your-writes targets. A copy read
@@ -54,6 +59,7 @@ from typing import Any
 
 import redis
 from cachetools import LRUCache
+from redis.crc import key_slot
 
 from .. import metrics
 from .model import Entry
@@ -99,8 +105,11 @@ class Snapshot:
 class Link:
     """One attached tracking connection, as the request path sees it."""
 
-    def __init__(self, conn: Any, heartbeat_command: tuple[str, ...], now: float) -> None:
+    def __init__(
+        self, conn: Any, heartbeat_command: tuple[str, ...], now: float, node: str = ""
+    ) -> None:
         self.conn = conn
+        self.node = node  # the cluster node it listens to ("" on a single node)
         self.sock = conn._sock
         self.heartbeat_command = heartbeat_command
         self.attached_at = now
@@ -133,6 +142,7 @@ class Tier1:
         self._reseed_epoch = 0
         self._links: list[Link] = []
         self._expected_links = 0  # how many connections coverage needs (0: none attached)
+        self._expected_nodes: frozenset[str] | None = None  # a cluster's: one link each
         self._lock = threading.Lock()  # the copies and the numbering
         self._io_lock = threading.RLock()  # the connections: reading, applying, heartbeats
         self._watchers: dict[str, set[threading.Event]] = {}
@@ -180,7 +190,10 @@ class Tier1:
         if not links or len(links) < self._expected_links:
             return False
         now = self.heartbeat_clock()
-        return all(not link.broken and now - link.alive_at <= self.heartbeat for link in links)
+        if not all(not link.broken and now - link.alive_at <= self.heartbeat for link in links):
+            return False
+        nodes = self._expected_nodes
+        return nodes is None or nodes <= {link.node for link in links}
 
     def sync(self) -> None:
         """Apply every invalidation that reached this worker (see the rules)."""
@@ -319,9 +332,11 @@ class Tier1:
         self._on_change.append(hook)
 
     # -- connections (called by the tracking listener) ----------------------------------
-    def attach(self, conn: Any, heartbeat_command: tuple[str, ...], same_server: bool) -> Link:
+    def attach(
+        self, conn: Any, heartbeat_command: tuple[str, ...], same_server: bool, node: str = ""
+    ) -> Link:
         """A connection now subscribed to the namespace's invalidations."""
-        link = Link(conn, heartbeat_command, self.heartbeat_clock())
+        link = Link(conn, heartbeat_command, self.heartbeat_clock(), node)
         conn._parser.set_invalidation_push_handler(self._on_push)
         with self._io_lock, self._lock:
             self._epoch += 1  # what was read before may have missed invalidations
@@ -340,6 +355,27 @@ class Tier1:
     def expect(self, connections: int) -> None:
         """How many connections coverage needs (the listener says; 0 when off)."""
         self._expected_links = connections
+
+    def expect_nodes(self, nodes: frozenset[str]) -> None:
+        """A cluster: coverage needs a live connection to each of these nodes."""
+        self._expected_nodes = nodes
+        self._expected_links = len(nodes)
+
+    def topology_changed(self) -> None:
+        """The cluster's members changed (a failover, a node joined or left): a
+        new epoch, as a re-attachment is (copies read before may have missed an
+        invalidation)."""
+        with self._io_lock, self._lock:
+            self._epoch += 1
+        self._wake(None)
+
+    def slots_moved(self, slots: frozenset[int]) -> None:
+        """Slots moved between known nodes: their keys are handled as invalidated
+        (copies dropped, reads in flight refused), the others keep their copies."""
+        with self._lock:
+            keys = [key for key in self._copies if key_slot(key.encode()) in slots]
+        if keys:
+            self.invalidate(keys)
 
     def drain(self, link: Link) -> None:
         """Read and apply what is waiting on ``link`` (the listener's wake-up)."""

@@ -30,7 +30,11 @@ Every mode commits the write to PostgreSQL first (the ``items`` trigger bumps
 returned, the next GET through Nginx returns that version or a newer one
 (the tombstone or new entry is in Redis, and the tracking invalidation has
 been sent to every worker before the PUT's answer; a worker whose tier 1 is
-not covered reads these items from Redis, never from memory).
+not covered reads these items from Redis, never from memory). The cache action
+after the commit is patient -- past the breaker, ``REDIS_RETRY_TIMEOUT_MS`` --
+because the promise depends on it: a Redis that is only slow still takes it.
+A Redis that cannot take it at all gets ``"cache_action": "failed"``: the
+write is done, and that entry ages out by its TTL (a documented exception).
 """
 
 from __future__ import annotations
@@ -113,7 +117,7 @@ class Writer:
         if mode == "delete":
             return self.invalidate(target, version)
         assert mode == "write-through"
-        fence = self.store.next_fence(target.fence_key) if target.guarded else 0
+        fence = self.store.next_fence(target.fence_key, patient=True) if target.guarded else 0
         ttl = jittered_ttl(
             self.settings.cache_ttl_seconds, self.settings.cache_jitter_ratio, self.rng
         )
@@ -124,15 +128,18 @@ class Writer:
             float(self.settings.cache_grace_seconds),
             self.wall(),
         )
-        written = self.store.write(target.key, entry, entry.px, guarded=target.guarded)
+        written = self.store.write(
+            target.key, entry, entry.px, guarded=target.guarded, patient=True
+        )
         return "written" if written else "kept-newer"
 
     def invalidate(self, target: Target, version: int) -> str:
         """The delete of ``delete`` and ``notify``: a tombstone carrying the committed
         version (guarded), or a plain delete (unguarded, to show the race)."""
         if not target.guarded:
-            self.store.delete(target.key)
+            self.store.delete(target.key, patient=True)
             return "deleted"
-        mark = tombstone(version, self.store.next_fence(target.fence_key), self.wall())
-        written = self.store.write(target.key, mark, self.settings.tombstone_ttl_ms)
+        fence = self.store.next_fence(target.fence_key, patient=True)
+        mark = tombstone(version, fence, self.wall())
+        written = self.store.write(target.key, mark, self.settings.tombstone_ttl_ms, patient=True)
         return "tombstone" if written else "kept-newer"

@@ -13,12 +13,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .. import logs
 from ..config import Settings
+from ..engine.cluster import ClusterStore, Topology
 from ..engine.fills import Fills
 from ..engine.keys import prefix
 from ..engine.reads import ReadPath
 from ..engine.store import RedisStore
 from ..engine.tier1 import Tier1
-from ..engine.tracking import TrackingListener
+from ..engine.tracking import ClusterTracking, TrackingListener
 from ..engine.writes import Writer
 from ..postgres.database import Database
 from ..postgres.notify import Freshness, NotifyListener
@@ -44,7 +45,7 @@ def build_lab(
     """Wire the engine's collaborators (nothing starts until :meth:`Lab.start`)."""
     rng = rng or random.Random()
     db = db or Database(settings)
-    store = store or RedisStore(settings)
+    store = store or (ClusterStore(settings) if settings.redis_cluster else RedisStore(settings))
     tier1 = Tier1(
         settings.local_cache_size,
         settings.local_cache_bytes,
@@ -52,13 +53,35 @@ def build_lab(
         settings.tracking_heartbeat_seconds,
         clock,
     )
-    tracking = TrackingListener(
-        store.client,
-        prefix(settings.cache_namespace),
-        tier1,
-        settings.tracking_heartbeat_seconds,
-        enabled=settings.cache_tracking == "auto",
-    )
+    tracking: TrackingListener | ClusterTracking
+    if isinstance(store, ClusterStore):
+        listeners = ClusterTracking(
+            store.node_client,
+            prefix(settings.cache_namespace),
+            tier1,
+            settings.tracking_heartbeat_seconds,
+            enabled=settings.cache_tracking == "auto",
+        )
+
+        def topology_changed(old: Topology | None, new: Topology) -> None:
+            """A change of the shard map, treated like a lost connection for the
+            keys it touches; then the listeners follow the nodes."""
+            if old is None or old.members != new.members:
+                tier1.topology_changed()
+            else:
+                tier1.slots_moved(new.moved_since(old))
+            listeners.on_topology(frozenset(n.name for n in new.nodes))
+
+        store.shard_map.subscribe(topology_changed)
+        tracking = listeners
+    else:
+        tracking = TrackingListener(
+            store.client,
+            prefix(settings.cache_namespace),
+            tier1,
+            settings.tracking_heartbeat_seconds,
+            enabled=settings.cache_tracking == "auto",
+        )
     jobs = BackgroundJobs(settings.refresh_threads, settings.refresh_queue, clock)
     bulkhead = Bulkhead(settings.miss_slots, settings.fill_slots, settings.follower_slots)
     sources = LabSources(db, clock)

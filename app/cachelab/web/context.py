@@ -16,7 +16,7 @@ from ..engine.fills import Fills
 from ..engine.reads import ReadPath
 from ..engine.store import RedisStore
 from ..engine.tier1 import Tier1
-from ..engine.tracking import TrackingListener
+from ..engine.tracking import ClusterTracking, TrackingListener
 from ..engine.writes import Writer
 from ..postgres.database import Database
 from ..postgres.notify import Freshness, NotifyListener
@@ -31,7 +31,7 @@ class Lab:
     reads: ReadPath
     writer: Writer
     tier1: Tier1
-    tracking: TrackingListener
+    tracking: TrackingListener | ClusterTracking
     store: RedisStore
     fills: Fills
     bulkhead: Bulkhead
@@ -43,6 +43,7 @@ class Lab:
 
     def start(self) -> None:
         """Start the background threads (after fork: gunicorn calls create_app per worker)."""
+        self.store.start()
         self.tracking.start()
         self.notify.start()
 
@@ -51,6 +52,7 @@ class Lab:
         self.jobs.shutdown()
         self.fills.close()
         self.tracking.close()
+        self.store.close()
         self.notify.close()
 
     def kill(self) -> None:
@@ -59,6 +61,7 @@ class Lab:
         self.fills.close(release=False)
         self.jobs.shutdown()
         self.tracking.close()
+        self.store.close()
         self.notify.close()
 
 

@@ -1,10 +1,11 @@
-"""The live dashboard: an HTML page and the JSON snapshot it polls.
+"""The live dashboard: an HTML page, the snapshot it polls, and its charts.
 
-``/api/dashboard`` reads the same merged multiprocess registry as ``/metrics``
-(one set of books, shared by every gunicorn worker) and returns cumulative
-totals and histogram buckets with the server's clock. The browser turns two
-snapshots into rates, ratios and percentiles (``static/dashboard.js``), the way
-Prometheus' ``rate()`` and ``histogram_quantile()`` do, and keeps the history.
+``/api/dashboard`` is what only the app can say now: health of Redis and
+PostgreSQL, the breaker, tier 1's mode, what Redis says about itself (INFO)
+and the keys of the namespace. ``/api/dashboard/series`` is every figure over
+time -- hit ratio, requests/s, latency quantiles, slow queries/s, the counts
+by result -- as Prometheus computes them from the scraped counters
+(``cachelab.web.promql``); the browser only draws them.
 
 Reading the dashboard changes nothing on the server: the key scan talks to
 Redis directly (not through the request path's circuit breaker, whose state
@@ -13,8 +14,6 @@ and error counters belong to real traffic), and only after a successful ping.
 
 from __future__ import annotations
 
-import math
-import socket
 import time
 from typing import Any
 
@@ -24,15 +23,13 @@ from flask import Blueprint, Response, current_app, jsonify, render_template
 from .. import metrics
 from ..engine.keys import entry_key, namespace_pattern
 from ..engine.model import decode
+from ..engine.store import CacheUnavailable
+from . import promql
 from .context import Lab, lab
 from .views import dependency_health
 
 bp = Blueprint("dashboard", __name__)
 
-# Routes whose requests are cache lookups (the page and its JSON twin): the
-# dashboard's own polling, health checks and static files are not traffic.
-LOOKUP_ROUTES = ("/", "/api/version", "/api/items/<raw_id>")
-CACHE_RESULTS = metrics.RESULTS
 REDIS_INFO_FIELDS = (
     "used_memory",
     "maxmemory",
@@ -52,13 +49,16 @@ MAX_KEYS_SCANNED = 10_000
 _REDIS_FAILURES = (redis.exceptions.RedisError, OSError)
 
 
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.get("/dashboard")
 def dashboard_page() -> Response:
     settings = current_app.config["SETTINGS"]
     html = render_template("dashboard.html", settings=settings, max_keys=MAX_KEYS_SHOWN)
-    response = Response(html, mimetype="text/html")
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return _no_store(Response(html, mimetype="text/html"))
 
 
 @bp.get("/api/dashboard")
@@ -68,127 +68,51 @@ def dashboard_snapshot() -> Response:
     redis_state, pg_state = dependency_health(service)
     document = {
         "server_time": time.time(),
-        # Counters are per app container; the browser keeps deltas per instance.
-        "instance": socket.gethostname(),
         "strategy": settings.cache_strategy,
         "ttl_seconds": settings.cache_ttl_seconds,
         "grace_seconds": settings.cache_grace_seconds,
-        **read_metrics(metrics.registry()),
+        "breaker": read_breaker(metrics.registry()),
         "health": {"redis": redis_state, "postgres": pg_state},
         "redis_info": read_redis_info(service, redis_state["status"] == "up"),
         "keys": read_keys(service, settings.cache_namespace, redis_state["status"] == "up"),
     }
-    response = jsonify(document)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return _no_store(jsonify(document))
 
 
-# -- metrics ------------------------------------------------------------------
-def _empty_histogram() -> dict[str, Any]:
-    return {"buckets": {}, "count": 0.0, "sum": 0.0}
+@bp.get("/api/dashboard/series")
+def dashboard_series() -> Response | tuple[Response, int]:
+    """The charts and tables, from Prometheus (a fixed set of PromQL queries)."""
+    settings = current_app.config["SETTINGS"]
+    if not settings.prometheus_url:
+        return _no_store(
+            jsonify(
+                status="off",
+                reason="PROMETHEUS_URL is not set: no Prometheus behind this app "
+                "(on AWS the figures are in CloudWatch)",
+            )
+        )
+    try:
+        document = promql.read_all(promql.Prometheus(settings.prometheus_url))
+    except promql.PrometheusUnavailable as exc:
+        response = _no_store(jsonify(status="unavailable", reason=str(exc)))
+        response.headers["Retry-After"] = "2"
+        return response, 503
+    document["prometheus_ui"] = settings.prometheus_ui_url
+    return _no_store(jsonify(document))
 
 
-def _add_histogram_sample(hist: dict[str, Any], suffix: str, labels: dict, value: float) -> None:
-    if suffix == "_bucket":
-        le = labels["le"]
-        hist["buckets"][le] = hist["buckets"].get(le, 0.0) + value
-    elif suffix == "_count":
-        hist["count"] += value
-    elif suffix == "_sum":
-        hist["sum"] += value
-
-
-def _finish_histogram(hist: dict[str, Any]) -> dict[str, Any]:
-    """Buckets as [[upper bound, cumulative count], ...] sorted, +Inf as null."""
-    pairs = sorted(
-        ((float(le), count) for le, count in hist["buckets"].items()), key=lambda pair: pair[0]
-    )
-    return {
-        "buckets": [[None if math.isinf(le) else le, count] for le, count in pairs],
-        "count": hist["count"],
-        "sum": hist["sum"],
-    }
-
-
-def read_metrics(registry) -> dict[str, Any]:
-    """Cumulative totals from the merged registry: what /metrics exposes, as JSON."""
-    cache_requests: dict[str, float] = {result: 0.0 for result in CACHE_RESULTS}
-    by_strategy: dict[str, dict[str, float]] = {}
-    lookups = _empty_histogram()
-    lookups_by_result: dict[str, float] = {}
-    slow = {"ok": _empty_histogram(), "error": _empty_histogram()}
-    refreshes: dict[str, float] = {}
-    lock_waits: dict[str, float] = {}
-    redis_errors: dict[str, float] = {}
-    item_reads: dict[str, dict[str, float]] = {}
-    staleness: dict[str, dict[str, Any]] = {}
-    breaker_level: float | None = None
-    tracking_level: float | None = None
+# -- the breaker --------------------------------------------------------------
+def read_breaker(registry) -> dict[str, Any]:
+    """The worst live worker's breaker state (a livemax gauge in the merged registry)."""
+    level: float | None = None
     for family in registry.collect():
         for sample in family.samples:
-            name, labels, value = sample.name, sample.labels, sample.value
-            if name == "cachelab_cache_requests_total":
-                result = labels.get("result", "")
-                cache_requests[result] = cache_requests.get(result, 0.0) + value
-                per = by_strategy.setdefault(labels.get("strategy", ""), {})
-                per[result] = per.get(result, 0.0) + value
-            elif name.startswith("cachelab_http_request_duration_seconds"):
-                if labels.get("route") not in LOOKUP_ROUTES:
-                    continue
-                suffix = name[len("cachelab_http_request_duration_seconds") :]
-                _add_histogram_sample(lookups, suffix, labels, value)
-                if suffix == "_count":
-                    result = labels.get("cache_result", "none")
-                    lookups_by_result[result] = lookups_by_result.get(result, 0.0) + value
-            elif name.startswith("cachelab_slow_query_duration_seconds"):
-                outcome = labels.get("outcome", "ok")
-                suffix = name[len("cachelab_slow_query_duration_seconds") :]
-                _add_histogram_sample(
-                    slow.setdefault(outcome, _empty_histogram()), suffix, labels, value
-                )
-            elif name == "cachelab_cache_refreshes_total":
-                key = f"{labels.get('trigger')}:{labels.get('outcome')}"
-                refreshes[key] = refreshes.get(key, 0.0) + value
-            elif name == "cachelab_cache_lock_waits_total":
-                lock_waits[labels.get("outcome", "")] = value + lock_waits.get(
-                    labels.get("outcome", ""), 0.0
-                )
-            elif name == "cachelab_redis_errors_total":
-                redis_errors[labels.get("kind", "")] = value + redis_errors.get(
-                    labels.get("kind", ""), 0.0
-                )
-            elif name == "cachelab_redis_breaker_state":
-                breaker_level = value if breaker_level is None else max(breaker_level, value)
-            elif name == "cachelab_tracking_state":
-                tracking_level = value if tracking_level is None else max(tracking_level, value)
-            elif name == "cachelab_item_reads_total":
-                per_mode = item_reads.setdefault(labels.get("mode", ""), {})
-                freshness = labels.get("freshness", "")
-                per_mode[freshness] = per_mode.get(freshness, 0.0) + value
-            elif name.startswith("cachelab_item_staleness_seconds"):
-                suffix = name[len("cachelab_item_staleness_seconds") :]
-                _add_histogram_sample(
-                    staleness.setdefault(labels.get("mode", ""), _empty_histogram()),
-                    suffix,
-                    labels,
-                    value,
-                )
-    level = None if breaker_level is None else int(breaker_level)
+            if sample.name == "cachelab_redis_breaker_state":
+                level = sample.value if level is None else max(level, sample.value)
+    state = None if level is None else int(level)
     return {
-        "cache_requests": cache_requests,
-        "cache_requests_by_strategy": by_strategy,
-        "lookups": {**_finish_histogram(lookups), "by_result": lookups_by_result},
-        "slow_query": {outcome: _finish_histogram(hist) for outcome, hist in slow.items()},
-        "refreshes": refreshes,
-        "lock_waits": lock_waits,
-        "redis_errors": redis_errors,
-        "breaker": {
-            "level": level,
-            "state": "unknown" if level is None else BREAKER_LEVELS.get(level, "unknown"),
-        },
-        "tracking_level": None if tracking_level is None else int(tracking_level),
-        "item_reads": item_reads,
-        "item_staleness": {mode: _finish_histogram(h) for mode, h in staleness.items()},
+        "level": state,
+        "state": "unknown" if state is None else BREAKER_LEVELS.get(state, "unknown"),
     }
 
 
@@ -200,9 +124,11 @@ def read_redis_info(service: Lab, redis_up: bool) -> dict[str, Any]:
         return {"status": "unavailable"}
     try:
         info = service.store.info()
-    except _REDIS_FAILURES as exc:
+    except _REDIS_FAILURES + (CacheUnavailable,) as exc:
         return {"status": "unavailable", "error": f"redis: {type(exc).__name__}"}
     fields = {name: info[name] for name in REDIS_INFO_FIELDS if name in info}
+    if "nodes" in info:  # a cluster: the summed figures, and one row per primary
+        fields["nodes"] = info["nodes"]
     return {"status": "ok", **fields}
 
 
@@ -211,7 +137,6 @@ def read_keys(service: Lab, namespace: str, redis_up: bool) -> dict[str, Any]:
     """The namespace's entries: fresh / stale / refreshing / missing, with TTLs."""
     if not redis_up:
         return {"status": "unavailable", "total": None, "items": []}
-    client = service.store.client
     try:
         data_keys: list[str] = []
         locks: set[str] = set()
@@ -232,13 +157,8 @@ def read_keys(service: Lab, namespace: str, redis_up: bool) -> dict[str, Any]:
         filling = sorted(locks.difference(data_keys))
         shown = sorted(data_keys)[:MAX_KEYS_SHOWN]
         shown += filling[: max(0, MAX_KEYS_SHOWN - len(shown))]
-        pipe = client.pipeline(transaction=False)
-        for key in shown:
-            pipe.get(key)
-            pipe.pttl(key)
-            pipe.get(f"{key}:lease")
-        replies = pipe.execute() if shown else []
-    except _REDIS_FAILURES as exc:
+        replies = service.store.peek(shown)
+    except _REDIS_FAILURES + (CacheUnavailable,) as exc:
         return {
             "status": "unavailable",
             "error": f"redis: {type(exc).__name__}",
@@ -247,9 +167,8 @@ def read_keys(service: Lab, namespace: str, redis_up: bool) -> dict[str, Any]:
         }
     now = time.time()
     items = []
-    for index, key in enumerate(shown):
-        raw, pttl, lease = replies[3 * index : 3 * index + 3]
-        items.append(_key_state(key, raw, pttl, _lease_alive(lease, now), now))
+    for key, (value, pttl, lease) in zip(shown, replies, strict=True):
+        items.append(_key_state(key, value, pttl, _lease_alive(lease, now), now))
     return {
         "status": "ok",
         "total": len(data_keys),

@@ -87,9 +87,10 @@ def _probe(ping, failure: type[Exception]) -> dict:
 def dependency_health(running: Lab) -> tuple[dict, dict]:
     """Ping Redis and PostgreSQL once: shared by /readyz and /api/dashboard."""
     redis_state = {
-        "breaker": running.store.breaker.state,
+        "breaker": running.store.breaker_state(),
         "memory_tier": memory_tier_status(running),
         **_probe(running.store.ping, CacheUnavailable),
+        **running.store.topology_status(),
     }
     return redis_state, _probe(running.db.ping, DatabaseUnavailable)
 

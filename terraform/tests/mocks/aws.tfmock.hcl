@@ -67,8 +67,9 @@ mock_resource "aws_lb" {
 
 mock_resource "aws_elasticache_replication_group" {
   defaults = {
-    primary_endpoint_address = "master.cachelab-cache.abcdef.euw1.cache.amazonaws.com"
-    reader_endpoint_address  = "replica.cachelab-cache.abcdef.euw1.cache.amazonaws.com"
+    primary_endpoint_address       = "master.cachelab-cache.abcdef.euw1.cache.amazonaws.com"
+    reader_endpoint_address        = "replica.cachelab-cache.abcdef.euw1.cache.amazonaws.com"
+    configuration_endpoint_address = "clustercfg.cachelab-cache.abcdef.euw1.cache.amazonaws.com"
   }
 }
 
@@ -130,11 +131,6 @@ mock_resource "aws_launch_template" {
 }
 
 
-mock_resource "aws_lb_target_group" {
-  defaults = {
-    arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/app-mock/0123456789abcdef"
-  }
-}
 
 mock_resource "aws_iam_role" {
   defaults = {
@@ -212,4 +208,100 @@ mock_resource "aws_cloudwatch_metric_alarm" {
   defaults = {
     arn = "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:cachelab-mock"
   }
+}
+
+mock_data "aws_ec2_instance_type" {
+  defaults = {
+    supported_architectures = ["x86_64"]
+    default_vcpus           = 2
+  }
+}
+
+# The current version of each generated secret (no rotation yet: no AWSPREVIOUS).
+mock_data "aws_secretsmanager_secret_version" {
+  defaults = {
+    secret_string = "MockAuthToken0123456789abcdefghijKLMNOPQRSTUVwxyz"
+    version_id    = "00000000-0000-0000-0000-000000000001"
+  }
+}
+
+# The cache user's secret is JSON (secrets.tf): the password and the previous
+# one (the same before any rotation).
+override_data {
+  target = data.aws_secretsmanager_secret_version.current["cache_auth"]
+  values = {
+    secret_string = "{\"password\":\"MockAuthToken0123456789abcdefghijKLMNOPQRSTUVwxyz\",\"previous\":\"MockAuthToken0123456789abcdefghijKLMNOPQRSTUVwxyz\"}"
+    version_id    = "00000000-0000-0000-0000-0000000000ca"
+  }
+}
+
+mock_resource "aws_eip" {
+  defaults = {
+    allocation_id = "eipalloc-0123456789abcdef0"
+    public_ip     = "203.0.113.10"
+  }
+}
+
+mock_resource "aws_lb_target_group" {
+  defaults = {
+    arn        = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/app-mock/0123456789abcdef"
+    arn_suffix = "targetgroup/app-mock/0123456789abcdef"
+  }
+}
+
+mock_resource "aws_ecs_task_definition" {
+  defaults = {
+    arn = "arn:aws:ecs:eu-west-1:123456789012:task-definition/cachelab-db-init:1"
+  }
+}
+
+mock_resource "aws_s3_bucket" {
+  defaults = {
+    arn    = "arn:aws:s3:::cachelab-loadgen-20260101000000000000000001"
+    bucket = "cachelab-loadgen-20260101000000000000000001"
+  }
+}
+
+mock_resource "aws_instance" {
+  defaults = {
+    id = "i-0loadgenmaster000"
+  }
+}
+
+mock_resource "aws_elasticache_user_group" {
+  defaults = {
+    id  = "cachelab-cache"
+    arn = "arn:aws:elasticache:eu-west-1:123456789012:usergroup:cachelab-cache"
+  }
+}
+
+override_resource {
+  target          = aws_subnet.edge[0]
+  override_during = plan
+  values          = { id = "subnet-0e000000000000001" }
+}
+override_resource {
+  target          = aws_subnet.edge[1]
+  override_during = plan
+  values          = { id = "subnet-0e000000000000002" }
+}
+override_resource {
+  target          = aws_subnet.loadgen[0]
+  override_during = plan
+  values          = { id = "subnet-0f000000000000001" }
+}
+override_resource {
+  target          = aws_subnet.loadgen[1]
+  override_during = plan
+  values          = { id = "subnet-0f000000000000002" }
+}
+override_resource {
+  target          = aws_security_group.loadgen[0]
+  override_during = plan
+  values          = { id = "sg-0f0f0f0f0f0f0f0f0" }
+}
+override_resource {
+  target          = aws_security_group.db_init
+  override_during = plan
+  values          = { id = "sg-0e0e0e0e0e0e0e0e0" }
 }

@@ -1,22 +1,18 @@
-/* Live dashboard for the caching lab. Plain JS, no build step.
+/* Live dashboard for the caching lab. Plain JS, no build step: it draws.
  *
- * Polls /api/dashboard (cumulative counters and histogram buckets from the
- * app's merged Prometheus registry) about once a second and derives
- * everything over time here: rates and ratios from the difference of two
- * snapshots, percentiles by interpolating inside histogram buckets as
- * Prometheus' histogram_quantile() does. Counters are per app container, so
- * differences are taken per instance and then added up. History (5 minutes)
- * lives only in this page.
+ * Two polls: /api/dashboard (about once a second: health, the breaker, tier 1,
+ * Redis INFO, the keys) and /api/dashboard/series (every 2 s: every figure over
+ * time, computed by Prometheus from the scraped counters with the PromQL that
+ * the answer carries, see cachelab/web/promql.py and prometheus/rules.yml).
+ * Nothing here computes a rate, a ratio or a percentile; history lives in
+ * Prometheus, so it survives a reload.
  */
 (function () {
   "use strict";
 
   var POLL_MS = 1000;
-  var WINDOW_S = 10;        // tiles and chart points: change over the last 10 s
-  var HISTORY_S = 300;      // charts and "last 5 min" tables
-  var INSTANCE_STALE_MS = 15000;
+  var SERIES_MS = 2000;
   var MISSING_KEEP_MS = 60000;
-  var HIT_RESULTS = ["hit", "stale", "local"];
   var RESULT_LABELS = {
     hit: "HIT", stale: "STALE (served, refresh started)", miss: "MISS (ran the slow query)",
     collapsed: "MISS collapsed (waited for another request's query)",
@@ -36,21 +32,19 @@
   var root = document.getElementById("dashboard");
   if (!root) { return; }
 
-  var instances = {};   // id -> {snaps: [...], seen: ms}
-  var points = [];      // chart points
-  var seenTraffic = false;
-  var latest = null;    // last snapshot received (any instance)
+  var latest = null;    // last snapshot received
   var latestAt = 0;     // performance.now() when it arrived
   var lastOk = null;    // Date of the last successful poll
   var pollFailure = null;
+  var series = null;    // last /api/dashboard/series answer
   var keyMemory = {};   // key -> {row, seen}
   var charts = {};
 
   function $(id) { return document.getElementById(id); }
 
   function setText(id, text) {
-    var el = $(id);
-    if (el && el.textContent !== text) { el.textContent = text; }
+    var node = $(id);
+    if (node && node.textContent !== text) { node.textContent = text; }
   }
 
   function el(tag, attrs, children) {
@@ -62,9 +56,17 @@
     return node;
   }
 
-  // -- numbers ---------------------------------------------------------------
+  function row(cells, header) {
+    return el("tr", {}, cells.map(function (cell, i) {
+      return el(i === 0 && header ? "th" : "td", i === 0 && header ? { scope: "row", text: cell } : { text: cell });
+    }));
+  }
+
+  // -- formatting ------------------------------------------------------------
+  function missing(v) { return v === null || v === undefined || !isFinite(v); }
+
   function fmtMs(seconds) {
-    if (seconds === null || seconds === undefined || !isFinite(seconds)) { return "—"; }
+    if (missing(seconds)) { return "—"; }
     var ms = seconds * 1000;
     if (ms >= 1000) { return (ms / 1000).toFixed(2) + " s"; }
     if (ms >= 100) { return ms.toFixed(0) + " ms"; }
@@ -73,254 +75,47 @@
   }
 
   function fmtRate(value) {
+    if (missing(value)) { return "—"; }
     if (value >= 100) { return value.toFixed(0); }
     if (value >= 10) { return value.toFixed(1); }
     return value.toFixed(2);
   }
 
-  function fmtCount(value) { return Math.round(value).toLocaleString("en"); }
-
-  function sumCacheRequests(snap) {
-    var total = 0;
-    Object.keys(snap.cache_requests).forEach(function (k) { total += snap.cache_requests[k]; });
-    return total;
-  }
-
-  function hitsOf(snap) {
-    return HIT_RESULTS.reduce(function (acc, k) { return acc + (snap.cache_requests[k] || 0); }, 0);
-  }
-
-  function bucketMap(hist) {
-    var map = {};
-    hist.buckets.forEach(function (pair) { map[pair[0] === null ? "+Inf" : String(pair[0])] = pair[1]; });
-    return map;
-  }
-
-  function addBuckets(acc, cur, base) {
-    var c = bucketMap(cur), b = base ? bucketMap(base) : {};
-    Object.keys(c).forEach(function (le) { acc[le] = (acc[le] || 0) + c[le] - (b[le] || 0); });
-  }
-
-  // histogram_quantile(): linear interpolation inside the bucket holding the rank.
-  function quantile(q, buckets) {
-    var bounds = Object.keys(buckets).map(function (le) {
-      return { le: le === "+Inf" ? Infinity : parseFloat(le), count: buckets[le] };
-    }).sort(function (a, b) { return a.le - b.le; });
-    if (!bounds.length) { return null; }
-    var total = bounds[bounds.length - 1].count;
-    if (!(total > 0)) { return null; }
-    var rank = q * total;
-    for (var i = 0; i < bounds.length; i++) {
-      if (bounds[i].count >= rank) {
-        if (bounds[i].le === Infinity) { return i > 0 ? bounds[i - 1].le : null; }
-        var lower = i > 0 ? bounds[i - 1].le : 0;
-        var below = i > 0 ? bounds[i - 1].count : 0;
-        var inBucket = bounds[i].count - below;
-        if (inBucket <= 0) { return bounds[i].le; }
-        return lower + (bounds[i].le - lower) * (rank - below) / inBucket;
-      }
-    }
-    return null;
-  }
-
-  // For every live app container: its latest snapshot, the one about `span`
-  // seconds before it, and the seconds between them.
-  function eachWindow(span, visit) {
-    var now = performance.now();
-    Object.keys(instances).forEach(function (id) {
-      var inst = instances[id];
-      if (now - inst.seen > INSTANCE_STALE_MS) { return; }
-      var snaps = inst.snaps, cur = snaps[snaps.length - 1], base = null;
-      for (var i = snaps.length - 2; i >= 0; i--) {
-        base = snaps[i];
-        if (cur.server_time - snaps[i].server_time >= span) { break; }
-      }
-      if (!base) { return; }
-      var dt = cur.server_time - base.server_time;
-      if (dt > 0) { visit(cur, base, dt); }
-    });
-  }
-
-  // The change over `span` seconds, added over every live instance.
-  function aggregate(span) {
-    var agg = {
-      lookups: 0, hits: 0, requests: 0, requestRate: 0, slow: 0, slowRate: 0, slowSum: 0,
-      latency: {}, slowBuckets: {}, results: {}, covered: false
-    };
-    eachWindow(span, function (cur, base, dt) {
-      agg.covered = true;
-      agg.lookups += sumCacheRequests(cur) - sumCacheRequests(base);
-      agg.hits += hitsOf(cur) - hitsOf(base);
-      Object.keys(cur.cache_requests).forEach(function (k) {
-        agg.results[k] = (agg.results[k] || 0) + cur.cache_requests[k] - (base.cache_requests[k] || 0);
-      });
-      var dReq = cur.lookups.count - base.lookups.count;
-      agg.requests += dReq;
-      agg.requestRate += dReq / dt;
-      addBuckets(agg.latency, cur.lookups, base.lookups);
-      ["ok", "error"].forEach(function (outcome) {
-        var c = cur.slow_query[outcome], b = base.slow_query[outcome];
-        if (!c) { return; }
-        var dCalls = c.count - (b ? b.count : 0);
-        agg.slow += dCalls;
-        agg.slowRate += dCalls / dt;
-        agg.slowSum += c.sum - (b ? b.sum : 0);
-        addBuckets(agg.slowBuckets, c, b);
-      });
-    });
-    return agg;
-  }
-
-  // Redis INFO counters and item staleness over `span`, for the Redis and staleness panels.
-  function aggregateExtras(span) {
-    var out = { evicted: 0, hits: 0, misses: 0, dt: 0, modes: {} };
-    eachWindow(span, function (cur, base, dt) {
-      var ci = cur.redis_info || {}, bi = base.redis_info || {};
-      if (ci.status === "ok" && bi.status === "ok" && !out.dt) {  // one server: count it once
-        out.dt = dt;
-        out.evicted = Math.max(0, ci.evicted_keys - bi.evicted_keys);
-        out.hits = Math.max(0, ci.keyspace_hits - bi.keyspace_hits);
-        out.misses = Math.max(0, ci.keyspace_misses - bi.keyspace_misses);
-      }
-      MODES.forEach(function (mode) {
-        var m = out.modes[mode] || (out.modes[mode] = { fresh: 0, stale: 0, buckets: {}, dt: 0 });
-        var cr = (cur.item_reads || {})[mode] || {}, br = (base.item_reads || {})[mode] || {};
-        m.fresh += (cr.fresh || 0) - (br.fresh || 0);
-        m.stale += (cr.stale || 0) - (br.stale || 0);
-        m.dt = Math.max(m.dt, dt);
-        var ch = (cur.item_staleness || {})[mode], bh = (base.item_staleness || {})[mode];
-        if (ch) { addBuckets(m.buckets, ch, bh); }
-      });
-    });
-    return out;
-  }
+  function fmtCount(value) { return missing(value) ? "—" : Math.round(value).toLocaleString("en"); }
 
   function fmtBytes(bytes) {
-    if (bytes === undefined || bytes === null) { return "—"; }
+    if (missing(bytes)) { return "—"; }
     if (bytes >= 1 << 30) { return (bytes / (1 << 30)).toFixed(1) + " GiB"; }
     if (bytes >= 1 << 20) { return (bytes / (1 << 20)).toFixed(1) + " MiB"; }
     return (bytes / 1024).toFixed(0) + " KiB";
   }
 
-  function renderRedisPanel(snap) {
-    var info = snap.redis_info || {}, x = aggregateExtras(WINDOW_S);
-    if (info.status !== "ok") {
-      setText("redis-memory", "unavailable");
-      $("redis-info-body").replaceChildren(row(["Redis", "unavailable"], true));
-      return;
-    }
-    var limit = info.maxmemory || 0;
-    var used = info.used_memory || 0;
-    setText("redis-memory", fmtBytes(used) + (limit ? " of " + fmtBytes(limit) + " (" + (100 * used / limit).toFixed(0) + " %)" : " (no maxmemory)"));
-    var meter = $("redis-memory-meter");
-    if (meter) { meter.value = limit ? Math.min(1, used / limit) : 0; }
-    var perS = function (n) { return x.dt ? fmtRate(n / x.dt) + "/s" : "—"; };
-    var lookups = x.hits + x.misses;
-    $("redis-info-body").replaceChildren.apply($("redis-info-body"), [
-      row(["Engine", (info.valkey_version ? "Valkey " + info.valkey_version : "Redis " + (info.redis_version || "?")) +
-        " · " + (info.maxmemory_policy || "")], true),
-      row(["Evicted keys", perS(x.evicted) + " · " + fmtCount(info.evicted_keys || 0) + " since start"], true),
-      row(["Keyspace hits / misses", perS(x.hits) + " / " + perS(x.misses) +
-        (lookups ? " (" + (100 * x.hits / lookups).toFixed(0) + " % hits)" : "")], true),
-      row(["Clients", fmtCount(info.connected_clients || 0) + " connected, " +
-        fmtCount(info.tracking_clients || 0) + " tracking (tier-1 listeners)"], true)
-    ]);
+  // A histogram bucket [lower, upper]: where a quantile lies, not a made-up point.
+  function fmtBucket(bounds) {
+    if (!bounds) { return "—"; }
+    return bounds[1] === null ? "> " + fmtMs(bounds[0]) : "in (" + fmtMs(bounds[0]) + ", " + fmtMs(bounds[1]) + "]";
   }
 
-  function renderStaleness() {
-    var x = aggregateExtras(HISTORY_S);
-    var rows = MODES.map(function (mode) {
-      var m = x.modes[mode] || { fresh: 0, stale: 0, buckets: {}, dt: 0 };
-      var reads = m.fresh + m.stale;
-      return row([mode,
-        m.dt ? fmtRate(reads / m.dt) + "/s" : "—",
-        reads ? (100 * m.stale / reads).toFixed(1) + " %" : "—",
-        m.stale ? fmtMs(quantile(0.5, m.buckets)) + " · " + fmtMs(quantile(0.99, m.buckets)) : "—"], true);
-    });
-    $("staleness-body").replaceChildren.apply($("staleness-body"), rows);
+  // -- reading the series answer --------------------------------------------
+  function figure(name, label) {
+    var found = series && series.figures ? series.figures[name] : null;
+    if (!found) { return null; }
+    var value = found[label === undefined ? "" : label];
+    return value === undefined ? null : value;
   }
 
-  function latestTotals() {
-    var totals = { results: {}, slow: 0, slowSum: 0, slowBuckets: {} };
-    var now = performance.now();
-    Object.keys(instances).forEach(function (id) {
-      var inst = instances[id];
-      if (now - inst.seen > INSTANCE_STALE_MS) { return; }
-      var cur = inst.snaps[inst.snaps.length - 1];
-      Object.keys(cur.cache_requests).forEach(function (k) {
-        totals.results[k] = (totals.results[k] || 0) + cur.cache_requests[k];
-      });
-      ["ok", "error"].forEach(function (outcome) {
-        var c = cur.slow_query[outcome];
-        if (!c) { return; }
-        totals.slow += c.count;
-        totals.slowSum += c.sum;
-        addBuckets(totals.slowBuckets, c, null);
-      });
-    });
-    return totals;
+  function lastPoint(name) {
+    var points = series && series.charts && series.charts[name] ? series.charts[name].points : [];
+    for (var i = points.length - 1; i >= 0; i--) {
+      if (points[i][1] !== null) { return points[i][1]; }
+    }
+    return null;
   }
 
-  // -- snapshots -------------------------------------------------------------
-  function ingest(snap) {
-    var id = snap.instance || "app";
-    var inst = instances[id] || (instances[id] = { snaps: [], seen: 0 });
-    var last = inst.snaps[inst.snaps.length - 1];
-    if (last && (snap.lookups.count < last.lookups.count || sumCacheRequests(snap) < sumCacheRequests(last))) {
-      inst.snaps = [];  // the container restarted: its counters began again
-    }
-    inst.snaps.push(snap);
-    inst.seen = performance.now();
-    while (inst.snaps.length > 2 && snap.server_time - inst.snaps[1].server_time > HISTORY_S + WINDOW_S) {
-      inst.snaps.shift();
-    }
-    latest = snap;
-    latestAt = performance.now();
-
-    var agg = aggregate(WINDOW_S);
-    if (agg.covered && agg.requests + agg.lookups > 0) { seenTraffic = true; }
-    if (agg.covered) {
-      points.push({
-        t: snap.server_time,
-        ratio: agg.lookups > 0 ? 100 * agg.hits / agg.lookups : null,
-        rps: seenTraffic ? agg.requestRate : null,
-        slowRate: seenTraffic ? agg.slowRate : null,
-        p50: quantile(0.5, agg.latency), p95: quantile(0.95, agg.latency), p99: quantile(0.99, agg.latency)
-      });
-      while (points.length && snap.server_time - points[0].t > HISTORY_S) { points.shift(); }
-    }
-    renderTiles(snap, agg);
-    renderRedisPanel(snap);
-    renderStaleness();
-    renderTables();
-    renderKeys(snap);
-    renderCharts();
-  }
-
-  // -- rendering -------------------------------------------------------------
-  function renderTiles(snap, agg) {
+  // -- snapshot: health, breaker, tier 1, banners ----------------------------
+  function renderSnapshot(snap) {
     setText("strategy", snap.strategy);
     setText("ttl", String(snap.ttl_seconds));
-    if (!agg.covered || agg.lookups <= 0) {
-      setText("hit-ratio", seenTraffic ? "— (no lookups)" : "no data yet");
-      setText("hit-detail", "HIT + STALE ÷ all cache lookups");
-    } else {
-      setText("hit-ratio", (100 * agg.hits / agg.lookups).toFixed(0) + " %");
-      setText("hit-detail", fmtCount(agg.hits) + " of " + fmtCount(agg.lookups) + " lookups from the cache");
-    }
-    if (!seenTraffic) {
-      setText("rps", "no data yet");
-      setText("latency", "no data yet");
-    } else {
-      setText("rps", fmtRate(agg.requestRate));
-      setText("rps-detail", fmtRate(agg.slowRate) + " slow queries/s");
-      setText("latency", agg.requests > 0
-        ? [["p50", 0.5], ["p95", 0.95], ["p99", 0.99]].map(function (q) {
-          return q[0] + " " + fmtMs(quantile(q[1], agg.latency));
-        }).join("\n")
-        : "— (no requests)");
-    }
-
     var redis = snap.health.redis, pg = snap.health.postgres;
     setText("redis-health", redis.status === "up" ? "✓ up · " + redis.latency_ms.toFixed(1) + " ms" : "✗ down");
     setText("pg-health", pg.status === "up" ? "✓ up · " + pg.latency_ms.toFixed(1) + " ms" : "✗ down");
@@ -344,6 +139,8 @@
       banners.push("The app cannot reach PostgreSQL (" + (pg.error || "no answer") + "). Only keys still in Redis can be served; cold keys get a 503.");
     }
     renderBanners(banners);
+    renderRedisPanel(snap.redis_info || {});
+    renderKeys(snap);
   }
 
   function renderBanners(list) {
@@ -362,26 +159,27 @@
     }));
   }
 
-  function renderTables() {
-    if (!Object.keys(instances).length) { return; }
-    var win = aggregate(HISTORY_S), total = latestTotals();
-    var totalLookups = Object.keys(total.results).reduce(function (acc, k) { return acc + total.results[k]; }, 0);
-    // "no data yet" rather than zeros until there has been a request.
-    var w = function (text) { return seenTraffic && win.covered ? text : "no data yet"; };
-    var t = function (text) { return totalLookups + total.slow > 0 ? text : "no data yet"; };
-    var slowRows = [
-      row(["Slow query calls", w(fmtCount(win.slow)), t(fmtCount(total.slow))], true),
-      row(["Mean duration", w(win.slow > 0 ? fmtMs(win.slowSum / win.slow) : "—"),
-        t(total.slow > 0 ? fmtMs(total.slowSum / total.slow) : "—")], true),
-      row(["p50 · p95 (bucket estimate)",
-        w(win.slow > 0 ? fmtMs(quantile(0.5, win.slowBuckets)) + " · " + fmtMs(quantile(0.95, win.slowBuckets)) : "—"),
-        t(total.slow > 0 ? fmtMs(quantile(0.5, total.slowBuckets)) + " · " + fmtMs(quantile(0.95, total.slowBuckets)) : "—")], true)
-    ];
-    $("slow-body").replaceChildren.apply($("slow-body"), slowRows);
-    var resultRows = Object.keys(RESULT_LABELS).map(function (k) {
-      return row([RESULT_LABELS[k], w(fmtCount(win.results[k] || 0)), t(fmtCount(total.results[k] || 0))], true);
-    });
-    $("results-body").replaceChildren.apply($("results-body"), resultRows);
+  function renderRedisPanel(info) {
+    if (info.status !== "ok") {
+      setText("redis-memory", "unavailable");
+      $("redis-info-body").replaceChildren(row(["Redis", "unavailable"], true));
+      return;
+    }
+    var limit = info.maxmemory || 0, used = info.used_memory || 0;
+    setText("redis-memory", fmtBytes(used) + (limit ? " of " + fmtBytes(limit) + " (" + (100 * used / limit).toFixed(0) + " %)" : " (no maxmemory)"));
+    var meter = $("redis-memory-meter");
+    if (meter) { meter.value = limit ? Math.min(1, used / limit) : 0; }
+    var perS = function (name) { var v = figure(name); return missing(v) ? "—" : fmtRate(v) + "/s"; };
+    var hits = figure("keyspace_hits_per_s"), misses = figure("keyspace_misses_per_s");
+    $("redis-info-body").replaceChildren.apply($("redis-info-body"), [
+      row(["Engine", (info.valkey_version ? "Valkey " + info.valkey_version : "Redis " + (info.redis_version || "?")) +
+        " · " + (info.maxmemory_policy || "")], true),
+      row(["Evicted keys", perS("evictions_per_s") + " · " + fmtCount(info.evicted_keys || 0) + " since start"], true),
+      row(["Keyspace hits / misses", perS("keyspace_hits_per_s") + " / " + perS("keyspace_misses_per_s") +
+        (hits + misses > 0 ? " (" + (100 * hits / (hits + misses)).toFixed(0) + " % hits)" : "")], true),
+      row(["Clients", fmtCount(info.connected_clients || 0) + " connected, " +
+        fmtCount(info.tracking_clients || 0) + " tracking (tier-1 listeners)"], true)
+    ]);
   }
 
   function renderKeys(snap) {
@@ -462,7 +260,53 @@
     });
   }
 
-  // -- charts ----------------------------------------------------------------
+  // -- series: tiles, tables, charts ------------------------------------------
+  function renderSeries() {
+    var off = series && series.status !== "ok";
+    var box = $("series-status");
+    box.hidden = !off;
+    if (off) {
+      setText("series-status", (series.status === "off" ? "Charts are off: " : "Prometheus is unavailable: ") + series.reason);
+      return;
+    }
+    var link = $("prometheus-link");
+    if (series.prometheus_ui) { link.href = series.prometheus_ui + "/graph"; link.hidden = false; }
+    var ratio = lastPoint("hit_ratio"), rps = lastPoint("requests");
+    var seen = figure("results_total") !== null || Object.keys(series.figures.results_total || {}).length > 0;
+    setText("hit-ratio", missing(ratio) ? (seen ? "— (no lookups)" : "no data yet") : (100 * ratio).toFixed(0) + " %");
+    setText("rps", missing(rps) ? "no data yet" : fmtRate(rps));
+    setText("rps-detail", fmtRate(lastPoint("slow_queries")) + " slow queries/s (PostgreSQL's count)");
+    var p50 = lastPoint("p50");
+    setText("latency", missing(p50) ? "no data yet" : ["p50", "p95", "p99"].map(function (q) {
+      return q + " " + fmtMs(lastPoint(q));
+    }).join("\n"));
+    renderTables();
+    renderCharts();
+  }
+
+  function renderTables() {
+    var f = series.figures, totals = f.results_total || {}, recent = f.results_5m || {};
+    var any = Object.keys(totals).length > 0;
+    var t = function (text) { return any ? text : "no data yet"; };
+    var buckets = f.slow_quantile_buckets || {};
+    $("slow-body").replaceChildren.apply($("slow-body"), [
+      row(["Slow queries (PostgreSQL's count)", fmtCount(figure("slow_calls_5m")), fmtCount(figure("slow_calls_total"))], true),
+      row(["Mean duration (PostgreSQL, exact)", fmtMs(figure("slow_mean_5m")), "—"], true),
+      row(["Fastest · slowest (PostgreSQL, exact)", "—", fmtMs(figure("slow_min")) + " · " + fmtMs(figure("slow_max"))], true),
+      row(["p50 · p95 (the app's histogram bucket)", fmtBucket(buckets.p50) + " · " + fmtBucket(buckets.p95), "—"], true)
+    ]);
+    $("results-body").replaceChildren.apply($("results-body"), Object.keys(RESULT_LABELS).map(function (k) {
+      return row([RESULT_LABELS[k], t(fmtCount(recent[k] || 0)), t(fmtCount(totals[k] || 0))], true);
+    }));
+    $("staleness-body").replaceChildren.apply($("staleness-body"), MODES.map(function (mode) {
+      var share = figure("item_stale_share", mode);
+      return row([mode,
+        missing(figure("item_reads_per_s", mode)) ? "—" : fmtRate(figure("item_reads_per_s", mode)) + "/s",
+        missing(share) ? "—" : (100 * share).toFixed(1) + " %",
+        fmtMs(figure("staleness_p50", mode)) + " · " + fmtMs(figure("staleness_p99", mode))], true);
+    }));
+  }
+
   function axisStroke() {
     return getComputedStyle(document.body).color || "#555";
   }
@@ -523,32 +367,31 @@
     });
   }
 
-  function hasData(fields) {
-    return points.some(function (p) {
-      return fields.some(function (f) { return p[f] !== null && p[f] !== undefined; });
-    });
-  }
-
-  function updateChart(entry, fields, scale) {
+  // Prometheus' points of `names` on one time axis, each value times `scale`.
+  function updateChart(entry, names, scale, floor) {
     if (!entry) { return; }
-    var ready = hasData(fields);
-    entry.fig.classList.toggle("has-data", ready);
-    if (!ready) { return; }
-    var data = [points.map(function (p) { return p.t; })];
-    fields.forEach(function (f) {
-      data.push(points.map(function (p) {
-        var v = p[f];
-        if (v === null || v === undefined) { return null; }
-        return scale ? Math.max(v * scale, 0.01) : v;
-      }));
+    var times = {}, maps = names.map(function (name) {
+      var map = {};
+      ((series.charts[name] || {}).points || []).forEach(function (p) { times[p[0]] = true; map[p[0]] = p[1]; });
+      return map;
     });
-    entry.chart.setData(data);
+    var xs = Object.keys(times).map(Number).sort(function (a, b) { return a - b; });
+    var ready = maps.some(function (map) { return Object.keys(map).some(function (t) { return map[t] !== null; }); });
+    entry.fig.classList.toggle("has-data", ready);
+    entry.fig.querySelector("figcaption").title = names.map(function (n) { return series.charts[n].expr; }).join("\n");
+    if (!ready) { return; }
+    entry.chart.setData([xs].concat(maps.map(function (map) {
+      return xs.map(function (t) {
+        var v = map[t];
+        return v === null || v === undefined ? null : Math.max(v * scale, floor);
+      });
+    })));
   }
 
   function renderCharts() {
-    updateChart(charts.hits, ["ratio"]);
-    updateChart(charts.rps, ["rps", "slowRate"]);
-    updateChart(charts.latency, ["p50", "p95", "p99"], 1000);
+    updateChart(charts.hits, ["hit_ratio"], 100, 0);
+    updateChart(charts.rps, ["requests", "slow_queries"], 1, 0);
+    updateChart(charts.latency, ["p50", "p95", "p99"], 1000, 0.01);
   }
 
   // -- polling ---------------------------------------------------------------
@@ -557,8 +400,9 @@
     if (pollFailure) {
       text = "⚠ Cannot reach the app (" + pollFailure + ")" + (lastOk ? "; last update " + lastOk.toLocaleTimeString() : "") + ". Retrying every second.";
     } else if (lastOk) {
-      text = "Updated " + lastOk.toLocaleTimeString() + " · refreshes every second · " +
-        Object.keys(instances).length + " app container" + (Object.keys(instances).length === 1 ? "" : "s") + " seen";
+      var up = figure("app_containers");
+      text = "Updated " + lastOk.toLocaleTimeString() + " · refreshes every second" +
+        (missing(up) ? "" : " · " + up + " app container" + (up === 1 ? "" : "s") + " up (Prometheus)");
     } else {
       text = "Waiting for the first snapshot…";
     }
@@ -566,27 +410,45 @@
     $("updated").className = pollFailure ? "bad" : "muted";
   }
 
-  function poll() {
+  function getJson(url, timeoutMs) {
     var controller = window.AbortController ? new AbortController() : null;
-    var timer = controller ? setTimeout(function () { controller.abort(); }, 5000) : null;
-    fetch("/api/dashboard", { cache: "no-store", headers: { Accept: "application/json" }, signal: controller ? controller.signal : undefined })
+    var timer = controller ? setTimeout(function () { controller.abort(); }, timeoutMs || 5000) : null;
+    return fetch(url, { cache: "no-store", headers: { Accept: "application/json" }, signal: controller ? controller.signal : undefined })
       .then(function (response) {
-        if (!response.ok) { throw new Error("HTTP " + response.status); }
-        return response.json();
+        return response.json().then(function (body) { return { ok: response.ok, status: response.status, body: body }; },
+          function () { throw new Error("HTTP " + response.status); });
       })
-      .then(function (snap) {
+      .then(function (result) { if (timer) { clearTimeout(timer); } return result; },
+        function (err) { if (timer) { clearTimeout(timer); } throw err; });
+  }
+
+  function poll() {
+    getJson("/api/dashboard")
+      .then(function (result) {
+        if (!result.ok) { throw new Error("HTTP " + result.status); }
         pollFailure = null;
         lastOk = new Date();
-        ingest(snap);
+        latest = result.body;
+        latestAt = performance.now();
+        renderSnapshot(result.body);
       })
       .catch(function (err) {
         pollFailure = err && err.name === "AbortError" ? "no answer within 5 s" : (err && err.message) || "error";
       })
       .then(function () {
-        if (timer) { clearTimeout(timer); }
         renderUpdated();
         setTimeout(poll, POLL_MS);
       });
+  }
+
+  function pollSeries() {
+    getJson("/api/dashboard/series", 10000)
+      .then(function (result) {
+        series = result.body && result.body.status ? result.body
+          : { status: "unavailable", reason: "HTTP " + result.status };
+        renderSeries();
+      }, function () { /* the snapshot poll reports the app unreachable */ })
+      .then(function () { setTimeout(pollSeries, SERIES_MS); });
   }
 
   // -- try it ----------------------------------------------------------------
@@ -680,4 +542,5 @@
   initCharts();
   setInterval(tickTtls, 250);
   poll();
+  pollSeries();
 }());

@@ -1,0 +1,43 @@
+"""Helpers shared by every layer of the suite: the one place to import them from.
+
+conftest.py files hold fixtures and hooks only; test modules import these.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_tool(available: bool, tool: str) -> None:
+    """Skip for a missing tool on a developer machine. Under CI=true the skip
+    fails the run (tests/conftest.py turns every skip into a failure there)."""
+    if not available:
+        pytest.skip(f"{tool} not available")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def docker_ready() -> bool:
+    """The Docker engine answers and the Compose v2 plugin is installed."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return all(
+            subprocess.run(command, capture_output=True, timeout=20).returncode == 0
+            for command in (["docker", "compose", "version"], ["docker", "info"])
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
