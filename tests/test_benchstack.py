@@ -21,24 +21,28 @@ CAPACITY_SYSTEMS = ["two-tier", "flask-caching"]
 
 
 def test_every_system_has_the_labs_cpu_limit_in_the_same_cfs_period(docker_available):
-    """Equal CPU: the apps, the Nginxes, the baseline and the ceiling alike."""
-    stack = benchstack.make_stack("cachelab-config-check", 1, "valkey")
-    config = json.loads(stack.compose("config", "--format", "json").stdout)["services"]
+    """Equal CPU: the apps, the Nginxes, the baseline and the ceiling alike -- on the
+    single node and, with the cluster's files (`hits --topology both`), on the cluster."""
 
-    def cpu(name: str) -> tuple:
+    def services(cluster: bool) -> dict:
+        stack = benchstack.make_stack("cachelab-config-check", 1, "valkey", cluster)
+        return json.loads(stack.compose("config", "--format", "json").stdout)["services"]
+
+    def cpu(config: dict, name: str) -> tuple:
         service = config[name]
         limits = ((service.get("deploy") or {}).get("resources") or {}).get("limits") or {}
         if limits.get("cpus"):
             return (float(limits["cpus"]), 100_000)  # the kernel's default CFS period
         return (service["cpu_quota"] / service["cpu_period"], service["cpu_period"])
 
-    lab = cpu("app")
-    for system in benchstack.SYSTEMS:
-        if system.profile:
-            continue
-        for service in system.cpu_services:
-            assert cpu(service) == lab, (system.name, service)
-    assert cpu("nginx") == cpu("nginx-baseline") == lab
+    single, both = services(False), services(True)
+    lab = cpu(single, "app")
+    for topology, config in (("single", single), ("both", both)):
+        for name in hitbench.systems_of(topology):
+            for service in benchstack.BY_NAME[name].cpu_services:
+                assert cpu(config, service) == lab, (topology, name, service)
+    assert cpu(single, "nginx") == cpu(single, "nginx-baseline") == lab
+    assert {"two-tier@cluster", "flask-caching"} <= set(hitbench.systems_of("both"))
 
 
 def test_hits_then_capacity_on_one_bench_stack(docker_available, tmp_path, capsys):
