@@ -203,6 +203,7 @@ def run_strategy(
         say(f"{label}: configuring " + " ".join(f"{k}={v}" for k, v in settings.items()))
         lab.apply_settings(stack, settings, apps)
         stack.flush_cache()
+        host = stack.base_url  # Nginx recreated for a new strategy has a new ephemeral port
     counts = Counts(stack, strategy)
     calls0, lookups0, edge0 = counts.read()
 
