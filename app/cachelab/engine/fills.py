@@ -349,14 +349,16 @@ class Fills:
     def fill_locally(self, target: Target, timer: Timer) -> Filled:
         """Lead the key's flight with a query of its own, or follow the flight in
         progress (a fill with Redis is as good an answer). If that fill lost
-        Redis too, query alone: the flight it followed has ended."""
+        Redis too, join again: its leader, degraded now, joins the same way,
+        and the two share one query. Past a second loss, query alone."""
         lead = lambda: self._load_locally(target, timer)  # noqa: E731
-        try:
-            filled, _ = self._flight(self.flights, target, lead, timer)
-        except RedisDown:
-            with self.bulkhead.miss():
-                return self._load_locally(target, timer)
-        return filled
+        for _ in range(2):
+            try:
+                return self._flight(self.flights, target, lead, timer)[0]
+            except RedisDown:
+                continue  # the flight followed has ended
+        with self.bulkhead.miss():
+            return self._load_locally(target, timer)
 
     def _load_locally(self, target: Target, timer: Timer) -> Filled:
         with self.bulkhead.query():
