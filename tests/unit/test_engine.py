@@ -384,31 +384,33 @@ def test_a_read_without_redis_and_a_fill_that_loses_it_run_one_query(
         raise CacheUnavailable("redis timeout (simulated)")
 
     monkeypatch.setattr(service.store, "acquire", acquire)
-    db.gate = threading.Event()
     flights = service.fills.flights
+    joined: list[str] = []  # who joined the key's flights, as what
+
+    def join(key: str):
+        flight = real_join(key)
+        joined.append("leads" if flight.leader else "follows")
+        return flight
+
+    real_join = flights.join
+    monkeypatch.setattr(flights, "join", join)
+    db.gate = threading.Event()
     with ThreadPoolExecutor(2) as pool:
         try:
             leading = pool.submit(service.reads.get, key)
             assert lease_asked.wait(5)
             following = pool.submit(service.fills.fill_locally, key, Timer())
-            wait_until(
-                lambda: flights.followers(key.key) == 1, 5, interval=0.01, message="a follower"
-            )
+            wait_until(lambda: len(joined) == 2, 5, interval=0.01, message="a follower")
             lease_fails.set()
-            assert db.started.acquire(timeout=5), "no query started"
-            wait_until(
-                lambda: flights.followers(key.key) == 1,
-                5,
-                interval=0.01,
-                message="the other to follow the one query",
-            )
+            wait_until(lambda: len(joined) == 4, 5, interval=0.01, message="both to join again")
         finally:
             lease_fails.set()
             db.gate.set()
         answer, filled = leading.result(timeout=10), following.result(timeout=10)
+    assert sorted(joined[2:]) == ["follows", "leads"], joined
     assert (answer.result, answer.detail) == (BYPASS, "redis-unavailable")
     assert filled.tier == DATABASE and filled.entry.value == answer.entry.value
-    assert db.calls["version"] == 1
+    assert db.calls["version"] == 1, (db.calls, answer, filled)
 
 
 # -- the bulkhead ----------------------------------------------------------------------
