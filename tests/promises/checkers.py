@@ -211,15 +211,21 @@ def tombstone(ctx: Context) -> list[Violation]:
 def one_query(ctx: Context) -> list[Violation]:
     found = []
     for item in sorted(ROW_ITEMS):
-        found += _repeats(ctx, "one-query", item, ctx.db.item_queries(item), ctx.config.ttl)
+        queries = ctx.db.item_queries(item)
+        found += _repeats(ctx, "one-query", item, queries, lambda _item, _q: ctx.config.ttl)
     return found
 
 
 def not_found(ctx: Context) -> list[Violation]:
     """Absent rows: ids above the table's range never reach the database; an
-    absent id inside it is queried at most once per negative-caching time."""
+    absent id inside it is queried at most once per negative-caching time --
+    while it is absent: once a SQL insert made it a row, a row's TTL applies."""
     found = []
-    window = adapter.not_found_seconds(ctx.settings)
+    absent_window = adapter.not_found_seconds(ctx.settings)
+
+    def window(item: int, earlier: Query) -> float:
+        return ctx.config.ttl if _existed(ctx, item, earlier.start) else absent_window
+
     for item in sorted({q.item for q in ctx.db.queries if q.item is not None} - ROW_ITEMS):
         queries = ctx.db.item_queries(item)
         if item > TOP:
@@ -239,14 +245,30 @@ def not_found(ctx: Context) -> list[Violation]:
     return found
 
 
+def _existed(ctx: Context, item: int, moment: float) -> bool:
+    """Did ``item``'s row exist at ``moment`` (its last commit before then an
+    insert or an update)? Items absent from the start have no commit until an
+    insert."""
+    before = [c for c in ctx.db.commits if c.item == item and c.at <= moment]
+    if not before:
+        return item in ROW_ITEMS
+    return max(before, key=lambda c: c.at).kind != "delete"
+
+
 def _repeats(
-    ctx: Context, promise: str, item: int, queries: list[Query], window: float
+    ctx: Context,
+    promise: str,
+    item: int,
+    queries: list[Query],
+    window: Callable[[int, Query], float],
 ) -> list[Violation]:
+    """``window(item, earlier)``: the time after ``earlier`` ended within which
+    another query of ``item`` needs a reason."""
     queries = sorted(queries, key=lambda q: q.start)
     found = []
     for later_index, later in enumerate(queries):
         for earlier in queries[:later_index]:
-            problem = _second_query(ctx, item, earlier, later, window)
+            problem = _second_query(ctx, item, earlier, later, window(item, earlier))
             if problem:
                 found.append(Violation(promise, problem))
                 break

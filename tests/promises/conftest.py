@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -70,9 +71,14 @@ class Lab:
         return worker.read_version(self.history, item)
 
     def hot(self, worker: Worker, item: int, mode: str = "write-through") -> Op:
-        """Read ``item`` until ``worker`` serves it from tier 1 (three reads)."""
-        for _ in range(3):
-            last = self.read(worker, item, mode)
+        """Read ``item`` until ``worker`` serves it from tier 1 (three reads on a
+        quiet machine; on a loaded one tier 1 may be uncovered for a moment,
+        a heartbeat late: read again, within a deadline)."""
+        reads = [self.read(worker, item, mode) for _ in range(3)]
+        deadline = time.monotonic() + 5
+        while reads[-1].source != "memory" and time.monotonic() < deadline:
+            reads.append(self.read(worker, item, mode))
+        last = reads[-1]
         assert last.source == "memory", f"setup: item {item} not in tier 1: {last.line(0)}"
         return last
 

@@ -15,7 +15,8 @@ import pytest
 
 from cachelab import metrics
 from cachelab.engine.keys import item_target, version_target
-from cachelab.engine.model import BYPASS, DATABASE, HIT, LOCAL, MISS, STALE
+from cachelab.engine.model import BYPASS, DATABASE, HIT, LOCAL, MISS, STALE, Timer
+from cachelab.engine.store import CacheUnavailable
 from cachelab.postgres.database import DatabaseUnavailable
 from cachelab.resilience.background import BackgroundJobs
 from cachelab.resilience.bulkhead import Overloaded
@@ -365,6 +366,51 @@ def test_redis_down_serves_the_copy_until_its_hard_expiry_then_queries(settings,
     clock.advance(0.2)  # past the hard expiry: the copy is never served longer
     with pytest.raises(DatabaseUnavailable):
         service.reads.get(key)
+
+
+def test_a_read_without_redis_and_a_fill_that_loses_it_run_one_query(
+    settings, db, services, monkeypatch
+):
+    """The degraded path shares the key's flight: a request without Redis
+    follows the fill in flight, and when that fill loses Redis too, the two
+    (the follower, the leader now degraded) end in one flight and one query."""
+    service = services(settings, db)
+    key = target(settings)
+    lease_asked, lease_fails = threading.Event(), threading.Event()
+
+    def acquire(*args, **kwargs):  # Redis fails mid-fill, at the lease
+        lease_asked.set()
+        assert lease_fails.wait(10)
+        raise CacheUnavailable("redis timeout (simulated)")
+
+    monkeypatch.setattr(service.store, "acquire", acquire)
+    flights = service.fills.flights
+    joined: list[str] = []  # who joined the key's flights, as what
+
+    def join(key: str):
+        flight = real_join(key)
+        joined.append("leads" if flight.leader else "follows")
+        return flight
+
+    real_join = flights.join
+    monkeypatch.setattr(flights, "join", join)
+    db.gate = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            leading = pool.submit(service.reads.get, key)
+            assert lease_asked.wait(5)
+            following = pool.submit(service.fills.fill_locally, key, Timer())
+            wait_until(lambda: len(joined) == 2, 5, interval=0.01, message="a follower")
+            lease_fails.set()
+            wait_until(lambda: len(joined) == 4, 5, interval=0.01, message="both to join again")
+        finally:
+            lease_fails.set()
+            db.gate.set()
+        answer, filled = leading.result(timeout=10), following.result(timeout=10)
+    assert sorted(joined[2:]) == ["follows", "leads"], joined
+    assert (answer.result, answer.detail) == (BYPASS, "redis-unavailable")
+    assert filled.tier == DATABASE and filled.entry.value == answer.entry.value
+    assert db.calls["version"] == 1, (db.calls, answer, filled)
 
 
 # -- the bulkhead ----------------------------------------------------------------------

@@ -27,10 +27,12 @@ Rules
 * **Guarded writes, checked rows.** The entry carries the lease's fence and the
   row's version; the write is refused if Redis holds something newer (a
   tombstone, a newer entry). For versioned rows the source is asked, before the
-  write, whether the row changed since it was read -- so a fill that read an
-  old row is refused even if the tombstone that should stop it was evicted. A
-  refused fill is *superseded*: its answer is right for the request that ran
-  it (which began before the write), and no copy of it is kept.
+  write and again after it lands, whether the row changed since it was read --
+  so a fill that read an old row never stands, even if the tombstone that
+  should stop it was evicted or purged (after: a tombstone one version newer
+  goes over it). A refused fill is *superseded*: its answer is right for the
+  request that ran it (which began before the write), and no copy of it is
+  kept.
 * **Not found** is cached too, as an ``absent`` entry for
   ``NEGATIVE_TTL_SECONDS``.
 * **Background refreshes** (a stale or XFetch-due entry) run on the worker's
@@ -70,6 +72,7 @@ from ..resilience.bulkhead import Bulkhead
 from ..resilience.singleflight import SingleFlight
 from .model import (
     DATABASE,
+    NO_VERSION,
     REDIS,
     Entry,
     Loaded,
@@ -80,6 +83,7 @@ from .model import (
     absent,
     jittered_ttl,
     new_entry,
+    tombstone,
 )
 from .store import CacheUnavailable, Read, RedisStore
 from .tier1 import Copy, Snapshot, Tier1
@@ -326,10 +330,26 @@ class Fills:
         if reachable and not stored:
             metrics.FILLS_SUPERSEDED["newer-in-redis"].inc()
             return Filled(entry, DATABASE, None, entry.ttl, observed, superseded=True)
+        if stored and target.guarded and not self._still_current(target, entry):
+            self._retract(target, entry)
+            metrics.FILLS_SUPERSEDED["row-changed"].inc()
+            return Filled(entry, DATABASE, None, entry.ttl, observed, superseded=True)
         copy = self.tier1.put(
             target.key, entry, entry.ttl, entry.ttl + entry.grace, snapshot, confirmed=stored
         )
         return Filled(entry, DATABASE, copy, entry.ttl, observed, stored=stored)
+
+    def _retract(self, target: Target, entry: Entry) -> None:
+        """A commit landed between the row's check and the write, and the
+        tombstone that should have refused the write may be gone (a purge, an
+        eviction, a restart): a tombstone one version newer goes over it."""
+        newer = max(entry.version if entry.version is not None else NO_VERSION, 0) + 1
+        try:
+            fence = self.store.next_fence(target.fence_key, patient=True)
+            mark = tombstone(newer, fence, self.wall())
+            self.store.write(target.key, mark, self.settings.tombstone_ttl_ms, patient=True)
+        except CacheUnavailable as exc:  # then the entry ages out by its TTL
+            log.warning("a superseded fill stayed", extra={"key": target.key, "reason": str(exc)})
 
     def _still_current(self, target: Target, entry: Entry) -> bool:
         try:
@@ -349,14 +369,16 @@ class Fills:
     def fill_locally(self, target: Target, timer: Timer) -> Filled:
         """Lead the key's flight with a query of its own, or follow the flight in
         progress (a fill with Redis is as good an answer). If that fill lost
-        Redis too, query alone: the flight it followed has ended."""
+        Redis too, join again: its leader, degraded now, joins the same way,
+        and the two share one query. Past a second loss, query alone."""
         lead = lambda: self._load_locally(target, timer)  # noqa: E731
-        try:
-            filled, _ = self._flight(self.flights, target, lead, timer)
-        except RedisDown:
-            with self.bulkhead.miss():
-                return self._load_locally(target, timer)
-        return filled
+        for _ in range(2):
+            try:
+                return self._flight(self.flights, target, lead, timer)[0]
+            except RedisDown:
+                continue  # the flight followed has ended
+        with self.bulkhead.miss():
+            return self._load_locally(target, timer)
 
     def _load_locally(self, target: Target, timer: Timer) -> Filled:
         with self.bulkhead.query():

@@ -20,6 +20,12 @@ Every mode commits the write to PostgreSQL first (the ``items`` trigger bumps
     Write the committed row into the cache. *Race:* two writers commit v1
     then v2 but write the cache in the opposite order, leaving v1. *Fix:* a
     **version check on write** (a guarded write stores only a newer version).
+    The guard needs v2's entry in Redis: if a purge, an eviction or a restart
+    removed it before v1's write landed, v1 would stand. So after its write
+    lands, the writer asks the row's version (a primary-key lookup); if a
+    newer commit exists, it writes that version's tombstone over its own entry
+    (found by the checker). A commit after that lookup writes the cache after
+    it, and its guarded write wins.
 ``notify``
     Nothing in the request: a trigger's ``NOTIFY`` reaches every app worker
     (:mod:`cachelab.postgres.notify`), which writes the tombstone -- also for
@@ -47,7 +53,16 @@ from typing import Any, Protocol
 
 from ..config import Settings
 from .keys import item_target
-from .model import Loaded, NotFound, Target, Timer, jittered_ttl, new_entry, tombstone
+from .model import (
+    Loaded,
+    NotFound,
+    SourceUnavailable,
+    Target,
+    Timer,
+    jittered_ttl,
+    new_entry,
+    tombstone,
+)
 from .store import CacheUnavailable, RedisStore
 from .tier1 import Tier1
 
@@ -56,6 +71,8 @@ log = logging.getLogger(__name__)
 
 class Rows(Protocol):
     def update_item(self, item_id: int, payload: str) -> dict[str, Any] | None: ...
+
+    def item_version(self, item_id: int) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -131,7 +148,22 @@ class Writer:
         written = self.store.write(
             target.key, entry, entry.px, guarded=target.guarded, patient=True
         )
-        return "written" if written else "kept-newer"
+        if not written:
+            return "kept-newer"
+        newer = self._newer_version(int(row["id"]), version) if target.guarded else None
+        if newer is not None:
+            self.invalidate(target, newer)
+            return "kept-newer"
+        return "written"
+
+    def _newer_version(self, item_id: int, version: int) -> int | None:
+        """The row's version if a commit newer than ``version`` exists (None if
+        not, or if the database cannot tell: then the guard alone stands)."""
+        try:
+            current = self.rows.item_version(item_id)
+        except SourceUnavailable:
+            return None
+        return current if current is not None and current > version else None
 
     def invalidate(self, target: Target, version: int) -> str:
         """The delete of ``delete`` and ``notify``: a tombstone carrying the committed
