@@ -191,10 +191,18 @@ def test_terraform_validate(tf_work, tf_env):
 
 def test_terraform_test_mocked_plans(tf_work, tf_env):
     """Every tests/*.tftest.hcl file, two at a time (Terraform 1.11 runs the files
-    of one `terraform test` one after the other; each plan is CPU-bound)."""
+    of one `terraform test` one after the other; each plan is CPU-bound). The
+    files with the most runs start first, so no long file is left for the end
+    while the other worker idles."""
     from concurrent.futures import ThreadPoolExecutor
 
-    files = sorted(p.relative_to(tf_work) for p in (tf_work / "tests").glob("*.tftest.hcl"))
+    def runs(path: Path) -> int:
+        return len(re.findall(r"^run ", (tf_work / path).read_text(), re.MULTILINE))
+
+    files = sorted(
+        (p.relative_to(tf_work) for p in (tf_work / "tests").glob("*.tftest.hcl")),
+        key=lambda path: (-runs(path), str(path)),
+    )
     assert len(files) >= 5, files
 
     def one(path: Path) -> subprocess.CompletedProcess:

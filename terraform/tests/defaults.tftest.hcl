@@ -39,6 +39,10 @@ run "default_plan_is_private_and_encrypted" {
     error_message = "Lab defaults: no deletion protection, skip final snapshot."
   }
   assert {
+    condition     = aws_db_instance.this.ca_cert_identifier == "rds-ca-rsa2048-g1"
+    error_message = "RDS must use the rds-ca-rsa2048-g1 CA (in the regional bundle that db-init and the instances download)."
+  }
+  assert {
     condition = (
       contains([for p in aws_db_parameter_group.this.parameter : "${p.name}=${p.value}"], "track_functions=pl") &&
       contains([for p in aws_db_parameter_group.this.parameter : "${p.name}=${p.value}"], "rds.force_ssl=1")
