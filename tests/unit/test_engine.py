@@ -193,8 +193,11 @@ def test_a_worker_that_lost_the_lease_does_not_retry_on_every_stale_read(
     settings, db, services, raw
 ):
     """Defect: 1,395 SETs for 4,315 STALE reads in 8 s."""
-    worker_a = services(settings, db, cache_strategy="swr")
-    worker_b = services(settings, db, cache_strategy="swr")
+    # A lease that outlives the test: on a loaded machine B's keeper may miss a
+    # renewal of the fixture's 0.6 s lease; A would then rightly take the lapsed
+    # lease and its refresh would block on the gate (CI saw "A idle" time out).
+    worker_a = services(settings, db, cache_strategy="swr", cache_lock_lease_seconds=30.0)
+    worker_b = services(settings, db, cache_strategy="swr", cache_lock_lease_seconds=30.0)
     key = target(settings)
     worker_a.reads.get(key)
     make_stale(worker_a, raw, key)

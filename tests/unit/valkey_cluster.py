@@ -98,12 +98,18 @@ class ValkeyCluster:
         return self
 
     def wait_healthy(self, timeout: float = 20) -> None:
-        """cluster_state:ok on every running node, every replica in sync."""
+        """cluster_state:ok on every running node, each knowing every running
+        node (gossip converged: a SETSLOT naming a node another has not heard
+        of fails), every replica in sync."""
 
         def healthy() -> bool:
-            for member in self.running():
+            running = self.running()
+            for member in running:
                 with member.client() as client:
-                    if client.cluster("info")["cluster_state"] != "ok":
+                    info = client.cluster("info")
+                    if info["cluster_state"] != "ok":
+                        return False
+                    if int(info["cluster_known_nodes"]) < len(running):
                         return False
                     info = client.info("replication")
                     if info["role"] == "slave" and info.get("master_link_status") != "up":

@@ -66,7 +66,7 @@ from .. import metrics
 from ..config import ConfigError, Settings
 from ..resilience.breaker import STATE_LEVEL, CircuitBreaker
 from .model import decode
-from .store import NOTHING, CacheUnavailable, Read, RedisStore, Script, _describe
+from .store import NOTHING, CacheUnavailable, Read, RedisStore, Script, _describe, peek_entries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -537,7 +537,7 @@ class ClusterStore(RedisStore):
         """Every key matching ``pattern`` on every primary (a primary that does
         not answer raises: the key table says so, a purge fails)."""
         for node in self._primaries():
-            yield from node.redis_connection.scan_iter(match=pattern, count=count)
+            yield from self._patient_for(node.name).scan_iter(match=pattern, count=count)
 
     def purge(self, pattern: str) -> int:
         """UNLINK every key matching ``pattern`` on every primary, one command
@@ -545,20 +545,28 @@ class ClusterStore(RedisStore):
         deleted = 0
         for node in self._primaries():
             batch: list[bytes] = []
-            for key in node.redis_connection.scan_iter(match=pattern, count=_PURGE_BATCH):
+            for key in self._patient_for(node.name).scan_iter(match=pattern, count=_PURGE_BATCH):
                 batch.append(key)
                 if len(batch) >= _PURGE_BATCH:
-                    deleted += self._unlink(batch)
+                    deleted += self._unlink(node.name, batch)
                     batch = []
             if batch:
-                deleted += self._unlink(batch)
+                deleted += self._unlink(node.name, batch)
         return deleted
 
-    def _unlink(self, keys: Sequence[bytes]) -> int:
+    def _unlink(self, node: str, keys: Sequence[bytes]) -> int:
+        """On the node the keys were scanned from; a slot that moved meanwhile
+        is left to the cluster client, which follows the redirection."""
         by_slot: dict[int, list[bytes]] = {}
         for key in keys:
             by_slot.setdefault(self.client.keyslot(key), []).append(key)
-        return sum(int(self.client.unlink(*group)) for group in by_slot.values())
+        deleted = 0
+        for group in by_slot.values():
+            try:
+                deleted += int(self._patient_for(node).unlink(*group))
+            except (redis.exceptions.MovedError, redis.exceptions.AskError):
+                deleted += int(self.client.unlink(*group))
+        return deleted
 
     def info(self) -> dict[str, Any]:
         """INFO of every primary: counters summed, one row per node under ``nodes``."""
@@ -566,7 +574,7 @@ class ClusterStore(RedisStore):
         rows: list[dict[str, Any]] = []
         topology = self.shard_map.current
         for node in self._primaries():
-            info = dict(node.redis_connection.info())
+            info = dict(self._patient_for(node.name).info())
             for name, value in info.items():
                 total = summed.get(name, 0)
                 if _number(value) and _number(total):  # a field may parse as a number on
@@ -616,7 +624,8 @@ class ClusterStore(RedisStore):
             node = self.client.get_node_from_key(key)
             by_node.setdefault(node.name, (node, []))[1].append(key)
         for node, group in by_node.values():
-            for key, reply in zip(group, _peek(node.redis_connection, group), strict=True):
+            replies = peek_entries(self._patient_for(node.name), group)
+            for key, reply in zip(group, replies, strict=True):
                 found[key] = reply
         return [found[key] for key in keys]
 
@@ -652,19 +661,3 @@ def _read(raw: Any, pttl: Any) -> Read:
     if entry is None or pttl is None or pttl < 0:
         return NOTHING
     return Read(entry, int(pttl))
-
-
-def _peek(client: Any, keys: Sequence[str]) -> list[tuple[bytes | None, int, bytes | None]]:
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.get(key)
-        pipe.pttl(key)
-        pipe.get(f"{key}:lease")
-    replies = pipe.execute(raise_on_error=False)
-    out = []
-    for i in range(len(keys)):
-        raw, pttl, lease = replies[3 * i : 3 * i + 3]
-        if isinstance(raw, Exception) or isinstance(pttl, Exception):
-            raw, pttl, lease = None, -2, None  # moved meanwhile: shown as missing
-        out.append((raw, int(pttl), None if isinstance(lease, Exception) else lease))
-    return out

@@ -83,7 +83,6 @@ from .model import (
     absent,
     jittered_ttl,
     new_entry,
-    tombstone,
 )
 from .store import CacheUnavailable, Read, RedisStore
 from .tier1 import Copy, Snapshot, Tier1
@@ -345,9 +344,9 @@ class Fills:
         eviction, a restart): a tombstone one version newer goes over it."""
         newer = max(entry.version if entry.version is not None else NO_VERSION, 0) + 1
         try:
-            fence = self.store.next_fence(target.fence_key, patient=True)
-            mark = tombstone(newer, fence, self.wall())
-            self.store.write(target.key, mark, self.settings.tombstone_ttl_ms, patient=True)
+            self.store.bury(
+                target.key, target.fence_key, newer, self.wall(), self.settings.tombstone_ttl_ms
+            )
         except CacheUnavailable as exc:  # then the entry ages out by its TTL
             log.warning("a superseded fill stayed", extra={"key": target.key, "reason": str(exc)})
 

@@ -41,7 +41,7 @@ from redis.retry import Retry
 from .. import metrics
 from ..config import Settings
 from ..resilience.breaker import STATE_LEVEL, BreakerOpen, CircuitBreaker
-from .model import NO_VERSION, Entry, decode
+from .model import NO_VERSION, Entry, decode, tombstone
 
 T = TypeVar("T")
 _FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -346,6 +346,14 @@ class RedisStore:
         args = [self.fence_ttl_ms]
         return int(self._call(lambda c: NEXT_FENCE(c, [fence_key], args), fence_key, patient))
 
+    def bury(self, key: str, fence_key: str, version: int, created: float, px: int) -> bool:
+        """A tombstone carrying ``version`` over ``key``, with the key's next
+        fence, patiently (a write's cache action, or a fill's retraction):
+        every fill of an older version is refused while it lives. False if
+        Redis holds something newer still."""
+        fence = self.next_fence(fence_key, patient=True)
+        return self.write(key, tombstone(version, fence, created), px, patient=True)
+
     # -- leases -----------------------------------------------------------------
     def acquire(
         self, lease_key: str, fence_key: str, token: str, px: int, patient: bool = False
@@ -370,9 +378,12 @@ class RedisStore:
             pass
 
     # -- operators: purge, key table, probes -----------------------------------------
+    # Operators' tools (purge, the dashboard's key table and INFO) bypass the
+    # breaker and use the patient pool: on a saturated machine they would rather
+    # wait REDIS_RETRY_TIMEOUT_MS than report a cache that is only slow as down.
     def scan(self, pattern: str, count: int = 500) -> Iterator[bytes]:
-        """Every key matching ``pattern`` (bypasses the breaker: operators' tools)."""
-        yield from self.client.scan_iter(match=pattern, count=count)
+        """Every key matching ``pattern``."""
+        yield from self.patient.scan_iter(match=pattern, count=count)
 
     def purge(self, pattern: str) -> int:
         """UNLINK every key matching ``pattern``; returns how many were deleted."""
@@ -381,29 +392,19 @@ class RedisStore:
         for key in self.scan(pattern):
             batch.append(key)
             if len(batch) >= 500:
-                deleted += int(self.client.unlink(*batch))
+                deleted += int(self.patient.unlink(*batch))
                 batch.clear()
         if batch:
-            deleted += int(self.client.unlink(*batch))
+            deleted += int(self.patient.unlink(*batch))
         return deleted
 
     def peek(self, keys: Sequence[str]) -> list[tuple[bytes | None, int, bytes | None]]:
         """Each key's raw entry, PTTL and raw lease, in one round trip (the
-        dashboard's key table; bypasses the breaker)."""
-        if not keys:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(key)
-            pipe.pttl(key)
-            pipe.get(f"{key}:lease")
-        replies = pipe.execute()
-        return [
-            (replies[3 * i], int(replies[3 * i + 1]), replies[3 * i + 2]) for i in range(len(keys))
-        ]
+        dashboard's key table)."""
+        return peek_entries(self.patient, keys) if keys else []
 
     def info(self) -> dict[str, Any]:
-        return dict(self.client.info())
+        return dict(self.patient.info())
 
     def breaker_state(self) -> str:
         """The breaker's state (the worst node's, on a cluster)."""
@@ -435,3 +436,21 @@ def _describe(exc: BaseException) -> str:
 def _record_transition(old: str, new: str) -> None:
     metrics.BREAKER_TRANSITIONS.labels(old, new).inc()
     metrics.BREAKER_STATE.set(STATE_LEVEL[new])
+
+
+def peek_entries(client: Any, keys: Sequence[str]) -> list[tuple[bytes | None, int, bytes | None]]:
+    """GET, PTTL and the lease of each key in one pipeline; a key that fails
+    (moved meanwhile, on a cluster) reads as missing."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+        pipe.pttl(key)
+        pipe.get(f"{key}:lease")
+    replies = pipe.execute(raise_on_error=False)
+    out = []
+    for i in range(len(keys)):
+        raw, pttl, lease = replies[3 * i : 3 * i + 3]
+        if isinstance(raw, Exception) or isinstance(pttl, Exception):
+            raw, pttl, lease = None, -2, None
+        out.append((raw, int(pttl), None if isinstance(lease, Exception) else lease))
+    return out

@@ -61,7 +61,6 @@ from .model import (
     Timer,
     jittered_ttl,
     new_entry,
-    tombstone,
 )
 from .store import CacheUnavailable, RedisStore
 from .tier1 import Tier1
@@ -171,7 +170,7 @@ class Writer:
         if not target.guarded:
             self.store.delete(target.key, patient=True)
             return "deleted"
-        fence = self.store.next_fence(target.fence_key, patient=True)
-        mark = tombstone(version, fence, self.wall())
-        written = self.store.write(target.key, mark, self.settings.tombstone_ttl_ms, patient=True)
+        written = self.store.bury(
+            target.key, target.fence_key, version, self.wall(), self.settings.tombstone_ttl_ms
+        )
         return "tombstone" if written else "kept-newer"
