@@ -12,12 +12,11 @@ those brackets allow.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
-from . import charts
-from .numbers import clean, ms, plus_minus, rate, ratio_text
+from . import charts, reportfiles
+from .numbers import ms, plus_minus, rate, ratio_text
 
 CHART = "capacity.png"
 BASELINE = "flask-caching"
@@ -205,21 +204,13 @@ def render_markdown(data: dict) -> str:
 
 
 def write_report(results_dir: Path, data: dict) -> dict[str, Path]:
-    files = {
-        "json": results_dir / "capacity.json",
-        "markdown": results_dir / "capacity.md",
-        "chart": results_dir / CHART,
-    }
-    files["json"].write_text(json.dumps(clean(data), indent=2, allow_nan=False, default=str))
-    files["markdown"].write_text(render_markdown(data))
-    charts.capacity_chart(files["chart"], data)
-    return files
+    return reportfiles.write_report(
+        results_dir, "capacity", data, render_markdown, charts.capacity_chart
+    )
 
 
 def publish(results_dir: Path, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("capacity.md", "capacity.json", CHART):
-        shutil.copy2(results_dir / name, target / name)
+    reportfiles.publish(results_dir, "capacity", target)
 
 
 if __name__ == "__main__":

@@ -244,7 +244,7 @@ def report(args: argparse.Namespace, data: dict, results_dir: Path) -> int:
     print(hitreport.render_tables(data), flush=True)
     say(f"report: {files['markdown']}")
     if args.publish:
-        hitreport.publish(results_dir, data, args.publish)
+        hitreport.publish(results_dir, args.publish)
         say(f"published hits.md, hits.json and hits.png to {args.publish}")
     return 0
 

@@ -7,12 +7,12 @@ re-rendered from its JSON without a stack: ``python -m loadtest.hitreport result
 from __future__ import annotations
 
 import json
-import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
-from . import charts
-from .numbers import clean, ms, plus_minus, rate, ratio_text
+from . import charts, reportfiles
+from .numbers import ms, plus_minus, rate, ratio_text
 
 MODE_TITLES = {
     "pure-hit": "Pure hits (TTL far above the run)",
@@ -190,23 +190,13 @@ def render_markdown(data: dict) -> str:
 
 
 def write_report(results_dir: Path, data: dict) -> dict[str, Path]:
-    files = {
-        "json": results_dir / "hits.json",
-        "markdown": results_dir / "hits.md",
-        "chart": results_dir / CHART,
-    }
-    files["json"].write_text(json.dumps(clean(data), indent=2, allow_nan=False, default=str))
-    files["markdown"].write_text(render_markdown(data))
-    charts.hits_chart(files["chart"], data, MODE_TITLES)
-    return files
+    return reportfiles.write_report(
+        results_dir, "hits", data, render_markdown, partial(charts.hits_chart, titles=MODE_TITLES)
+    )
 
 
-def publish(results_dir: Path, data: dict, target: Path) -> None:
-    """hits.md, the chart and hits.json without the per-round samples' detail."""
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "hits.md").write_text(render_markdown(data))
-    shutil.copy2(results_dir / CHART, target / CHART)
-    shutil.copy2(results_dir / "hits.json", target / "hits.json")
+def publish(results_dir: Path, target: Path) -> None:
+    reportfiles.publish(results_dir, "hits", target)
 
 
 if __name__ == "__main__":

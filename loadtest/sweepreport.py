@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
-from . import charts
-from .numbers import clean, ms
+from . import charts, reportfiles
+from .numbers import ms
 
 CHART = "sweep.png"
 TITLES = {
@@ -73,19 +71,11 @@ def render_markdown(data: dict) -> str:
     return "\n".join(out)
 
 
-def write_report(out: Path, data: dict) -> dict[str, Path]:
-    files = {
-        "json": out / "sweep.json",
-        "markdown": out / "sweep.md",
-        "chart": out / CHART,
-    }
-    files["json"].write_text(json.dumps(clean(data), indent=2, allow_nan=False, default=str))
-    files["markdown"].write_text(render_markdown(data))
-    charts.miss_ratio_chart(files["chart"], data)
-    return files
+def write_report(results_dir: Path, data: dict) -> dict[str, Path]:
+    return reportfiles.write_report(
+        results_dir, "sweep", data, render_markdown, charts.miss_ratio_chart
+    )
 
 
-def publish(out: Path, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("sweep.md", "sweep.json", CHART):
-        shutil.copy2(out / name, target / name)
+def publish(results_dir: Path, target: Path) -> None:
+    reportfiles.publish(results_dir, "sweep", target)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 
 import pytest
 
@@ -14,6 +16,7 @@ from loadtest import (
     hitbench,
     locustcsv,
     numbers,
+    reportfiles,
     sweep,
     target,
 )
@@ -241,3 +244,26 @@ def test_sweep_cells_cover_both_sweeps_once_grouped_by_settings():
     assert settings == sorted(settings, key=lambda s: (s[1], s[0]))  # fewest reconfigurations
     with pytest.raises(argparse.ArgumentTypeError):
         sweep.skew_list("steep")
+
+
+# -- report files: figures, tables and chart, written and published together -------
+def test_a_report_is_its_three_files_written_then_published_together(tmp_path):
+    run, docs = tmp_path / "run", tmp_path / "docs" / "results"
+    run.mkdir()
+    files = reportfiles.write_report(
+        run,
+        "demo",
+        {"p99_ms": math.nan, "rates": [1.0, math.nan]},
+        lambda data: f"# demo: {len(data['rates'])} rates\n",
+        lambda path, data: path.write_bytes(b"chart"),
+    )
+    assert {name: path.name for name, path in files.items()} == {
+        "json": "demo.json",
+        "markdown": "demo.md",
+        "chart": "demo.png",
+    }
+    assert json.loads(files["json"].read_text()) == {"p99_ms": None, "rates": [1.0, None]}
+    reportfiles.publish(run, "demo", docs)
+    assert sorted(p.name for p in docs.iterdir()) == ["demo.json", "demo.md", "demo.png"]
+    assert (docs / "demo.md").read_text() == "# demo: 2 rates\n"
+    assert (docs / "demo.png").read_bytes() == b"chart"
