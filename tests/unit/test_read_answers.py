@@ -1,0 +1,129 @@
+"""What one read answers, rule by rule (reads.py): the result and tier, the
+entry's time left (``ttl_remaining``: the ``Cache-Status`` TTL and the page's
+countdown), this worker's copy (which carries the bytes prepared for it), and
+the steps' timings (``Server-Timing``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cachelab.engine.keys import version_target
+from cachelab.engine.model import BYPASS, DATABASE, HIT, LOCAL, MEMORY, MISS, REDIS, STALE
+from cachelab.engine.store import CacheUnavailable
+from loadtest.stack import wait_until
+from tests.helpers import free_port
+from tests.unit.fakes import FakeClock
+
+TTL = 10  # the unit settings' CACHE_TTL_SECONDS
+
+
+def key(settings, item: int = 1):
+    return version_target(settings.cache_namespace, item)
+
+
+def age(service, raw, target, seconds_past_soft: float) -> None:
+    """Redis' PTTL says the entry is ``seconds_past_soft`` past its soft expiry."""
+    read = service.store.read(target.key)
+    raw.pexpire(target.key, int((read.entry.grace - seconds_past_soft) * 1000))
+
+
+def test_a_miss_then_a_redis_hit_carry_their_time_left_and_a_copy(settings, db, services):
+    service = services(settings, db, cache_strategy="swr")  # no tier 1: every hit is Redis'
+    target = key(settings)
+    miss = service.reads.get(target)
+    assert (miss.result, miss.tier, miss.stored) == (MISS, DATABASE, True)
+    assert TTL - 1 < miss.ttl_remaining <= TTL and {"db", "cache"} <= set(miss.timings_ms)
+    hit = service.reads.get(target)
+    assert (hit.result, hit.tier) == (HIT, REDIS)
+    assert 0 < hit.ttl_remaining <= miss.ttl_remaining
+    assert hit.copy is not None and hit.copy.entry == hit.entry  # its prepared bytes live there
+    assert "cache" in hit.timings_ms and "db" not in hit.timings_ms
+
+
+def test_a_stale_answer_says_how_long_ago_it_went_stale(settings, db, services, raw):
+    # Without tracking: the invalidation of the aging below cannot race with the read.
+    service = services(settings, db, cache_strategy="swr", cache_tracking="off")
+    target = key(settings)
+    service.reads.get(target)
+    age(service, raw, target, 3.0)
+    stale = service.reads.get(target)
+    assert (stale.result, stale.tier) == (STALE, REDIS)
+    assert -3.5 < stale.ttl_remaining < -2.5
+    assert stale.copy is not None and stale.copy.entry == stale.entry
+
+
+def test_cache_aside_never_serves_past_its_ttl(settings, db, services, raw):
+    """Its own entries have no grace (Redis drops them at the TTL); one left by
+    another strategy on the same Redis (the lab switched CACHE_STRATEGY) has,
+    and is still not served once its TTL is over."""
+    swr = services(settings, db, cache_strategy="swr")
+    aside = services(settings, db, cache_strategy="cache-aside")
+    target = key(settings)
+    swr.reads.get(target)
+    age(swr, raw, target, 0.5)  # still in Redis, past its TTL
+    again = aside.reads.get(target)
+    assert (again.result, again.tier) == (MISS, DATABASE)
+    assert db.calls["version"] == 2
+
+
+def test_a_memory_hit_times_its_lookup_and_counts_down(settings, db, services):
+    clock = FakeClock()
+    service = services(settings, db, clock=clock)
+    target = key(settings)
+    service.reads.get(target)
+    first = wait_until(
+        lambda: (hit := service.reads.get(target)).tier == MEMORY and hit,
+        5,
+        interval=0.01,
+        message="tier 1 to serve the confirmed copy",
+    )
+    assert "memory" in first.timings_ms and "cache" not in first.timings_ms
+    assert first.copy is not None and first.copy.entry == first.entry
+    clock.advance(2.0)
+    hit = service.reads.get(target)
+    assert (hit.result, hit.tier) == (HIT, MEMORY)
+    assert hit.ttl_remaining == pytest.approx(first.ttl_remaining - 2.0, abs=0.05)
+
+
+def test_without_redis_the_copy_answers_with_its_time_left(settings, db, services):
+    clock = FakeClock()
+    service = services(
+        settings,
+        db,
+        clock=clock,
+        cache_tracking="off",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        cache_grace_seconds=5,
+    )
+    target = key(settings)
+    first = service.reads.get(target)
+    assert (first.result, first.tier, first.detail) == (BYPASS, DATABASE, "redis-unavailable")
+    assert TTL - 1 < first.ttl_remaining <= TTL and first.copy is not None
+    assert "db" in first.timings_ms and "cache" in first.timings_ms
+    clock.advance(4.0)
+    local = service.reads.get(target)
+    assert (local.result, local.tier, local.detail) == (BYPASS, LOCAL, "redis-unavailable")
+    assert local.ttl_remaining == pytest.approx(first.ttl_remaining - 4.0, abs=0.05)
+    assert local.copy is not None and local.entry == first.entry
+    assert "cache" in local.timings_ms
+    assert db.calls["version"] == 1
+
+
+def test_redis_lost_mid_fill_answers_from_the_database_degraded(
+    settings, db, services, monkeypatch
+):
+    """Redis answered the read (nothing there), then failed at the lease: the
+    fill's RedisDown ends on the degraded path, which queries once itself."""
+    service = services(settings, db, cache_tracking="off")
+    target = key(settings)
+
+    def acquire(*args, **kwargs):
+        raise CacheUnavailable("redis timeout (simulated)")
+
+    monkeypatch.setattr(service.store, "acquire", acquire)
+    answer = service.reads.get(target)
+    assert (answer.result, answer.tier, answer.detail) == (BYPASS, DATABASE, "redis-unavailable")
+    assert answer.target == target and answer.entry.value["version"].startswith("PostgreSQL")
+    assert TTL - 1 < answer.ttl_remaining <= TTL
+    assert {"cache", "db"} <= set(answer.timings_ms)  # the read of Redis, then the query
+    assert db.calls["version"] == 1

@@ -1,0 +1,132 @@
+"""What a write leaves in the cache, mode by mode, and what it answers.
+
+The writer commits, then tells the cache (writes.py): ``delete`` writes a
+tombstone carrying the committed version, ``write-through`` the new entry,
+``ttl`` nothing, ``notify`` leaves it to the trigger's listener; the
+unguarded variants (``guard=off``) use a plain delete and a plain write. Its
+answer names what the cache got (``WriteResult.action``), and a write that
+finds something newer in Redis or in the database keeps that (``kept-newer``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cachelab.engine.keys import item_target
+from cachelab.engine.model import MEMORY, REDIS, Loaded, new_entry, tombstone
+from loadtest.stack import wait_until
+
+ITEM = 5
+
+
+def cached_version_1(service, mode: str, guarded: bool = True):
+    """Item 5 read once in ``mode``: version 1 in Redis and in the worker's memory."""
+    key = item_target(service.settings.cache_namespace, ITEM, mode, guarded)
+    assert service.reads.get(key).value["version"] == 1
+    assert service.store.read(key.key).entry.version == 1
+    return key
+
+
+@pytest.mark.parametrize(
+    ("mode", "guarded", "action"),
+    [
+        ("delete", True, "tombstone"),
+        ("delete", False, "deleted"),
+        ("write-through", True, "written"),
+        ("write-through", False, "written"),
+        ("ttl", True, "none"),
+        ("notify", True, "notify"),
+    ],
+)
+def test_each_mode_leaves_its_documented_mark(settings, db, services, raw, mode, guarded, action):
+    service = services(settings, db, cache_jitter_ratio=0.5)
+    key = cached_version_1(service, mode, guarded)
+    fence_before = raw.get(key.fence_key)
+    written = service.writer.put(ITEM, "new", mode, guarded)
+    assert (written.item["version"], written.action) == (2, action)
+    left = service.store.read(key.key).entry
+    if action == "tombstone":
+        assert left.tombstone and left.version == 2
+        assert int(raw.get(key.fence_key)) > int(fence_before)  # it outranks every older fill
+    elif action == "deleted":
+        assert left is None and raw.exists(key.key) == 0
+    elif action == "written":
+        assert (left.version, left.value["payload"]) == (2, "new")
+        # Jittered like a fill: up to CACHE_JITTER_RATIO shorter, never longer.
+        ttl = settings.cache_ttl_seconds
+        assert ttl * 0.5 <= left.ttl < ttl and left.grace == settings.cache_grace_seconds
+        if guarded:
+            assert left.fence == int(raw.get(key.fence_key)) > int(fence_before)
+        else:  # a plain SET: no fence taken, none needed
+            assert left.fence == 0 and raw.get(key.fence_key) == fence_before
+    else:  # ttl and notify: this request leaves Redis as it was
+        assert left.version == 1
+
+
+def test_the_writers_own_copy_is_dropped_when_it_returns(settings, db, services):
+    """In ``ttl`` mode Redis keeps version 1 (no invalidation reaches the
+    worker), but the writing worker's own copy goes: its next read asks Redis."""
+    service = services(settings, db)
+    key = cached_version_1(service, "ttl")
+    wait_until(lambda: service.reads.get(key).tier == MEMORY, 5, 0.01, "a copy in memory")
+    service.writer.put(ITEM, "new", "ttl", guarded=True)
+    after = service.reads.get(key)
+    assert (after.tier, after.value["version"]) == (REDIS, 1)
+
+
+@pytest.mark.parametrize("mode", ["delete", "write-through"])
+def test_a_newer_entry_already_in_redis_is_kept(settings, db, services, mode):
+    """A later write's mark landed first (two PUTs racing): this write's older
+    one is refused, and the answer says so."""
+    service = services(settings, db)
+    key = cached_version_1(service, mode)
+    fence = service.store.next_fence(key.fence_key)
+    newer = (
+        tombstone(9, fence, time.time())
+        if mode == "delete"
+        else new_entry(Loaded({"id": ITEM, "version": 9}, 9, 0.0), fence, 60, 60, time.time())
+    )
+    assert service.store.write(key.key, newer, 60_000)
+    written = service.writer.put(ITEM, "new", mode, guarded=True)
+    assert (written.item["version"], written.action) == (2, "kept-newer")
+    assert service.store.read(key.key).entry.version == 9
+
+
+def test_a_write_through_that_a_newer_commit_overtook_leaves_that_commits_tombstone(
+    settings, db, services
+):
+    """The post-write check: version 3 committed while version 2's entry was
+    being written (its own tombstone lost, e.g. to a purge). The row says so;
+    a tombstone of version 3 goes over version 2's entry."""
+    service = services(settings, db)
+    key = cached_version_1(service, "write-through")
+    committed = db.item_version
+
+    def overtaken(item_id: int) -> int | None:
+        current = committed(item_id)
+        return None if current is None else current + 1  # version 3, already committed
+
+    db.item_version = overtaken
+    written = service.writer.put(ITEM, "new", "write-through", guarded=True)
+    assert (written.item["version"], written.action) == (2, "kept-newer")
+    left = service.store.read(key.key).entry
+    assert left.tombstone and left.version == 3
+
+
+def test_a_write_through_is_kept_when_the_database_cannot_say(settings, db, services):
+    """The post-write check asks the row's version; if the database does not
+    answer, the guarded entry stands (it is refused by any newer mark)."""
+    service = services(settings, db)
+    key = cached_version_1(service, "write-through")
+
+    def down(item_id: int) -> int | None:
+        from cachelab.postgres.database import DatabaseUnavailable
+
+        raise DatabaseUnavailable("down after the commit")
+
+    db.item_version = down
+    written = service.writer.put(ITEM, "new", "write-through", guarded=True)
+    assert written.action == "written"
+    assert service.store.read(key.key).entry.version == 2
