@@ -5,8 +5,11 @@ the steps' timings (``Server-Timing``)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
+from cachelab import metrics
 from cachelab.engine.keys import version_target
 from cachelab.engine.model import BYPASS, DATABASE, HIT, LOCAL, MEMORY, MISS, REDIS, STALE
 from cachelab.engine.store import CacheUnavailable
@@ -15,6 +18,10 @@ from tests.helpers import free_port
 from tests.unit.fakes import FakeClock
 
 TTL = 10  # the unit settings' CACHE_TTL_SECONDS
+
+
+def counter(child) -> float:
+    return child._value.get()
 
 
 def key(settings, item: int = 1):
@@ -127,3 +134,70 @@ def test_redis_lost_mid_fill_answers_from_the_database_degraded(
     assert TTL - 1 < answer.ttl_remaining <= TTL
     assert {"cache", "db"} <= set(answer.timings_ms)  # the read of Redis, then the query
     assert db.calls["version"] == 1
+
+
+def restart_empty(service, valkey) -> None:
+    """Redis killed and started again empty (nothing saved), the worker's
+    listener back on it: a data loss no invalidation announced."""
+    old_server = service.tracking._server_run_id
+    valkey.terminate()
+    valkey.start()
+    wait_until(
+        lambda: (
+            service.tracking.active and service.tracking._server_run_id not in (None, old_server)
+        ),
+        10,
+        interval=0.02,
+        message="the listener back on the new server",
+    )
+    wait_until(
+        lambda: service.store.breaker.state == "closed" or service.store.ping() is None,
+        5,
+        interval=0.05,
+        message="redis answers",
+    )
+
+
+def test_a_stale_copy_reseeds_redis_answers_stale_and_refreshes_once(
+    settings, db, services, valkey, raw
+):
+    """Rule 3c past the soft expiry: Redis lost the entry, this worker's
+    confirmed copy is stale but within its hard expiry. It is written back for
+    the rest of its life, served as STALE with how long ago it went stale, and
+    one background refresh replaces it."""
+    service = services(settings, db, cache_ttl_seconds=1, cache_grace_seconds=60)
+    target = key(settings)
+    service.reads.get(target)
+    copy = wait_until(
+        lambda: service.reads.get(target).tier == MEMORY and service.tier1.last_copy(target.key),
+        5,
+        interval=0.01,
+        message="a confirmed copy",
+    )
+    wait_until(
+        lambda: copy.soft_deadline < service.reads.clock(),
+        5,
+        interval=0.05,
+        message="the copy's soft expiry",
+    )
+    restart_empty(service, valkey)
+    refreshed = counter(metrics.REFRESHES[("stale", "ok")])
+    db.gate = threading.Event()  # the refresh's query waits: the written-back copy is seen
+    try:
+        lookup = service.reads.get(target)
+        assert (lookup.result, lookup.tier, lookup.detail) == (STALE, REDIS, "reseeded")
+        assert lookup.entry == copy.entry and lookup.copy is copy
+        assert -5 < lookup.ttl_remaining < 0
+        written_back = service.store.read(target.key)
+        assert written_back.entry == copy.entry
+        assert 55_000 < raw.pttl(target.key) <= 61_000  # the copy's hard expiry, not a new TTL
+        assert db.started.acquire(timeout=5)  # one refresh, in the background
+    finally:
+        db.gate.set()
+    wait_until(
+        lambda: counter(metrics.REFRESHES[("stale", "ok")]) == refreshed + 1,
+        5,
+        interval=0.01,
+        message="the refresh",
+    )
+    assert db.calls["version"] == 2
