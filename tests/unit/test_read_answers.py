@@ -201,3 +201,35 @@ def test_a_stale_copy_reseeds_redis_answers_stale_and_refreshes_once(
         message="the refresh",
     )
     assert db.calls["version"] == 2
+
+
+def test_without_redis_only_a_stale_copy_is_refreshed_and_only_once(settings, db, services):
+    """Rule 5: the copy answers; once past its soft expiry, one local refresh
+    (this worker's alone: Redis is down) runs behind it, however many read."""
+    clock = FakeClock()
+    service = services(
+        settings,
+        db,
+        clock=clock,
+        cache_tracking="off",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        cache_grace_seconds=5,
+    )
+    target = key(settings)
+    service.reads.get(target)  # from the database, kept as the copy
+    # A refresh that starts stays in flight, and says it started.
+    db.gate, db.started = threading.Event(), threading.Semaphore(0)
+    try:
+        clock.advance(TTL - 0.5)
+        fresh = service.reads.get(target)
+        assert fresh.tier == LOCAL and 0 < fresh.ttl_remaining <= 0.5
+        assert service.jobs.pending() == 0  # fresh: nothing to refresh
+        clock.advance(1.0)
+        for _ in range(3):
+            stale = service.reads.get(target)
+            assert stale.tier == LOCAL and stale.ttl_remaining < 0
+        assert service.jobs.pending() == 1 and db.started.acquire(timeout=5)
+    finally:
+        db.gate.set()
+    wait_until(lambda: service.jobs.pending() == 0, 5, interval=0.01, message="the refresh")
+    assert db.calls["version"] == 2
