@@ -5,6 +5,7 @@ the steps' timings (``Server-Timing``)."""
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
@@ -45,6 +46,17 @@ def test_a_miss_then_a_redis_hit_carry_their_time_left_and_a_copy(settings, db, 
     assert 0 < hit.ttl_remaining <= miss.ttl_remaining
     assert hit.copy is not None and hit.copy.entry == hit.entry  # its prepared bytes live there
     assert "cache" in hit.timings_ms and "db" not in hit.timings_ms
+    assert not miss.superseded and not hit.superseded  # nothing newer was written
+
+
+@pytest.mark.parametrize("strategy", ["none", "swr"])
+def test_a_bypass_says_why(settings, db, services, strategy):
+    service = services(settings, db, cache_strategy=strategy)
+    target = key(settings)
+    lookup = service.reads.get(target, bypass=strategy != "none")
+    assert (lookup.result, lookup.tier) == (BYPASS, DATABASE)
+    assert lookup.detail == ("strategy-none" if strategy == "none" else "request")
+    assert service.store.read(target.key).entry is None  # nothing cached
 
 
 def test_a_stale_answer_says_how_long_ago_it_went_stale(settings, db, services, raw):
@@ -84,7 +96,7 @@ def test_a_memory_hit_times_its_lookup_and_counts_down(settings, db, services):
         interval=0.01,
         message="tier 1 to serve the confirmed copy",
     )
-    assert "memory" in first.timings_ms and "cache" not in first.timings_ms
+    assert 0 <= first.timings_ms["memory"] < 1000 and "cache" not in first.timings_ms
     assert first.copy is not None and first.copy.entry == first.entry
     clock.advance(2.0)
     hit = service.reads.get(target)
@@ -233,3 +245,61 @@ def test_without_redis_only_a_stale_copy_is_refreshed_and_only_once(settings, db
         db.gate.set()
     wait_until(lambda: service.jobs.pending() == 0, 5, interval=0.01, message="the refresh")
     assert db.calls["version"] == 2
+
+
+def test_a_memory_hit_near_its_expiry_refreshes_early(settings, db, services):
+    """XFetch on tier 1's copies too: a hot key served from memory alone would
+    otherwise never be refreshed before it expires."""
+
+    class Certain(random.Random):
+        def random(self):
+            return 0.999999  # -ln(1 - u) is large: always due once close enough
+
+    clock = FakeClock()
+    service = services(settings, db, clock=clock, rng=Certain(), xfetch_beta=1.0)
+    target = key(settings)
+    db.delay = 0.05  # delta: -ln(1e-6) * 0.05 s = 0.7 s of lead
+    service.reads.get(target)
+    db.delay = 0.0
+    wait_until(
+        lambda: service.reads.get(target).tier == MEMORY,
+        5,
+        interval=0.01,
+        message="tier 1 to serve the confirmed copy",
+    )
+    before = counter(metrics.REFRESHES[("early", "ok")])
+    clock.advance(TTL - 2.0)  # 2 s left: not due yet
+    assert service.reads.get(target).tier == MEMORY
+    assert service.jobs.pending() == 0
+    clock.advance(1.6)  # 0.4 s left: due
+    assert service.reads.get(target).tier == MEMORY
+    wait_until(
+        lambda: counter(metrics.REFRESHES[("early", "ok")]) == before + 1,
+        5,
+        interval=0.01,
+        message="an early refresh",
+    )
+    assert db.calls["version"] == 2
+
+
+def test_cache_aside_never_refreshes_early(settings, db, services, raw):
+    """cache-aside is the baseline the lab compares against: its entries expire
+    and the next reader queries, with no refresh ahead of time."""
+
+    class Certain(random.Random):
+        def random(self):
+            return 0.999999
+
+    service = services(settings, db, rng=Certain(), cache_strategy="cache-aside", xfetch_beta=1.0)
+    target = key(settings)
+    db.delay = 0.05
+    service.reads.get(target)
+    db.delay = 0.0
+    raw.pexpire(target.key, 400)  # 0.4 s left: XFetch would be due
+    db.gate = threading.Event()  # a refresh would stay in flight
+    try:
+        assert service.reads.get(target).result == HIT
+        assert service.jobs.pending() == 0
+    finally:
+        db.gate.set()
+    assert db.calls["version"] == 1
