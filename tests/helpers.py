@@ -8,11 +8,17 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import socketserver
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+Server = TypeVar("Server", bound=socketserver.BaseServer)
 
 
 def require_tool(available: bool, tool: str) -> None:
@@ -41,3 +47,18 @@ def docker_ready() -> bool:
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+@contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """A test's own HTTP server, answering from a thread until the block ends.
+    It polls for shutdown every 50 ms (the default half second would add that to
+    every test's teardown)."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -11,8 +11,8 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import cast
@@ -24,7 +24,7 @@ import requests
 from loadtest import bench, stats
 from loadtest import lab as bench_lab
 from loadtest.stack import ROOT, metric, wait_until
-from tests.helpers import require_tool
+from tests.helpers import require_tool, serving
 
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 DELAY_MS = 1000  # SLOW_QUERY_SECONDS of the test stack
@@ -175,12 +175,8 @@ class FakeLab(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_lab():
-    server = FakeServer(("127.0.0.1", 0), FakeLab)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(FakeServer(("127.0.0.1", 0), FakeLab)) as server:
+        yield server
 
 
 @pytest.mark.unit
@@ -192,7 +188,7 @@ def test_a_200_with_the_wrong_body_is_a_failure_and_breaks_the_threshold(
     result = run_locust(
         host,
         tmp_path,
-        3,
+        1,
         "-u",
         "2",
         "-r",
@@ -224,40 +220,34 @@ def test_p95_threshold_fails_the_run_and_a_good_run_exits_zero(
 ):
     fake_lab.mode = "slow"  # 30 ms per answer, correct bodies
     host = f"http://127.0.0.1:{fake_lab.server_address[1]}"
-    slow = run_locust(
-        host,
-        tmp_path,
-        3,
-        "-u",
-        "2",
-        "-r",
-        "2",
-        "--max-p95-ms",
-        "5",
-        "--max-fail-ratio",
-        "0",
-        classes=("ZipfUser",),
-    )
+
+    def run_with_p95_limit(limit_ms: str) -> subprocess.CompletedProcess:
+        workdir = tmp_path / f"p95-{limit_ms}"
+        workdir.mkdir()
+        return run_locust(
+            host,
+            workdir,
+            1,
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "--max-p95-ms",
+            limit_ms,
+            "--max-fail-ratio",
+            "0",
+            classes=("ZipfUser",),
+        )
+
+    # Both runs at once: each is one second of load and a second of start-up.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        slow, ok = pool.map(run_with_p95_limit, ["5", "5000"])
     output = slow.stdout + slow.stderr
     assert slow.returncode == 1, output[-2000:]
     assert re.search(r"threshold exceeded: p95 \d+ ms > 5 ms", output)
     assert "failure ratio" not in output.split("threshold exceeded:")[1].splitlines()[0]
-    ok = run_locust(
-        host,
-        tmp_path,
-        3,
-        "-u",
-        "2",
-        "-r",
-        "2",
-        "--max-p95-ms",
-        "5000",
-        "--max-fail-ratio",
-        "0",
-        classes=("ZipfUser",),
-    )
     assert ok.returncode == 0, (ok.stdout + ok.stderr)[-2000:]
-    assert stats_rows(tmp_path / "run_stats.csv")["Aggregated"]["Failure Count"] == "0"
+    assert stats_rows(tmp_path / "p95-5000" / "run_stats.csv")["Aggregated"]["Failure Count"] == "0"
 
 
 # -- Compose: the Locust UI and a worker, as `docker compose up` starts them --------

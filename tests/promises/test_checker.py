@@ -1,6 +1,6 @@
 """The randomized schedule-and-fault checker, in two profiles.
 
-``quick`` (marker ``unit``): one fixed seed, schedules for about 8 s, no
+``quick`` (marker ``unit``): one fixed seed, schedules for about 6 s, no
 shrinking (the first failing schedule is printed as it is).
 
 ``long`` (marker ``checker``, not in ``-m unit``; CI runs it in the full
@@ -30,7 +30,7 @@ import pytest
 from .explore import Profile, explore, promises_checked, schedule_from_text
 from .runner import replay
 
-QUICK = Profile("quick", seconds=8, examples=60, shrink_seconds=0, max_steps=16)
+QUICK = Profile("quick", seconds=6, examples=60, shrink_seconds=0, max_steps=16)
 QUICK_SEED = 17
 MINUTES = float(os.environ.get("CHECKER_MINUTES", "5"))
 SHRINK_SECONDS = float(os.environ.get("CHECKER_SHRINK_SECONDS", "120"))

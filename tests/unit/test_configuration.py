@@ -57,6 +57,36 @@ def test_a_bad_app_variable_stops_gunicorn_naming_it(variable, value):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"CACHE_TTL_SECONDS": "ten"}, "CACHE_TTL_SECONDS must be an integer"),
+        ({"CACHE_TTL_SECONDS": "0"}, "CACHE_TTL_SECONDS must be between 1 and 86400"),
+        ({"XFETCH_BETA": "11"}, "XFETCH_BETA must be between 0 and 10"),
+        ({"CACHE_STRATEGY": "lru"}, "CACHE_STRATEGY must be one of"),
+        ({"REDIS_URL": ""}, "REDIS_URL is required"),
+        ({"REDIS_URL": "http://redis"}, "REDIS_URL must be a URL with scheme redis or rediss"),
+        ({"PROMETHEUS_URL": "prometheus:9090"}, "PROMETHEUS_URL must be a URL"),
+        ({"CACHE_NAMESPACE": "Bad Space"}, "CACHE_NAMESPACE must be 1-32 characters"),
+        ({"DB_POOL_SIZE": "8"}, "DB_POOL_SIZE \\(8\\) must be at least CACHE_FILL_SLOTS"),
+        ({"CACHE_FILL_SLOTS": "33"}, "CACHE_FILL_SLOTS \\(33\\) must not exceed"),
+        ({"GUNICORN_THREADS": "112"}, "CACHE_MISS_SLOTS \\(32\\) \\+ CACHE_FOLLOWER_SLOTS"),
+        ({"REDIS_CLUSTER": "on", "REDIS_URL": "redis://cache/2"}, "REDIS_URL must use database 0"),
+    ],
+)
+def test_settings_refuse_each_bad_value_naming_the_variable(change, variable):
+    """The same rules in-process (the gunicorn test above runs a few of them as
+    a user meets them), including the rules that relate two variables."""
+    with pytest.raises(ConfigError, match=f"^{variable}"):
+        Settings.from_env({**BASE_ENV, "SLOW_QUERY_SECONDS": "1", "DB_POOL_SIZE": "40", **change})
+
+
+def test_optional_urls_lose_their_trailing_slash():
+    settings = Settings.from_env({**BASE_ENV, "PROMETHEUS_URL": "http://prometheus:9090/"})
+    assert settings.prometheus_url == "http://prometheus:9090"
+    assert Settings.from_env(BASE_ENV).prometheus_url is None
+
+
 EDGE_SCRIPT, METRICS_SCRIPT = "15-lab-edge-config.sh", "50-edge-metrics.sh"
 
 

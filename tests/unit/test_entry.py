@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
 import pytest
 
-from cachelab.engine.model import Entry, decode, jittered_ttl, tombstone, xfetch_due
+from cachelab.engine.model import FORMAT, Entry, decode, jittered_ttl, tombstone, xfetch_due
 
 
 def make(delta: float = 1.0, ttl: float = 10.0, grace: float = 60.0, **kw) -> Entry:
@@ -37,13 +38,39 @@ def test_round_trip_keeps_every_field():
         b"not json",
         b"[1,2]",
         b'{"f":1,"value":{}}',  # the old v1 format
-        b'{"f":2,"value":"x","fence":1,"ttl":1,"grace":0,"delta":0,"created":0}',
-        b'{"f":2,"value":{},"fence":"x","ttl":1,"grace":0,"delta":0,"created":0}',
-        b'{"f":2,"value":{},"fence":1,"ttl":-1,"grace":0,"delta":0,"created":0}',
+        b'{"f":2,"value":{},"fence":1,"ttl":1,"grace":0,"delta":0,"created":0}',  # v2
     ],
 )
 def test_old_or_corrupt_entries_read_as_a_miss(raw):
     assert decode(raw) is None
+
+
+CURRENT = {"f": FORMAT, "value": {}, "fence": 1, "ttl": 1, "grace": 0, "delta": 0, "created": 0}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"value": "x"},
+        {"fence": "x"},
+        {"ttl": -1},
+        {"grace": -1},
+        {"ttl": None},
+        {"kind": "other"},
+        {"delta": None},
+        {"created": "then"},
+        {"version": "v3"},
+    ],
+)
+def test_an_entry_of_this_format_with_a_bad_field_reads_as_a_miss(change):
+    assert decode(json.dumps(CURRENT).encode()) is not None
+    assert decode(json.dumps({**CURRENT, **change}).encode()) is None
+
+
+@pytest.mark.parametrize("field", ["value", "fence", "ttl", "grace", "delta", "created"])
+def test_an_entry_missing_a_field_reads_as_a_miss(field):
+    document = {name: value for name, value in CURRENT.items() if name != field}
+    assert decode(json.dumps(document).encode()) is None
 
 
 def test_freshness_comes_from_pttl_not_from_clocks():

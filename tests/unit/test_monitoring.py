@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +16,7 @@ import yaml
 from cachelab import metrics
 from cachelab.web import promql
 from loadtest.stack import ROOT
+from tests.helpers import serving
 
 RULES = yaml.safe_load((ROOT / "prometheus" / "rules.yml").read_text())["groups"][0]["rules"]
 
@@ -106,11 +106,8 @@ def fake_prometheus():
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakePrometheus)
     server.queries = []  # type: ignore[attr-defined]
     server.fail = False  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield server
 
 
 def test_the_series_come_from_prometheus_with_their_promql(make_app, fake_prometheus):
