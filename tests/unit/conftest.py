@@ -11,8 +11,9 @@ the lease paths fire deterministically.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import redis
@@ -88,6 +89,53 @@ def services() -> Iterator[Services]:
     made = Services()
     yield made
     made.close()
+
+
+@pytest.fixture
+def restart_empty(valkey) -> Callable[[Any], None]:
+    """``restart_empty(worker)``: Redis killed and started again empty (nothing
+    saved) on the same port, the worker's listener back on it -- a data loss no
+    invalidation announced."""
+
+    def restart(service: Any) -> None:
+        old_server = service.tracking._server_run_id
+        valkey.terminate()
+        valkey.start()
+        wait_until(
+            lambda: (
+                service.tracking.active
+                and service.tracking._server_run_id not in (None, old_server)
+            ),
+            10,
+            interval=0.02,
+            message="the listener back on the new server",
+        )
+        wait_until(
+            lambda: service.store.breaker.state == "closed" or service.store.ping() is None,
+            5,
+            interval=0.05,
+            message="redis answers",
+        )
+
+    return restart
+
+
+@pytest.fixture
+def worker_without_redis(settings, db, services) -> Callable[[Any], Any]:
+    """``worker_without_redis(clock)``: a worker whose Redis never answers
+    (nothing listens on its port), tracking off, its entries with 5 s of grace."""
+
+    def make(clock: Any) -> Any:
+        return services(
+            settings,
+            db,
+            clock=clock,
+            cache_tracking="off",
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            cache_grace_seconds=5,
+        )
+
+    return make
 
 
 @pytest.fixture

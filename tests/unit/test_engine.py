@@ -21,7 +21,6 @@ from cachelab.postgres.database import DatabaseUnavailable
 from cachelab.resilience.background import BackgroundJobs
 from cachelab.resilience.bulkhead import Overloaded
 from loadtest.stack import wait_until
-from tests.helpers import free_port
 from tests.unit.fakes import FakeClock
 
 
@@ -302,30 +301,14 @@ def test_freshness_does_not_depend_on_the_readers_wall_clock(settings, db, servi
 
 
 # -- Redis trouble -------------------------------------------------------------------
-def test_redis_data_loss_is_answered_from_the_workers_copy(settings, db, services, valkey):
+def test_redis_data_loss_is_answered_from_the_workers_copy(settings, db, services, restart_empty):
     """Defect: after a Redis restart the first reader of every key waited for the
     query although every worker still held the entry."""
     service = services(settings, db)
     key = target(settings)
     service.reads.get(key)
     service.reads.get(key)  # a read confirms this worker's copy (its own fill invalidated it)
-    old_server = service.tracking._server_run_id
-    valkey.terminate()  # killed: nothing saved
-    valkey.start()  # the same port, an empty server with a new run_id
-    wait_until(
-        lambda: (
-            service.tracking.active and service.tracking._server_run_id not in (None, old_server)
-        ),
-        10,
-        interval=0.02,
-        message="the listener back on the new server",
-    )
-    wait_until(
-        lambda: service.store.breaker.state == "closed" or service.store.ping() is None,
-        5,
-        interval=0.05,
-        message="redis answers",
-    )
+    restart_empty(service)  # killed (nothing saved), started again on the same port
     lookup = service.reads.get(key)
 
     assert lookup.detail == "reseeded" and lookup.result == HIT
@@ -348,16 +331,11 @@ def test_a_purge_is_never_undone_by_a_workers_copy(settings, db, services, raw):
     assert service.reads.get(key).result == MISS and db.calls["version"] == 2
 
 
-def test_redis_down_serves_the_copy_until_its_hard_expiry_then_queries(settings, db, services):
+def test_redis_down_serves_the_copy_until_its_hard_expiry_then_queries(
+    settings, db, worker_without_redis
+):
     clock = FakeClock()
-    service = services(
-        settings,
-        db,
-        clock=clock,
-        cache_tracking="off",
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        cache_grace_seconds=5,
-    )
+    service = worker_without_redis(clock)
     key = target(settings)
     first = service.reads.get(key)  # Redis unreachable: queried, kept as this worker's copy
     assert (first.result, first.tier, first.detail) == (BYPASS, DATABASE, "redis-unavailable")

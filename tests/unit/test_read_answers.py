@@ -15,7 +15,6 @@ from cachelab.engine.keys import version_target
 from cachelab.engine.model import BYPASS, DATABASE, HIT, LOCAL, MEMORY, MISS, REDIS, STALE
 from cachelab.engine.store import CacheUnavailable
 from loadtest.stack import wait_until
-from tests.helpers import free_port
 from tests.unit.fakes import FakeClock
 
 TTL = 10  # the unit settings' CACHE_TTL_SECONDS
@@ -104,16 +103,9 @@ def test_a_memory_hit_times_its_lookup_and_counts_down(settings, db, services):
     assert hit.ttl_remaining == pytest.approx(first.ttl_remaining - 2.0, abs=0.05)
 
 
-def test_without_redis_the_copy_answers_with_its_time_left(settings, db, services):
+def test_without_redis_the_copy_answers_with_its_time_left(settings, db, worker_without_redis):
     clock = FakeClock()
-    service = services(
-        settings,
-        db,
-        clock=clock,
-        cache_tracking="off",
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        cache_grace_seconds=5,
-    )
+    service = worker_without_redis(clock)
     target = key(settings)
     first = service.reads.get(target)
     assert (first.result, first.tier, first.detail) == (BYPASS, DATABASE, "redis-unavailable")
@@ -148,30 +140,8 @@ def test_redis_lost_mid_fill_answers_from_the_database_degraded(
     assert db.calls["version"] == 1
 
 
-def restart_empty(service, valkey) -> None:
-    """Redis killed and started again empty (nothing saved), the worker's
-    listener back on it: a data loss no invalidation announced."""
-    old_server = service.tracking._server_run_id
-    valkey.terminate()
-    valkey.start()
-    wait_until(
-        lambda: (
-            service.tracking.active and service.tracking._server_run_id not in (None, old_server)
-        ),
-        10,
-        interval=0.02,
-        message="the listener back on the new server",
-    )
-    wait_until(
-        lambda: service.store.breaker.state == "closed" or service.store.ping() is None,
-        5,
-        interval=0.05,
-        message="redis answers",
-    )
-
-
 def test_a_stale_copy_reseeds_redis_answers_stale_and_refreshes_once(
-    settings, db, services, valkey, raw
+    settings, db, services, restart_empty, raw
 ):
     """Rule 3c past the soft expiry: Redis lost the entry, this worker's
     confirmed copy is stale but within its hard expiry. It is written back for
@@ -192,7 +162,7 @@ def test_a_stale_copy_reseeds_redis_answers_stale_and_refreshes_once(
         interval=0.05,
         message="the copy's soft expiry",
     )
-    restart_empty(service, valkey)
+    restart_empty(service)
     refreshed = counter(metrics.REFRESHES[("stale", "ok")])
     db.gate = threading.Event()  # the refresh's query waits: the written-back copy is seen
     try:
@@ -215,18 +185,13 @@ def test_a_stale_copy_reseeds_redis_answers_stale_and_refreshes_once(
     assert db.calls["version"] == 2
 
 
-def test_without_redis_only_a_stale_copy_is_refreshed_and_only_once(settings, db, services):
+def test_without_redis_only_a_stale_copy_is_refreshed_and_only_once(
+    settings, db, worker_without_redis
+):
     """Rule 5: the copy answers; once past its soft expiry, one local refresh
     (this worker's alone: Redis is down) runs behind it, however many read."""
     clock = FakeClock()
-    service = services(
-        settings,
-        db,
-        clock=clock,
-        cache_tracking="off",
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        cache_grace_seconds=5,
-    )
+    service = worker_without_redis(clock)
     target = key(settings)
     service.reads.get(target)  # from the database, kept as the copy
     # A refresh that starts stays in flight, and says it started.
