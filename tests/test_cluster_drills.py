@@ -36,7 +36,7 @@ P99_BOUND_MS = 10_000
 MAX_BOUND_MS = 30_000
 
 
-pytestmark = pytest.mark.drills  # deselected by default (pytest.ini)
+pytestmark = pytest.mark.drills  # alone: scripts/test -m drills
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import pytest
 from tests import test_caching_engine as engine_suite
 from tests import test_promises_stack as promises
 
-pytestmark = pytest.mark.cluster_suites  # deselected by default (pytest.ini)
+pytestmark = pytest.mark.cluster_suites  # alone: scripts/test -m cluster_suites
 
 
 @pytest.fixture
