@@ -206,6 +206,38 @@ def test_the_copies_are_bounded_in_bytes_prepared_bytes_included():
     assert 3 <= len(local) <= 5  # about 2.1 kB each
 
 
+def test_a_copy_larger_than_the_whole_byte_bound_is_never_kept():
+    """An entry (or its prepared page) larger than LOCAL_CACHE_BYTES itself is
+    served from Redis every time, and evicts nothing to make room for itself."""
+    local = tier1(FakeClock(), size=1000, max_bytes=10_000)
+    small = local.put("small", fresh_entry(1), 10, 70, local.snapshot("small"))
+    assert small is not None
+    huge = fresh_entry(2, value="x" * 20_000)
+    assert local.put("huge", huge, 10, 70, local.snapshot("huge")) is None
+    assert local.last_copy("huge") is None
+    grown = local.put("grows", fresh_entry(3), 10, 70, local.snapshot("grows"))
+    assert grown is not None
+    grown.keep("page", (b"x" * 20_000,))  # its prepared page outgrows the bound
+    assert local.last_copy("grows") is None
+    assert local.last_copy("small") is not None and local.bytes <= 10_000
+
+
+def test_a_watcher_is_woken_by_its_key_or_a_flush_and_forgotten_after():
+    local = tier1(FakeClock())
+    event = local.watch(["a", "b"])
+    local.invalidate(["c"])
+    assert not event.is_set()
+    local.invalidate(["b"])
+    assert event.is_set()
+    event.clear()
+    local.invalidate(None)  # a flush wakes every watcher
+    assert event.is_set()
+    local.unwatch(["a", "b"], event)
+    event.clear()
+    local.invalidate(["a"])
+    assert not event.is_set() and local._watchers == {}
+
+
 def test_the_hottest_copy_stays_when_others_come_and_go():
     """Defect: first in, first out: the hottest key went back to Redis 3 times in 300 reads."""
     local = tier1(FakeClock(), size=3)

@@ -267,17 +267,18 @@ class Tier1:
                 on_grow=self._regrow,
             )
             copy.base_size = copy.size = size or len(entry.encode())
-            self._store(key, copy)
-            return copy
+            return copy if self._store(key, copy) else None
 
-    def _store(self, key: str, copy: Copy) -> None:
+    def _store(self, key: str, copy: Copy) -> bool:
+        """Keep ``copy`` within both bounds; False if it alone exceeds the bytes."""
         try:
             self._copies[key] = copy
         except ValueError:  # larger than the whole byte bound: never kept
             self._copies.pop(key, None)
-            return
+            return False
         while len(self._copies) > self.max_entries:
             self._copies.popitem()
+        return True
 
     def _regrow(self, copy: Copy) -> None:
         """Prepared bytes were added to ``copy``: count them (it may evict others)."""
