@@ -80,7 +80,9 @@ def test_a_row_that_changed_under_a_stored_fill_is_buried_and_a_failed_burial_is
     monkeypatch.setattr(service.store, "bury", unavailable)
     with caplog.at_level(logging.WARNING, logger="cachelab"):
         assert service.reads.get(other).superseded
-    assert any("a superseded fill stayed" in record.getMessage() for record in caplog.records)
+    (record,) = [r for r in caplog.records if r.getMessage() == "a superseded fill stayed"]
+    assert record.key == other.key
+    assert record.reason == "injected: Redis did not answer"
 
 
 def test_a_database_that_cannot_say_whether_the_row_changed_keeps_the_fill(

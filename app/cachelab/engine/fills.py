@@ -232,7 +232,7 @@ class Fills:
                 timer.add("lock", started)
                 if read.entry is not None and not read.entry.tombstone:
                     metrics.LOCK_WAITS["filled"].inc()
-                    return self._from_redis(target, read, snapshot, observed, timer)
+                    return self._from_redis(target, read, snapshot, observed)
                 now = self.clock()
                 if now >= deadline:
                     metrics.LOCK_WAITS["timeout"].inc()
@@ -259,7 +259,7 @@ class Fills:
             read = self._redis(lambda: self.store.read_patiently(target.key))
             if read.entry is not None and not read.entry.tombstone and read.soft_remaining > 0:
                 metrics.LOCK_WAITS["filled"].inc()  # the previous holder filled it
-                return self._from_redis(target, read, snapshot, observed, timer)
+                return self._from_redis(target, read, snapshot, observed)
             with self.bulkhead.query():
                 observed = self.clock()
                 entry = self._query(target, lease.fence, timer)
@@ -357,7 +357,7 @@ class Fills:
             return True  # the guarded write and the tombstone still stand
 
     def _from_redis(
-        self, target: Target, read: Read, snapshot: Snapshot, observed: float, timer: Timer
+        self, target: Target, read: Read, snapshot: Snapshot, observed: float
     ) -> Filled:
         assert read.entry is not None
         soft = read.soft_remaining
