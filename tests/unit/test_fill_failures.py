@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 
-import pytest
-
 from cachelab import metrics
 from cachelab.engine.keys import item_target
 from cachelab.engine.model import DATABASE, Timer
@@ -114,31 +112,6 @@ def test_a_renewal_redis_cannot_answer_keeps_the_lease_for_the_next_round(
     assert not lease.lost
     service.fills._release(lease)
     assert service.fills.held() == []
-
-
-@pytest.mark.parametrize(
-    ("failure", "message"),
-    [
-        (DatabaseUnavailable("injected: database down"), "local refresh failed"),
-        (RuntimeError("injected: a bug"), "local refresh crashed"),
-    ],
-)
-def test_a_failed_local_refresh_is_counted_and_logged(
-    settings, db, services, monkeypatch, caplog, failure, message
-):
-    service = services(settings, db)
-    key = item_target(settings.cache_namespace, ITEM, "delete")
-
-    def fail(*_args, **_kwargs):
-        raise failure
-
-    monkeypatch.setattr(service.fills, "_query", fail)
-    before = counter(metrics.REFRESHES[("stale", "error")])
-    with caplog.at_level(logging.WARNING, logger="cachelab"):
-        service.fills._refresh_locally(key)
-    assert counter(metrics.REFRESHES[("stale", "error")]) == before + 1
-    assert any(message in record.getMessage() for record in caplog.records)
-    assert service.tier1.last_copy(key.key) is None
 
 
 def test_a_background_refresh_that_crashes_is_counted_logged_and_releases_its_lease(

@@ -170,7 +170,7 @@ def test_local_refreshes_of_two_keys_run_side_by_side(settings, db, worker_witho
         (RuntimeError("injected: a bug"), "local refresh crashed"),
     ],
 )
-def test_a_failed_local_refresh_is_logged_with_its_key(
+def test_a_failed_local_refresh_is_counted_and_logged_with_its_key(
     settings, db, services, monkeypatch, caplog, failure, message
 ):
     service = services(settings, db)
@@ -180,8 +180,11 @@ def test_a_failed_local_refresh_is_logged_with_its_key(
         raise failure
 
     monkeypatch.setattr(service.fills, "_query", fail)
+    before = counter(metrics.REFRESHES[("stale", "error")])
     with caplog.at_level(logging.WARNING, logger="cachelab"):
         service.fills._refresh_locally(key)
+    assert counter(metrics.REFRESHES[("stale", "error")]) == before + 1
+    assert service.tier1.last_copy(key.key) is None
     record = the_record(caplog, message)
     assert record.key == key.key  # type: ignore[attr-defined]
     if isinstance(failure, DatabaseUnavailable):
