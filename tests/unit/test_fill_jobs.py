@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -307,3 +308,41 @@ def test_a_cache_aside_fill_is_read_back_as_a_hit(settings, db, services, guarde
     again = service.reads.get(key)
     assert (again.result, again.tier) == ("HIT", "redis") and db.calls["item"] == 1
     assert service.store.read(key.key).entry.fence >= (1 if guarded else 0)
+
+
+def test_followers_of_a_lease_taken_after_another_worker_filled_the_key_get_its_entry(
+    settings, db, services, raw, monkeypatch
+):
+    """Worker B's leader waits on A's lease; A fills and releases; B's leader
+    then takes the free lease and finds the entry there ("the previous holder
+    filled it"). Its followers share that answer, which says when it was read
+    (after they began): no second flight, no second query."""
+    worker_a, worker_b = services(settings, db), services(settings, db)
+    key = version_target(settings.cache_namespace, 5)
+    flights = worker_b.fills.flights
+    acquire, attempts = worker_b.fills._try_acquire, []
+
+    def once_a_released_it(*args, **kwargs):
+        attempts.append(args)
+        if len(attempts) > 1:  # B's retry: A has filled the key and let the lease go
+            wait_until(lambda: raw.get(key.lease_key) is None, 5, interval=0.005, message="A")
+        return acquire(*args, **kwargs)
+
+    monkeypatch.setattr(worker_b.fills, "_try_acquire", once_a_released_it)
+    db.gate = threading.Event()
+    with ThreadPoolExecutor(3) as pool:
+        try:
+            holder = pool.submit(worker_a.reads.get, key)
+            assert db.started.acquire(timeout=5), "A's query starts"
+            leader = pool.submit(worker_b.reads.get, key)
+            wait_until(lambda: flights.in_flight(key.key), 5, interval=0.01, message="B's flight")
+            follower = pool.submit(worker_b.reads.get, key)
+            wait_until(
+                lambda: flights.followers(key.key) == 1, 5, interval=0.01, message="a follower"
+            )
+        finally:
+            db.gate.set()
+        answers = [f.result(timeout=10) for f in (holder, leader, follower)]
+    assert [a.value for a in answers] == [answers[0].value] * 3
+    assert answers[2].detail == "collapsed" and db.calls["version"] == 1
+    assert len(attempts) == 2  # B's leader took the free lease and found the entry
