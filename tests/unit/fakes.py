@@ -1,4 +1,6 @@
-"""Controllable fakes of the unit layer: a clock, the database, engines.
+"""Controllable fakes of the unit layer: a clock, the database, engines, and
+the two small helpers the engine tests share (a counter's value, a Redis
+call that fails).
 
 Simulated where the thing is what is being simulated (latency, failures,
 counts, time); everything Redis does is a real Valkey process (conftest.py).
@@ -15,11 +17,21 @@ from typing import cast
 
 from cachelab.config import Settings
 from cachelab.engine.cluster import ClusterStore
-from cachelab.engine.store import RedisStore
+from cachelab.engine.store import CacheUnavailable, RedisStore
 from cachelab.postgres.database import Database, DatabaseUnavailable
 from cachelab.web.app import build_lab
 from cachelab.web.context import Lab
 from loadtest.stack import wait_until
+
+
+def counter(child) -> float:
+    """A Prometheus counter's (or labelled child's) current value."""
+    return child._value.get()
+
+
+def unavailable(*_args, **_kwargs):
+    """Stands in for a store method: Redis did not answer."""
+    raise CacheUnavailable("injected: Redis did not answer")
 
 
 class FakeClock:

@@ -21,15 +21,11 @@ from cachelab.postgres.database import DatabaseUnavailable
 from cachelab.resilience.background import BackgroundJobs
 from cachelab.resilience.bulkhead import Overloaded
 from loadtest.stack import wait_until
-from tests.unit.fakes import FakeClock
+from tests.unit.fakes import FakeClock, counter
 
 
 def target(settings, item=1):
     return version_target(settings.cache_namespace, item)
-
-
-def counter(child) -> float:
-    return child._value.get()
 
 
 def parallel(count: int, func):

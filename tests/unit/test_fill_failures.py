@@ -13,18 +13,10 @@ import logging
 from cachelab import metrics
 from cachelab.engine.keys import item_target
 from cachelab.engine.model import DATABASE, Timer
-from cachelab.engine.store import CacheUnavailable
 from cachelab.postgres.database import DatabaseUnavailable
+from tests.unit.fakes import counter, unavailable
 
 ITEM = 3
-
-
-def counter(child) -> float:
-    return child._value.get()
-
-
-def unavailable(*_args, **_kwargs):
-    raise CacheUnavailable("injected: Redis did not answer")
 
 
 def test_a_fill_whose_write_redis_refuses_still_answers_and_keeps_only_an_unconfirmed_copy(

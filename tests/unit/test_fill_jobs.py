@@ -21,13 +21,9 @@ from cachelab.engine.model import new_entry
 from cachelab.engine.store import CacheUnavailable
 from cachelab.postgres.database import DatabaseUnavailable
 from loadtest.stack import wait_until
-from tests.unit.fakes import FakeClock
+from tests.unit.fakes import FakeClock, counter, unavailable
 
 ITEM = 4
-
-
-def counter(child) -> float:
-    return child._value.get()
 
 
 def the_record(caplog, message: str) -> logging.LogRecord:
@@ -35,10 +31,6 @@ def the_record(caplog, message: str) -> logging.LogRecord:
     records = [r for r in caplog.records if r.getMessage() == message]
     assert len(records) == 1, [r.getMessage() for r in caplog.records]
     return records[0]
-
-
-def unavailable(*_args, **_kwargs):
-    raise CacheUnavailable("injected: Redis did not answer")
 
 
 def redis_now_ms(raw) -> int:

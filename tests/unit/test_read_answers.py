@@ -15,13 +15,9 @@ from cachelab.engine.keys import version_target
 from cachelab.engine.model import BYPASS, DATABASE, HIT, LOCAL, MEMORY, MISS, REDIS, STALE
 from cachelab.engine.store import CacheUnavailable
 from loadtest.stack import wait_until
-from tests.unit.fakes import FakeClock
+from tests.unit.fakes import FakeClock, counter
 
 TTL = 10  # the unit settings' CACHE_TTL_SECONDS
-
-
-def counter(child) -> float:
-    return child._value.get()
 
 
 def key(settings, item: int = 1):
