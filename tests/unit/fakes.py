@@ -1,6 +1,6 @@
 """Controllable fakes of the unit layer: a clock, the database, engines, and
-the two small helpers the engine tests share (a counter's value, a Redis
-call that fails).
+the small helpers the engine tests share (a counter's value, a Redis call
+that fails, a lease written as the scripts write it).
 
 Simulated where the thing is what is being simulated (latency, failures,
 counts, time); everything Redis does is a real Valkey process (conftest.py).
@@ -22,6 +22,17 @@ from cachelab.postgres.database import Database, DatabaseUnavailable
 from cachelab.web.app import build_lab
 from cachelab.web.context import Lab
 from loadtest.stack import wait_until
+
+
+def redis_now_ms(raw) -> int:
+    """The Redis server's clock, in ms (the leases' expiries are on it)."""
+    seconds, micros = raw.time()
+    return seconds * 1000 + micros // 1000
+
+
+def set_lease(raw, lease_key: str, token: str, ms_left: int) -> None:
+    """A lease as the scripts keep it: ``<token> <expiry ms>`` (no PX: not evictable)."""
+    raw.set(lease_key, f"{token} {redis_now_ms(raw) + ms_left}")
 
 
 def counter(child) -> float:

@@ -21,7 +21,7 @@ from cachelab.engine.model import new_entry
 from cachelab.engine.store import CacheUnavailable
 from cachelab.postgres.database import DatabaseUnavailable
 from loadtest.stack import wait_until
-from tests.unit.fakes import FakeClock, counter, unavailable
+from tests.unit.fakes import FakeClock, counter, redis_now_ms, set_lease, unavailable
 
 ITEM = 4
 
@@ -31,16 +31,6 @@ def the_record(caplog, message: str) -> logging.LogRecord:
     records = [r for r in caplog.records if r.getMessage() == message]
     assert len(records) == 1, [r.getMessage() for r in caplog.records]
     return records[0]
-
-
-def redis_now_ms(raw) -> int:
-    seconds, micros = raw.time()
-    return seconds * 1000 + micros // 1000
-
-
-def set_lease(raw, lease_key: str, token: str, ms_left: int) -> None:
-    """A lease as the scripts keep it: ``<token> <expiry ms>`` (no PX: not evictable)."""
-    raw.set(lease_key, f"{token} {redis_now_ms(raw) + ms_left}")
 
 
 def lease_ms_left(raw, lease_key: str) -> int:

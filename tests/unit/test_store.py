@@ -19,6 +19,7 @@ from cachelab.engine.keys import item_target, version_target
 from cachelab.engine.model import Entry, absent, tombstone
 from cachelab.engine.store import CacheUnavailable, RedisStore
 from tests.helpers import free_port
+from tests.unit.fakes import set_lease
 
 
 def entry(fence: int, version: int | None = None, ttl: float = 10.0) -> Entry:
@@ -139,9 +140,7 @@ def test_an_orphaned_lease_ends_within_its_length(settings, db, services, raw):
     """Defect: a holder killed with SIGKILL left a 35 s lock behind."""
     lab = services(settings, db, cache_lock_lease_seconds=0.3)
     key = version_target(settings.cache_namespace, 1)
-    seconds, micros = raw.time()
-    now_ms = seconds * 1000 + micros // 1000
-    raw.set(key.lease_key, f"dead-holder {now_ms + 300}")  # nobody renews it
+    set_lease(raw, key.lease_key, "dead-holder", 300)  # nobody renews it
     started = time.monotonic()
     while isinstance(lab.fills._try_acquire(key), Busy):
         assert time.monotonic() - started < 1.0
