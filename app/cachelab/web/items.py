@@ -8,6 +8,9 @@ version. Both take ``mode`` (ttl, delete, write-through, notify; default
 mode's race, see :mod:`cachelab.engine.writes`); each mode (and guard) has its own
 key space, so modes can be compared side by side in one run.
 
+An id above the table's highest one is a 404 before the cache (no lookup);
+an absent id inside the table's range is looked up and cached as "not found".
+
 The write API is off unless ``WRITE_API_TOKEN`` is set; then a PUT needs
 ``Authorization: Bearer <token>`` (401 without it, 403 with a wrong one).
 """
@@ -64,6 +67,11 @@ def get_item(raw_id: str) -> Response:
     item_id = read_item_id(raw_id)
     mode, guarded, bypass = read_mode_args(("mode", "guard", "cache"))
     running = lab()
+    if not running.sources.may_exist(item_id):
+        # Above the table's highest id: answered before the cache, like bad
+        # input. A flood of such ids takes no lease or miss slot and writes no
+        # "not found" into Redis (where it would evict real entries).
+        return error_response(404, "not_found", f"no item {item_id}")
     target = item_target(running.settings.cache_namespace, item_id, mode, guarded)
     lookup = running.reads.get(target, bypass=bypass)
     record(lookup)
