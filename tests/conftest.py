@@ -2,7 +2,7 @@
 
 Stacks. One real Compose stack per cache engine for the session, started the
 first time a test asks for it and removed with ``down -v`` at the end; the
-Valkey Cluster's stack (``cluster_lab``) lives for one module. A test
+Valkey Cluster's stack (``cluster_lab``) lives for the block of its tests. A test
 states the settings it needs with ``@pytest.mark.lab_settings(...)`` (app
 variables, and ``app_replicas``); the ``lab`` fixture recreates containers only
 when those differ from what the stack runs now, and the tests of a module are
@@ -46,13 +46,20 @@ def _settings_key(item: pytest.Item) -> str:
     return json.dumps(marker.kwargs if marker else {}, sort_keys=True)
 
 
+def uses_cluster(item: pytest.Item | None) -> bool:
+    return item is not None and "cluster_lab" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Unit first (no stack is up while it runs), then the stack layer, AWS last.
 
-    Within a module, tests that need the same stack settings run together (the
-    sort is stable: otherwise the file's order), so each module switches the
-    stack's settings once per distinct set. Modules stay contiguous, so
-    module-scoped fixtures are set up once."""
+    The Valkey Cluster's tests close the stack layer, in one block, so that its
+    stack starts once (and is taken down after the block, see
+    :func:`pytest_runtest_teardown`); the drills, which promote replicas and
+    move slots, run last in it. Within a module, tests that need the same stack
+    settings run together (the sort is stable: otherwise the file's order), so
+    each module switches the stack's settings once per distinct set. Modules
+    stay contiguous, so module-scoped fixtures are set up once."""
     rank = {"unit": 0, "stack": 1, "aws": 2}
     module_rank: dict[Path, int] = {}
     for index, item in enumerate(items):
@@ -60,6 +67,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(
         key=lambda item: (
             rank[layer_of(item)],
+            uses_cluster(item),
+            item.get_closest_marker("drills") is not None,
             module_rank[item.path],
             _settings_key(item) != json.dumps({}),  # defaults first
             _settings_key(item),
@@ -179,13 +188,28 @@ class Stacks:
             lab.down()
 
 
+_pools: list[Stacks] = []  # the session's pool, for the teardown hook
+
+
 @pytest.fixture(scope="session")
 def stacks(docker_available) -> Iterator[Stacks]:
     pool = Stacks()
+    _pools.append(pool)
     try:
         yield pool
     finally:
+        _pools.remove(pool)
         pool.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """The Valkey Cluster's stack goes down after the last test that uses it:
+    six idle nodes beside the next tests' stacks would load a 2-core machine."""
+    yield
+    if uses_cluster(item) and not uses_cluster(nextitem):
+        for pool in _pools:
+            pool.remove("valkey", topology="cluster")
 
 
 @pytest.fixture(scope="session")
@@ -213,16 +237,9 @@ def lab(request: pytest.FixtureRequest, stacks: Stacks) -> Stack:
     return _prepared(request, stacks.get(getattr(request, "param", "valkey")))
 
 
-@pytest.fixture(scope="module")
-def cluster_stack(stacks: Stacks) -> Iterator[Stack]:
-    """The stack with its cache as a Valkey Cluster (compose.cluster.yaml), for
-    one module: taken down after it, since six idle nodes beside the next
-    modules' stacks would load a 2-core machine."""
-    yield stacks.get("valkey", topology="cluster")
-    stacks.remove("valkey", topology="cluster")
-
-
 @pytest.fixture
-def cluster_lab(request: pytest.FixtureRequest, cluster_stack: Stack) -> Stack:
-    """As ``lab``, on the Valkey Cluster."""
-    return _prepared(request, cluster_stack)
+def cluster_lab(request: pytest.FixtureRequest, stacks: Stacks) -> Stack:
+    """As ``lab``, on the Valkey Cluster (compose.cluster.yaml): started by the
+    first test that needs it, shared by the cluster's tests (one block, see
+    :func:`pytest_collection_modifyitems`), taken down after the last."""
+    return _prepared(request, stacks.get("valkey", topology="cluster"))
