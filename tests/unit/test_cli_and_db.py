@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from dataclasses import replace
 
@@ -145,14 +146,17 @@ def test_writes_and_probes_do_not_wait_behind_the_slow_queries(settings):
 
 
 class _RangeOnlyDatabase:
-    """What LabSources asks of the database to bound the id range."""
+    """What LabSources asks of the database to bound the id range (``None``:
+    the database is down)."""
 
-    def __init__(self, highest: int) -> None:
+    def __init__(self, highest: int | None) -> None:
         self.highest = highest
         self.asked = 0
 
     def max_item_id(self) -> int:
         self.asked += 1
+        if self.highest is None:
+            raise DatabaseUnavailable("down")
         return self.highest
 
 
@@ -168,3 +172,43 @@ def test_an_inserted_row_widens_the_range_at_once_without_asking_the_database():
     sources.saw_item(900)  # a lower id never narrows it
     assert sources.may_exist(1001) and not sources.may_exist(1002)
     assert db.asked == 1
+
+
+def test_a_database_that_cannot_say_is_asked_at_most_once_a_second():
+    """Every item read asks ``may_exist`` first, before the cache: a worker that
+    started while PostgreSQL was down must not try the database on each read
+    (serialized behind one lock, each try up to its connect budget)."""
+    now = [100.0]
+    db = _RangeOnlyDatabase(None)
+    sources = LabSources(db, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert all(sources.may_exist(item) for item in (1, 5, 5000))  # the query decides
+    assert db.asked == 1
+    now[0] += 1.5
+    db.highest = 1000
+    assert sources.may_exist(1) and not sources.may_exist(5000)
+    assert db.asked == 2
+
+
+def test_one_check_at_a_time_and_the_others_do_not_wait_for_it():
+    """While one request re-reads the highest id, the others answer from what is
+    known instead of queueing behind it."""
+    now = [100.0]
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowDatabase(_RangeOnlyDatabase):
+        def max_item_id(self) -> int:
+            entered.set()
+            assert release.wait(5)
+            return super().max_item_id()
+
+    db = SlowDatabase(1000)
+    sources = LabSources(db, clock=lambda: now[0])  # type: ignore[arg-type]
+    checker = threading.Thread(target=sources.may_exist, args=(1,))
+    checker.start()
+    assert entered.wait(5)
+    started = time.monotonic()
+    assert sources.may_exist(7)  # nothing known yet: the query decides
+    assert time.monotonic() - started < 0.5
+    release.set()
+    checker.join(5)
+    assert db.asked == 1 and not sources.may_exist(1001)

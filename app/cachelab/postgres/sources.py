@@ -8,10 +8,11 @@ Rules
 -----
 * **Ids outside the table are refused without the slow query.** The highest
   item id is known (an index lookup, re-read when an id above it is asked for,
-  at most once a second, and raised at once by the ``INSERT`` notifications
-  of :mod:`cachelab.postgres.notify`); an id above it is :class:`NotFound` at
-  once. A missing id inside the range runs the query and is cached as "not
-  found" by the engine.
+  at most once a second and never waited for, and raised at once by the
+  ``INSERT`` notifications of :mod:`cachelab.postgres.notify`); an id above it
+  is :class:`NotFound` at once (the items API answers it before the cache).
+  A missing id inside the range runs the query and is cached as "not found"
+  by the engine.
 * **Is a row still what a fill read?** A primary-key lookup of its version,
   asked right before the fill writes the cache, so a fill that read an old row
   is refused even when the tombstone that should stop it is gone.
@@ -66,20 +67,28 @@ class LabSources:
         return self.db.item_version(target.ident) == version
 
     def may_exist(self, item_id: int) -> bool:
-        """False only for an id above the highest one (checked at most once a second)."""
+        """False only for an id above the highest one known. Every item read asks
+        this before the cache, so it never waits: the highest id is re-read when
+        an id above it is asked for, at most once a second and by one request at
+        a time; meanwhile, and while the database cannot say, the last answer
+        stands (none yet: True, and the query decides)."""
         known = self._max_id
         if known is not None and item_id <= known:
             return True
         now = self.clock()
-        with self._lock:
-            if self._max_id is not None and now - self._checked_at < _RANGE_RECHECK_SECONDS:
-                return item_id <= self._max_id
+        if now - self._checked_at < _RANGE_RECHECK_SECONDS or not self._lock.acquire(
+            blocking=False
+        ):
+            return known is None or item_id <= known
+        try:
             self._checked_at = now
             try:
                 self._max_id = self.db.max_item_id()
             except DatabaseUnavailable:
                 return True  # cannot tell: the query decides
             return item_id <= self._max_id
+        finally:
+            self._lock.release()
 
     def saw_item(self, item_id: int) -> None:
         """A row with this id was inserted (a notification): it exists now."""
