@@ -316,7 +316,30 @@ def judge(
     if slow_queries_by_item is not None:
         figures["slow_queries_during_event"] = sum(slow_queries_by_item.values())
         figures["max_slow_queries_per_key"] = max(slow_queries_by_item.values(), default=0)
+        figures["stampedes"] = stampedes(ops, event_start, event_end, slow_queries_by_item)
     return figures
+
+
+def stampedes(
+    ops: list[Op], event_start: float, event_end: float, slow_queries_by_item: dict[int, int]
+) -> dict[str, dict[str, int]]:
+    """Keys queried more often than one fill allows: ``{item: {queries,
+    degraded}}``. One query per key while its lease lives; while Redis is
+    unavailable to a worker (a saturated machine, a node failing over), the
+    engine's documented degradation is one query per key *in that worker*, and
+    each such query answers at least one read ``BYPASS`` from the database with
+    ``redis-unavailable``: those answers, overlapping the event, allow one more
+    query each."""
+    degraded: dict[int, int] = {}
+    for op in ops:
+        overlaps = op.invoke <= event_end and (op.complete or op.invoke) >= event_start
+        if overlaps and op.kind == "read" and op.degraded and op.source == "database":
+            degraded[op.item] = degraded.get(op.item, 0) + 1
+    return {
+        str(item): {"queries": queries, "degraded": degraded.get(item, 0)}
+        for item, queries in sorted(slow_queries_by_item.items())
+        if queries > 1 + degraded.get(item, 0)
+    }
 
 
 def _by_answer(ops: list[Op]) -> dict[str, dict[str, float | int | None]]:

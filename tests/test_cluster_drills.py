@@ -7,7 +7,9 @@ While readers (hot items that nobody writes, and the written items) and writers
 drill records every request and judges the event: no 500, 502 or 504 (503s
 counted apart), p99 and maximum latency during the event, the seconds until the
 hit ratio is back within 5 points for 5 s, at most one slow query per hot key
-during the event (PostgreSQL's own log, the table slow_calls), and
+during the event (PostgreSQL's own log, the table slow_calls), one more for
+each read a worker answered from the database because Redis was unavailable to
+it (the documented degradation: one query per key and worker), and
 read-your-writes and staleness from the recorded history. The figures go to
 results/cluster-drills.json with the machine's load average.
 """
@@ -137,7 +139,7 @@ def drill(
     record(name, figures)
     assert figures["server_errors"] == 0, figures["first_errors"]
     assert figures["read_your_writes_violations"] == 0, figures["violations"]
-    assert figures["max_slow_queries_per_key"] <= 1, slow
+    assert figures["stampedes"] == {}, (slow, figures["during_event_by_answer"])
     assert figures["recovery_seconds"] is not None, figures
     assert figures["p99_ms_during_event"] <= P99_BOUND_MS, figures
     assert figures["max_ms_during_event"] <= MAX_BOUND_MS, figures
