@@ -24,7 +24,8 @@ from functools import partial
 import pytest
 from redis.crc import key_slot
 
-from loadtest.drills import Traffic, error_count, finish_move, judge, move_slots, reshard
+from loadtest.drills import Traffic, judge
+from loadtest.slots import error_count, finish_move, move_slots, reshard
 from loadtest.stack import ROOT, Stack, wait_until
 
 RESULTS = ROOT / "results" / "cluster-drills.json"
