@@ -194,6 +194,8 @@ class Stack(CacheNodes):
         self.scale = dict(scale or {"app": 1})
         self.up(scale=self.scale)
         self.wait_ready()
+        if self.scale.get("app", 1) > 1:
+            self.wait_every_replica_reached()
 
     def ensure(self, replicas: int = 1, **overrides: str) -> None:
         """These settings, every container running: recreate containers only
@@ -247,6 +249,31 @@ class Stack(CacheNodes):
             return self.get("/readyz", timeout=5).status_code == 200
 
         wait_until(ready, timeout, message="/readyz to answer 200 through nginx")
+
+    def wait_every_replica_reached(self, timeout: float = 60) -> None:
+        """Wait until Nginx sends requests to every running app container.
+
+        Nginx learns a new replica set from its watcher, which reloads it within
+        ``UPSTREAM_WATCH_SECONDS`` of the change; until then it may know only
+        some replicas, or the address of a removed one (a request to it moves
+        on to a live one, so /readyz answers 200 all the same). Proof that a
+        container is reached: its count of unmatched paths, which no healthcheck
+        asks for, grows while probes go through Nginx."""
+        running = [c for c in self.containers("app") if c.status == "running"]
+
+        def unmatched(container) -> float:
+            samples = self.container_metrics(container)
+            name = "cachelab_http_request_duration_seconds_count"
+            return metric(samples, name, route="unmatched")
+
+        before = {c.id: unmatched(c) for c in running}
+
+        def reached() -> bool:
+            for _ in range(4 * len(running)):
+                self.get(f"/replica-probe-{secrets.token_hex(4)}", timeout=5)
+            return all(unmatched(c) > before[c.id] for c in running)
+
+        wait_until(reached, timeout, interval=0.5, message="nginx to reach every app replica")
 
     # -- postgres -----------------------------------------------------------
     def secret(self, name: str) -> str:
