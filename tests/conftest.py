@@ -181,6 +181,12 @@ class Stacks:
         if lab is not None and os.environ.get("KEEP_STACK") != "1":
             lab.down()
 
+    def keep_only(self, topology: str | None) -> None:
+        """Take down every running stack of another topology (``None``: all)."""
+        for engine, running in list(self.running):
+            if running != topology:
+                self.remove(engine, running)
+
     def close(self) -> None:
         if os.environ.get("KEEP_STACK") == "1":
             return
@@ -204,12 +210,14 @@ def stacks(docker_available) -> Iterator[Stacks]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """The Valkey Cluster's stack goes down after the last test that uses it:
-    six idle nodes beside the next tests' stacks would load a 2-core machine."""
+    """A block's stacks go down when it ends: the single-node stacks before the
+    Valkey Cluster's block, the cluster's after it. Idle stacks are not free on a
+    2-core machine (a healthcheck a second per container, Prometheus scraping):
+    they would load the cluster's drills and the AWS layer."""
     yield
-    if uses_cluster(item) and not uses_cluster(nextitem):
+    if uses_cluster(item) != uses_cluster(nextitem):
         for pool in _pools:
-            pool.remove("valkey", topology="cluster")
+            pool.keep_only("cluster" if uses_cluster(nextitem) else None)
 
 
 @pytest.fixture(scope="session")
