@@ -33,7 +33,8 @@ import requests
 
 from . import cgroups, images
 from .errors import BenchError
-from .stack import CLUSTER_NODES, IMAGE_TAG, ROOT, SECRETS, Stack, engine_image, wait_until
+from .stack import CLUSTER_NODES, IMAGE_TAG, ROOT, Stack, engine_image, wait_until
+from .stackdb import SECRETS
 
 DEFAULT_PROJECT = "cachelab-bench"
 BENCH_FILE = ROOT / "loadtest" / "benchstack" / "compose.yaml"

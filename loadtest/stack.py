@@ -23,6 +23,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from .cachenodes import CacheNodes
+from .stackdb import StackDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROJECT = "cachelab"  # compose.yaml's `name:`: the lab a user runs
@@ -35,12 +36,6 @@ IMAGE_TAG = os.environ.get("CACHELAB_IMAGE_TAG", "test")
 PROJECT_PREFIX = os.environ.get("CACHELAB_PROJECT_PREFIX", "cachelab")
 # Services that run once and exit (compose.yaml): never "running".
 ONE_SHOTS = ("passwords", "db-init", "cluster-init")
-# The generated passwords (compose.yaml's `passwords` service): which running
-# container mounts each, and the variable that overrides it.
-SECRETS = {
-    "owner": ("postgres", "POSTGRES_PASSWORD"),
-    "app": ("app", "APP_DB_PASSWORD"),
-}
 # Small delay and TTL so behaviour over several expiries fits in seconds.
 TEST_ENV = {
     "SLOW_QUERY_SECONDS": "1",
@@ -65,12 +60,7 @@ ENGINES = {
 TOPOLOGIES = {"single": (), "cluster": ("compose.cluster.yaml",)}
 TEST_TOPOLOGIES = {"single": (), "cluster": ("tests/compose.cluster.test.yaml",)}
 CLUSTER_NODES = tuple(f"cache-{n}" for n in range(1, 7))
-# Statements counted as slow queries (pg_stat_statements' normalised text).
 LOOKUP_ROUTES = ("version", "page", "items")  # the routes Nginx's edge cache may answer
-SLOW_STATEMENTS = {
-    "version": "SELECT slow_version()",
-    "item": "SELECT id, payload, version, updated_at FROM slow_item($1)",
-}
 
 
 def coverage_dir() -> Path:
@@ -117,7 +107,7 @@ def wait_until(
 
 
 @dataclass
-class Stack(CacheNodes):
+class Stack(CacheNodes, StackDatabase):
     project: str
     files: list[Path]
     env: dict[str, str]
@@ -275,75 +265,7 @@ class Stack(CacheNodes):
 
         wait_until(reached, timeout, interval=0.5, message="nginx to reach every app replica")
 
-    # -- postgres -----------------------------------------------------------
-    def secret(self, name: str) -> str:
-        """A database password (owner, app): the environment's when the run chose
-        it, else the one the `passwords` service generated (read in a container
-        that mounts it)."""
-        service, variable = SECRETS[name]
-        if self.env.get(variable):
-            return self.env[variable]
-        code, out = self.container(service).exec_run(["cat", f"/run/lab-secrets/{name}/password"])
-        if code != 0:
-            raise RuntimeError(f"cannot read the {name} password: {out!r}")
-        return out.decode().strip()
-
-    def pg_connect(self):
-        import psycopg2  # only tests need a direct connection (published port)
-
-        return psycopg2.connect(
-            host="127.0.0.1",
-            port=self.port("postgres", 5432),
-            user="lab",
-            password=self.secret("owner"),
-            dbname="lab",
-            connect_timeout=3,
-        )
-
-    def psql(self, query: str) -> str:
-        """Run one query with psql inside the postgres container (local socket)."""
-        code, out = self.container("postgres").exec_run(
-            [
-                "sh",
-                "-c",
-                'psql -X -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc "$0"',
-                query,
-            ]
-        )
-        if code != 0:
-            raise RuntimeError(f"psql failed: {out.decode(errors='replace')[-500:]}")
-        return out.decode().strip()
-
-    def slow_calls(self, source: str = "version") -> int:
-        """Slow queries PostgreSQL has finished (pg_stat_statements, updated
-        before the query's result reaches the app, so exact at once)."""
-        return int(
-            self.psql(
-                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
-                f"WHERE query = '{SLOW_STATEMENTS[source]}'"
-            )
-        )
-
-    def slow_calls_by_item(self) -> dict[int, int]:
-        """Item queries PostgreSQL started, per item id (the table slow_calls,
-        which slow_item() writes when SLOW_CALL_LOG=on: the test stacks)."""
-        out = self.psql("SELECT item, count(*) FROM slow_calls WHERE source = 'item' GROUP BY item")
-        counts: dict[int, int] = {}
-        for line in out.splitlines():
-            item, calls = line.split("|")
-            counts[int(item)] = int(calls)
-        return counts
-
-    def running_slow_queries(self, source: str = "version") -> int:
-        """Slow queries running now (started, not finished)."""
-        pattern = {"version": "%slow_version()%", "item": "%slow_item(%"}[source]
-        return int(
-            self.psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                f"AND query LIKE '{pattern}' AND pid <> pg_backend_pid()"
-            )
-        )
-
+    # -- postgres (the rest: loadtest/stackdb.py) ----------------------------
     def settled_slow_calls(
         self, at_least: int = 0, timeout: float = 30, source: str = "version"
     ) -> int:

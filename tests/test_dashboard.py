@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from loadtest.stack import ROOT, SLOW_STATEMENTS, metric, parse_json, wait_until
+from loadtest.stack import ROOT, metric, parse_json, wait_until
+from loadtest.stackdb import SLOW_STATEMENTS
 from tests.helpers import require_tool
 
 ARTIFACTS = ROOT / "test-artifacts"
