@@ -50,16 +50,25 @@ def uses_cluster(item: pytest.Item | None) -> bool:
     return item is not None and "cluster_lab" in getattr(item, "fixturenames", ())
 
 
+def uses_single(item: pytest.Item) -> bool:
+    """A single-node stack: ``stack``, or ``lab`` where a module does not make it
+    the cluster's."""
+    names = getattr(item, "fixturenames", ())
+    return "stack" in names or ("lab" in names and "cluster_lab" not in names)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Unit first (no stack is up while it runs), then the stack layer, AWS last.
 
     The Valkey Cluster's tests close the stack layer, in one block, so that its
-    stack starts once (and is taken down after the block, see
-    :func:`pytest_runtest_teardown`); the drills, which promote replicas and
-    move slots, run last in it. Within a module, tests that need the same stack
-    settings run together (the sort is stable: otherwise the file's order), so
-    each module switches the stack's settings once per distinct set. Modules
-    stay contiguous, so module-scoped fixtures are set up once."""
+    stack starts once; those of them that need a single-node stack too come
+    first in it, so that the single-node stacks go down early (each stack goes
+    down after the last test that uses it, see :func:`pytest_runtest_teardown`);
+    the drills, which promote replicas and move slots, run last. Within a
+    module, tests that need the same stack settings run together (the sort is
+    stable: otherwise the file's order), so each module switches the stack's
+    settings once per distinct set. Modules stay contiguous, so module-scoped
+    fixtures are set up once."""
     rank = {"unit": 0, "stack": 1, "aws": 2}
     module_rank: dict[Path, int] = {}
     for index, item in enumerate(items):
@@ -69,6 +78,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             rank[layer_of(item)],
             uses_cluster(item),
             item.get_closest_marker("drills") is not None,
+            uses_cluster(item) and not uses_single(item),
             module_rank[item.path],
             _settings_key(item) != json.dumps({}),  # defaults first
             _settings_key(item),
@@ -78,7 +88,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The type check (a subprocess) starts now and runs beside the unit layer,
-    which mostly waits on sockets; its test collects the result."""
+    which mostly waits on sockets; its test collects the result. And the last
+    test that uses each kind of stack is known now (the run's final order)."""
+    _last_users.clear()
+    for item in session.items:
+        for topology, used in (("single", uses_single(item)), ("cluster", uses_cluster(item))):
+            if used:
+                _last_users[topology] = item.nodeid
     for item in session.items:
         if isinstance(item, pytest.Function) and item.name == "test_mypy_finds_no_type_errors":
             item.module.start_type_check()
@@ -181,10 +197,10 @@ class Stacks:
         if lab is not None and os.environ.get("KEEP_STACK") != "1":
             lab.down()
 
-    def keep_only(self, topology: str | None) -> None:
-        """Take down every running stack of another topology (``None``: all)."""
+    def remove_topology(self, topology: str) -> None:
+        """Take down every running stack of ``topology`` (on any engine)."""
         for engine, running in list(self.running):
-            if running != topology:
+            if running == topology:
                 self.remove(engine, running)
 
     def close(self) -> None:
@@ -195,6 +211,7 @@ class Stacks:
 
 
 _pools: list[Stacks] = []  # the session's pool, for the teardown hook
+_last_users: dict[str, str] = {}  # topology -> the last test (node id) that uses it
 
 
 @pytest.fixture(scope="session")
@@ -210,14 +227,15 @@ def stacks(docker_available) -> Iterator[Stacks]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """A block's stacks go down when it ends: the single-node stacks before the
-    Valkey Cluster's block, the cluster's after it. Idle stacks are not free on a
-    2-core machine (a healthcheck a second per container, Prometheus scraping):
-    they would load the cluster's drills and the AWS layer."""
+    """Each kind of stack (single-node, cluster) goes down after the last test
+    that uses it. Idle stacks are not free on a 2-core machine (a healthcheck a
+    second per container, Prometheus scraping): they would load the cluster's
+    drills and the AWS layer."""
     yield
-    if uses_cluster(item) != uses_cluster(nextitem):
-        for pool in _pools:
-            pool.keep_only("cluster" if uses_cluster(nextitem) else None)
+    for topology, nodeid in _last_users.items():
+        if item.nodeid == nodeid:
+            for pool in _pools:
+                pool.remove_topology(topology)
 
 
 @pytest.fixture(scope="session")
