@@ -16,7 +16,8 @@ sees an ordinary socket that is sometimes slow, silent or dead:
 * **holds**, for the named tests: the next reply (or command) whose bytes
   contain a marker waits until the test releases it;
 * **silence**: the tracking connection goes quiet (a dropped network path, no
-  FIN): nothing it sends arrives, nothing arrives for it, reads time out;
+  FIN): nothing it sends arrives, nothing arrives for it after that moment
+  (what had already reached this host is still read), reads time out;
 * **death**: the worker is killed as SIGKILL would: every socket it has is shut
   down, and every new one is refused.
 
@@ -116,7 +117,7 @@ class NetworkFaults:
         silenced = 0
         for sock in list(self._sockets):
             if sock.tracking and not sock.closed:
-                sock.silent = True
+                sock.go_silent()
                 silenced += 1
         return silenced
 
@@ -178,6 +179,7 @@ class ChaosSocket:
         self._faults = faults
         self.tracking = False
         self.silent = False
+        self._received = b""  # reached this host before the path went silent
         self.closed = False
         host, port = real.getsockname()[:2]
         self.address = f"{host}:{port}"
@@ -188,6 +190,21 @@ class ChaosSocket:
 
     def fileno(self) -> int:
         return self._real.fileno()
+
+    def go_silent(self) -> None:
+        """The path drops everything from now on. Bytes already in this host's
+        receive buffer were delivered before it died: they stay readable."""
+        received = []
+        try:
+            while select.select([self._real], [], [], 0)[0]:
+                chunk = self._real.recv(65536)
+                if not chunk:
+                    break
+                received.append(chunk)
+        except (OSError, ValueError):  # nothing more, or the engine closed it meanwhile
+            pass
+        self._received += b"".join(received)
+        self.silent = True
 
     def shut(self) -> None:
         try:
@@ -219,18 +236,22 @@ class ChaosSocket:
         return None
 
     def recv(self, size: int, *flags: int) -> bytes:
-        return self._after_read(lambda: self._real.recv(size, *flags))
+        return self._after_read(lambda: self._real.recv(size, *flags), size)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, *flags: int) -> int:
-        data = self._after_read(lambda: self._real.recv(nbytes or len(buffer), *flags))
+        size = nbytes or len(buffer)
+        data = self._after_read(lambda: self._real.recv(size, *flags), size)
         buffer[: len(data)] = data
         return len(data)
 
-    def _after_read(self, read: Callable[[], bytes]) -> bytes:
+    def _after_read(self, read: Callable[[], bytes], size: int) -> bytes:
         faults = self._faults
         if faults.dead:
             raise _killed()
         if self.silent:
+            if self._received:
+                data, self._received = self._received[:size], self._received[size:]
+                return data
             return self._swallow()
         data = read()
         if faults.dead:
