@@ -194,16 +194,10 @@ class ChaosSocket:
     def go_silent(self) -> None:
         """The path drops everything from now on. Bytes already in this host's
         receive buffer were delivered before it died: they stay readable."""
-        received = []
         try:
-            while select.select([self._real], [], [], 0)[0]:
-                chunk = self._real.recv(65536)
-                if not chunk:
-                    break
-                received.append(chunk)
-        except (OSError, ValueError):  # nothing more, or the engine closed it meanwhile
+            self._received += self._read_arrived()[0]
+        except ValueError:  # the engine closed it meanwhile: nothing to keep
             pass
-        self._received += b"".join(received)
         self.silent = True
 
     def shut(self) -> None:
@@ -294,16 +288,26 @@ class ChaosSocket:
 
     def _discard(self) -> bool:
         """Read and drop what has arrived; False if the peer closed."""
+        return self._read_arrived()[1]
+
+    def _read_arrived(self) -> tuple[bytes, bool]:
+        """What has arrived on the real socket, without waiting; and False if
+        the peer closed (or the socket failed)."""
+        received = []
+        open_ = True
         while select.select([self._real], [], [], 0)[0]:
             try:
                 chunk = self._real.recv(65536)
             except (BlockingIOError, InterruptedError):
-                return True
+                break
             except OSError:
-                return False
+                open_ = False
+                break
             if not chunk:
-                return False
-        return True
+                open_ = False
+                break
+            received.append(chunk)
+        return b"".join(received), open_
 
 
 class ChaosConnection:
