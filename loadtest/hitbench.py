@@ -11,7 +11,8 @@ each mode every system is warmed (its key filled, then ``--warmup`` of
 discarded load), then measured in ``--rounds`` rounds of ``--duration``; each
 round runs every system once, in a shuffled order, so machine noise falls on
 all alike. The report gives the mean of the rounds with its 95 % confidence
-interval, and ratios to Flask-Caching and the ceiling from the paired rounds.
+interval, and ratios to Flask-Caching and the ceiling from the paired rounds
+(geometric means, their intervals on the logarithms: never below 0).
 CPU seconds per 1,000 requests come from each container's cgroup (Redis' CPU
 apart: it serves every system), with the share of CFS periods in which a
 container was throttled. Every round records the machine's load
@@ -37,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,8 +56,8 @@ from .benchstack import (
 )
 from .cliargs import comma_names, command_line, optional_duration, parse_duration
 from .errors import BenchError
+from .hitreport import summarize
 from .stack import IMAGE_TAG, ROOT, Stack
-from .stats import interval
 from .wrkrun import run_wrk
 
 PURE_HIT_TTL = 86_400  # CACHE_TTL_SECONDS in pure-hit mode: far above any run
@@ -133,41 +133,6 @@ def measure(
         cpu_by_container_s={name: round(value.seconds, 4) for name, value in used.items()},
         load=load.to_dict(),
     )
-
-
-def summarize(samples: list[Sample], base: list[Sample], ceiling: list[Sample]) -> dict:
-    """A system's row: each figure's mean and 95 % interval over the rounds; its
-    ratios to Flask-Caching's and the ceiling's rates from the same rounds."""
-
-    def spread(values) -> dict | None:
-        found = interval(list(values))
-        return None if found is None else found.to_dict()
-
-    def paired(others: list[Sample]) -> dict | None:
-        by_round = {s.round: s.rps for s in others if s.rps}
-        return spread(s.rps / by_round[s.round] for s in samples if s.round in by_round)
-
-    def paired_cpu(others: list[Sample]) -> dict | None:
-        by_round = {s.round: s.cpu_s_per_1k for s in others if s.cpu_s_per_1k}
-        return spread(s.cpu_s_per_1k / by_round[s.round] for s in samples if s.round in by_round)
-
-    throttled = [s.throttled for s in samples if s.throttled is not None]
-    return {
-        "rounds": len(samples),
-        "requests": sum(s.requests for s in samples),
-        "errors": sum(s.errors for s in samples),
-        "rps": spread(s.rps for s in samples),
-        "p50_ms": spread(s.p50_ms for s in samples),
-        "p99_ms": spread(s.p99_ms for s in samples),
-        "max_ms": max(s.max_ms for s in samples),
-        "cpu_s_per_1k": spread(s.cpu_s_per_1k for s in samples),
-        "redis_cpu_s_per_1k": spread(s.redis_cpu_s_per_1k for s in samples),
-        "throttled": statistics.median(throttled) if throttled else None,
-        "x_flask_caching": paired(base) if base else None,
-        "of_ceiling": paired(ceiling) if ceiling else None,
-        "cpu_x_flask_caching": paired_cpu(base) if base else None,
-        "disturbed_rounds": sum(1 for s in samples if s.load.get("disturbed")),
-    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

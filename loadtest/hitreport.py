@@ -7,12 +7,14 @@ re-rendered from its JSON without a stack: ``python -m loadtest.hitreport result
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from functools import partial
 from pathlib import Path
 
 from . import charts, reportfiles
 from .numbers import ms, plus_minus, rate, ratio_text
+from .stats import interval, ratios_interval
 
 MODE_TITLES = {
     "pure-hit": "Pure hits (TTL far above the run)",
@@ -20,6 +22,47 @@ MODE_TITLES = {
     "as-deployed": "The target as deployed (its own TTL and traffic)",
 }
 CHART = "hits.png"
+
+
+def summarize(samples: list, base: list, ceiling: list) -> dict:
+    """A system's row from its samples (:class:`loadtest.hitbench.Sample`, one
+    per round): each figure's mean and 95 % interval over the rounds; its ratios
+    to Flask-Caching's and the ceiling's rates from the same rounds."""
+
+    def spread(values, of=interval) -> dict | None:
+        found = of(list(values))
+        return None if found is None else found.to_dict()
+
+    def paired(others: list) -> dict | None:
+        by_round = {s.round: s.rps for s in others if s.rps}
+        return spread(
+            (s.rps / by_round[s.round] for s in samples if s.round in by_round), ratios_interval
+        )
+
+    def paired_cpu(others: list) -> dict | None:
+        by_round = {s.round: s.cpu_s_per_1k for s in others if s.cpu_s_per_1k}
+        return spread(
+            (s.cpu_s_per_1k / by_round[s.round] for s in samples if s.round in by_round),
+            ratios_interval,
+        )
+
+    throttled = [s.throttled for s in samples if s.throttled is not None]
+    return {
+        "rounds": len(samples),
+        "requests": sum(s.requests for s in samples),
+        "errors": sum(s.errors for s in samples),
+        "rps": spread(s.rps for s in samples),
+        "p50_ms": spread(s.p50_ms for s in samples),
+        "p99_ms": spread(s.p99_ms for s in samples),
+        "max_ms": max(s.max_ms for s in samples),
+        "cpu_s_per_1k": spread(s.cpu_s_per_1k for s in samples),
+        "redis_cpu_s_per_1k": spread(s.redis_cpu_s_per_1k for s in samples),
+        "throttled": statistics.median(throttled) if throttled else None,
+        "x_flask_caching": paired(base) if base else None,
+        "of_ceiling": paired(ceiling) if ceiling else None,
+        "cpu_x_flask_caching": paired_cpu(base) if base else None,
+        "disturbed_rounds": sum(1 for s in samples if s.load.get("disturbed")),
+    }
 
 
 def _mean(cell: dict | None) -> float | None:
@@ -109,7 +152,8 @@ def render_markdown(data: dict) -> str:
         f"network; {meta['rounds']} rounds of {meta['duration_s']:g} s per system and mode, "
         f"every system once per round in a shuffled order, after {meta['warmup_s']:g} s of "
         f"discarded load; each figure is the **mean of the rounds ± the half-width of its "
-        f"95 % confidence interval** (Student t)",
+        f"95 % confidence interval** (Student t); ratios are geometric means with their "
+        "interval taken on the logarithms (so never below 0)",
         f"- **Stack**: one {meta['engine']} and one PostgreSQL shared by all; every app and "
         f"Nginx with the lab's CPU limit (compose.yaml), Flask-Caching behind the same Nginx "
         f"image and configuration; slow query {meta['delay_s']:g} s"
@@ -173,7 +217,8 @@ def render_markdown(data: dict) -> str:
         )
         + ". *Redis CPU* is the shared cache's, apart.",
         "- *× Flask-Caching*: the system's req/s over Flask-Caching's (through the same "
-        "Nginx) in the same round, averaged over the rounds; *share of ceiling*: the same "
+        "Nginx) in the same round, the geometric mean over the rounds; *share of ceiling*: "
+        "the same "
         "against the static page.",
         "- *CPU-throttled periods*: the share of CFS periods in which the system's "
         "container (the busier of two) used up its CPU quota and was stopped until the "

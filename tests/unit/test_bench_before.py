@@ -26,6 +26,7 @@ def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node):
         return loader.construct_mapping(node)
     if isinstance(node, yaml.SequenceNode):
         return loader.construct_sequence(node)
+    assert isinstance(node, yaml.ScalarNode)
     return loader.construct_scalar(node)
 
 

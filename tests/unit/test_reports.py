@@ -14,6 +14,7 @@ from loadtest import (
     charts,
     compare,
     hitbench,
+    hitreport,
     locustcsv,
     numbers,
     reportfiles,
@@ -178,11 +179,22 @@ def sample(system, round_, rps, cpu=0.5):
 def test_hits_ratios_are_paired_by_round():
     base = [sample("flask-caching", r, rps) for r, rps in ((1, 1000), (2, 500), (3, 1000))]
     ours = [sample("two-tier", r, rps) for r, rps in ((1, 2000), (2, 1000), (3, 2000))]
-    row = hitbench.summarize(ours, base, [])
+    row = hitreport.summarize(ours, base, [])
     # Round 2 was slow for both (noise on the machine): the paired ratio is 2 every time.
     assert row["x_flask_caching"]["mean"] == pytest.approx(2.0)
     assert row["x_flask_caching"]["high"] - row["x_flask_caching"]["low"] == pytest.approx(0)
     assert row["rps"]["n"] == 3 and row["rps"]["low"] < row["rps"]["mean"] < row["rps"]["high"]
+
+
+def test_hits_ratios_of_two_noisy_rounds_stay_above_zero():
+    base = [sample("flask-caching", r, 1000) for r in (1, 2)]
+    ours = [sample("two-tier", r, rps) for r, rps in ((1, 500), (2, 2000))]
+    ratio = hitreport.summarize(ours, base, [])["x_flask_caching"]
+    assert ratio["n"] == 2 and ratio["mean"] == pytest.approx(1.0)
+    assert 0 < ratio["low"] < 0.5 < 2.0 < ratio["high"]
+    # A round in which the system served nothing: the plain mean, its 0 kept.
+    stalled = [sample("two-tier", 1, 0), sample("two-tier", 2, 2000)]
+    assert hitreport.summarize(stalled, base, [])["x_flask_caching"]["low"] <= 0
 
 
 # -- --target: where it ran, and comparing two places -----------------------------------

@@ -83,6 +83,24 @@ def test_interval_of_one_value_or_none():
     assert stats.interval([float("nan")]) is None
 
 
+def test_a_ratio_interval_is_geometric_and_never_below_zero():
+    # Two rounds (t = 12.7) of a ratio that doubled between them: the
+    # arithmetic interval reached below 0; on the logarithms it cannot.
+    data = [0.5, 2.0]
+    assert stats.interval(data).low < 0  # type: ignore[union-attr]
+    found = stats.ratio_interval(data)
+    assert found is not None and found.n == 2
+    assert found.mean == pytest.approx(1.0)
+    assert 0 < found.low < 0.5 and found.high > 2.0
+    # As wide for 2x as for 0.5x: the bounds are reciprocal around 1.
+    assert found.low * found.high == pytest.approx(1.0)
+    one = stats.ratio_interval([3.0])
+    assert one is not None and (one.low, one.mean, one.high) == (3.0, 3.0, 3.0)
+    assert stats.ratio_interval([]) is None
+    with pytest.raises(ValueError, match="positive"):
+        stats.ratio_interval([1.0, 0.0])
+
+
 def test_per_second_counts_completions_and_zero_seconds():
     """A stall is a second with zero completions, shown at once (not a frozen
     moving average that shows it late)."""
