@@ -86,6 +86,8 @@ def test_ratios_carry_no_false_precision():
     assert numbers.ratio_text(None) == "n/a"
     assert numbers.rate(2279.4) == "2,280" and numbers.rate(54.56) == "54.6"
     assert numbers.plus_minus(2279.4, 61.2) == "2,280 ± 61.2"
+    # No latency or rate below 0: such an interval is shown cut at 0.
+    assert numbers.plus_minus(10.0, 11.0, numbers.ms) == "10 (0–21)"
 
 
 # -- capacity: verdicts, the knee and its bracket --------------------------------------
