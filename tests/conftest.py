@@ -27,6 +27,7 @@ import pytest
 
 from loadtest.stack import ENGINES, ROOT, Stack
 from tests.helpers import IN_CI, docker_ready, require_tool
+from tests.unit.valkey_cluster import start_cluster, stop_cluster
 
 DURATIONS_FILE = ROOT / "results" / "test-durations.json"
 SLOWEST_SHOWN = 30
@@ -87,8 +88,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """The type check (a subprocess) starts now and runs beside the unit layer,
-    which mostly waits on sockets; its test collects the result. And the last
+    """The type check (a subprocess) and the unit layer's Valkey Cluster start
+    now and run beside the unit layer, which mostly waits on sockets; the tests
+    that need them collect them. And the last
     test that uses each kind of stack is known now (the run's final order)."""
     _last_users.clear()
     for item in session.items:
@@ -98,6 +100,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:
         if isinstance(item, pytest.Function) and item.name == "test_mypy_finds_no_type_errors":
             item.module.start_type_check()
+    if any("valkey_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+        start_cluster()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -121,6 +125,7 @@ def _record_duration(item: pytest.Item, report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_cluster()
     if not _durations:
         return
     by_layer: dict[str, float] = {}

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -173,21 +174,20 @@ class FakeLab(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def fake_lab():
-    with serving(FakeServer(("127.0.0.1", 0), FakeLab)) as server:
-        yield server
+def fake_lab(mode: str) -> FakeServer:
+    server = FakeServer(("127.0.0.1", 0), FakeLab)
+    server.mode = mode
+    return server
 
 
-@pytest.mark.unit
-def test_a_200_with_the_wrong_body_is_a_failure_and_breaks_the_threshold(
-    locust_installed, fake_lab, tmp_path
-):
-    fake_lab.mode = "wrong-version"
-    host = f"http://127.0.0.1:{fake_lab.server_address[1]}"
-    result = run_locust(
+def url_of(server: FakeServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def run_against_wrong_bodies(host: str, workdir: Path) -> subprocess.CompletedProcess:
+    return run_locust(
         host,
-        tmp_path,
+        workdir,
         1,
         "-u",
         "2",
@@ -203,51 +203,82 @@ def test_a_200_with_the_wrong_body_is_a_failure_and_breaks_the_threshold(
         "0.1",
         classes=("HotKeyUser",),
     )
+
+
+def run_with_p95_limit(host: str, workdir: Path, limit_ms: str) -> subprocess.CompletedProcess:
+    return run_locust(
+        host,
+        workdir,
+        1,
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "--max-p95-ms",
+        limit_ms,
+        "--max-fail-ratio",
+        "0",
+        classes=("ZipfUser",),
+    )
+
+
+@pytest.fixture(scope="module")
+def threshold_runs(locust_installed, tmp_path_factory) -> Iterator[dict]:
+    """The threshold tests' three Locust runs, started at once: each is one
+    second of load after a second or two of start-up. Two stand-in servers:
+    one answers 200 with a MySQL version (every check must fail), one answers
+    correct bodies in 30 ms (a p95 limit of 5 ms must fail, 5,000 ms pass).
+    Each value: (the run's future, its folder)."""
+    base = tmp_path_factory.mktemp("thresholds")
+    folders = {name: base / name for name in ("wrong-body", "p95-5", "p95-5000")}
+    for folder in folders.values():
+        folder.mkdir()
+    with (
+        serving(fake_lab("wrong-version")) as wrong,
+        serving(fake_lab("slow")) as slow,
+        ThreadPoolExecutor(max_workers=3) as pool,
+    ):
+        yield {
+            "wrong-body": (
+                pool.submit(run_against_wrong_bodies, url_of(wrong), folders["wrong-body"]),
+                folders["wrong-body"],
+            ),
+            **{
+                f"p95-{limit}": (
+                    pool.submit(run_with_p95_limit, url_of(slow), folders[f"p95-{limit}"], limit),
+                    folders[f"p95-{limit}"],
+                )
+                for limit in ("5", "5000")
+            },
+        }
+
+
+@pytest.mark.unit
+def test_a_200_with_the_wrong_body_is_a_failure_and_breaks_the_threshold(threshold_runs):
+    future, folder = threshold_runs["wrong-body"]
+    result = future.result()
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-2000:]
     assert "threshold exceeded: failure ratio 1.0000 > 0.1" in output
-    rows = stats_rows(tmp_path / "run_stats.csv")
+    rows = stats_rows(folder / "run_stats.csv")
     assert int(rows["Aggregated"]["Request Count"]) > 0
     assert rows["Aggregated"]["Failure Count"] == rows["Aggregated"]["Request Count"]
-    failures = (tmp_path / "run_failures.csv").read_text()
+    failures = (folder / "run_failures.csv").read_text()
     assert "version is not a PostgreSQL version string: 'MySQL 8.0'" in failures
     assert "page does not show the PostgreSQL version" in failures
 
 
 @pytest.mark.unit
-def test_p95_threshold_fails_the_run_and_a_good_run_exits_zero(
-    locust_installed, fake_lab, tmp_path
-):
-    fake_lab.mode = "slow"  # 30 ms per answer, correct bodies
-    host = f"http://127.0.0.1:{fake_lab.server_address[1]}"
-
-    def run_with_p95_limit(limit_ms: str) -> subprocess.CompletedProcess:
-        workdir = tmp_path / f"p95-{limit_ms}"
-        workdir.mkdir()
-        return run_locust(
-            host,
-            workdir,
-            1,
-            "-u",
-            "2",
-            "-r",
-            "2",
-            "--max-p95-ms",
-            limit_ms,
-            "--max-fail-ratio",
-            "0",
-            classes=("ZipfUser",),
-        )
-
-    # Both runs at once: each is one second of load and a second of start-up.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        slow, ok = pool.map(run_with_p95_limit, ["5", "5000"])
+def test_p95_threshold_fails_the_run_and_a_good_run_exits_zero(threshold_runs):
+    slow = threshold_runs["p95-5"][0].result()
+    ok_future, ok_folder = threshold_runs["p95-5000"]
+    ok = ok_future.result()
     output = slow.stdout + slow.stderr
     assert slow.returncode == 1, output[-2000:]
     assert re.search(r"threshold exceeded: p95 \d+ ms > 5 ms", output)
     assert "failure ratio" not in output.split("threshold exceeded:")[1].splitlines()[0]
     assert ok.returncode == 0, (ok.stdout + ok.stderr)[-2000:]
-    assert stats_rows(tmp_path / "p95-5000" / "run_stats.csv")["Aggregated"]["Failure Count"] == "0"
+    assert stats_rows(ok_folder / "run_stats.csv")["Aggregated"]["Failure Count"] == "0"
 
 
 # -- Compose: the Locust UI and a worker, as `docker compose up` starts them --------

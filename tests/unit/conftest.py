@@ -26,7 +26,7 @@ from cachelab.web.app import create_app, shutdown
 from loadtest.stack import wait_until
 from tests.helpers import free_port
 from tests.unit.fakes import FakeDatabase, Services
-from tests.unit.valkey_cluster import ValkeyCluster
+from tests.unit.valkey_cluster import ValkeyCluster, start_cluster, stop_cluster
 
 
 def pytest_collection_modifyitems(items):
@@ -45,13 +45,10 @@ def valkey() -> Iterator[ValkeyServer]:
 
 @pytest.fixture(scope="session")
 def valkey_cluster() -> Iterator[ValkeyCluster]:
-    """Three primaries and three replicas, started once, for the tests that ask.
-    No test waits for an automatic failover (they use CLUSTER FAILOVER), so the
-    node timeout is long: a loaded machine (mypy beside the tests) stalled the
-    nodes past a 1 s timeout and a replica promoted itself mid-test."""
-    cluster = ValkeyCluster(node_timeout_ms=5000).start()
-    yield cluster
-    cluster.stop()
+    """The cluster ``start_cluster`` started (tests/conftest.py starts it when
+    the session is collected, if a test needs it)."""
+    yield start_cluster().get()
+    stop_cluster()
 
 
 _namespaces = itertools.count(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 from dataclasses import dataclass
 from functools import partial
 
@@ -42,6 +43,39 @@ class Member:
 
     def client(self, **kwargs) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5, **kwargs)
+
+
+class StartedCluster:
+    """A cluster started in a thread, as soon as the session is collected
+    (tests/conftest.py): forming it is mostly waiting for gossip and replica
+    sync (2 to 3 s), which then overlaps the unit tests that run before the
+    first that needs it. ``get()`` waits for it; a failed start raises there."""
+
+    def __init__(self, **options) -> None:
+        self._found: ValkeyCluster | None = None
+        self._error: BaseException | None = None
+        self._cluster = ValkeyCluster(**options)
+        self._thread = threading.Thread(target=self._start, name="valkey-cluster", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self._found = self._cluster.start()
+        except BaseException as exc:  # noqa: BLE001 - raised again by get()
+            self._error = exc
+
+    def get(self, timeout: float = 60) -> ValkeyCluster:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the unit layer's Valkey Cluster did not form in {timeout:g} s")
+        if self._error is not None:
+            raise self._error
+        assert self._found is not None
+        return self._found
+
+    def stop(self) -> None:
+        self._thread.join(60)
+        self._cluster.stop()
 
 
 class ValkeyCluster:
@@ -225,3 +259,27 @@ class ValkeyCluster:
 def _knows(client: redis.Redis, node_id: str) -> bool:
     """``client``'s node has heard of ``node_id`` (gossip)."""
     return node_id in client.execute_command("CLUSTER", "NODES").decode()
+
+
+_cluster: StartedCluster | None = None
+
+
+def start_cluster() -> StartedCluster:
+    """Three primaries and three replicas, started once (in a thread, see
+    ``StartedCluster``), for the tests that ask. No test waits for an automatic
+    failover (they use CLUSTER FAILOVER), so the node timeout is long: a loaded
+    machine (mypy beside the tests) stalled the nodes past a 1 s timeout and a
+    replica promoted itself mid-test."""
+    global _cluster
+    if _cluster is None:
+        _cluster = StartedCluster(node_timeout_ms=5000)
+    return _cluster
+
+
+def stop_cluster() -> None:
+    """Stops the cluster if one was started (the fixture's teardown, and the
+    session's end for a run stopped before any test asked for it)."""
+    global _cluster
+    if _cluster is not None:
+        _cluster.stop()
+        _cluster = None
