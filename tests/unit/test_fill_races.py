@@ -1,0 +1,241 @@
+"""A cold key's fill, as the users who wait for it see it (fills.py: ``_lead``,
+``_store``): where their time went, what a fill that lost to a newer write
+answers (to its own request, and to the requests that followed it), how a
+waiter without tracking polls, and that cache-aside's write respects the
+breaker.
+
+Written from mutmut's survivors of ``fills.py``: each test pins down what some
+of them changed (a timing's label, a superseded fill's answer, the waiter's
+first poll, the patience of an unguarded write).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from cachelab import metrics
+from cachelab.engine import fills
+from cachelab.engine.fills import FillTimeout
+from cachelab.engine.keys import item_target, version_target
+from cachelab.engine.model import DATABASE, MISS, REDIS, Loaded, Lookup, Timer, new_entry
+from loadtest.stack import wait_until
+from tests.unit.fakes import counter, set_lease
+
+ITEM = 3
+
+
+def open_breaker(store) -> None:
+    """Opens the worker's breaker with failures it counts (Redis itself stays up)."""
+    for _ in range(store.breaker.failure_threshold):
+        with pytest.raises(RuntimeError), store.breaker.guard((RuntimeError,)):
+            raise RuntimeError("injected: a failed call")
+    assert store.breaker.state == "open"
+
+
+# -- where a cold key's time went (Server-Timing, timings_ms) ----------------------------
+def test_a_cold_key_s_answer_says_where_its_time_went(settings, db, services):
+    service = services(settings, db)
+    lookup = service.reads.get(version_target(settings.cache_namespace, 1))
+    assert (lookup.result, lookup.tier) == (MISS, DATABASE)
+    # Redis read, lease taken, query run, entry written: nothing else.
+    assert set(lookup.timings_ms) == {"cache", "lock", "db"}
+
+
+def test_a_fill_keeps_the_copy_it_stored_as_confirmed(settings, db, services):
+    """Without tracking (else the worker's own write invalidates the copy it is
+    about to keep), a stored fill's copy is kept as confirmed -- Redis holds it
+    -- and the next read is served from memory; the answer carries the copy."""
+    service = services(settings, db, cache_tracking="off")
+    target = version_target(settings.cache_namespace, 6)
+    lookup = service.reads.get(target)
+    assert lookup.stored and lookup.copy is not None and lookup.copy.confirmed
+    assert service.reads.get(target).tier == "memory"
+    assert db.calls["version"] == 1
+
+
+# -- a fill that lost to a newer write ---------------------------------------------------
+def race(service, db, target, meanwhile: Callable[[], None]) -> tuple[Lookup, Lookup]:
+    """The leader's query held in the database, a second request of the same
+    key following it in the same worker; ``meanwhile`` runs, then the query
+    returns. Answers (leader's, follower's)."""
+    db.gate = threading.Event()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        leader = pool.submit(service.reads.get, target)
+        assert db.started.acquire(timeout=5)
+        follower = pool.submit(service.reads.get, target)
+        wait_until(
+            lambda: service.fills.flights.followers(target.key) == 1,
+            5,
+            interval=0.005,
+            message="the second request to follow the first's fill",
+        )
+        try:
+            meanwhile()
+        finally:
+            db.gate.set()
+        return leader.result(10), follower.result(10)
+
+
+def assert_superseded(lookup: Lookup, version: int, ttl: float) -> None:
+    """The request that ran the query gets its answer, marked as lost, with the
+    entry's TTL and no copy kept."""
+    assert (lookup.result, lookup.tier, lookup.superseded) == (MISS, DATABASE, True)
+    assert lookup.value["version"] == version
+    assert lookup.ttl_remaining == pytest.approx(ttl, abs=ttl * 0.2)
+    assert lookup.copy is None and not lookup.stored
+
+
+def test_a_fill_whose_row_changed_during_the_query_answers_its_request_only(settings, db, services):
+    service = services(settings, db)
+    target = item_target(settings.cache_namespace, ITEM, "delete")
+    before = counter(metrics.FILLS_SUPERSEDED["row-changed"])
+    leader, follower = race(service, db, target, lambda: db.update_item(ITEM, "newer"))
+    assert_superseded(leader, 1, settings.cache_ttl_seconds)
+    assert counter(metrics.FILLS_SUPERSEDED["row-changed"]) == before + 1
+    # The follower began after the query had read the row: it looks again.
+    assert (follower.value["version"], follower.tier, follower.stored) == (2, DATABASE, True)
+    assert db.calls["item"] == 2
+
+
+def test_a_fill_that_redis_refuses_for_a_newer_entry_keeps_no_copy(settings, db, services):
+    service = services(settings, db)
+    target = item_target(settings.cache_namespace, ITEM, "delete")
+    row = db.items[ITEM]
+
+    def newer_in_redis() -> None:
+        loaded = Loaded({**row, "payload": "written meanwhile"}, row["version"], 0.01)
+        newer = new_entry(loaded, 10**17, 60.0, 60.0, 1.0)  # fences: server µs
+        assert service.store.write(target.key, newer, newer.px)
+
+    before = counter(metrics.FILLS_SUPERSEDED["newer-in-redis"])
+    leader, follower = race(service, db, target, newer_in_redis)
+    assert_superseded(leader, 1, settings.cache_ttl_seconds)
+    assert counter(metrics.FILLS_SUPERSEDED["newer-in-redis"]) == before + 1
+    # The follower takes what Redis holds, without a second query; the only
+    # copy the worker keeps is that one.
+    assert (follower.tier, follower.value["payload"]) == (REDIS, "written meanwhile")
+    kept = service.tier1.servable(target.key, True)
+    assert kept is not None and kept.entry.value["payload"] == "written meanwhile"
+    assert db.calls["item"] == 1
+
+
+def test_a_fill_whose_row_changed_after_its_write_is_retracted(settings, db, services, monkeypatch):
+    service = services(settings, db)
+    target = item_target(settings.cache_namespace, ITEM, "delete")
+    write = service.store.write
+
+    def write_then_commit(key, entry, px, **kwargs):
+        stored = write(key, entry, px, **kwargs)
+        if entry.version == 1:
+            db.update_item(ITEM, "committed just after the fill's write")
+        return stored
+
+    monkeypatch.setattr(service.store, "write", write_then_commit)
+    before = counter(metrics.FILLS_SUPERSEDED["row-changed"])
+    leader, follower = race(service, db, target, lambda: None)
+    assert_superseded(leader, 1, settings.cache_ttl_seconds)
+    assert counter(metrics.FILLS_SUPERSEDED["row-changed"]) == before + 1
+    assert follower.value["version"] == 2
+    assert service.store.read(target.key).entry.version == 2  # the retraction held
+
+
+# -- waiting for another process's fill ------------------------------------------------
+class Waits(list):
+    """The timeouts of a worker's waits, in order; ``ends``: when each would end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends: list[float] = []
+
+    def within(self, started: float, lock_wait: float) -> bool:
+        """No wait was to end after the lock wait (from ``started``) ran out."""
+        return max(self.ends) <= started + lock_wait + 0.005
+
+
+def record_waits(service, monkeypatch) -> Waits:
+    """The timeouts of every wait of the worker's waiters, in order."""
+    waits = Waits()
+    watch, unwatch = service.tier1.watch, service.tier1.unwatch
+
+    class Recorded:
+        def __init__(self, event: threading.Event) -> None:
+            self.event = event
+
+        def wait(self, timeout: float) -> bool:
+            waits.append(timeout)
+            waits.ends.append(time.monotonic() + timeout)
+            return self.event.wait(timeout)
+
+        def clear(self) -> None:
+            self.event.clear()
+
+    monkeypatch.setattr(service.tier1, "watch", lambda keys: Recorded(watch(keys)))
+    monkeypatch.setattr(service.tier1, "unwatch", lambda keys, ev: unwatch(keys, ev.event))
+    return waits
+
+
+def test_a_waiter_without_tracking_polls_soon_then_backs_off(settings, db, services, monkeypatch):
+    """Without invalidations to wake it, a waiter re-reads Redis after 20 ms,
+    then 50, 100 and 200 ms: a fill that lands quickly is seen quickly, a slow
+    one costs few reads."""
+    service = services(settings, db, cache_lock_wait_seconds=0.6)
+    target = version_target(settings.cache_namespace, 3)
+    set_lease(service.store.client, target.lease_key, "another-process", 5000)
+    monkeypatch.setattr(service.fills, "tracking_active", lambda: False)
+    waits = record_waits(service, monkeypatch)
+    started = time.monotonic()
+    with pytest.raises(FillTimeout, match=r"held the lease of .* for 0.6s without filling it"):
+        service.fills.fill(target, Timer())
+    assert waits[:4] == pytest.approx([0.02, 0.05, 0.1, 0.2])
+    assert waits[4:] and max(waits[4:]) <= 0.2
+    assert waits.within(started, 0.6)  # never past the lock wait
+    assert db.calls["version"] == 0
+
+
+@pytest.mark.parametrize(
+    ("lease_ms", "watch", "lock_wait", "first_wait"),
+    [
+        (5000, 0.05, 0.3, 0.05),  # re-checks at least every WATCH seconds
+        (100, 0.5, 2.0, 0.1),  # ... and when the lease lapses, sooner
+    ],
+)
+def test_a_waiter_with_tracking_rechecks_by_the_lease_and_the_watch(
+    settings, db, services, monkeypatch, lease_ms, watch, lock_wait, first_wait
+):
+    """With tracking, a fill's invalidation wakes the waiter; it still looks
+    again after ``_WATCH_SECONDS`` (an invalidation can be lost) and when the
+    holder's lease runs out (a dead holder: it takes over), never past its
+    lock wait."""
+    monkeypatch.setattr(fills, "_WATCH_SECONDS", watch)
+    service = services(settings, db, cache_lock_wait_seconds=lock_wait)
+    assert service.fills.tracking_active()
+    target = version_target(settings.cache_namespace, 5)
+    set_lease(service.store.client, target.lease_key, "another-process", lease_ms)
+    waits = record_waits(service, monkeypatch)
+    started = time.monotonic()
+    try:
+        filled = service.fills.fill(target, Timer())
+    except FillTimeout:
+        filled = None
+    assert waits[0] == pytest.approx(first_wait, abs=0.02)
+    assert waits.within(started, lock_wait)
+    # A live lease is waited out to the deadline; a lapsed one is taken over.
+    assert (filled is None) == (lease_ms / 1000 > lock_wait)
+
+
+# -- cache-aside's write ------------------------------------------------------------------
+def test_cache_aside_writes_through_the_breaker(settings, db, services):
+    """Cache-aside's fill is not a lease holder's: while the breaker is open
+    its write is not attempted (no patient call past the breaker), and the
+    user still gets the answer."""
+    service = services(settings, db, cache_strategy="cache-aside")
+    target = version_target(settings.cache_namespace, 4)
+    open_breaker(service.store)
+    filled = service.fills.fill_each(target, Timer())
+    assert filled.entry.value and not filled.stored
+    assert service.store.client.exists(target.key) == 0  # read past the breaker
