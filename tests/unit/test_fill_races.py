@@ -239,3 +239,45 @@ def test_cache_aside_writes_through_the_breaker(settings, db, services):
     filled = service.fills.fill_each(target, Timer())
     assert filled.entry.value and not filled.stored
     assert service.store.client.exists(target.key) == 0  # read past the breaker
+
+
+def test_concurrent_misses_of_an_unguarded_key_each_store_their_answer(settings, db, services):
+    """The unguarded modes (the plain ``DEL``/``SET`` most code does, shown for
+    comparison) write with a plain SET: with cache-aside's concurrent misses
+    (no single flight) both query, the second write replaces the first, and
+    both answers say ``stored``. (A guarded key keeps the higher fence.)"""
+    service = services(settings, db, cache_strategy="cache-aside")
+    target = item_target(settings.cache_namespace, ITEM, "delete", guarded=False)
+    db.gate = threading.Event()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = [pool.submit(service.reads.get, target) for _ in range(2)]
+        for _ in range(2):
+            assert db.started.acquire(timeout=5)
+        db.gate.set()
+        lookups = [answer.result(10) for answer in answers]
+    assert [(x.tier, x.stored) for x in lookups] == [(DATABASE, True)] * 2
+    assert db.calls["item"] == 2
+
+
+# -- what a fill records ----------------------------------------------------------------
+def test_a_not_found_entry_records_how_long_its_query_took(settings, db, services):
+    """XFetch refreshes an entry early in proportion to its query time: a
+    cached "not found" carries it too."""
+    service = services(settings, db)
+    del db.items[ITEM]  # inside the table's range, but gone
+    db.delay = 0.05
+    lookup = service.reads.get(item_target(settings.cache_namespace, ITEM, "delete"))
+    assert not lookup.found
+    assert 0.04 <= lookup.entry.delta < 1.0
+
+
+def test_one_lease_keeper_thread_per_worker(settings, db, services):
+    """Every lease the worker holds is renewed by one daemon thread, started
+    with the first lease (never one per fill, never keeping the process up)."""
+    before = {t for t in threading.enumerate() if t.name == "lease-keeper"}
+    service = services(settings, db)
+    for n in range(3):
+        service.reads.get(version_target(settings.cache_namespace, 10 + n))
+    keepers = {t for t in threading.enumerate() if t.name == "lease-keeper"} - before
+    assert len(keepers) == 1 and all(t.daemon for t in keepers)
+    assert service.fills._keeper in keepers
