@@ -179,6 +179,26 @@ def record_waits(service, monkeypatch) -> Waits:
     return waits
 
 
+def test_a_waiter_s_time_is_the_lease_s(settings, db, services, monkeypatch):
+    """A worker that waits for another process's fill spends its time on the
+    lease (taking it, reading what the holder wrote, waiting to be woken),
+    not in the database."""
+    filler, waiter = services(settings, db), services(settings, db)
+    target = version_target(settings.cache_namespace, 2)
+    waits = record_waits(waiter, monkeypatch)
+    db.gate = threading.Event()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(filler.reads.get, target)
+        assert db.started.acquire(timeout=5)
+        second = pool.submit(waiter.reads.get, target)
+        wait_until(lambda: waits, 5, interval=0.005, message="the second worker to wait")
+        db.gate.set()
+        filled, waited = first.result(10), second.result(10)
+    assert (filled.tier, waited.tier, waited.detail) == (DATABASE, REDIS, "collapsed")
+    assert set(waited.timings_ms) == {"cache", "lock"}
+    assert db.calls["version"] == 1
+
+
 def test_a_waiter_without_tracking_polls_soon_then_backs_off(settings, db, services, monkeypatch):
     """Without invalidations to wake it, a waiter re-reads Redis after 20 ms,
     then 50, 100 and 200 ms: a fill that lands quickly is seen quickly, a slow
