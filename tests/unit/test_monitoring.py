@@ -101,9 +101,16 @@ class FakePrometheus(BaseHTTPRequestHandler):
         pass
 
 
+class FakePrometheusServer(ThreadingHTTPServer):
+    # The dashboard sends its queries 8 at a time: with socketserver's default
+    # listen backlog of 5, the kernel dropped connections and each page waited
+    # out a 1 s SYN retransmit (a real Prometheus listens with a long backlog).
+    request_queue_size = 64
+
+
 @pytest.fixture
 def fake_prometheus():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakePrometheus)
+    server = FakePrometheusServer(("127.0.0.1", 0), FakePrometheus)
     server.queries = []  # type: ignore[attr-defined]
     server.fail = False  # type: ignore[attr-defined]
     with serving(server):
