@@ -11,6 +11,7 @@ first poll, the patience of an unguarded write).
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -19,10 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cachelab import metrics
+from cachelab.config import Settings
 from cachelab.engine import fills
 from cachelab.engine.fills import FillTimeout
 from cachelab.engine.keys import item_target, version_target
 from cachelab.engine.model import DATABASE, MISS, REDIS, Loaded, Lookup, Timer, new_entry
+from cachelab.resilience.singleflight import FlightTimeout
 from loadtest.stack import wait_until
 from tests.unit.fakes import counter, set_lease
 
@@ -301,3 +304,86 @@ def test_one_lease_keeper_thread_per_worker(settings, db, services):
     keepers = {t for t in threading.enumerate() if t.name == "lease-keeper"} - before
     assert len(keepers) == 1 and all(t.daemon for t in keepers)
     assert service.fills._keeper in keepers
+
+
+class HalfRandom(random.Random):
+    """Every draw is 0.5: the jitter is exactly half the ratio."""
+
+    def random(self) -> float:
+        return 0.5
+
+
+def test_the_ttl_jitter_draws_from_the_injected_random_source(settings, db, services):
+    service = services(settings, db, rng=HalfRandom(), cache_jitter_ratio=0.5)
+    lookup = service.reads.get(version_target(settings.cache_namespace, 20))
+    assert lookup.entry.ttl == pytest.approx(settings.cache_ttl_seconds * (1 - 0.5 * 0.5))
+
+
+# -- following a fill in the same worker ------------------------------------------------
+def test_a_follower_s_time_is_the_lease_s(settings, db, services):
+    """A request that follows another's fill in the same worker waits on it
+    (``lock``), then takes the entry from Redis: no query of its own."""
+    service = services(settings, db)
+    _, follower = race(service, db, version_target(settings.cache_namespace, 21), lambda: None)
+    assert (follower.tier, db.calls["version"]) == (REDIS, 1)
+    assert set(follower.timings_ms) == {"cache", "lock"}
+
+
+def test_a_follower_gives_up_after_the_fill_wait(settings, db, services, monkeypatch):
+    """A follower waits at most ``fill_wait_seconds`` for the leader (then a
+    503 ``fill-timeout``), never as long as a stuck query."""
+    monkeypatch.setattr(Settings, "fill_wait_seconds", property(lambda _self: 0.2))
+    service = services(settings, db)
+    target = version_target(settings.cache_namespace, 22)
+    db.gate = threading.Event()
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            leader = pool.submit(service.fills.fill, target, Timer())
+            assert db.started.acquire(timeout=5)
+            follower = pool.submit(service.fills.fill, target, Timer())
+            with pytest.raises(FlightTimeout):
+                follower.result(timeout=3)
+            db.gate.set()
+            assert leader.result(10).stored
+    finally:
+        db.gate.set()
+
+
+# -- leases ------------------------------------------------------------------------------
+def test_a_lease_lost_mid_fill_is_neither_released_nor_an_error(settings, db, services, raw):
+    """Another process took the key's lease while this worker's query ran (its
+    renewal was refused): the fill still answers, and the release leaves the
+    other process's lease alone."""
+    service = services(settings, db)
+    target = version_target(settings.cache_namespace, 23)
+    db.gate = threading.Event()
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            answer = pool.submit(service.reads.get, target)
+            assert db.started.acquire(timeout=5)
+            set_lease(raw, target.lease_key, "another-process", 5000)
+            service.fills.renew_all()
+            assert service.fills.held() == []
+            db.gate.set()
+            assert answer.result(10).value
+    finally:
+        db.gate.set()
+    assert raw.get(target.lease_key).startswith(b"another-process ")
+
+
+def test_a_worker_that_shuts_down_releases_its_leases(settings, db, services, raw):
+    """At exit a worker hands its leases back at once: another process need
+    not wait for them to lapse."""
+    service = services(settings, db)
+    target = version_target(settings.cache_namespace, 24)
+    db.gate = threading.Event()
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(service.reads.get, target)
+            assert db.started.acquire(timeout=5)
+            assert raw.get(target.lease_key) is not None
+            service.fills.close()
+            assert raw.get(target.lease_key) is None
+            db.gate.set()
+    finally:
+        db.gate.set()
