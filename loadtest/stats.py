@@ -3,9 +3,12 @@
 **Percentile** (:func:`percentile`): nearest rank, the value below or at which
 at least ``q`` % of the samples lie -- the ``ceil(q/100 * n)``-th smallest
 sample. It is numpy's ``method="inverted_cdf"`` (Hyndman and Fan's definition
-1) and what HdrHistogram, wrk and k6's ``p(N)`` report: always a value that
-was measured, never an interpolation between two. tests/unit/test_stats.py
-checks it against numpy.
+1) and what HdrHistogram and wrk report: always a value that was measured,
+never an interpolation between two. tests/unit/test_stats.py checks it
+against numpy. k6's ``p(N)`` is not this one: it interpolates linearly
+between the two nearest ranks (k6 1.1: ``p(50)`` of 1..10 is 5.5, here 5), so
+the open-loop percentiles (capacity, sweep: k6's summary) may lie up to one
+rank's gap below the nearest-rank value; docs/load-testing.md says so.
 
 **Interval** (:func:`interval`): the mean of repeated runs with a two-sided
 95 % Student-t confidence interval, ``mean ± t(0.975, n-1) * s / sqrt(n)``.

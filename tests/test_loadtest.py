@@ -184,23 +184,17 @@ def url_of(server: FakeServer) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
+TWO_USERS_FOR_ONE_SECOND = ("-u", "2", "-r", "2")
+
+
 def run_against_wrong_bodies(host: str, workdir: Path) -> subprocess.CompletedProcess:
     return run_locust(
         host,
         workdir,
         1,
-        "-u",
-        "2",
-        "-r",
-        "2",
-        "--exit-code-on-error",
-        "0",
-        "--wait-min",
-        "0.005",
-        "--wait-max",
-        "0.01",
-        "--max-fail-ratio",
-        "0.1",
+        *TWO_USERS_FOR_ONE_SECOND,
+        *("--exit-code-on-error", "0", "--wait-min", "0.005", "--wait-max", "0.01"),
+        *("--max-fail-ratio", "0.1"),
         classes=("HotKeyUser",),
     )
 
@@ -210,14 +204,8 @@ def run_with_p95_limit(host: str, workdir: Path, limit_ms: str) -> subprocess.Co
         host,
         workdir,
         1,
-        "-u",
-        "2",
-        "-r",
-        "2",
-        "--max-p95-ms",
-        limit_ms,
-        "--max-fail-ratio",
-        "0",
+        *TWO_USERS_FOR_ONE_SECOND,
+        *("--max-p95-ms", limit_ms, "--max-fail-ratio", "0"),
         classes=("ZipfUser",),
     )
 
