@@ -177,6 +177,22 @@ variable "compose_version" {
     condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.compose_version))
     error_message = "compose_version must look like 2.29.7 (without a leading v)."
   }
+
+  # The lab's compose files use !reset and !override, which Compose reads from
+  # 2.24.4: an older plugin installs cleanly and then refuses every file at boot.
+  validation {
+    condition = !can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.compose_version)) || (
+      tonumber(split(".", var.compose_version)[0]) > 2 || (
+        tonumber(split(".", var.compose_version)[0]) == 2 && (
+          tonumber(split(".", var.compose_version)[1]) > 24 || (
+            tonumber(split(".", var.compose_version)[1]) == 24 &&
+            tonumber(split(".", var.compose_version)[2]) >= 4
+          )
+        )
+      )
+    )
+    error_message = "compose_version must be 2.24.4 or later (the compose files use !reset and !override)."
+  }
 }
 
 variable "compose_sha256" {
@@ -291,9 +307,11 @@ variable "rate_limit_rps" {
   type        = number
   default     = 20
 
+  # What the nginx image accepts (nginx/entrypoint.d/15-lab-edge-config.sh):
+  # anything else plans cleanly and stops Nginx at boot.
   validation {
-    condition     = var.rate_limit_rps >= 0
-    error_message = "rate_limit_rps must be >= 0."
+    condition     = var.rate_limit_rps >= 0 && var.rate_limit_rps <= 1000000 && floor(var.rate_limit_rps) == var.rate_limit_rps
+    error_message = "rate_limit_rps must be a whole number from 0 to 1000000 (what the nginx image accepts)."
   }
 }
 
@@ -302,9 +320,11 @@ variable "rate_limit_burst" {
   type        = number
   default     = 40
 
+  # What the nginx image accepts (nginx/entrypoint.d/15-lab-edge-config.sh):
+  # anything else plans cleanly and stops Nginx at boot.
   validation {
-    condition     = var.rate_limit_burst >= 0
-    error_message = "rate_limit_burst must be >= 0."
+    condition     = var.rate_limit_burst >= 0 && var.rate_limit_burst <= 1000000 && floor(var.rate_limit_burst) == var.rate_limit_burst
+    error_message = "rate_limit_burst must be a whole number from 0 to 1000000 (what the nginx image accepts)."
   }
 }
 

@@ -218,3 +218,34 @@ run "scaling_without_alb_is_refused" {
   }
   expect_failures = [aws_autoscaling_group.app]
 }
+
+run "compose_older_than_2_24_4_is_refused" {
+  command = plan
+  variables {
+    compose_version = "2.24.3"
+  }
+  expect_failures = [var.compose_version]
+}
+
+run "compose_2_24_4_and_later_are_accepted" {
+  command = plan
+  variables {
+    compose_version = "2.24.4"
+  }
+}
+
+run "a_fractional_rate_limit_is_refused" {
+  command = plan
+  variables {
+    rate_limit_rps = 2.5
+  }
+  expect_failures = [var.rate_limit_rps]
+}
+
+run "a_burst_above_what_nginx_accepts_is_refused" {
+  command = plan
+  variables {
+    rate_limit_burst = 1000001
+  }
+  expect_failures = [var.rate_limit_burst]
+}
