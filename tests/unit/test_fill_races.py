@@ -387,3 +387,46 @@ def test_a_worker_that_shuts_down_releases_its_leases(settings, db, services, ra
             db.gate.set()
     finally:
         db.gate.set()
+
+
+def test_a_request_that_looks_again_may_follow_a_third_request_s_fill(
+    settings, db, services, monkeypatch
+):
+    """A follower whose fill read the row before the follower began looks again
+    in a new flight; if a third request leads that flight, the follower waits
+    for it (its time counted as ``lock``) and shares its answer."""
+    service = services(settings, db)
+    target = item_target(settings.cache_namespace, ITEM, "delete")
+    flights = service.fills.flights
+    join = flights.join
+    joins: list[str] = []
+    third: list = []
+
+    def join_and_let_a_third_lead(key: str):
+        joins.append(threading.current_thread().name)
+        if len(joins) == 3:  # the follower's second flight: a third request leads it first
+            db.gate = threading.Event()
+            third.append(pool.submit(service.reads.get, target))
+            wait_until(lambda: flights.in_flight(key), 5, interval=0.005, message="the third")
+        return join(key)
+
+    monkeypatch.setattr(flights, "join", join_and_let_a_third_lead)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        first = db.gate = threading.Event()
+        leader = pool.submit(service.reads.get, target)
+        assert db.started.acquire(timeout=5)
+        follower = pool.submit(service.reads.get, target)
+        wait_until(lambda: flights.followers(target.key) == 1, 5, interval=0.005, message="F")
+        db.update_item(ITEM, "newer")  # the leader's answer is superseded
+        first.set()
+        wait_until(
+            lambda: third and flights.followers(target.key) == 1,
+            5,
+            interval=0.005,
+            message="the follower to follow the third request",
+        )
+        db.gate.set()
+        answers = leader.result(10), follower.result(10), third[0].result(10)
+    assert [a.value["version"] for a in answers] == [1, 2, 2]
+    assert (answers[1].detail, db.calls["item"]) == ("collapsed", 2)
+    assert "lock" in answers[1].timings_ms
