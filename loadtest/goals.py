@@ -85,7 +85,8 @@ def rows(folder: Path) -> list[tuple[str, str, bool | None]]:
         out.append(
             (
                 "p99 through Nginx at half of two-tier's knee rate ≤ 10 ms",
-                f"{ms(half['mean'])} ms (95 % CI {ms(max(0.0, half['low']))}–{ms(half['high'])}) at "
+                f"{ms(half['mean'])} ms (95 % CI {ms(max(0.0, half['low']))}–"
+                f"{ms(half['high'])}) at "
                 f"{rate(two['half_knee_rps'])} req/s" + _contended(capacity),
                 half["mean"] <= 10,
             )

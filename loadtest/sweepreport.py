@@ -21,8 +21,8 @@ def _pct(value: float | None) -> str:
 def table(data: dict, sweep: str) -> str:
     lines = [
         "| skew | tier-1 size | payload B | memory | Redis | database | hit ratio "
-        "| DB queries/s | p99 ms | p99.9 ms | errors | dropped |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| DB queries/s | p99 ms | p99.9 ms | errors | dropped | machine |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for cell in data["cells"]:
         if sweep not in cell["sweeps"]:
@@ -33,8 +33,8 @@ def table(data: dict, sweep: str) -> str:
             f"| {_pct(shares.get('memory'))} | {_pct(shares.get('redis'))} "
             f"| {_pct(shares.get('database'))} | {_pct(cell['hit_ratio'])} "
             f"| {cell['db_queries_per_s']:.1f} | {ms(step['p99_ms'])} | {ms(step['p999_ms'])} "
-            f"| {step['errors']} | {step['dropped']} |"
-            + (" disturbed" if cell["load"].get("disturbed") else "")
+            f"| {step['errors']} | {step['dropped']} "
+            f"| {'disturbed' if cell['load'].get('disturbed') else 'quiet'} |"
         )
     return "\n".join(lines)
 

@@ -59,3 +59,25 @@ def test_every_published_result_has_its_command_in_the_docs():
         if path.exists():
             command = json.loads(path.read_text())["meta"]["command"]
             assert command.split(" --publish")[0] in docs, command
+
+
+def test_every_table_row_has_its_header_s_columns():
+    """A cell outside the columns (e.g. a flag after the last `|`) is dropped
+    or misplaced by Markdown renderers."""
+    for path in [readme.README, *sorted(readme.RESULTS.glob("*.md"))]:
+        header = None
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.startswith("|"):
+                header = None
+                continue
+            cells = line.strip().removeprefix("|").split("|")
+            assert cells[-1] == "", f"{path.name}:{number}: text after the last |: {line}"
+            if header is None:
+                header = len(cells)
+            assert len(cells) == header, f"{path.name}:{number}: {len(cells) - 1} cells: {line}"
+
+
+def test_every_results_file_the_docs_name_exists():
+    for doc in [readme.README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for name in re.findall(r"docs/results/([\w.-]+\.(?:md|png|json))", doc.read_text()):
+            assert (readme.RESULTS / name).exists(), f"{doc.name} names docs/results/{name}"
