@@ -30,7 +30,7 @@ import pytest
 from .explore import Profile, explore, promises_checked, schedule_from_text
 from .runner import replay
 
-QUICK = Profile("quick", seconds=6, examples=60, shrink_seconds=0, max_steps=16)
+QUICK = Profile("quick", seconds=5, examples=60, shrink_seconds=0, max_steps=16)
 QUICK_SEED = 17
 MINUTES = float(os.environ.get("CHECKER_MINUTES", "5"))
 SHRINK_SECONDS = float(os.environ.get("CHECKER_SHRINK_SECONDS", "120"))
