@@ -81,3 +81,25 @@ def test_every_results_file_the_docs_name_exists():
     for doc in [readme.README, *sorted((ROOT / "docs").glob("*.md"))]:
         for name in re.findall(r"docs/results/([\w.-]+\.(?:md|png|json))", doc.read_text()):
             assert (readme.RESULTS / name).exists(), f"{doc.name} names docs/results/{name}"
+
+
+def test_the_spread_goal_counts_every_published_benchmark(tmp_path):
+    """A single-run benchmark in docs/results fails "every figure carries its
+    spread", however many others are repeated."""
+    folder = tmp_path / "results"
+    shutil.copytree(readme.RESULTS, folder)
+
+    def spread_goal() -> tuple[str, bool | None]:
+        goal = next(row for row in goals.rows(folder) if row[0].startswith("Every published"))
+        return goal[1], goal[2]
+
+    for name in ("summary", "staleness", "sweep"):
+        (folder / f"{name}.json").unlink(missing_ok=True)
+    assert spread_goal() == (
+        "2 of 2 published benchmarks repeated, with 95 % t-intervals (capacity, hits); "
+        "commands in each report and docs/load-testing.md",
+        True,
+    )
+    shutil.copy(readme.RESULTS / "staleness.json", folder / "staleness.json")
+    figure, met = spread_goal()
+    assert met is False and "single runs: staleness" in figure
