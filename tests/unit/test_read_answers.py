@@ -264,3 +264,53 @@ def test_cache_aside_never_refreshes_early(settings, db, services, raw):
     finally:
         db.gate.set()
     assert db.calls["version"] == 1
+
+
+# -- from mutmut's survivors of reads.py (2026-12-05) -----------------------------------
+def test_a_hit_carries_no_detail_and_was_not_stored(settings, db, services):
+    service = services(settings, db, cache_strategy="swr")
+    target = key(settings)
+    service.reads.get(target)
+    hit = service.reads.get(target)
+    assert (hit.result, hit.tier, hit.detail, hit.stored) == (HIT, REDIS, "", False)
+
+
+def test_a_memory_hit_times_its_lookup_in_milliseconds(settings, db, services):
+    service = services(settings, db)
+    target = key(settings)
+    hit = wait_until(
+        lambda: (found := service.reads.get(target)).tier == MEMORY and found,
+        5,
+        interval=0.01,
+        message="a memory hit",
+    )
+    assert 0.0001 < hit.timings_ms["memory"] < 100
+
+
+def test_a_fresh_copy_reseeds_redis_as_a_hit_without_a_refresh(
+    settings, db, services, restart_empty, monkeypatch
+):
+    """Rule 3c before the soft expiry, under a second of it left: the copy goes
+    back to Redis and answers HIT for the key it was read for; nothing is
+    refreshed (it is not stale)."""
+    clock = FakeClock()
+    service = services(settings, db, clock=clock)
+    target = key(settings)
+    service.reads.get(target)
+    wait_until(
+        lambda: service.reads.get(target).tier == MEMORY,
+        5,
+        interval=0.01,
+        message="a confirmed copy",
+    )
+    # The copy's deadlines come from Redis' PTTL (real time): under 0.9 s left.
+    clock.advance(settings.cache_ttl_seconds - 0.9)
+    restart_empty(service)
+    refreshes: list = []
+    monkeypatch.setattr(
+        service.fills, "refresh_in_background", lambda *args: refreshes.append(args)
+    )
+    lookup = service.reads.get(target)
+    assert (lookup.result, lookup.tier, lookup.detail) == (HIT, REDIS, "reseeded")
+    assert lookup.target == target and 0 < lookup.ttl_remaining <= 0.9
+    assert refreshes == []

@@ -10,12 +10,14 @@ finds something newer in Redis or in the database keeps that (``kept-newer``).
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 
 from cachelab.engine.keys import item_target
-from cachelab.engine.model import MEMORY, REDIS, Loaded, new_entry, tombstone
+from cachelab.engine.model import MEMORY, REDIS, Loaded, NotFound, new_entry, tombstone
+from cachelab.engine.store import CacheUnavailable
 from loadtest.stack import wait_until
 
 ITEM = 5
@@ -130,3 +132,51 @@ def test_a_write_through_is_kept_when_the_database_cannot_say(settings, db, serv
     written = service.writer.put(ITEM, "new", "write-through", guarded=True)
     assert written.action == "written"
     assert service.store.read(key.key).entry.version == 2
+
+
+# -- from mutmut's survivors of writes.py (2026-12-05) ----------------------------------
+def test_a_write_to_an_absent_item_names_it(settings, db, services):
+    service = services(settings, db)
+    with pytest.raises(NotFound, match="^no item 999$"):
+        service.writer.put(999, "new", "delete", guarded=True)
+
+
+def test_a_written_through_entry_records_no_query_time(settings, db, services):
+    """The write did not query: XFetch must not refresh it early for a query
+    time it never had."""
+    service = services(settings, db)
+    key = cached_version_1(service, "write-through")
+    service.writer.put(ITEM, "new", "write-through", guarded=True)
+    entry = service.store.read(key.key).entry
+    assert (entry.version, entry.delta) == (2, 0.0)
+
+
+def test_the_unguarded_write_through_is_a_plain_set_that_can_lose_a_race(settings, db, services):
+    """What the unguarded variant exists to show: its write replaces whatever
+    Redis holds, even a newer version, and it never asks the database whether a
+    newer commit exists."""
+    service = services(settings, db)
+    key = cached_version_1(service, "write-through", guarded=False)
+    row = dict(db.items[ITEM])
+    newer = new_entry(Loaded({**row, "version": 3}, 3, 0.0), 10**17, 60.0, 60.0, 1.0)
+    assert service.store.write(key.key, newer, newer.px)
+    db.update_item(ITEM, "committed after")  # the database has version 2 now
+    assert service.writer._after_commit(key, row, "write-through") == "written"
+    assert service.store.read(key.key).entry.version == 1  # the older write won: the race
+
+
+def test_a_failed_cache_action_is_logged_with_its_key_and_a_bounded_reason(
+    settings, db, services, caplog, monkeypatch
+):
+    service = services(settings, db)
+    reason = "injected: " + "x" * 300
+
+    def fail(*_args, **_kwargs):
+        raise CacheUnavailable(reason)
+
+    monkeypatch.setattr(service.store, "bury", fail)
+    with caplog.at_level(logging.WARNING, logger="cachelab"):
+        assert service.writer.put(ITEM, "new", "delete", guarded=True).action == "failed"
+    (record,) = [r for r in caplog.records if r.getMessage() == "cache action after a write failed"]
+    key = item_target(settings.cache_namespace, ITEM, "delete")
+    assert (record.key, record.reason) == (key.key, reason[:200])
