@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from . import charts, reportfiles
-from .numbers import ms, plus_minus, rate, ratio_text
+from .numbers import interval_text, ms, rate, ratio_text
 
 CHART = "capacity.png"
 BASELINE = "flask-caching"
@@ -63,12 +63,6 @@ def knee_ratio(ours: dict, base: dict | None) -> dict | None:
     return {"mean": mid, "low": low, "high": high}
 
 
-def _p99(cell: dict | None) -> str:
-    if not cell:
-        return "n/a"
-    return plus_minus(cell["mean"], (cell["high"] - cell["low"]) / 2, ms)
-
-
 def _knee(summary: dict) -> str:
     if summary["knee_rps"] is None:
         return "none met"
@@ -108,8 +102,8 @@ def render_table(data: dict) -> str:
         )
         share = summary.get("knee_of_closed")
         lines.append(
-            f"| {system['label']} | {_knee(summary)} | {_p99(summary['knee_p99_ms'])} "
-            f"| {_p99(summary['half_knee_p99_ms'])} | {ratio_cell} "
+            f"| {system['label']} | {_knee(summary)} | {interval_text(summary['knee_p99_ms'], ms)} "
+            f"| {interval_text(summary['half_knee_p99_ms'], ms)} | {ratio_cell} "
             f"| {rate(system.get('closed_rps'))} "
             f"| {'n/a' if share is None else f'{share:.0%}'} | {_limit(summary)} |"
         )
@@ -118,8 +112,9 @@ def render_table(data: dict) -> str:
         cell = ceiling["rps"]
         lines.append(
             f"| cache server's own ceiling ({ceiling['tool'].split(' ')[0]}, **closed loop**, "
-            f"GET, 50 connections) | n/a (closed loop) | {_p99(ceiling.get('p99_ms'))} | n/a "
-            f"| n/a | {plus_minus(cell['mean'], (cell['high'] - cell['low']) / 2, rate)} "
+            f"GET, 50 connections) | n/a (closed loop) "
+            f"| {interval_text(ceiling.get('p99_ms'), ms)} | n/a "
+            f"| n/a | {interval_text(cell)} "
             f"| n/a | the server's CPU |"
         )
     return "\n".join(lines)
@@ -138,7 +133,7 @@ def curve_table(data: dict) -> str:
                 f"| {name} | {rate(level['rate'])} | {level['kind']} "
                 f"| {rate(achieved['mean']) if achieved else 'n/a'} "
                 f"| {ms(level['p50_ms']['mean']) if level.get('p50_ms') else 'n/a'} "
-                f"| {_p99(level['p99_ms'])} "
+                f"| {interval_text(level['p99_ms'], ms)} "
                 f"| {ms(level['p999_ms']['mean']) if level.get('p999_ms') else 'n/a'} "
                 f"| {level['errors']} | {level['dropped']} | {level['verdict']}"
                 + (f" ({level['disturbed']} disturbed)" if level.get("disturbed") else "")

@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from . import charts, reportfiles
-from .numbers import ms, plus_minus, rate, ratio_text
+from .numbers import interval_text, ms, ratio_text
 from .stats import interval, ratios_interval
 
 MODE_TITLES = {
@@ -69,15 +69,6 @@ def _mean(cell: dict | None) -> float | None:
     return None if not cell else cell["mean"]
 
 
-def _half(cell: dict | None) -> float | None:
-    return None if not cell else (cell["high"] - cell["low"]) / 2
-
-
-def spread(cell: dict | None, fmt=rate) -> str:
-    """``mean ± half-width`` of a 95 % interval (the mean alone from one round)."""
-    return plus_minus(_mean(cell), _half(cell), fmt)
-
-
 def _ratio(cell: dict | None) -> str:
     if not cell:
         return "n/a"
@@ -108,8 +99,9 @@ def mode_table(data: dict, mode: str) -> str:
     for name, row in rows.items():
         throttled = row.get("throttled")
         lines.append(
-            f"| {labels.get(name, name)} | {spread(row['rps'])} | {spread(row['p50_ms'], ms)} "
-            f"| {spread(row['p99_ms'], ms)} | {_cpu(_mean(row['cpu_s_per_1k']))} "
+            f"| {labels.get(name, name)} | {interval_text(row['rps'])} "
+            f"| {interval_text(row['p50_ms'], ms)} "
+            f"| {interval_text(row['p99_ms'], ms)} | {_cpu(_mean(row['cpu_s_per_1k']))} "
             f"| {_cpu(_mean(row['redis_cpu_s_per_1k']))} "
             f"| {_ratio(row['x_flask_caching'])} "
             f"| {_share(row['of_ceiling'])} "

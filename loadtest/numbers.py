@@ -61,6 +61,15 @@ def plus_minus(mean: float | None, half: float | None, fmt=rate) -> str:
     return f"{fmt(mean)} ± {fmt(half)}"
 
 
+def interval_text(cell: dict | None, fmt=rate, unit: str = "") -> str:
+    """A results cell (``mean``, ``low``, ``high`` of a 95 % interval) as
+    :func:`plus_minus` text with its unit; "n/a" alone when there is no figure."""
+    if not cell:
+        return "n/a"
+    text = plus_minus(cell["mean"], (cell["high"] - cell["low"]) / 2, fmt)
+    return f"{text} {unit}" if unit and text != "n/a" else text
+
+
 def clean(value):
     """JSON has no NaN: missing figures become null."""
     if isinstance(value, float) and math.isnan(value):

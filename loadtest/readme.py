@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .numbers import ms, plus_minus, rate, ratio_text
+from .numbers import interval_text, ms, rate, ratio_text
 from .stack import ROOT
 
 README = ROOT / "README.md"
@@ -33,14 +33,6 @@ BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results:\2 -->)", re.
 def _json(folder: Path, name: str) -> dict | None:
     path = folder / name
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _cell(cell: dict | None, fmt=rate, unit: str = "") -> str:
-    """``mean ± half-width unit``; "n/a" alone (no unit) when there is no figure."""
-    if not cell:
-        return "n/a"
-    text = plus_minus(cell["mean"], (cell["high"] - cell["low"]) / 2, fmt)
-    return f"{text} {unit}" if unit else text
 
 
 def _ratio(cell: dict | None) -> str:
@@ -102,16 +94,17 @@ def capacity_block(folder: Path) -> str:
         if knee is not None and summary.get("first_miss_rps"):
             knee_text += f" (< {rate(summary['first_miss_rps'])})"
         lines.append(
-            f"| {system['label']} | {knee_text} | {_cell(summary.get('knee_p99_ms'), ms, 'ms')} "
-            f"| {_cell(summary.get('half_knee_p99_ms'), ms, 'ms')} "
+            f"| {system['label']} | {knee_text} "
+            f"| {interval_text(summary.get('knee_p99_ms'), ms, 'ms')} "
+            f"| {interval_text(summary.get('half_knee_p99_ms'), ms, 'ms')} "
             f"| {_ratio(summary.get('x_flask_caching'))} | {rate(system.get('closed_rps'))} req/s |"
         )
     ceiling = data.get("cache_ceiling")
     if ceiling and ceiling.get("rps"):
         lines.append(
             "| the cache server itself (valkey-benchmark GET, **closed loop**) | n/a "
-            f"| {_cell(ceiling.get('p99_ms'), ms, 'ms')} | n/a | n/a "
-            f"| {_cell(ceiling['rps'], rate, 'req/s')} |"
+            f"| {interval_text(ceiling.get('p99_ms'), ms, 'ms')} | n/a | n/a "
+            f"| {interval_text(ceiling['rps'], rate, 'req/s')} |"
         )
     return "\n".join(lines) + "\n\n" + _footer(data["meta"])
 
@@ -129,8 +122,8 @@ def hits_block(folder: Path) -> str:
         for mode in modes:
             row = data["modes"][mode]["rows"][name]
             cells.append(
-                f" {_cell(row['rps'])} | {_ratio(row.get('x_flask_caching'))} "
-                f"| {_cell(row['p99_ms'], ms, 'ms')} |"
+                f" {interval_text(row['rps'])} | {_ratio(row.get('x_flask_caching'))} "
+                f"| {interval_text(row['p99_ms'], ms, 'ms')} |"
             )
         lines.append(f"| {labels.get(name, name)} |" + "".join(cells))
     text = "\n".join(lines) + "\n"
