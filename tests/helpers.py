@@ -62,3 +62,24 @@ def serving(server: Server) -> Iterator[Server]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def compose_loader():
+    """pyyaml and a SafeLoader that reads Compose files: a tagged node (``!reset``,
+    ``!override``) becomes ``{"__tag__": tag, "value": ...}``."""
+    import yaml  # pyyaml: app/pyproject.toml [test]
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def tagged(loader, tag_suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            value = loader.construct_mapping(node, deep=True)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_scalar(node)
+        return {"__tag__": tag_suffix, "value": value}
+
+    Loader.add_multi_constructor("!", tagged)
+    return yaml, Loader

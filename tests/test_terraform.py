@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import compose_loader
+
 REPO = Path(__file__).resolve().parents[1]
 TF_DIR = REPO / "terraform"
 COMPOSE = REPO / "compose.yaml"
@@ -431,27 +433,8 @@ def test_shell_scripts_pass_shellcheck(tmp_path):
 
 
 # --------------------------------------------------------------------------- compose override
-def _compose_loader():
-    import yaml  # pyyaml: app/pyproject.toml [test]
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def tagged(loader, tag_suffix, node):
-        if isinstance(node, yaml.MappingNode):
-            value = loader.construct_mapping(node, deep=True)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_scalar(node)
-        return {"__tag__": tag_suffix, "value": value}
-
-    Loader.add_multi_constructor("!", tagged)
-    return yaml, Loader
-
-
 def test_compose_aws_override_shape():
-    yaml, Loader = _compose_loader()
+    yaml, Loader = compose_loader()
     data = yaml.load((TF_DIR / "compose.aws.yaml").read_text(), Loader=Loader)
     services = data["services"]
     # db-init runs once per deploy as its own task (terraform/dbinit.tf), not on the instances
@@ -478,7 +461,7 @@ def test_compose_aws_override_shape():
 
 
 def test_compose_aws_override_covers_every_local_service():
-    yaml, Loader = _compose_loader()
+    yaml, Loader = compose_loader()
     if not COMPOSE.is_file():
         pytest.fail(f"{COMPOSE.relative_to(REPO)} is missing")
     base = yaml.load(COMPOSE.read_text(), Loader=Loader)["services"]
@@ -556,7 +539,7 @@ def test_app_settings_accepts_exactly_the_settings_the_app_reads():
 
     compose = yaml.safe_load(COMPOSE.read_text())
     app_env = set(compose["services"]["app"]["environment"])  # the app's and gunicorn's
-    yaml_aws, Loader = _compose_loader()
+    yaml_aws, Loader = compose_loader()
     aws_env = yaml_aws.load((TF_DIR / "compose.aws.yaml").read_text(), Loader=Loader)["services"][
         "app"
     ]["environment"]

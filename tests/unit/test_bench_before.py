@@ -12,30 +12,16 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.helpers import compose_loader
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class _ComposeLoader(yaml.SafeLoader):
-    """Compose's merge tags (``!reset``, ``!override``) read as plain values."""
-
-
-def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node):
-    if isinstance(node, yaml.MappingNode):
-        return loader.construct_mapping(node)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node)
-    assert isinstance(node, yaml.ScalarNode)
-    return loader.construct_scalar(node)
-
-
-_ComposeLoader.add_multi_constructor("!", _untagged)
-
-
 def before_command() -> list[str]:
+    yaml, loader = compose_loader()
     path = ROOT / "loadtest" / "benchstack" / "compose.yaml"
-    compose = yaml.load(path.read_text(), Loader=_ComposeLoader)  # noqa: S506 - SafeLoader
+    compose = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a SafeLoader
     return compose["services"]["app-before"]["command"]
 
 
