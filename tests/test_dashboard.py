@@ -16,13 +16,16 @@ import os
 import random
 import re
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
+from cachelab.web import promql
 from loadtest.stack import ROOT, metric, parse_json, wait_until
 from loadtest.stackdb import SLOW_STATEMENTS
 from tests.helpers import require_tool
@@ -146,6 +149,74 @@ def test_prometheus_counts_what_was_sent_and_postgres_counts_the_query(lab):
     assert entry["query_s"] >= 1.0
 
 
+def test_prometheus_evaluates_the_rules_and_the_results_figure_as_documented(stack, tmp_path):
+    """promtool, from the stack's own Prometheus image, evaluates rules.yml on
+    made-up series (prometheus/rules.test.yml) and the dashboard's results
+    figure (cachelab.web.promql) on the same kind: PromQL's semantics (an
+    empty sum, ``or``, label_replace) checked by Prometheus, not by reading."""
+    for name in ("rules.yml", "rules.test.yml"):
+        shutil.copy(ROOT / "prometheus" / name, tmp_path / name)
+    suite = yaml.safe_load((tmp_path / "rules.test.yml").read_text())
+    made_up = {  # 10 hits and a miss in the app; 30 edge hits; 90 other requests
+        'cachelab_cache_requests_total{result="hit"}': "0+1x10",
+        'cachelab_cache_requests_total{result="miss"}': "1+0x10",
+        'cachelab_edge_requests_total{route="page",cache="hit",status="2xx"}': "0+3x10",
+        'cachelab_edge_requests_total{route="other",cache="none",status="2xx"}': "0+9x10",
+    }
+    suite["tests"].append(
+        {
+            "interval": "2s",
+            "input_series": [{"series": k, "values": v} for k, v in made_up.items()],
+            "promql_expr_test": [
+                {
+                    "expr": promql.FIGURES["results_total"],
+                    "eval_time": "20s",
+                    "exp_samples": [
+                        {"labels": '{result="hit"}', "value": 10},
+                        {"labels": '{result="miss"}', "value": 1},
+                        {"labels": '{result="edge"}', "value": 30},
+                    ],
+                }
+            ],
+        }
+    )
+    (tmp_path / "rules.test.yml").write_text(yaml.safe_dump(suite))
+    tmp_path.chmod(0o755)  # Prometheus' image runs as nobody
+    for path in tmp_path.iterdir():
+        path.chmod(0o644)
+    image = stack.container("prometheus").image.id
+    run = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "promtool", "-v", f"{tmp_path}:/suite:ro",
+         image, "test", "rules", "/suite/rules.test.yml"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0 and "SUCCESS" in run.stdout, run.stdout + run.stderr
+
+
+@pytest.mark.lab_settings(CACHE_STRATEGY="edge", EDGE_CACHE_SECONDS="30")
+def test_the_hit_ratio_and_results_count_the_answers_nginx_gave_from_its_edge_cache(lab):
+    """With the edge strategy, hits are Nginx's and never reach the app: the
+    dashboard's hit ratio and results come from Nginx's counts too."""
+    before = figure(lab, "results_total")
+    session, url = requests.Session(), lab.url("/api/version?item=4545")
+    first = session.get(url, timeout=30)
+    assert first.headers["X-Edge-Cache"] == "MISS" and first.headers["X-Cache"] == "MISS"
+    served = [session.get(url, timeout=10).headers["X-Edge-Cache"] for _ in range(20)]
+    assert served == ["HIT"] * 20  # within the 30 s validity
+    sent = time.time()
+    # Exact: the app saw one lookup (the miss), Nginx answered the other 20.
+    scraped(lab, "results_total", {"edge": 20, "miss": 1, "hit": 0}, before)
+
+    def ratio_after_sent() -> float | None:
+        points = series(lab)["charts"]["hit_ratio"]["points"]
+        recent = [v for t, v in points if t >= sent and v is not None]
+        return max(recent) if recent and max(recent) >= 0.9 else None
+
+    # 20 of 21 lookups in one 10 s window, or 20 of 20 once the miss left it;
+    # the app's lookups alone would read 0 (one miss) or nothing.
+    wait_until(ratio_after_sent, 30, interval=0.5, message="a hit ratio counting the edge's hits")
+
+
 @pytest.mark.lab_settings(app_replicas=2)
 def test_prometheus_finds_every_replica_and_counts_only_those_up(lab):
     wait_until(
@@ -224,7 +295,7 @@ def test_the_prometheus_ui_answers_on_127_0_0_1_with_every_target_up(lab):
         return health if set(health.values()) == {"up"} else None
 
     health = wait_until(jobs_up, 30, interval=0.5, message="every scrape target up")
-    assert set(health) == {"app", "redis", "postgres", "prometheus"}
+    assert set(health) == {"app", "nginx", "redis", "postgres", "prometheus"}
 
 
 def test_dashboard_page_is_linked_and_has_no_inline_code(lab):

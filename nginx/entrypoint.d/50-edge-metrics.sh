@@ -18,7 +18,14 @@ dir=/tmp/nginx-edge-log
 interval=${EDGE_METRICS_SECONDS:-5}
 case "$interval" in ''|*[!0-9]*|0) echo "nginx: invalid configuration: EDGE_METRICS_SECONDS must be a whole number of seconds from 1, got '$interval'" >&2; exit 2 ;; esac
 mkdir -p "$dir"
-: >"$dir/totals"
+# Every lookup route's successful answers start at 0, by cache status: a series
+# born at its first count (say 20) would hide those 20 from rate(), which needs
+# a sample before the increase (the hit ratio would miss the first burst).
+for route in version page items; do
+  for cache in hit stale updating revalidated miss expired bypass none; do
+    echo "$route $cache 2xx 0"
+  done
+done >"$dir/totals"
 
 render() {
   awk '

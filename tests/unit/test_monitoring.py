@@ -18,6 +18,7 @@ from cachelab.web import promql
 from loadtest.stack import ROOT
 from tests.helpers import serving
 
+EDGE_RULE = "cachelab:edge_served:rate10s"
 RULES = yaml.safe_load((ROOT / "prometheus" / "rules.yml").read_text())["groups"][0]["rules"]
 
 
@@ -26,11 +27,31 @@ def rule(name: str) -> str:
 
 
 def test_the_hit_ratio_rule_is_the_one_definition():
-    expr = rule("cachelab:hit_ratio:ratio10s")
+    expr = " ".join(rule("cachelab:hit_ratio:ratio10s").split())
     cached = re.search(r'result=~"([^"]+)"', expr)
     assert cached and set(cached.group(1).split("|")) == set(metrics.CACHED_RESULTS)
-    # The denominator: every result the counter has (the rule sums them all).
-    assert re.search(r"/\s*sum\(cachelab:cache_requests:rate10s\)\s*$", expr.strip())
+    # The edge cache's answers on both sides (cachelab.metrics.hit_ratio's
+    # ``edge``); the denominator: every result the counter has.
+    assert expr.startswith(
+        f"(sum(cachelab:cache_requests:rate10s{{{cached.group(0)}}}) + {EDGE_RULE})"
+    )
+    assert expr.endswith(f"/ (sum(cachelab:cache_requests:rate10s) + {EDGE_RULE})")
+
+
+def test_the_edge_s_answers_are_its_served_statuses_on_the_lookup_routes():
+    expr = " ".join(rule(EDGE_RULE).split())
+    assert expr == f"sum(rate({promql.EDGE_SERVED}[10s])) or vector(0)"
+    routes = re.search(r'route=~"([^"]+)"', promql.EDGE_SERVED)
+    served = re.search(r'cache=~"([^"]+)"', promql.EDGE_SERVED)
+    assert promql.EDGE_SERVED.startswith(metrics.EDGE_METRIC + "{")
+    assert routes and set(routes.group(1).split("|")) == set(metrics.EDGE_ROUTES) - {"other"}
+    assert served and set(served.group(1).split("|")) == set(metrics.EDGE_SERVED)
+    # Requests/s counts them too; the results table shows them as ``edge``.
+    assert rule("cachelab:lookup_requests:rate10s").strip().endswith(f"+ {EDGE_RULE}")
+    for name in ("results_5m", "results_total"):
+        assert f"label_replace(sum({promql.EDGE_SERVED}" in promql.FIGURES[name].replace(
+            "increase(", ""
+        ), name
 
 
 def test_requests_and_latency_rules_select_the_lookup_routes():
@@ -46,7 +67,9 @@ def test_every_chart_and_figure_names_a_recorded_rule_or_a_metric_the_lab_export
     recorded = {r["record"] for r in RULES}
     for expr in promql.CHARTS.values():
         assert expr in recorded, expr
-    exported = {m.name for m in metrics.registry().collect()} | {"cachelab_slow_statements"}
+    exported = {m.name for m in metrics.registry().collect()}
+    # PostgreSQL's (through its exporter) and Nginx's
+    exported |= {"cachelab_slow_statements", metrics.EDGE_METRIC.removesuffix("_total")}
     used = set(
         re.findall(r"\b(cachelab_[a-z_]+?)(?:_bucket|_total)?\b", " ".join(promql.FIGURES.values()))
     )

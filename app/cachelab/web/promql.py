@@ -1,9 +1,10 @@
 """The dashboard's figures, read from Prometheus with PromQL.
 
-Prometheus (compose.yaml) scrapes every app container, the Redis exporter and
-the PostgreSQL exporter; its recording rules (``prometheus/rules.yml``) define
-the lab's figures once: the hit ratio, requests/s, latency quantiles, slow
-queries/s. The page asks the app for this fixed set of queries
+Prometheus (compose.yaml) scrapes every app container, Nginx's request counts,
+the Redis exporter and the PostgreSQL exporter; its recording rules
+(``prometheus/rules.yml``) define the lab's figures once: the hit ratio and
+requests/s (the edge cache's answers included), latency quantiles (the app's),
+slow queries/s. The page asks the app for this fixed set of queries
 (``/api/dashboard/series``); the app runs them against Prometheus' HTTP API and
 hands back what Prometheus answered. The browser computes nothing but the
 drawing, history lives in Prometheus (it survives a reload), and no PromQL
@@ -37,6 +38,20 @@ STEP_SECONDS = 2
 TIMEOUT_SECONDS = 3.0
 PARALLEL_QUERIES = 8
 
+# The lookups Nginx answered from its edge cache (CACHE_STRATEGY=edge), counted
+# by Nginx (cachelab.metrics: EDGE_METRIC, EDGE_SERVED): they never reach the
+# app. The results table shows them as one more result, ``edge``.
+EDGE_SERVED = (
+    'cachelab_edge_requests_total{route=~"version|page|items",'
+    'cache=~"hit|stale|updating|revalidated"}'
+)
+
+
+def _with_edge(by_result: str, edge: str) -> str:
+    """``by_result`` (one series per result) plus the edge's answers as ``edge``."""
+    return f'{by_result} or label_replace(sum({edge}), "result", "edge", "", "")'
+
+
 # Charts: one range query each over the last HISTORY_SECONDS.
 CHARTS = {
     "hit_ratio": "cachelab:hit_ratio:ratio10s",
@@ -49,8 +64,11 @@ CHARTS = {
 # Tables and tiles: instant queries. Labelled results come back as {label: value}.
 FIGURES = {
     "app_containers": "cachelab:app_containers:up",
-    "results_5m": "sum by (result) (increase(cachelab_cache_requests_total[5m]))",
-    "results_total": "sum by (result) (cachelab_cache_requests_total)",
+    "results_5m": _with_edge(
+        "sum by (result) (increase(cachelab_cache_requests_total[5m]))",
+        f"increase({EDGE_SERVED}[5m])",
+    ),
+    "results_total": _with_edge("sum by (result) (cachelab_cache_requests_total)", EDGE_SERVED),
     "slow_calls_5m": "sum(increase(cachelab_slow_statements_calls[5m]))",
     "slow_calls_total": "sum(cachelab_slow_statements_calls)",
     "slow_mean_5m": "cachelab:slow_query_seconds:mean5m",

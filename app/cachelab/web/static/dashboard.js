@@ -18,7 +18,8 @@
     collapsed: "MISS collapsed (waited for another request's query)",
     bypass: "BYPASS (uncached baseline or Redis down)", local: "local copy (Redis down)",
     overloaded: "refused: 503 overloaded (too many misses in flight)",
-    unavailable: "503 database unavailable (nothing cached)"
+    unavailable: "503 database unavailable (nothing cached)",
+    edge: "Nginx's edge cache (never reached the app)"
   };
   var STATE_ICONS = {
     fresh: "✓", stale: "◐", refreshing: "↻", missing: "∅", tombstone: "†", "not-found": "⊘"
