@@ -34,9 +34,8 @@ def lab(cluster_lab):
     return cluster_lab
 
 
-@pytest.mark.parametrize(("mode", "items"), [("delete", 8), ("write-through", 2)])
-def test_a_writer_reads_its_write_while_the_item_is_hot_in_every_worker(lab, mode, items):
-    promises.test_a_writer_reads_its_write_while_the_item_is_hot_in_every_worker(lab, mode, items)
+def test_a_writer_reads_its_write_while_the_item_is_hot_in_every_worker(lab):
+    promises.test_a_writer_reads_its_write_while_the_item_is_hot_in_every_worker(lab)
 
 
 def test_one_hundred_users_of_one_cold_key_all_get_it_from_one_query(lab):

@@ -74,13 +74,19 @@ class HotReaders:
                 self.statuses.append(0)
 
 
-@pytest.mark.parametrize(("mode", "items"), [("delete", 8), ("write-through", 2)])
-def test_a_writer_reads_its_write_while_the_item_is_hot_in_every_worker(lab, mode, items):
+def test_a_writer_reads_its_write_while_the_item_is_hot_in_every_worker(lab):
     """Defect: with 8 clients keeping the item in every worker's memory, a PUT
     followed at once by a GET returned the old version in 1 of 150 pairs (an
-    invalidation the listener thread had read but not yet applied). In delete
-    mode every GET after a PUT waits for the refill (1 s): several items, one
-    writer each, reach the same number of pairs in less time."""
+    invalidation the listener thread had read but not yet applied).
+
+    Sized against 0f9de72 (docs/testing.md): write-through, whose GET after a
+    PUT is a hit and so quick, reaches 1,000 pairs in about 20 s, and the old
+    engine failed 8 of 10 runs on Valkey and 10 of 10 on Redis; with 300 pairs
+    it failed 1 and 3 of 10. In delete mode every GET after a PUT waits for the
+    refill (1 s): 300 pairs on 8 items took 34 s, and the old engine failed 0
+    of 10 runs, so delete mode's read-your-writes is proven by the checker and
+    tests/test_items.py instead."""
+    mode, items, pairs = "write-through", 2, 1000
     paths = [f"/api/items/{fresh_item()}?mode={mode}" for _ in range(items)]
     for path in paths:
         assert lab.get(path).status_code == 200
@@ -90,7 +96,7 @@ def test_a_writer_reads_its_write_while_the_item_is_hot_in_every_worker(lab, mod
 
     def writer(n: int) -> None:
         session, path = requests.Session(), paths[n]
-        while len(results) < 300 and time.monotonic() < deadline:
+        while len(results) < pairs and time.monotonic() < deadline:
             put = session.put(
                 lab.url(path), json={"payload": f"p{len(results)}"}, headers=auth(lab), timeout=30
             )
@@ -121,7 +127,8 @@ def test_a_writer_reads_its_write_while_the_item_is_hot_in_every_worker(lab, mod
         for readers in hot:
             readers.__exit__()
     violations = [r for r in results if r[1] < r[0]]
-    assert len(results) >= 60, len(results)
+    print(f"\n{len(results)} PUT-then-GET pairs, {len(violations)} stale")
+    assert len(results) >= 200, len(results)
     statuses = {s for r in hot for s in r.statuses}
     assert not errors and statuses == {200}, (errors, statuses)
     assert violations == [], f"{len(violations)} stale of {len(results)}: {violations[:5]}"
