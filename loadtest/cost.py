@@ -1,8 +1,10 @@
 """What a configuration of the lab costs on AWS, and what it costs per request.
 
 ``python -m loadtest.cost RUN_DIR [--target-ms 100]`` prints, for the
-configuration a run was measured on (run.json, written by the load generator
-or by ``python -m loadtest.loadgen local``):
+configuration a run was measured on (a run directory of the load generator
+or of ``python -m loadtest.loadgen local|openloop``, read by
+:mod:`loadtest.runs`; an open-loop run stands for the highest rate it held
+within the target):
 
 * $ per month of that configuration, item by item (**priced**: the dated
   table in loadtest/prices-aws.json, which names its source);
@@ -26,95 +28,20 @@ printed with every figure it produced; nothing here is a benchmark of RDS.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from .runs import Run, read_run  # read_run: python -m loadtest.cost RUN_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 PRICES = Path(__file__).with_name("prices-aws.json")
 SECONDS_PER_MONTH = 730 * 3600
 # connections kept free of max_connections (terraform/ec2.tf: db_connection_headroom)
 DB_HEADROOM = 8
-# The deployment the lab's Terraform makes by default (terraform/variables.tf),
-# for a run measured locally.
-DEFAULT_LAB = {
-    "region": "eu-west-1",
-    "app_instance_type": "t3.small",
-    "app_instances_min": 1,
-    "app_instances_max": 1,
-    "gunicorn_workers": 2,
-    "alb": False,
-    "cache_strategy": "two-tier",
-    "slow_query_seconds": 10,
-    "cache_engine": "valkey",
-    "cache_node_type": "cache.t4g.micro",
-    "cache_nodes": 1,
-    "db_instance_class": "db.t4g.micro",
-    "db_multi_az": False,
-    "db_storage_gib": 20,
-    "db_max_connections": 75,
-    "db_connections_app": 67,
-    "app_root_volume_gib": 20,
-}
-
-
-@dataclass
-class Run:
-    """One Locust run: its totals (the Aggregated row) and where it ran."""
-
-    directory: Path
-    where: str
-    requests: int
-    failures: int
-    rps: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    max_ms: float
-    lab: dict = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        lab = self.lab
-        if self.where == "aws":
-            return (
-                f"AWS {lab.get('region', '?')}: {lab.get('app_instances_min', '?')} x "
-                f"{lab.get('app_instance_type', '?')}, {lab.get('cache_nodes', '?')} x "
-                f"{lab.get('cache_node_type', '?')}, {lab.get('db_instance_class', '?')}"
-            )
-        return f"local ({self.meta.get('machine', 'this machine')})"
-
-
-def read_run(directory: Path) -> Run:
-    """run.json and Locust's locust_stats.csv of one run directory."""
-    meta = json.loads((directory / "run.json").read_text())
-    rows = list(csv.DictReader((directory / "locust_stats.csv").open()))
-    total = next((r for r in rows if r.get("Name") == "Aggregated"), None)
-    if total is None:
-        raise ValueError(f"{directory}/locust_stats.csv has no Aggregated row")
-
-    def number(key: str) -> float:
-        value = total.get(key, "") or "0"
-        return 0.0 if value == "N/A" else float(value)
-
-    return Run(
-        directory=directory,
-        where=meta.get("where", "local"),
-        requests=int(number("Request Count")),
-        failures=int(number("Failure Count")),
-        rps=number("Requests/s"),
-        p50_ms=number("50%"),
-        p95_ms=number("95%"),
-        p99_ms=number("99%"),
-        max_ms=number("Max Response Time"),
-        lab={**DEFAULT_LAB, **meta.get("lab", {})},
-        meta=meta,
-    )
 
 
 def load_prices(path: Path = PRICES) -> dict:
@@ -293,10 +220,16 @@ def cost_table(run: Run, prices: dict, target_ms: float) -> str:
             f"{_money(option.per_million) if option.meets_target else 'not at this target'} | "
             f"{option.basis} |"
         )
+    measured = (
+        "the highest arrival rate the run held with p95 within the target (k6, open "
+        "loop: no request dropped or failed)"
+        if run.open_loop
+        else "the run's requests/s and p95 (Locust, closed loop; the rate a run "
+        "reached, not the knee of the curve)"
+    )
     lines += [
         "",
-        "Measured: the run's requests/s and p95 (Locust, closed loop; the rate a run "
-        "reached, not the knee of the curve). Priced: every $ figure. Modelled: the "
+        f"Measured: {measured}. Priced: every $ figure. Modelled: the "
         "cache-less rows' throughput and latency.",
     ]
     return "\n".join(lines)
@@ -304,11 +237,13 @@ def cost_table(run: Run, prices: dict, target_ms: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.cost", description=__doc__)
-    parser.add_argument("run", type=Path, help="a run directory (run.json, locust_stats.csv)")
+    parser.add_argument(
+        "run", type=Path, help="a run directory (run.json; locust_stats.csv or openloop.jsonl)"
+    )
     parser.add_argument("--target-ms", type=float, default=100.0, help="p95 latency target")
     args = parser.parse_args(argv)
     try:
-        run = read_run(args.run)
+        run = read_run(args.run, args.target_ms)
         print(cost_table(run, load_prices(), args.target_ms))
     except (OSError, ValueError, KeyError) as exc:
         print(f"cost: {exc}", file=sys.stderr)

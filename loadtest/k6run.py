@@ -45,7 +45,9 @@ class Step:
     p999_ms: float | None
     max_ms: float | None
     mean_ms: float | None
+    p95_ms: float | None = None  # summaries written before p(95) was asked for have none
     load: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)  # k6's own line, as openloop.js wrote it
 
     @property
     def achieved_rps(self) -> float:
@@ -61,6 +63,7 @@ class Step:
         from dataclasses import asdict
 
         data = asdict(self)
+        del data["summary"]
         data["achieved_rps"] = self.achieved_rps
         return data
 
@@ -95,6 +98,8 @@ def parse(summary: dict) -> Step:
         p999_ms=value("p(99.9)"),
         max_ms=value("max"),
         mean_ms=value("avg"),
+        p95_ms=value("p(95)"),
+        summary=summary,
     )
 
 

@@ -1,9 +1,13 @@
-"""The same Locust run here and on AWS, side by side, with what each costs.
+"""The same run here and on AWS, side by side, with what each costs.
 
     python -m loadtest.loadgen local --url http://127.0.0.1:8080 -u 200 -r 20 -t 120s ZipfUser
-        a headless run against the local lab, written like the AWS load
-        generator's (results/loadgen/local/<id>/: Locust's CSVs, report.html,
-        run.json)
+        a headless Locust run against the local lab, written like the AWS
+        load generator's ``loadgen run`` (results/loadgen/local/<id>/:
+        Locust's CSVs, report.html, run.json)
+    python -m loadtest.loadgen openloop --url http://127.0.0.1:8080 -t 30 100 200 400
+        the open-loop benchmark (k6, loadtest/k6/openloop.js) against the
+        local lab, one step per arrival rate, written like the AWS load
+        generator's ``loadgen openloop`` (openloop.jsonl, run.json)
     python -m loadtest.loadgen fetch --region eu-west-1 --bucket <bucket> [--run <id>]
         brings the AWS load generator's latest run (or <id>) back from S3
         into results/loadgen/aws/<id>/ (the AWS CLI; AWS_ENDPOINT_URL works)
@@ -11,8 +15,9 @@
     python -m loadtest.loadgen report AWS_RUN_DIR [--local LOCAL_RUN_DIR]
         the report alone
 
-The report puts the AWS run beside the latest local run (or --local): the
-same scenario and users, measured in two places, with what differs named
+The report puts the AWS run beside the latest local run of the same kind
+(or --local): the same scenario and users, or the same arrival rates,
+measured in two places, with what differs named
 (the network round trip to ElastiCache and RDS, TLS to both, the instance
 classes, the load generator's own hosts), then the cost table of
 loadtest/cost.py for the AWS configuration at the measured throughput.
@@ -31,7 +36,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loadtest import cost
+from loadtest import cloudwatch, cost, k6run, labload, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "loadgen"
@@ -55,7 +60,41 @@ def run_local(
     directory = out / run_id
     directory.mkdir(parents=True)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    proc = subprocess.run(
+    with labload.LabLoad(url) as load:
+        proc = _locust(locust, url, users, spawn_rate, run_time, extra, directory)
+    (directory / "locust.log").write_text(proc.stdout + proc.stderr)
+    (directory / "run.json").write_text(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "started": started,
+                "where": "local",
+                "target": url,
+                "users": users,
+                "spawn_rate": spawn_rate,
+                "duration": run_time,
+                "locust_exit_code": proc.returncode,
+                "locust_args": " ".join(extra),
+                "machine": f"{platform.node()}, {os.cpu_count()} CPUs",
+                "lab": {},
+                "load": load.figures,
+            },
+            indent=2,
+        )
+    )
+    return directory
+
+
+def _locust(
+    locust: str,
+    url: str,
+    users: int,
+    spawn_rate: float,
+    run_time: str,
+    extra: list[str],
+    directory: Path,
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [
             locust,
             "-f",
@@ -82,21 +121,37 @@ def run_local(
         timeout=_seconds(run_time) + 300,
         check=False,
     )
-    (directory / "locust.log").write_text(proc.stdout + proc.stderr)
+
+
+def run_open_loop(
+    url: str, seconds: int, rates: list[int], keys: dict[str, str], out: Path
+) -> Path:
+    """The open-loop steps of ``loadgen.sh openloop`` against ``url``, with the k6
+    image of the benchmarks (K6_IMAGE), into a new directory under ``out``."""
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    directory = out / run_id
+    directory.mkdir(parents=True)
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    k6 = k6run.DockerK6()
+    with labload.LabLoad(url) as load, (directory / "openloop.jsonl").open("w") as steps:
+        for rate in rates:
+            step = k6.run(url, rate, seconds, **{k.lower(): v for k, v in keys.items()})
+            steps.write(json.dumps(step.summary) + "\n")
     (directory / "run.json").write_text(
         json.dumps(
             {
                 "run_id": run_id,
                 "started": started,
                 "where": "local",
+                "kind": "openloop",
                 "target": url,
-                "users": users,
-                "spawn_rate": spawn_rate,
-                "duration": run_time,
-                "locust_exit_code": proc.returncode,
-                "locust_args": " ".join(extra),
+                "duration": f"{seconds}s",
+                "rates": rates,
+                "keys": keys,
+                "k6_image": k6.image,
                 "machine": f"{platform.node()}, {os.cpu_count()} CPUs",
                 "lab": {},
+                "load": load.figures,
             },
             indent=2,
         )
@@ -148,12 +203,25 @@ def fetch(bucket: str, region: str, run_id: str | None, out: Path) -> Path:
     )
     if copy.returncode != 0 or not (destination / "run.json").is_file():
         raise RuntimeError(f"cannot fetch s3://{bucket}/runs/{run_id}/: {copy.stderr.strip()}")
+    try:  # AWS's own figures for the run's window: the report works without them
+        cloudwatch.measure(destination, cloudwatch.CloudWatch(aws, region))
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        print(f"loadgen: no CloudWatch figures for {run_id}: {exc}", file=sys.stderr)
     return destination
 
 
-def latest(directory: Path) -> Path | None:
-    runs = sorted(p for p in directory.glob("*") if (p / "run.json").is_file())
-    return runs[-1] if runs else None
+def kind(run_dir: Path) -> str:
+    """``openloop`` (k6) or ``locust``, from a run's run.json."""
+    return json.loads((run_dir / "run.json").read_text()).get("kind", "locust")
+
+
+def latest(directory: Path, of_kind: str | None = None) -> Path | None:
+    found = sorted(
+        p
+        for p in directory.glob("*")
+        if (p / "run.json").is_file() and (of_kind is None or kind(p) == of_kind)
+    )
+    return found[-1] if found else None
 
 
 DIFFERENCES = (
@@ -165,37 +233,129 @@ DIFFERENCES = (
 )
 
 
-def report(aws_run: Path, local_run: Path | None, target_ms: float) -> str:
-    runs = [cost.read_run(aws_run)]
-    if local_run is not None:
-        runs.append(cost.read_run(local_run))
-    header = "| | " + " | ".join(r.label for r in runs) + " |"
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _open_loop_rows(found: list[runs.Run], target_ms: float) -> list[tuple[str, list[str]]]:
+    """One row per offered rate: what each run achieved at it."""
     rows = [
-        ("where", [r.where for r in runs]),
-        ("run", [r.meta.get("run_id", r.directory.name) for r in runs]),
-        ("scenario", [r.meta.get("locust_args", "") or "(all)" for r in runs]),
+        ("duration per step", [str(r.meta.get("duration")) for r in found]),
+        ("keys", [json.dumps(r.meta.get("keys") or {}) for r in found]),
+        (
+            f"highest rate held, p95 <= {target_ms:g} ms",
+            [
+                f"{r.rps:,.1f} req/s" if r.failures == 0 and r.p95_ms <= target_ms else "none"
+                for r in found
+            ],
+        ),
+    ]
+    for rate in sorted({s.rate for r in found for s in r.steps}):
+        cells = []
+        for r in found:
+            step = next((s for s in r.steps if s.rate == rate), None)
+            cells.append(
+                "not run"
+                if step is None
+                else f"{step.achieved_rps:,.1f} req/s; p50 {_ms(step.p50_ms)} / p95 "
+                f"{_ms(step.p95_ms)} / p99 {_ms(step.p99_ms)} / p99.9 {_ms(step.p999_ms)} ms; "
+                f"{step.dropped:,} dropped, {step.errors:,} errors"
+                + (" (met)" if runs.met(step, target_ms) else "")
+            )
+        rows.append((f"offered {rate:g} req/s", cells))
+    return rows
+
+
+def report(aws_run: Path, local_run: Path | None, target_ms: float) -> str:
+    found = [runs.read_run(aws_run, target_ms)]
+    if local_run is not None:
+        found.append(runs.read_run(local_run, target_ms))
+    if len({r.open_loop for r in found}) > 1:
+        raise ValueError(
+            f"{aws_run} and {local_run} are not the same kind of run (open loop and Locust)"
+        )
+    header = "| | " + " | ".join(r.label for r in found) + " |"
+    if found[0].open_loop:
+        title = "## Open-loop runs (measured: k6, constant arrival rate)"
+        rows = [
+            ("where", [r.where for r in found]),
+            ("run", [r.meta.get("run_id", r.directory.name) for r in found]),
+            *_open_loop_rows(found, target_ms),
+        ]
+        return _report_text(title, header, rows, found, target_ms)
+    title = "## Load generator runs (measured)"
+    rows = [
+        ("where", [r.where for r in found]),
+        ("run", [r.meta.get("run_id", r.directory.name) for r in found]),
+        ("scenario", [r.meta.get("locust_args", "") or "(all)" for r in found]),
         (
             "users / spawn rate",
-            [f"{r.meta.get('users')} / {r.meta.get('spawn_rate')}" for r in runs],
+            [f"{r.meta.get('users')} / {r.meta.get('spawn_rate')}" for r in found],
         ),
-        ("duration", [str(r.meta.get("duration")) for r in runs]),
-        ("requests (failures)", [f"{r.requests:,} ({r.failures:,})" for r in runs]),
-        ("requests/s", [f"{r.rps:,.1f}" for r in runs]),
-        ("p50 / p95 / p99 (ms)", [f"{r.p50_ms:g} / {r.p95_ms:g} / {r.p99_ms:g}" for r in runs]),
-        ("max (ms)", [f"{r.max_ms:,.0f}" for r in runs]),
+        ("duration", [str(r.meta.get("duration")) for r in found]),
+        ("requests (failures)", [f"{r.requests:,} ({r.failures:,})" for r in found]),
+        ("requests/s", [f"{r.rps:,.1f}" for r in found]),
+        ("p50 / p95 / p99 (ms)", [f"{r.p50_ms:g} / {r.p95_ms:g} / {r.p99_ms:g}" for r in found]),
+        ("max (ms)", [f"{r.max_ms:,.0f}" for r in found]),
     ]
+    return _report_text(title, header, rows, found, target_ms)
+
+
+def _load_rows(found: list[runs.Run], prices: dict) -> list[tuple[str, list[str]]]:
+    """The target's own load per request over the whole run (measured, where it can be)."""
+
+    def cell(figure: tuple[float, str] | None, unit: str) -> str:
+        return "not measured" if figure is None else f"{figure[0]:,.2f}{unit} ({figure[1]})"
+
+    db_cpu = [r.load.get("db_cpu_percent") for r in found]
+    return [
+        ("all requests of the run", [f"{r.total_requests:,}" for r in found]),
+        (
+            "slow queries per 1,000 requests",
+            [cell(r.queries_per_thousand(), "") for r in found],
+        ),
+        (
+            "app CPU-seconds per 1,000 requests",
+            [cell(r.cpu_seconds_per_thousand(prices.get("ec2_vcpus", {})), " s") for r in found],
+        ),
+        (
+            "database CPU, average",
+            [
+                "not measured" if c is None else f"{c:.1f} % (RDS CPUUtilization, CloudWatch)"
+                for c in db_cpu
+            ],
+        ),
+    ]
+
+
+def _report_text(
+    title: str,
+    header: str,
+    rows: list[tuple[str, list[str]]],
+    found: list[runs.Run],
+    target_ms: float,
+) -> str:
+    prices = cost.load_prices()
+    rows = rows + _load_rows(found, prices)
     lines = [
-        "## Load generator runs (measured)",
+        title,
         "",
         header,
-        "|" + " --- |" * (len(runs) + 1),
+        "|" + " --- |" * (len(found) + 1),
         *[f"| {name} | " + " | ".join(values) + " |" for name, values in rows],
         "",
         DIFFERENCES,
         "",
-        cost.cost_table(runs[0], cost.load_prices(), target_ms),
+        cost.cost_table(found[0], prices, target_ms),
     ]
     return "\n".join(lines)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, not {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,11 +368,21 @@ def main(argv: list[str] | None = None) -> int:
     local.add_argument("-t", "--run-time", default="60s")
     local.add_argument("--out", type=Path, default=RESULTS / "local")
     local.add_argument("locust_args", nargs=argparse.REMAINDER, help="user classes, options")
+    openloop = sub.add_parser("openloop", help="the open-loop steps against a local URL")
+    openloop.add_argument("--url", default="http://127.0.0.1:8080")
+    openloop.add_argument("-t", "--seconds", type=_positive, default=30, help="per step")
+    openloop.add_argument("--path", default=None, help="LAB_PATH, e.g. /api/version?item={item}")
+    openloop.add_argument("--keys", type=_positive, default=None, help="KEYS: the key space")
+    openloop.add_argument("--skew", default=None, help="SKEW: uniform or a Zipf exponent")
+    openloop.add_argument("--first-item", type=int, default=None, help="FIRST_ITEM: the first key")
+    openloop.add_argument("--out", type=Path, default=RESULTS / "local")
+    openloop.add_argument("rates", nargs="+", type=_positive, help="requests/s, one step each")
     get = sub.add_parser("fetch", help="bring an AWS run back and report it")
     get.add_argument("--bucket", required=True)
     get.add_argument("--region", required=True)
     get.add_argument("--run", default=None, help="a run id (default: the latest)")
     get.add_argument("--out", type=Path, default=RESULTS / "aws")
+    openloop.add_argument("--target-ms", type=float, default=100.0, help="p95 latency target")
     for p in (get, sub.add_parser("report", help="report an AWS run beside a local one")):
         p.add_argument("--local", type=Path, default=None, help="a local run directory")
         p.add_argument("--target-ms", type=float, default=100.0, help="p95 latency target")
@@ -226,14 +396,27 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"local run: {directory} ({time.monotonic() - started:.0f}s)")
             return 0
+        if args.command == "openloop":
+            keys = {"LAB_PATH": args.path, "KEYS": args.keys, "SKEW": args.skew}
+            keys["FIRST_ITEM"] = args.first_item
+            directory = run_open_loop(
+                args.url,
+                args.seconds,
+                args.rates,
+                {k: str(v) for k, v in keys.items() if v is not None},
+                args.out,
+            )
+            print(f"local open-loop run: {directory}")
+            print(report(directory, None, args.target_ms))
+            return 0
         if args.command == "fetch":
             aws_run = fetch(args.bucket, args.region, args.run, args.out)
             print(f"fetched: {aws_run}")
         else:
             aws_run = args.aws_run
-        local_run = args.local or latest(RESULTS / "local")
+        local_run = args.local or latest(RESULTS / "local", kind(aws_run))
         print(report(aws_run, local_run, args.target_ms))
-    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:  # BenchError too
         print(f"loadgen: {exc}", file=sys.stderr)
         return 2
     return 0

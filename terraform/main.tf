@@ -85,5 +85,11 @@ locals {
     db_max_connections  = local.db_max_connections
     db_connections_app  = local.db_connections_allowed
     app_root_volume_gib = var.root_volume_size
+    # where CloudWatch keeps a run's load (loadtest/cloudwatch.py)
+    metrics = {
+      namespace   = local.metrics_namespace
+      app_group   = "${var.name}-app"
+      db_instance = local.db_identifier
+    }
   }
 }

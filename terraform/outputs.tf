@@ -190,6 +190,11 @@ output "loadgen_run_command" {
   value       = var.enable_loadgen ? "aws ssm send-command --region ${var.region} --instance-ids ${local.loadgen_master_id} --document-name AWS-RunShellScript --comment 'cachelab loadgen run' --parameters 'commands=[\"/usr/local/bin/loadgen run 200 20 120s ZipfUser\"]' --query Command.CommandId --output text" : null
 }
 
+output "loadgen_openloop_command" {
+  description = "Start the open-loop benchmark (k6, constant arrival rate) on the load generator's master, from inside the VPC: 30 s at each rate (edit them; KEYS, SKEW and LAB_PATH choose the keys); its results go to the bucket. Null without enable_loadgen."
+  value       = var.enable_loadgen ? "aws ssm send-command --region ${var.region} --instance-ids ${local.loadgen_master_id} --document-name AWS-RunShellScript --comment 'cachelab loadgen openloop' --parameters 'commands=[\"KEYS=1000 SKEW=0.99 /usr/local/bin/loadgen openloop 30 100 200 400 800 1600\"]' --query Command.CommandId --output text" : null
+}
+
 output "loadgen_fetch_command" {
   description = "Bring the latest run back and print it beside the local run, with the cost table (run from the repository root). Null without enable_loadgen."
   value       = var.enable_loadgen ? "python -m loadtest.loadgen fetch --region ${var.region} --bucket ${aws_s3_bucket.loadgen[0].bucket}" : null

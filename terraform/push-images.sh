@@ -28,6 +28,7 @@ content_tag() {
   {
     echo "PYTHON_IMAGE=${PYTHON_IMAGE:-}"
     echo "NGINX_IMAGE=${NGINX_IMAGE:-}"
+    echo "K6_IMAGE=${K6_IMAGE:-}"
     while IFS= read -r f; do
       # a tracked file deleted in the work tree is not an input any more
       if [ -f "$ROOT/$f" ]; then printf '%s  %s\n' "$(sha256sum <"$ROOT/$f" | cut -c1-64)" "$f"; fi

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -798,7 +799,9 @@ def test_loadgen_runs_distributed_exempt_from_the_rate_limit_and_reports(rehears
     prefix = f"aws-rh-loadgen-{secrets.token_hex(3)}"
     rehearsal.figures["loadgen_prefix"] = prefix
     web_port, master_port = free_port(), free_port()
+    metrics = {"namespace": "cachelab", "app_group": "cachelab-app", "db_instance": "cachelab-db"}
     lab = {"region": "eu-west-1", "app_instances_min": 1, "cache_nodes": 1, "alb": False}
+    lab["metrics"] = metrics  # terraform's lab_configuration names them
     env = {
         **{k: rehearsal.env[k] for k in ("PATH", "HOME", "DOCKER_CONFIG")},
         **FAKE_AWS,
@@ -904,3 +907,76 @@ def test_loadgen_runs_distributed_exempt_from_the_rate_limit_and_reports(rehears
     # 429s would be failures: the load generator was never limited
     failures = (run_dir / "locust_failures.csv").read_text().splitlines()
     assert len(failures) <= 1, failures
+
+    # The open-loop benchmark from the same host and image (k6, `loadgen openloop`),
+    # the same steps locally, and one fetch puts them side by side with the cost.
+    env["KEYS"] = "20"
+    proc = loadgen("openloop", "3", "20", "40", timeout=300)
+    assert proc.returncode == 0, _explain(proc)
+    assert "(2 of 2 open-loop steps)" in proc.stdout, proc.stdout
+    # AWS's figures for the run's minute, as EC2, RDS and the log filters would put them
+    uploaded = re.search(r"/runs/(\w+)/", proc.stdout)
+    assert uploaded, proc.stdout
+    run_id = uploaded.group(1)
+    meta = json.loads(s3.get_object(Bucket=bucket, Key=f"runs/{run_id}/run.json")["Body"].read())
+    at = datetime.strptime(meta["started"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    for namespace, name, dimensions, value in (
+        ("AWS/EC2", "CPUUtilization", {"AutoScalingGroupName": "cachelab-app"}, 30.0),
+        ("AWS/RDS", "CPUUtilization", {"DBInstanceIdentifier": "cachelab-db"}, 4.0),
+        ("cachelab", "CacheMiss", {}, 9.0),
+    ):
+        rehearsal.client("cloudwatch").put_metric_data(
+            Namespace=namespace,
+            MetricData=[
+                {
+                    "MetricName": name,
+                    "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()],
+                    "Value": value,
+                    "Timestamp": at,
+                }
+            ],
+        )
+    local_open = run(
+        [sys.executable, "-m", "loadtest.loadgen", "openloop", "--target-ms", "500"]
+        + ["--url", f"http://127.0.0.1:{rehearsal.http_port}", "-t", "3", "--keys", "20"]
+        + ["--out", str(tmp_path / "local-open"), "20", "40"],
+        env=dict(os.environ),
+        timeout=300,
+        check=False,
+    )
+    assert local_open.returncode == 0, _explain(local_open)
+    fetched = run(
+        [sys.executable, "-m", "loadtest.loadgen", "fetch", "--bucket", bucket]
+        + ["--region", "eu-west-1", "--out", str(tmp_path / "aws-open"), "--target-ms", "500"]
+        + ["--local", str(next((tmp_path / "local-open").iterdir()))],
+        env={**os.environ, **FAKE_AWS, "AWS_ENDPOINT_URL": rehearsal.moto},
+        timeout=120,
+        check=False,
+    )
+    assert fetched.returncode == 0, _explain(fetched)
+    run_dir = next((tmp_path / "aws-open").iterdir())
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["kind"] == "openloop" and meta["keys"] == {"KEYS": "20"} and meta["lab"] == lab
+    steps = [json.loads(line) for line in (run_dir / "openloop.jsonl").read_text().splitlines()]
+    assert [s["rate"] for s in steps] == [20, 40], steps
+    for step in steps:  # every request sent on time and answered, none limited
+        assert step["dropped"] == 0 and step["errors"] == 0, step
+        assert step["requests"] >= 0.9 * step["rate"] * step["duration_s"], step
+        assert step["latency_ms"]["p(99.9)"] >= step["latency_ms"]["p(99)"] > 0, step
+    assert "## Open-loop runs" in fetched.stdout and "| offered 40 req/s |" in fetched.stdout
+    held = next(line for line in fetched.stdout.splitlines() if "highest rate held" in line)
+    assert "none" not in held, fetched.stdout
+    assert "k6, open loop" in fetched.stdout and "| no cache |" in fetched.stdout
+    # the target's load per request: CloudWatch's on AWS (9 misses), PostgreSQL's here
+    requests_total = sum(s["requests"] for s in steps)
+    per_thousand = f"{1000 * 9 / requests_total:,.2f} (the app's CacheMiss, CloudWatch)"
+    queries = next(line for line in fetched.stdout.splitlines() if "slow queries per" in line)
+    assert per_thousand in queries, fetched.stdout
+    assert "| database CPU, average | 4.0 % (RDS CPUUtilization" in fetched.stdout
+    cpu = next(line for line in fetched.stdout.splitlines() if "app CPU-seconds per" in line)
+    assert "CPUUtilization x 1 x 2 vCPUs" in cpu, fetched.stdout
+    rehearsal.figures["loadgen_openloop_steps"] = [
+        {k: s[k] for k in ("rate", "requests", "dropped", "errors")}
+        | {"p99_ms": round(s["latency_ms"]["p(99)"], 1)}
+        for s in steps
+    ]

@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from loadtest import bench, stats
+from loadtest import bench, loadgen, stats
 from loadtest import lab as bench_lab
 from loadtest.stack import ROOT, metric, wait_until
 from tests.helpers import require_tool, serving
@@ -653,3 +654,24 @@ def test_target_runs_the_strategy_the_target_has_and_says_where(
     # compare: a results folder against itself names no difference.
     assert bench.main(["compare", str(out), str(out)]) == 0
     assert "nothing recorded" in capsys.readouterr().out
+
+
+def test_a_local_open_loop_run_reports_the_labs_load_per_request(lab, tmp_path, capsys):
+    """`loadgen openloop` against the lab: one k6 step, and the lab's own load over it
+    (its app containers' CPU, PostgreSQL's slow queries) per request in the report."""
+    lab.flush_cache()
+    first = random.randrange(1000, 9000)  # keys no earlier test read
+    code = loadgen.main(
+        ["openloop", "--url", lab.base_url, "-t", "3", "--keys", "4"]
+        + ["--first-item", str(first), "--out", str(tmp_path), "--target-ms", "60000", "20"]
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-3000:]
+    meta = json.loads((next(tmp_path.iterdir()) / "run.json").read_text())
+    load = meta["load"]
+    assert meta["keys"] == {"KEYS": "4", "FIRST_ITEM": str(first)}
+    # 4 cold keys: each ran its slow query at least once, counted by PostgreSQL
+    requests_made = json.loads((next(tmp_path.iterdir()) / "openloop.jsonl").read_text())
+    assert 4 <= load["db_queries"] <= requests_made["requests"], load
+    assert load["app_cpu_seconds"] > 0, load
+    assert "(PostgreSQL)" in printed.out and "(app containers' cgroups)" in printed.out

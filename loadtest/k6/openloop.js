@@ -36,7 +36,7 @@ const TIMEOUT = __ENV.TIMEOUT || '30s';
 
 export const options = {
   discardResponseBodies: true,
-  summaryTrendStats: ['count', 'min', 'med', 'avg', 'p(90)', 'p(99)', 'p(99.9)', 'max'],
+  summaryTrendStats: ['count', 'min', 'med', 'avg', 'p(90)', 'p(95)', 'p(99)', 'p(99.9)', 'max'],
   scenarios: {
     open: {
       executor: 'constant-arrival-rate',

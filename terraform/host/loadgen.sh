@@ -15,6 +15,14 @@
 #                       run.json (the run's parameters and the lab's
 #                       configuration) to s3://$RESULTS_BUCKET/runs/<id>/;
 #                       then the UI master comes back
+#   loadgen.sh openloop DURATION RATE [RATE...]
+#                       the open-loop benchmark (k6, loadtest/k6/openloop.js,
+#                       from the same image): one step of DURATION seconds at
+#                       each constant arrival rate, on this host; each step's
+#                       summary (exact percentiles to p99.9, dropped requests)
+#                       goes to openloop.jsonl beside run.json in
+#                       s3://$RESULTS_BUCKET/runs/<id>/. LAB_PATH, KEYS and
+#                       SKEW choose the keys, as in the local benchmark
 #   loadgen.sh target   prints the URL the runs load
 #
 # The target is found from inside the VPC: $TARGET_URL if set, else the ALB's
@@ -51,13 +59,13 @@ image() { # log in (ECR) and pull, once per call site
 }
 
 # The hardening of the lab's own containers: read-only, no capabilities.
+hardened=(--network host --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges)
 locust() { # NAME RESTART [DOCKER ARGS...] -- LOCUST ARGS...
   local name=$1 restart=$2 docker_args=()
   shift 2
   while [ "$1" != -- ]; do docker_args+=("$1"); shift; done
   shift
-  docker run --name "$name" --restart "$restart" --network host --read-only --tmpfs /tmp \
-    --cap-drop ALL --security-opt no-new-privileges "${docker_args[@]}" \
+  docker run --name "$name" --restart "$restart" "${hardened[@]}" "${docker_args[@]}" \
     "$LOCUST_IMAGE" -f "$LOCUSTFILE" "$@"
 }
 
@@ -154,10 +162,55 @@ __PY__
     echo "s3://$RESULTS_BUCKET/runs/$id/ (Locust exit code $rc)"
     [ "$rc" = 0 ] || die "the run failed (exit code $rc; 3: no request was made, see locust.log)"
     ;;
+  openloop)
+    shift
+    [ $# -ge 2 ] || die "usage: loadgen.sh openloop DURATION RATE [RATE...]"
+    duration=$1
+    shift
+    [[ $duration =~ ^[0-9]+$ ]] || die "DURATION must be whole seconds, like 30"
+    for rate in "$@"; do [[ $rate =~ ^[1-9][0-9]*$ ]] || die "RATE must be requests/s, like 200 (got '$rate')"; done
+    need RESULTS_BUCKET
+    image
+    url=$(target)
+    id=$(date -u +%Y%m%dT%H%M%SZ)
+    dir="$RUNS_DIR/$id"
+    install -d -m 0755 "$dir"
+    started=$(date -u +%FT%TZ)
+    log "open-loop run $id: $* requests/s, ${duration}s each, against $url"
+    settings=(-e "LAB_URL=$url" -e "DURATION=$duration")
+    for name in LAB_PATH KEYS SKEW FIRST_ITEM; do
+      if [ -n "${!name:-}" ]; then settings+=(-e "$name=${!name}"); fi
+    done
+    for rate in "$@"; do
+      # virtual users as loadtest/k6run.py's vus_for: 100 ms of requests in flight
+      vus=$(((rate * 100 + 999) / 1000)); [ "$vus" -ge 20 ] || vus=20; [ "$vus" -le 1000 ] || vus=1000
+      timeout "$((duration + 120))" docker run --rm --name "$NAME_PREFIX-k6" "${hardened[@]}" \
+        --entrypoint k6 "$LOCUST_IMAGE" run -q --no-color "${settings[@]}" \
+        -e "RATE=$rate" -e "VUS=$vus" /loadtest/k6/openloop.js >"$dir/k6-$rate.log" 2>&1 || true
+      grep -h '^{"rate"' "$dir/k6-$rate.log" | tail -n 1 >>"$dir/openloop.jsonl" ||
+        log "the step at $rate requests/s wrote no summary (k6-$rate.log)"
+    done
+    steps=$(wc -l <"$dir/openloop.jsonl" 2>/dev/null || echo 0)
+    python3 - "$dir/run.json" "$id" "$started" "$url" "$duration" "$*" <<'__PY__'
+import base64, json, os, sys
+out, run_id, started, url, duration, rates = sys.argv[1:]
+lab = os.environ.get("LAB_CONFIGURATION", "")
+keys = {n: os.environ[n] for n in ("LAB_PATH", "KEYS", "SKEW", "FIRST_ITEM") if os.environ.get(n)}
+json.dump({
+    "run_id": run_id, "started": started, "where": "aws", "kind": "openloop", "target": url,
+    "duration": f"{duration}s", "rates": [int(r) for r in rates.split()], "keys": keys,
+    "lab": json.loads(base64.b64decode(lab)) if lab else {},
+}, open(out, "w"), indent=2)
+__PY__
+    aws s3 cp --region "$AWS_REGION" --recursive --only-show-errors "$dir" \
+      "s3://$RESULTS_BUCKET/runs/$id/" || die "cannot upload the results to s3://$RESULTS_BUCKET/runs/$id/"
+    echo "s3://$RESULTS_BUCKET/runs/$id/ ($steps of $# open-loop steps)"
+    [ "$steps" = "$#" ] || die "only $steps of $# steps wrote a summary (see k6-RATE.log)"
+    ;;
   target)
     target
     ;;
   *)
-    die "usage: loadgen.sh master | worker | run USERS SPAWN_RATE DURATION [LOCUST ARGS...] | target"
+    die "usage: loadgen.sh master | worker | run USERS SPAWN_RATE DURATION [LOCUST ARGS...] | openloop DURATION RATE [RATE...] | target"
     ;;
 esac

@@ -14,6 +14,15 @@ run "loadgen_without_alb" {
   command = plan
 
   assert {
+    condition = (
+      output.lab_configuration.metrics.app_group == aws_autoscaling_group.app.name &&
+      output.lab_configuration.metrics.db_instance == aws_db_instance.this.identifier &&
+      output.lab_configuration.metrics.namespace == aws_cloudwatch_log_metric_filter.cache_results["miss"].metric_transformation[0].namespace
+    )
+    error_message = "The runs' lab configuration names where CloudWatch keeps their load: the app group, the database, the cache results' namespace."
+  }
+
+  assert {
     condition     = length(aws_subnet.loadgen) == 2 && toset(aws_subnet.loadgen[*].cidr_block) == toset(["10.40.30.0/24", "10.40.31.0/24"])
     error_message = "The load generator has its own subnets."
   }
@@ -66,6 +75,7 @@ run "loadgen_without_alb" {
     condition = (
       strcontains(output.loadgen_ui_command, "AWS-StartPortForwardingSession") && strcontains(output.loadgen_ui_command, "portNumber=8089") &&
       strcontains(output.loadgen_run_command, "aws ssm send-command") && strcontains(output.loadgen_run_command, "/usr/local/bin/loadgen run") &&
+      strcontains(output.loadgen_openloop_command, "/usr/local/bin/loadgen openloop 30 ") &&
       startswith(output.loadgen_fetch_command, "python -m loadtest.loadgen fetch")
     )
     error_message = "One command each: the UI (port forwarding), a headless run (SSM), fetching the report."
@@ -102,7 +112,7 @@ run "loadgen_off_creates_nothing" {
   }
 
   assert {
-    condition     = length(aws_subnet.loadgen) == 0 && length(aws_instance.loadgen_master) == 0 && length(aws_s3_bucket.loadgen) == 0 && output.loadgen_run_command == null
+    condition     = length(aws_subnet.loadgen) == 0 && length(aws_instance.loadgen_master) == 0 && length(aws_s3_bucket.loadgen) == 0 && output.loadgen_run_command == null && output.loadgen_openloop_command == null
     error_message = "enable_loadgen = false creates no load generator."
   }
 }
