@@ -15,7 +15,9 @@ under the lab's CPU limits) this command:
    (:mod:`loadtest.k6run`), each step ``--repeats`` times, the systems
    interleaved in a shuffled order, until a step's p99 (mean of its repeats)
    passes ``--p99-ms`` or a request fails or is dropped;
-3. bisects between the last step that met the target and the first that did
+3. a system that missed already at its first rate steps down by thirds
+   (``--descents``) until a rate meets the target; then the command
+   bisects between the last step that met the target and the first that did
    not (``--refine`` times): the **knee**, the highest rate that met it;
 4. runs every system at **half its knee** (the p99 a system shows when it
    has headroom).
@@ -72,7 +74,7 @@ class Level:
 
     system: str
     rate: float
-    kind: str  # ladder, refine, half-knee
+    kind: str  # ladder, descend, refine, half-knee
     steps: list[dict] = field(default_factory=list)
 
     def p99(self):
@@ -150,6 +152,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--refine", type=int, default=2, help="bisections between the last met and first missed"
+    )
+    parser.add_argument(
+        "--descents",
+        type=int,
+        default=3,
+        help="steps down by thirds when a system misses at its first rate (default 3)",
     )
     parser.add_argument(
         "--probe",
@@ -262,6 +270,7 @@ def climb(
             done[level.system].append(level)
             if level.verdict(args.p99_ms) != "met":
                 climbing.discard(level.system)
+    descend(runner, systems, done, args, rng)
     for _ in range(args.refine):
         current = []
         for name in systems:
@@ -284,6 +293,39 @@ def climb(
     return done
 
 
+MIN_RATE = 10.0  # below this a step of 10 s is too few requests for a p99
+
+
+def descend(
+    runner: Runner,
+    systems: list[str],
+    done: dict[str, list[Level]],
+    args: argparse.Namespace,
+    rng: random.Random,
+) -> None:
+    """A system that missed already at its first rate steps down by thirds (at most
+    ``--descents`` times, not below MIN_RATE) until a rate meets the target.
+
+    The ladder starts at a fraction of the closed-loop rate; for the fastest
+    systems (the static page, the edge tier) that fraction is more than the
+    system and k6 together hold on this machine, and without a rate that met
+    there is no knee to bisect towards: the table would say "none met"."""
+    for _ in range(args.descents):
+        current = []
+        for name in systems:
+            tried = done[name]
+            if not tried or any(lv.verdict(args.p99_ms) == "met" for lv in tried):
+                continue
+            lower = round(min(lv.rate for lv in tried) / 3)
+            if lower >= MIN_RATE:
+                current.append(Level(name, lower, "descend"))
+        if not current:
+            return
+        run_levels(runner, current, args.repeats, args.step, rng)
+        for level in current:
+            done[level.system].append(level)
+
+
 def bracket(levels: list[Level], target_ms: float) -> tuple[Level | None, Level | None]:
     """The lowest level that missed the target, and the highest below it that met it
     (a level that met above a miss is noise: the miss bounds the knee)."""
@@ -303,8 +345,8 @@ def knee_of(levels: list[Level], target_ms: float) -> Level | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.repeats < 1 or args.refine < 0:
-        raise BenchError("--repeats must be at least 1 and --refine at least 0")
+    if args.repeats < 1 or args.refine < 0 or args.descents < 0:
+        raise BenchError("--repeats must be at least 1, --refine and --descents at least 0")
     if args.p99_ms <= 0:
         raise BenchError("--p99-ms must be positive")
     started = datetime.now(UTC)
@@ -397,6 +439,7 @@ def run(args: argparse.Namespace) -> int:
         "probe_s": args.probe,
         "connections": args.connections,
         "fractions": sorted(args.fractions),
+        "descents": args.descents,
         "delay_s": args.delay,
         "before": args.before,
         "target": args.target,

@@ -169,7 +169,14 @@ def render_markdown(data: dict) -> str:
         out += [
             f"- **Ladder**: fractions {', '.join(f'{f:g}' for f in meta['fractions'])} of each "
             f"system's closed-loop rate (wrk, {meta['connections']} connections, "
-            f"{meta['probe_s']:g} s), then bisections between the last met and the first missed "
+            f"{meta['probe_s']:g} s)"
+            + (
+                f"; a system that missed at its first rate steps down by thirds (up to "
+                f"{meta['descents']} times) until one meets"
+                if meta.get("descents")
+                else ""
+            )
+            + "; then bisections between the last met and the first missed "
             "rate, then every system at half its knee",
             "- **Stack**: every app and Nginx with the lab's CPU limit (compose.yaml); "
             "Flask-Caching behind the same Nginx image and configuration (equal CPU on the same "

@@ -93,6 +93,8 @@ def test_hits_then_capacity_on_one_bench_stack(docker_available, tmp_path, capsy
                 "2s",
                 "--refine",
                 "1",
+                "--descents",
+                "1",
                 "--delay",
                 "1",
                 "--p99-ms",

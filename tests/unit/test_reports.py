@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from random import Random
 
 import pytest
 
@@ -131,6 +132,47 @@ def test_knee_is_the_highest_level_met_below_the_first_missed():
     # A met level above a missed one (noise) is not the knee: the first miss bounds it.
     noisy = [level(100, 5), level(200, 40), level(300, 10)]
     assert [lv.rate for lv in capacity.bracket(noisy, 25) if lv] == [100, 200]
+
+
+class SteppedSystem:
+    """A system (and k6 beside it) that holds p99 5 ms up to ``limit`` req/s, and drops
+    requests above it: what the static page looked like from a ladder starting at a
+    tenth of its closed-loop rate."""
+
+    def __init__(self, limit):
+        self.limit, self.rates = limit, []
+
+    def step(self, system, rate, seconds):
+        self.rates.append(rate)
+        if rate <= self.limit:
+            return step(rate, 5)
+        return step(rate, 80, dropped=int(rate * seconds * 0.1))
+
+
+def test_a_system_that_misses_at_its_first_rate_steps_down_until_one_meets():
+    runner = SteppedSystem(limit=1000)
+    args = argparse.Namespace(p99_ms=25, repeats=1, step=10, refine=2, descents=3)
+    found = capacity.climb(runner, ["ceiling"], {"ceiling": [3420, 6840]}, args, Random(1))
+    levels = found["ceiling"]
+    # 3420 missed; 1140 missed; 380 met; then the bisections 760 and 950, and half of 950
+    assert runner.rates == [3420, 1140, 380, 760, 950, 475]
+    assert [lv.kind for lv in levels] == [
+        "ladder",
+        "descend",
+        "descend",
+        "refine",
+        "refine",
+        "half-knee",
+    ]
+    knee = capacity.knee_of(levels, 25)
+    assert knee is not None and knee.rate == 950
+    # a system that met at its first rate never descends; nor below 10 req/s
+    runner = SteppedSystem(limit=10_000)
+    capacity.climb(runner, ["edge"], {"edge": [3420]}, args, Random(1))
+    assert runner.rates == [3420, 1710]  # the ladder, then half its knee
+    runner = SteppedSystem(limit=1)
+    assert capacity.climb(runner, ["slow"], {"slow": [60]}, args, Random(1))["slow"]
+    assert runner.rates == [60, 20]  # 20 missed; 7 would be below MIN_RATE
 
 
 def test_capacity_summary_gives_the_knee_its_bracket_and_the_ratio_its_range():
