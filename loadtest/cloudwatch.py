@@ -24,6 +24,11 @@ from pathlib import Path
 from typing import Protocol
 
 RESULTS = ("hit", "stale", "miss", "collapsed", "bypass", "overloaded")
+# figure: (the lab configuration's key, CloudWatch namespace, its dimension)
+CPU = {
+    "app_cpu_percent": ("app_group", "AWS/EC2", "AutoScalingGroupName"),
+    "db_cpu_percent": ("db_instance", "AWS/RDS", "DBInstanceIdentifier"),
+}
 METRIC = {r: "Cache" + r.capitalize() for r in RESULTS}
 
 
@@ -115,28 +120,12 @@ def measure(run_dir: Path, cloudwatch: Metrics) -> dict:
         "window": [start.isoformat(), end.isoformat()],
         "source": "CloudWatch, 1-minute averages and sums over the window",
     }
-    if metrics.get("app_group"):
-        found["app_cpu_percent"] = _mean(
-            cloudwatch.datapoints(
-                "AWS/EC2",
-                "CPUUtilization",
-                {"AutoScalingGroupName": metrics["app_group"]},
-                "Average",
-                start,
-                end,
+    for figure, (key, namespace, dimension) in CPU.items():
+        if metrics.get(key):
+            points = cloudwatch.datapoints(
+                namespace, "CPUUtilization", {dimension: metrics[key]}, "Average", start, end
             )
-        )
-    if metrics.get("db_instance"):
-        found["db_cpu_percent"] = _mean(
-            cloudwatch.datapoints(
-                "AWS/RDS",
-                "CPUUtilization",
-                {"DBInstanceIdentifier": metrics["db_instance"]},
-                "Average",
-                start,
-                end,
-            )
-        )
+            found[figure] = _mean(points)
     if metrics.get("namespace"):
         results = {}
         for result, name in METRIC.items():
