@@ -128,7 +128,9 @@ def rows(folder: Path) -> list[tuple[str, str, bool | None]]:
         out.append(
             (
                 "… with its measured staleness no worse than its validity",
-                f"staleness p99 {ms(p99)} ms, max {ms(worst)} ms; validity {validity:,.0f} ms"
+                f"staleness p99 {ms(p99)} ms, max {ms(worst)} ms; validity {validity:,.0f} ms "
+                "(Nginx's cache clock counts whole seconds: a copy is fresh for "
+                f"{validity:,.0f} to {validity + 1000:,.0f} ms, then one refresh)"
                 + _contended(staleness),
                 None if p99 is None else p99 <= validity,
             )

@@ -78,7 +78,8 @@ def render_markdown(meta: dict, rows: dict[str, dict]) -> str:
             f"`edge` is the edge tier (`CACHE_STRATEGY=edge`, write-through behind it): "
             f"Nginx serves its copy for `EDGE_CACHE_SECONDS` = {meta['edge_seconds']} s, "
             "then that copy while one background request refreshes it, so a read may miss a "
-            "write for the validity plus one refresh. It promises no read-your-writes: a "
+            "write for the validity, plus up to 1 s (Nginx's cache clock counts whole "
+            "seconds), plus one refresh. It promises no read-your-writes: a "
             "writer's own read goes through the same copy.",
             "",
         ]
