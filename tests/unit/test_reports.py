@@ -10,12 +10,12 @@ from random import Random
 import pytest
 
 from loadtest import (
-    capacity,
     capacityreport,
     charts,
     compare,
     hitbench,
     hitreport,
+    ladder,
     locustcsv,
     numbers,
     reportfiles,
@@ -109,7 +109,7 @@ def step(rate, p99, errors=0, dropped=0, generator=0.2):
 
 
 def level(rate, *p99s, **kw):
-    found = capacity.Level("two-tier", rate, "ladder")
+    found = ladder.Level("two-tier", rate, "ladder")
     found.steps = [step(rate, p, **kw) for p in p99s]
     return found
 
@@ -126,12 +126,12 @@ def test_a_level_meets_the_target_on_the_mean_of_its_repeats():
 def test_knee_is_the_highest_level_met_below_the_first_missed():
     levels = [level(100, 5), level(200, 8), level(300, 40), level(250, 20)]
     levels[3].kind = "refine"
-    low, high = capacity.bracket(levels, 25)
+    low, high = ladder.bracket(levels, 25)
     assert low is not None and high is not None
     assert (low.rate, high.rate) == (250, 300)
     # A met level above a missed one (noise) is not the knee: the first miss bounds it.
     noisy = [level(100, 5), level(200, 40), level(300, 10)]
-    assert [lv.rate for lv in capacity.bracket(noisy, 25) if lv] == [100, 200]
+    assert [lv.rate for lv in ladder.bracket(noisy, 25) if lv] == [100, 200]
 
 
 class SteppedSystem:
@@ -152,7 +152,7 @@ class SteppedSystem:
 def test_a_system_that_misses_at_its_first_rate_steps_down_until_one_meets():
     runner = SteppedSystem(limit=1000)
     args = argparse.Namespace(p99_ms=25, repeats=1, step=10, refine=2, descents=3)
-    found = capacity.climb(runner, ["ceiling"], {"ceiling": [3420, 6840]}, args, Random(1))
+    found = ladder.climb(runner, ["ceiling"], {"ceiling": [3420, 6840]}, args, Random(1))
     levels = found["ceiling"]
     # 3420 missed; 1140 missed; 380 met; then the bisections 760 and 950, and half of 950
     assert runner.rates == [3420, 1140, 380, 760, 950, 475]
@@ -164,14 +164,14 @@ def test_a_system_that_misses_at_its_first_rate_steps_down_until_one_meets():
         "refine",
         "half-knee",
     ]
-    knee = capacity.knee_of(levels, 25)
+    knee = ladder.knee_of(levels, 25)
     assert knee is not None and knee.rate == 950
     # a system that met at its first rate never descends; nor below 10 req/s
     runner = SteppedSystem(limit=10_000)
-    capacity.climb(runner, ["edge"], {"edge": [3420]}, args, Random(1))
+    ladder.climb(runner, ["edge"], {"edge": [3420]}, args, Random(1))
     assert runner.rates == [3420, 1710]  # the ladder, then half its knee
     runner = SteppedSystem(limit=1)
-    assert capacity.climb(runner, ["slow"], {"slow": [60]}, args, Random(1))["slow"]
+    assert ladder.climb(runner, ["slow"], {"slow": [60]}, args, Random(1))["slow"]
     assert runner.rates == [60, 20]  # 20 missed; 7 would be below MIN_RATE
 
 
