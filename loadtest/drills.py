@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import docker.errors
+
 from .stats import percentile  # the package's one definition (nearest rank)
 
 SERVER_ERRORS = {500, 502, 504, 0}  # 0: no HTTP answer at all
@@ -126,7 +128,11 @@ class Traffic:
             read_only=True,
             security_opt=["no-new-privileges:true"],
             cap_drop=["ALL"],
-            mem_limit="256m",
+            # Every request is its own k6 time series (its start and answer are
+            # tags), so k6's memory grows with the run: 260 MB after 76 s of a
+            # resharding drill at the default rate, when it was limited to 256m
+            # and the kernel killed it. 1.5 GB covers the 300 s bound.
+            mem_limit="1536m",
         )
         self.started = time.time()
         return self
@@ -135,15 +141,30 @@ class Traffic:
         return time.time() - self.started
 
     def stop(self) -> None:
-        """End the run now (k6 stops on SIGINT, and writes what it sent)."""
-        if self.container is not None:
-            self.container.kill(signal="SIGINT")
+        """End the run now (k6 stops on SIGINT, and writes what it sent); a k6 that
+        has already ended is left to :meth:`__exit__`, which says why it ended."""
+        if self.container is None:
+            return
+        self.container.reload()
+        if self.container.status == "running":
+            try:
+                self.container.kill(signal="SIGINT")
+            except docker.errors.APIError:  # it ended between the two calls
+                self.container.reload()
+                if self.container.status == "running":
+                    raise
 
     def __exit__(self, *exc: object) -> None:
         if self.container is None:
             return
         try:
             self.container.wait(timeout=self.seconds + 120)
+            self.container.reload()
+            if self.container.attrs["State"].get("OOMKilled"):
+                raise RuntimeError(
+                    f"the drill's k6 ran out of memory ({self.container.name}, "
+                    f"{self.elapsed():.0f} s into the run): raise Traffic's mem_limit"
+                )
             output = self.container.logs(stdout=True, stderr=False).decode(errors="replace")
             self.ops = parse_k6(output)
         finally:
