@@ -17,11 +17,14 @@ point in the window is reported as missing, never as 0.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
+
+from .cliargs import optional_duration
 
 RESULTS = ("hit", "stale", "miss", "collapsed", "bypass", "overloaded")
 # figure: (the lab configuration's key, CloudWatch namespace, its dimension)
@@ -34,9 +37,10 @@ METRIC = {r: "Cache" + r.capitalize() for r in RESULTS}
 
 def run_seconds(meta: dict) -> float:
     """How long the run loaded its target: its duration, times its steps when open loop."""
-    text = str(meta.get("duration", "0s"))
-    unit = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], 1)
-    seconds = float(text.rstrip("smh") or 0) * unit
+    try:
+        seconds = optional_duration(str(meta.get("duration", "0s")))
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"run.json: {exc}") from None
     return seconds * max(1, len(meta.get("rates") or []))
 
 
