@@ -14,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadtest.stack import wait_until
 
 from . import adapter
+from .checkers import Context, not_found
+from .schedule import Config
 
 pytestmark = pytest.mark.unit
 
@@ -25,6 +27,24 @@ def test_an_absent_row_is_queried_once_then_cached_as_not_found(lab, db):
     answers = [lab.read(worker, 7, "ttl") for _ in range(3)]
     assert [a.status for a in answers] == [404] * 3
     assert len(db.item_queries(7)) == 1, f"{len(db.item_queries(7))} slow queries of absent row 7"
+
+
+def test_a_not_found_that_redis_refused_to_store_explains_the_next_query(lab, db, node):
+    """The checker's own fault, found by it (seed 4031739102, CI): a read of an absent row
+    whose lease write Redis refused (OOM) queries, answers 404 BYPASS and stores nothing; the
+    harness read no cache status from a 404, so the next read's query was judged a repeat
+    within the negative-caching time."""
+    worker = lab.worker()
+    with node.full():  # every write refused: the lease cannot be taken
+        first = lab.read(worker, 8, "ttl")
+    worker.wait_settled()
+    second = lab.read(worker, 8, "ttl")
+    assert (first.status, second.status) == (404, 404)
+    assert len(db.item_queries(8)) == 2, "setup: the first answer was stored after all"
+    assert (first.cache, first.source, first.stored) == ("BYPASS", "database", False)
+    assert (second.cache, second.stored) == ("MISS", True), second.line(0)
+    context = Context(lab.settings, Config(), lab.history, db, {})
+    assert not_found(context) == [], [v.text for v in not_found(context)]
 
 
 def test_an_id_above_the_table_gets_404_without_the_slow_query(lab, db):

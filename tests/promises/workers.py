@@ -107,6 +107,8 @@ class Worker:
             outcome = FAIL
         elif 400 <= status < 500:
             fields["detail"] = str(body.get("error", body))[:80]
+            if status == 404:
+                fields.update(_not_found_lookup(response.headers))
             outcome = FAIL
         else:
             fields["detail"] = str(body.get("message", response.data[:200]))
@@ -118,6 +120,26 @@ class Worker:
         if self.killed_at is not None and op.end > self.killed_at:
             op.outcome = CRASHED  # a killed process gives no answer
         return op
+
+
+def _not_found_lookup(headers: Any) -> dict[str, Any]:
+    """How a cached or just-learnt "not found" was served, from its headers (a
+    404 has no body to say it). Without them (an id above the table's range,
+    answered before the cache) nothing: no lookup ran. Found by the checker:
+    a "not found" queried while an eviction refused the lease's write was
+    answered BYPASS and stored nothing, and the next read's query looked
+    unexplained."""
+    cache = headers.get("X-Cache")
+    if cache is None:
+        return {}
+    status = headers.get("Cache-Status", "")
+    if cache == "HIT":
+        source = "memory" if "-memory; hit" in status else "redis"
+    elif cache == "STALE":
+        source = "redis"
+    else:
+        source = "local" if "-local; hit" in status else "database"
+    return {"cache": cache, "source": source, "stored": "stored" in status.split("; ")}
 
 
 def _answer(kind: str, body: dict, headers: Any) -> dict[str, Any]:
