@@ -13,10 +13,8 @@ Rules the pictures follow (issue 20):
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 DPI = 110
@@ -114,140 +112,6 @@ def dot_plot(
     if log and any(line.get_ydata().size for line in ax.lines):
         ax.set_yscale("log")
     ax.grid(True, axis="y", which="both", alpha=0.3)
-
-
-# -- the latency benchmark (Locust per strategy) -----------------------------------------
-@dataclass
-class LatencyRun:
-    strategy: str
-    percentiles: list[tuple[float, dict[float, float]]]  # per second of start time
-    completions: list[int]  # requests completed in each second
-    queries: list[tuple[float, float]]  # (elapsed s, slow queries finished so far)
-    ttl_s: float | None
-    rps: float
-    queries_per_second: float | None
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-
-
-def read_queries(queries_csv: Path) -> list[tuple[float, float]]:
-    """``(elapsed s, slow queries finished so far)`` samples, or none."""
-    if not queries_csv.exists():
-        return []
-    with queries_csv.open(newline="") as handle:
-        return [(float(row["elapsed_s"]), float(row["queries"])) for row in csv.DictReader(handle)]
-
-
-def queries_per_second(samples: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    return [
-        (t1, max(0.0, (q1 - q0) / (t1 - t0)))
-        for (t0, q0), (t1, q1) in zip(samples, samples[1:], strict=False)
-        if t1 > t0
-    ]
-
-
-def expiry_marks(samples: list[tuple[float, float]], ttl: float | None) -> list[float]:
-    """When each entry a query wrote turns stale: each query's completion + TTL
-    (soft expiry; jitter makes it up to 10 % earlier)."""
-    if not ttl:
-        return []
-    return [t1 + ttl for (t0, q0), (t1, q1) in zip(samples, samples[1:], strict=False) if q1 > q0]
-
-
-def latency_charts(paths: dict[str, Path], runs: list[LatencyRun]) -> None:
-    plt = pyplot()
-
-    # Latency percentiles per second of send time, one panel per strategy.
-    fig, axes = plt.subplots(
-        len(runs), 1, figsize=(9, 2.6 * len(runs) + 0.8), sharex=True, sharey=True, squeeze=False
-    )
-    for ax, run in zip(axes[:, 0], runs, strict=True):
-        seconds = [second for second, _ in run.percentiles]
-        for q, style in ((50, "-"), (95, "--"), (99, ":")):
-            ax.plot(
-                seconds,
-                [found.get(q, math.nan) for _, found in run.percentiles],
-                style,
-                marker=".",
-                markersize=2,
-                label=f"p{q}",
-            )
-        end = seconds[-1] if seconds else 0.0
-        marks = [] if run.strategy == "none" else expiry_marks(run.queries, run.ttl_s)
-        for index, mark in enumerate(m for m in marks if m <= end):
-            ax.axvline(
-                mark,
-                color="grey",
-                linestyle="-.",
-                linewidth=0.8,
-                label="TTL expiry" if index == 0 else None,
-            )
-        if any(found for _, found in run.percentiles):
-            ax.set_yscale("log")
-        ax.set_ylabel("ms")
-        ax.set_title(
-            f"{run.strategy}: response time of the requests sent in each second", fontsize=10
-        )
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8)
-    axes[-1, 0].set_xlabel("seconds since start (when the request was sent)")
-    finish(fig, paths["latency_over_time"])
-
-    # PostgreSQL's slow queries per second over time: what the cache saves.
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for run in runs:
-        series = queries_per_second(run.queries)
-        qps = run.queries_per_second
-        ax.step(
-            [t for t, _ in series],
-            [v for _, v in series],
-            where="post",
-            label=f"{run.strategy} ({'n/a' if qps is None else f'{qps:.2f}'}/s over the run)",
-        )
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("slow queries finished per second")
-    ax.set_title("Database load per strategy (PostgreSQL's pg_stat_statements)", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    finish(fig, paths["db_queries_per_second"])
-
-    # Requests completed in each second, all strategies on one axis.
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for run in runs:
-        ax.step(
-            range(len(run.completions)),
-            run.completions,
-            where="post",
-            label=f"{run.strategy} (mean {run.rps:,.1f}/s)",
-        )
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("requests completed in the second")
-    ax.set_title(
-        "Throughput per strategy: requests completed each second (0 = none completed)",
-        fontsize=10,
-    )
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    finish(fig, paths["requests_per_second"])
-
-    # Whole-run percentiles per strategy: dots on a log axis.
-    fig, ax = plt.subplots(figsize=(9, 4))
-    dot_plot(
-        ax,
-        [run.strategy for run in runs],
-        {
-            "p50": [run.p50_ms for run in runs],
-            "p95": [run.p95_ms for run in runs],
-            "p99": [run.p99_ms for run in runs],
-        },
-        log=True,
-        fmt=lambda v: f"{v:,.0f}" if v >= 10 else f"{v:.1f}",
-    )
-    ax.set_ylabel("response time, ms (log)")
-    ax.set_title("Response time percentiles over the whole run", fontsize=10)
-    ax.legend(fontsize=8)
-    finish(fig, paths["latency_summary"])
 
 
 # -- the hits benchmark (closed loop) ----------------------------------------------------
@@ -371,17 +235,34 @@ def capacity_chart(path: Path, data: dict) -> Path:
 # -- the staleness benchmark -------------------------------------------------------------
 def staleness_chart(path: Path, rows: dict[str, dict], edge_seconds: float | None) -> Path:
     """Stale reads, staleness p99 (log) and DB queries/s per variant: dots, and
-    "none" where no read was stale (not a bar of 0)."""
+    "none" where no read was stale (not a bar of 0); the 95 % interval of the
+    rounds' mean as a bar where the rows have one (``spread``)."""
     plt = pyplot()
     names = list(rows)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
-    ratio = [
-        None if not rows[n].get("stale_ratio") else rows[n]["stale_ratio"] * 100 for n in names
-    ]
-    dot_plot(axes[0], names, {"stale reads": ratio}, log=True, fmt=lambda v: f"{v:.2g} %")
-    axes[0].set_title("stale reads, % of reads (log; none: no stale read)", fontsize=10)
-    p99 = [rows[n].get("staleness_p99_ms") for n in names]
-    dot_plot(axes[1], names, {"staleness p99": p99}, log=True, fmt=lambda v: f"{v:,.0f} ms")
+    panels = (  # key, scale, label, log, format, title
+        ("stale_ratio", 100, "stale reads", True, "{:.2g} %", "stale reads, % of reads"),
+        ("staleness_p99_ms", 1, "staleness p99", True, "{:,.0f} ms", "staleness p99, ms"),
+        ("db_queries_per_s", 1, "DB queries/s", False, "{:,.1f}", "database queries/s"),
+    )
+    for ax, (key, scale, label, log, fmt, title) in zip(axes, panels, strict=True):
+        values = [None if not rows[n].get(key) else rows[n][key] * scale for n in names]
+        if not log:  # 0 DB queries/s is a figure, not "none"
+            values = [rows[n].get(key) for n in names]
+        dot_plot(
+            ax,
+            names,
+            {label: values},
+            log=log,
+            fmt=fmt.format,
+            errors={label: _spreads(rows, names, key, scale, log=log)},
+            none_text="none" if log else "n/a",
+        )
+        ax.set_title(
+            f"{title} (log; none: no stale read)" if log else f"{title} (pg_stat_statements)",
+            fontsize=10,
+        )
+    axes[2].set_ylim(bottom=0)
     if edge_seconds and "edge" in names:
         axes[1].axhline(edge_seconds * 1000, color="#c44e52", linestyle="--", linewidth=1)
         axes[1].annotate(
@@ -393,22 +274,39 @@ def staleness_chart(path: Path, rows: dict[str, dict], edge_seconds: float | Non
             fontsize=7,
             color="#c44e52",
         )
-    axes[1].set_title("staleness p99, ms (log; none: no stale read)", fontsize=10)
-    qps = [rows[n].get("db_queries_per_s") for n in names]
-    dot_plot(
-        axes[2],
-        names,
-        {"DB queries/s": qps},
-        log=False,
-        fmt=lambda v: f"{v:,.1f}",
-        none_text="n/a",
-    )
-    axes[2].set_ylim(bottom=0)
-    axes[2].set_title("database queries/s (pg_stat_statements)", fontsize=10)
     return finish(fig, path, "What each invalidation mode costs in staleness and database load")
 
 
+def _spreads(
+    rows: dict[str, dict], names: Sequence[str], key: str, scale: float, log: bool
+) -> list[tuple[float, float] | None]:
+    """Each row's interval of ``key`` (times ``scale``), or None; on a log axis a
+    low end at or below 0 is drawn down to a tenth of the mean."""
+    bars: list[tuple[float, float] | None] = []
+    for name in names:
+        spread = rows[name].get("spread", {}).get(key)
+        if not spread:
+            bars.append(None)
+            continue
+        low, high = spread["low"] * scale, spread["high"] * scale
+        if log and low <= 0:
+            low = spread["mean"] * scale / 10
+        bars.append((low, high))
+    return bars
+
+
 # -- the sweeps ---------------------------------------------------------------------------
+def _bar(value: float, spread: dict | None, scale: float, top: float) -> tuple[float, float]:
+    """The error bar's lengths below and above ``value`` from an interval (0, 0
+    without), cut at 0 and at ``top``: no share, rate or count goes below 0, and
+    no share above 100 %."""
+    if not spread or math.isnan(value):
+        return 0.0, 0.0
+    low = max(0.0, spread["low"] * scale)
+    high = min(top, spread["high"] * scale)
+    return max(0.0, value - low), max(0.0, high - value)
+
+
 def miss_ratio_chart(path: Path, data: dict) -> Path:
     """Tier 1's share of lookups against its size (log x), one line per skew; beside it,
     the overall hit ratio and the DB queries/s of the same cells."""
@@ -417,28 +315,36 @@ def miss_ratio_chart(path: Path, data: dict) -> Path:
     skews = list(dict.fromkeys(c["skew"] for c in cells))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     panels = (
-        (lambda c: c["tier_share"].get("memory"), "tier 1 (memory) hit ratio", True),
-        (lambda c: c["hit_ratio"], "hit ratio, all tiers", True),
-        (lambda c: c["db_queries_per_s"], "DB queries/s (pg_stat_statements)", False),
+        (lambda c: c["tier_share"].get("memory"), "share_memory", "tier 1 (memory) hit ratio"),
+        (lambda c: c["hit_ratio"], "hit_ratio", "hit ratio, all tiers"),
+        (lambda c: c["db_queries_per_s"], "db_queries_per_s", "DB queries/s (pg_stat_statements)"),
     )
-    for ax, (value, title, share) in zip(axes, panels, strict=True):
+    for ax, (value, name, title) in zip(axes, panels, strict=True):
+        share = name != "db_queries_per_s"
+        scale = 100 if share else 1
         for skew, color in zip(skews, COLORS, strict=False):
             row = sorted((c for c in cells if c["skew"] == skew), key=lambda c: c["tier1"])
-            xs = [c["tier1"] for c in row]
-            ys = [value(c) for c in row]
-            ax.plot(
-                xs,
-                [math.nan if y is None else (y * 100 if share else y) for y in ys],
-                "o-",
+            ys = [math.nan if value(c) is None else value(c) * scale for c in row]
+            # The batches' 95 % interval as an error bar (none: a bar of 0).
+            top = 100.0 if share else math.inf
+            bars = [
+                _bar(y, c.get("spread", {}).get(name), scale, top)
+                for y, c in zip(ys, row, strict=True)
+            ]
+            ax.errorbar(
+                [c["tier1"] for c in row],
+                ys,
+                yerr=[[low for low, _ in bars], [high for _, high in bars]],
+                fmt="o-",
                 color=color,
                 markersize=4,
+                capsize=2,
                 label="uniform" if skew == "uniform" else f"Zipf {skew}",
             )
         ax.set_xscale("log")
         ax.set_xlabel("tier-1 size (copies per worker, log)")
         ax.set_ylabel("%" if share else "queries/s")
-        if share:
-            ax.set_ylim(0, 100)
+        ax.set_ylim(0, 100 if share else None)
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)

@@ -125,10 +125,17 @@ def rows(folder: Path) -> list[tuple[str, str, bool | None]]:
         validity = staleness["meta"].get("edge_seconds", 1) * 1000
         worst = edge.get("staleness_max_ms")
         p99 = edge.get("staleness_p99_ms")
+        spread = edge.get("spread", {}).get("staleness_p99_ms")
+        rounds = (
+            f" (95 % CI {ms(spread['low'])}–{ms(spread['high'])}, {spread['n']} rounds)"
+            if spread
+            else ""
+        )
         out.append(
             (
                 "… with its measured staleness no worse than its validity",
-                f"staleness p99 {ms(p99)} ms, max {ms(worst)} ms; validity {validity:,.0f} ms "
+                f"staleness p99 {ms(p99)} ms{rounds}, max {ms(worst)} ms; validity "
+                f"{validity:,.0f} ms "
                 "(Nginx's cache clock counts whole seconds: a copy is fresh for "
                 f"{validity:,.0f} to {validity + 1000:,.0f} ms, then one refresh)"
                 + _contended(staleness),
@@ -143,11 +150,11 @@ def rows(folder: Path) -> list[tuple[str, str, bool | None]]:
         if (data := _json(folder, f"{name}.json"))
     }
     repeated = sorted(
-        name
+        name if data["meta"].get("batches", 0) < 2 else f"{name} (batch means of one run)"
         for name, data in published.items()
-        if data["meta"].get("repeats", 0) >= 2 or data["meta"].get("rounds", 0) >= 2
+        if max(data["meta"].get(k, 0) for k in ("repeats", "rounds", "batches")) >= 2
     )
-    single = sorted(set(published) - set(repeated))
+    single = sorted(n for n in published if not any(r.split()[0] == n for r in repeated))
     out.append(
         (
             "Every published figure carries its spread; each benchmark is one command",

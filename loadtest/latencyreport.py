@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cachelab import metrics
 
-from . import charts, locustcsv
+from . import latencycharts, locustcsv
 from .numbers import clean, ms, ratio_text
 
 CACHE_RESULT_NAMES = metrics.RESULTS
@@ -206,7 +206,7 @@ def render_markdown(meta: dict, results: list[RunResult], links: bool = True) ->
     return "\n".join(out)
 
 
-def chart_series(results_dir: Path, results: list[RunResult]) -> list[charts.LatencyRun]:
+def chart_series(results_dir: Path, results: list[RunResult]) -> list[latencycharts.LatencyRun]:
     """What the latency charts draw, read from each run's files."""
     runs = []
     for r in results:
@@ -214,11 +214,11 @@ def chart_series(results_dir: Path, results: list[RunResult]) -> list[charts.Lat
         requests = locustcsv.read_requests(folder / locustcsv.REQUESTS_CSV)
         origin = r.started_epoch or (min((q.start for q in requests), default=0.0))
         runs.append(
-            charts.LatencyRun(
+            latencycharts.LatencyRun(
                 strategy=r.strategy,
                 percentiles=locustcsv.percentiles_by_start(requests, origin),
                 completions=locustcsv.completions_per_second(requests, origin),
-                queries=charts.read_queries(folder / QUERIES_CSV),
+                queries=latencycharts.read_queries(folder / QUERIES_CSV),
                 ttl_s=r.ttl_s,
                 rps=r.rps,
                 queries_per_second=r.queries_per_second,
@@ -233,7 +233,7 @@ def chart_series(results_dir: Path, results: list[RunResult]) -> list[charts.Lat
 def write_report(results_dir: Path, meta: dict, results: list[RunResult]) -> dict[str, Path]:
     """summary.md, summary.json and the charts into ``results_dir``."""
     paths = {name: results_dir / filename for name, filename in CHARTS.items()}
-    charts.latency_charts(paths, chart_series(results_dir, results))
+    latencycharts.latency_charts(paths, chart_series(results_dir, results))
     summary = results_dir / "summary.md"
     summary.write_text(render_markdown(meta, results))
     data = {

@@ -1,11 +1,14 @@
 """``python -m loadtest.bench staleness``: what each invalidation mode costs, judged from outside.
 
-    python -m loadtest.bench staleness --duration 30s --delay 1 --ttl 10
+    python -m loadtest.bench staleness --rounds 3 --duration 30s --delay 1 --ttl 10
 
 Runs the Locust writer and reader scenarios (loadtest/locustfile.py,
 ``ItemWriter`` and ``ItemReader``, judged by :mod:`loadtest.ledger`) once per
-variant -- one at a time, so the slow queries PostgreSQL counts
-(pg_stat_statements) belong to that variant -- and writes
+variant in each of ``--rounds`` rounds -- one variant at a time, so the slow
+queries PostgreSQL counts (pg_stat_statements) belong to that variant; every
+round runs every variant, so drift on the machine falls on all alike -- and
+reports each figure as the mean of the rounds with its 95 % interval
+(:func:`loadtest.stalenessreport.combine_rounds`). It writes
 ``results/<UTC time>/staleness.md``, ``.json`` and a chart (``--publish
 docs/results`` copies them). The ``edge`` variant runs with the lab on
 ``CACHE_STRATEGY=edge`` (Nginx's micro-cache in front of write-through): its
@@ -57,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="Locust run time per variant (default 30s)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds; each runs every variant once (default 1; 3 for a 95 %% interval)",
+    )
     parser.add_argument("--readers", type=int, default=8, help="reader users (default 8)")
     parser.add_argument("--writers", type=int, default=2, help="writer users (default 2)")
     parser.add_argument(
@@ -101,7 +110,9 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
     started = datetime.now(UTC)
     out = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, dict] = {}
+    if args.rounds < 1:
+        raise BenchError("--rounds must be at least 1")
+    runs: dict[str, list[dict]] = {variant: [] for variant in variants}
     if args.target:
         token = os.environ.get("WRITE_API_TOKEN", "")
         if not token:
@@ -111,11 +122,15 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
             )
         found = target.describe(args)
         say(f"target {found.url}: strategy {found.strategy} ({found.where['label']})")
-        for variant in variants:
-            if STRATEGY_OF.get(variant, found.strategy) != found.strategy and variant == "edge":
-                say(f"{variant}: skipped (the target runs {found.strategy}, not edge)")
-                continue
-            rows[variant] = run_variant(None, found.url, args, variant, token, out, found.meter())
+        skipped = [v for v in variants if v == "edge" and found.strategy != "edge"]
+        for variant in skipped:
+            say(f"{variant}: skipped (the target runs {found.strategy}, not edge)")
+        for round_ in range(1, args.rounds + 1):
+            for variant in (v for v in variants if v not in skipped):
+                say(f"round {round_}/{args.rounds} {variant}: {args.duration:g} s")
+                runs[variant].append(
+                    run_variant(None, found.url, args, variant, token, out, found.meter())
+                )
         where = found.where
     else:
         stack = stack or lab.lab_stack(args.project)
@@ -131,32 +146,38 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
         }
         current = None
         try:
-            for index, variant in enumerate(variants, 1):
-                strategy = STRATEGY_OF.get(variant, original.get("CACHE_STRATEGY", "two-tier"))
-                if strategy != current:
-                    settings = {**base, "CACHE_STRATEGY": strategy}
-                    say(
-                        "configuring "
-                        + " ".join(
-                            f"{k}={v}" for k, v in settings.items() if k != "WRITE_API_TOKEN"
+            for round_ in range(1, args.rounds + 1):
+                for index, variant in enumerate(variants, 1):
+                    strategy = STRATEGY_OF.get(variant, original.get("CACHE_STRATEGY", "two-tier"))
+                    if strategy != current:
+                        settings = {**base, "CACHE_STRATEGY": strategy}
+                        say(
+                            "configuring "
+                            + " ".join(
+                                f"{k}={v}" for k, v in settings.items() if k != "WRITE_API_TOKEN"
+                            )
                         )
+                        lab.apply_settings(stack, settings, apps)
+                        current = strategy
+                    say(
+                        f"round {round_}/{args.rounds} [{index}/{len(variants)}] {variant}: "
+                        f"{args.duration:g} s"
                     )
-                    lab.apply_settings(stack, settings, apps)
-                    current = strategy
-                say(f"[{index}/{len(variants)}] {variant}: {args.duration:g} s")
-                stack.flush_cache()
-                rows[variant] = run_variant(stack, stack.base_url, args, variant, token, out)
-                rows[variant]["strategy"] = strategy
+                    stack.flush_cache()
+                    row = run_variant(stack, stack.base_url, args, variant, token, out)
+                    runs[variant].append({**row, "strategy": strategy})
         finally:
             try:  # the lab's own settings (and its own WRITE_API_TOKEN, if any) come back
                 lab.apply_settings(stack, original, apps)
             except Exception as exc:  # noqa: BLE001 - report, keep the first error
                 say(f"could not restore the original settings: {exc}")
         where = machine.local_description()
-    loads = [row["load"] for row in rows.values()]
+    loads = [row["load"] for rounds in runs.values() for row in rounds]
+    rows = {v: stalenessreport.combine_rounds(rounds) for v, rounds in runs.items() if rounds}
     meta = {
         **machine.run_meta(started, where, args.machine, loads),
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "readers": args.readers,
         "writers": args.writers,
         "delay_s": args.delay,

@@ -1,4 +1,11 @@
-"""The report of ``python -m loadtest.bench staleness``: staleness.md, .json and the chart."""
+"""The report of ``python -m loadtest.bench staleness``: staleness.md, .json and the chart.
+
+Rounds are combined per variant (:func:`combine_rounds`): counts are summed,
+the worst staleness is the worst of any round, and every rate, percentile and
+latency is the mean of the rounds that had one, with its 95 % t-interval
+(:func:`loadtest.stats.interval`) -- a round without a stale read has no
+staleness percentile, and is left out of that figure's mean, not counted as 0.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from pathlib import Path
 
 from . import charts
 from .numbers import clean
+from .stats import interval
 
 COLUMNS = (
     ("reads", "reads"),
@@ -21,6 +29,38 @@ COLUMNS = (
     ("write_p99_ms", "write p99 ms"),
 )
 STALENESS = ("staleness_p50_ms", "staleness_p99_ms", "staleness_max_ms")
+SUMMED = ("reads", "stale_reads", "writes", "own_reads", "ryw_violations", "errors", "db_queries")
+AVERAGED = (
+    "stale_ratio",
+    "staleness_p50_ms",
+    "staleness_p99_ms",
+    "db_queries_per_s",
+    "write_p50_ms",
+    "write_p99_ms",
+)
+
+
+def combine_rounds(rounds: list[dict]) -> dict:
+    """One variant's row from its rounds: sums, the worst staleness, and means with
+    their interval under ``spread`` (a key with figures from two rounds or more).
+    Each round's own figures stay under ``rounds``."""
+    if not rounds:
+        raise ValueError("a variant needs at least one round")
+    row: dict = {key: value for key, value in rounds[0].items() if key != "load"}
+    for key in SUMMED:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        row[key] = sum(values) if values else None
+    worst = [r["staleness_max_ms"] for r in rounds if r.get("staleness_max_ms") is not None]
+    row["staleness_max_ms"] = max(worst, default=None)
+    spread = {}
+    for key in AVERAGED:
+        found = interval([r[key] for r in rounds if r.get(key) is not None])
+        row[key] = None if found is None else round(found.mean, 4)
+        if found is not None and found.n >= 2:
+            spread[key] = {k: round(v, 4) for k, v in found.to_dict().items()}
+    row["spread"] = spread
+    row["rounds"] = [{k: v for k, v in r.items() if k != "load"} for r in rounds]
+    return row
 
 
 def _cell(key: str, value, row: dict) -> str:
@@ -29,10 +69,21 @@ def _cell(key: str, value, row: dict) -> str:
         if key in STALENESS and row.get("stale_reads") == 0:
             return "none"
         return "n/a"
-    if key == "stale_ratio":
-        return "none" if value == 0 else f"{value:.2%}"
+    if key == "stale_ratio" and value == 0:
+        return "none"
     if key == "ryw_violations":
         return f"{value:,} of {row.get('own_reads', 0):,}"
+    text = _number(key, value)
+    spread = row.get("spread", {}).get(key)
+    if spread:
+        text += f" ({_number(key, spread['low'])}–{_number(key, spread['high'])})"
+    return text
+
+
+def _number(key: str, value: float) -> str:
+    value = max(value, 0)  # an interval's low end may fall below 0: none of these can
+    if key == "stale_ratio":
+        return f"{value:.2%}"
     if isinstance(value, float):
         return f"{value:,.1f}"
     return f"{value:,}"
@@ -51,6 +102,17 @@ def table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _rounds_text(rounds: int, seconds: float) -> str:
+    if rounds <= 1:
+        return f"Each variant ran {seconds:g} s alone: "
+    return (
+        f"Each variant ran {seconds:g} s alone in each of {rounds} rounds (every round runs "
+        "every variant; counts are summed over the rounds, max is the worst of any round, "
+        "and the other figures are the mean of the rounds with its 95 % t-interval in "
+        "brackets): "
+    )
+
+
 def render_markdown(meta: dict, rows: dict[str, dict]) -> str:
     edge = rows.get("edge")
     text = [
@@ -61,7 +123,7 @@ def render_markdown(meta: dict, rows: dict[str, dict]) -> str:
         f"- **Machine load**: {meta.get('load_note', 'not recorded')}",
         f"- **Command**: `{meta['command']}`",
         "",
-        f"Each variant ran {meta['duration_s']:g} s alone: {meta['writers']} writers, "
+        _rounds_text(meta.get("rounds", 1), meta["duration_s"]) + f"{meta['writers']} writers, "
         f"{meta['readers']} readers on 20 items of its own; slow query "
         f"{meta['delay_s']:g} s, TTL {meta['ttl_s']} s, payload {meta['payload_bytes']} bytes. "
         "A read is stale when it started after a newer version had been confirmed to a "

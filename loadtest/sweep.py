@@ -17,13 +17,18 @@ Two sweeps share their cells:
   db-init rewrites the items), tier 1 at the largest size.
 
 Each cell: the lab reconfigured (only when its settings changed), Redis
-flushed, ``--warmup`` of discarded load at ``--rate``, then ``--duration``
-measured: the share of lookups each tier answered (the app's
+flushed, ``--warmup`` of discarded load at ``--rate``, then ``--batches``
+consecutive batches of ``--duration`` each, measured: the share of lookups each
+tier answered (the app's
 ``cachelab_cache_requests_total`` by tier: memory, redis, database), the hit
 ratio (cachelab.metrics' definition), PostgreSQL's slow item queries per
-second (pg_stat_statements) and the p99 of the open loop. The miss-ratio
-curve (``sweep.png``) is tier 1's hit ratio against its size, one line per
-skew.
+second (pg_stat_statements) and the p99 of the open loop. Each figure is the
+mean of the batches with its 95 % t-interval: the **batch means** of one
+steady run (the cache warm, the load unchanged), the usual interval for a
+steady-state figure of one simulation run. It is not the spread between
+independent runs (a fresh lab, another moment of the machine), which a
+repeated command gives. The miss-ratio curve (``sweep.png``) is tier 1's hit
+ratio against its size, one line per skew.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ from cachelab import metrics
 from . import k6run, lab, machine, sweepreport
 from .cliargs import command_line, optional_duration, parse_duration
 from .errors import BenchError
+from .numbers import ms
 from .stack import ROOT, Stack
+from .stats import interval
 
 DESCRIPTION = (
     "Hit ratio per tier, DB queries/s and p99 across key skew, tier-1 size and payload "
@@ -53,9 +60,14 @@ QUICK = {
     "payloads": [256, 16384],
     "rate": 80.0,
     "warmup": 2.0,
-    "duration": 4.0,
+    "duration": 2.0,
+    "batches": 2,
     "keys": 300,
 }
+# Every figure of a cell that gets its batch means and interval.
+FIGURES = ("hit_ratio", "db_queries_per_s", "p99_ms", "p999_ms") + tuple(
+    f"share_{tier}" for tier in TIERS
+)
 
 
 def say(message: str) -> None:
@@ -113,7 +125,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--warmup", type=optional_duration, default=10.0, help="discarded load per cell (10s)"
     )
     parser.add_argument(
-        "--duration", type=parse_duration, default=20.0, help="measured load per cell (20s)"
+        "--duration", type=parse_duration, default=10.0, help="measured load per batch (10s)"
+    )
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=3,
+        help="measured batches per cell, back to back: the interval's batch means (default 3)",
     )
     parser.add_argument(
         "--delay", type=float, default=0.05, help="SLOW_QUERY_SECONDS (default 0.05)"
@@ -123,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick",
         action="store_true",
         help="the CI profile: uniform and 1.2, tier 1 10 and 1000, payloads 256 and 16384, "
-        "300 keys, 80 req/s, 2 s + 4 s per cell (under 3 minutes)",
+        "300 keys, 80 req/s, 2 s discarded + 2 batches of 2 s per cell (under 3 minutes)",
     )
     parser.add_argument("--project", default=None, help="Compose project of the lab")
     parser.add_argument("--results", type=Path, default=None)
@@ -177,14 +195,33 @@ def lookups_by_tier(stack: Stack) -> dict[str, dict[str, float]]:
 
 def measure_cell(stack: Stack, k6, url: str, cell: Cell, args: argparse.Namespace) -> dict:
     settings = dict(keys=args.keys, skew=cell.skew, lab_path="/api/items/{item}", first_item=1)
+    # Each k6 run draws its keys from its own seed: with one seed (k6's default),
+    # every batch replayed the warm-up's key sequence, so the keys it had just
+    # filled came back as hits (uniform keys, tier 1 = 10: 100 % hits, 0 queries).
     if args.warmup > 0:
-        k6.run(url, args.rate, args.warmup, **settings)
-    before_calls = stack.settled_slow_calls(source="item", timeout=30)
-    before = lookups_by_tier(stack)
+        k6.run(url, args.rate, args.warmup, seed=1, **settings)
     meter = machine.LoadMeter(stack.docker, stack.project)
     meter.start()
-    step = k6.run(url, args.rate, args.duration, **settings)
+    batches = [
+        measure_batch(stack, k6, url, {**settings, "seed": 2 + index}, args)
+        for index in range(args.batches)
+    ]
     load = meter.stop()
+    return {
+        "skew": cell.skew,
+        "tier1": cell.tier1,
+        "payload": cell.payload,
+        "sweeps": list(cell.sweeps),
+        **combine_batches(batches),
+        "load": load.to_dict(),
+    }
+
+
+def measure_batch(stack: Stack, k6, url: str, settings: dict, args: argparse.Namespace) -> dict:
+    """One batch: the tiers' lookups, PostgreSQL's slow item queries and k6's step."""
+    before_calls = stack.settled_slow_calls(source="item", timeout=30)
+    before = lookups_by_tier(stack)
+    step = k6.run(url, args.rate, args.duration, **settings)
     after = lookups_by_tier(stack)
     calls = stack.settled_slow_calls(at_least=before_calls, source="item", timeout=30)
     delta = {
@@ -193,19 +230,50 @@ def measure_cell(stack: Stack, k6, url: str, cell: Cell, args: argparse.Namespac
     }
     by_result = {r: sum(delta[t][r] for t in TIERS) for r in metrics.RESULTS}
     total = sum(by_result.values())
-    tiers = {tier: (sum(delta[tier].values()) / total if total else None) for tier in TIERS}
     return {
-        "skew": cell.skew,
-        "tier1": cell.tier1,
-        "payload": cell.payload,
-        "sweeps": list(cell.sweeps),
         "lookups": total,
-        "tier_share": tiers,
+        "tier_share": {t: (sum(delta[t].values()) / total if total else None) for t in TIERS},
         "hit_ratio": metrics.hit_ratio(by_result),
         "db_queries": calls - before_calls,
         "db_queries_per_s": (calls - before_calls) / args.duration,
         "step": step.to_dict(),
-        "load": load.to_dict(),
+    }
+
+
+def combine_batches(batches: list[dict]) -> dict:
+    """A cell's figures from its batches: lookups, queries, errors and dropped
+    requests summed; every rate, share and percentile the mean of the batches,
+    its 95 % interval under ``spread`` (two batches or more). Each batch stays
+    under ``batches``."""
+    if not batches:
+        raise ValueError("a cell needs at least one batch")
+
+    def figure(batch: dict, name: str) -> float | None:
+        if name.startswith("share_"):
+            return batch["tier_share"].get(name.removeprefix("share_"))
+        return batch["step"].get(name) if name in ("p99_ms", "p999_ms") else batch.get(name)
+
+    means, spread = {}, {}
+    for name in FIGURES:
+        found = interval([v for b in batches if (v := figure(b, name)) is not None])
+        means[name] = None if found is None else found.mean
+        if found is not None and found.n >= 2:
+            spread[name] = found.to_dict()
+    steps = [b["step"] for b in batches]
+    return {
+        "lookups": sum(b["lookups"] for b in batches),
+        "tier_share": {t: means[f"share_{t}"] for t in TIERS},
+        "hit_ratio": means["hit_ratio"],
+        "db_queries": sum(b["db_queries"] for b in batches),
+        "db_queries_per_s": means["db_queries_per_s"],
+        "step": {
+            "p99_ms": means["p99_ms"],
+            "p999_ms": means["p999_ms"],
+            "errors": sum(s.get("errors", 0) for s in steps),
+            "dropped": sum(s.get("dropped", 0) for s in steps),
+        },
+        "spread": spread,
+        "batches": batches,
     }
 
 
@@ -215,6 +283,8 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
             setattr(args, key, value)
     if not 1 <= args.keys <= 100_000:
         raise BenchError("--keys must be between 1 and 100000 (ITEM_COUNT)")
+    if args.batches < 1:
+        raise BenchError("--batches must be at least 1")
     started = datetime.now(UTC)
     out = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
@@ -225,7 +295,8 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
     k6 = k6run.DockerK6()
     grid = cells(args.skews, args.tier1_sizes, args.payloads)
     say(
-        f"{len(grid)} cells at {args.rate:g} req/s, {args.duration:g} s each, "
+        f"{len(grid)} cells at {args.rate:g} req/s, {args.batches} batches of "
+        f"{args.duration:g} s each, "
         f"against {stack.base_url}"
     )
     rows = []
@@ -254,7 +325,7 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
                 f"[{index}/{len(grid)}] skew {cell.skew}, tier 1 {cell.tier1}, payload "
                 f"{cell.payload} B: memory {_pct(shares['memory'])}, redis "
                 f"{_pct(shares['redis'])}, database {_pct(shares['database'])}, "
-                f"{row['db_queries_per_s']:.1f} DB queries/s, p99 {row['step']['p99_ms']} ms"
+                f"{row['db_queries_per_s']:.1f} DB queries/s, p99 {ms(row['step']['p99_ms'])} ms"
                 + (" (machine disturbed)" if row["load"]["disturbed"] else "")
             )
     finally:
@@ -271,6 +342,7 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
             "rate": args.rate,
             "warmup_s": args.warmup,
             "duration_s": args.duration,
+            "batches": args.batches,
             "keys": args.keys,
             "delay_s": args.delay,
             "ttl_s": args.ttl,

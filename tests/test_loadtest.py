@@ -507,8 +507,10 @@ def test_staleness_benchmark_reports_each_mode(locust_installed, lab, tmp_path, 
             "staleness",
             "--variants",
             "delete,edge",
+            "--rounds",
+            "2",
             "--duration",
-            "5s",
+            "4s",
             "--readers",
             "4",
             "--writers",
@@ -533,6 +535,11 @@ def test_staleness_benchmark_reports_each_mode(locust_installed, lab, tmp_path, 
         assert row["writes"] >= 4 and row["reads"] > 20 and row["errors"] == 0, (variant, row)
         assert row["db_queries"] >= 1
     assert data["delete"]["ryw_violations"] == 0 and data["delete"]["strategy"] == "two-tier"
+    # Two rounds, each running both variants: each figure with its interval.
+    for variant, row in data.items():
+        assert [r["strategy"] for r in row["rounds"]] == [row["strategy"]] * 2, variant
+        assert row["reads"] == sum(r["reads"] for r in row["rounds"])
+        assert row["spread"]["db_queries_per_s"]["n"] == 2, (variant, row["spread"])
     # The edge (1 s validity) serves its copy after a write: stale reads, a writer's
     # own read among them (no read-your-writes), typically at most the validity plus
     # a refresh (the 1 s query) old. The worst read waits on a loaded machine too:
@@ -607,6 +614,7 @@ def test_quick_sweep_reports_every_cell_and_the_miss_ratio_curve(lab, tmp_path, 
     for key, cell in cells.items():
         shares = cell["tier_share"]
         assert cell["lookups"] > 0 and cell["step"]["errors"] == 0, key
+        assert len(cell["batches"]) == 2 and cell["spread"]["hit_ratio"]["n"] == 2, key
         assert sum(v for v in shares.values() if v) == pytest.approx(1.0)
         assert cell["db_queries"] >= 1 and cell["step"]["p99_ms"] > 0
     # Skew and a larger tier 1 both move answers into memory: the curve's shape.

@@ -100,6 +100,18 @@ def test_the_spread_goal_counts_every_published_benchmark(tmp_path):
         "commands in each report and docs/load-testing.md",
         True,
     )
-    shutil.copy(readme.RESULTS / "staleness.json", folder / "staleness.json")
+    staleness = json.loads((readme.RESULTS / "staleness.json").read_text())
+    staleness["meta"]["rounds"] = 1
+    (folder / "staleness.json").write_text(json.dumps(staleness))
     figure, met = spread_goal()
     assert met is False and "single runs: staleness" in figure
+    staleness["meta"]["rounds"] = 3
+    (folder / "staleness.json").write_text(json.dumps(staleness))
+    assert spread_goal()[1] is True
+    sweep = json.loads((readme.RESULTS / "sweep.json").read_text())
+    for batches, verdict in ((1, False), (3, True)):
+        sweep["meta"]["batches"] = batches
+        (folder / "sweep.json").write_text(json.dumps(sweep))
+        figure, met = spread_goal()
+        assert met is verdict, figure
+    assert "sweep (batch means of one run)" in figure

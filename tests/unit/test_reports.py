@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 from random import Random
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,9 @@ from loadtest import (
     locustcsv,
     numbers,
     reportfiles,
+    stalenessreport,
     sweep,
+    sweepreport,
     target,
 )
 from loadtest.errors import BenchError
@@ -78,6 +81,50 @@ def test_staleness_chart_has_no_bar_and_says_none(tmp_path):
         },
     }
     path = charts.staleness_chart(tmp_path / "s.png", rows, 1)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_staleness_rounds_sum_counts_keep_the_worst_and_give_each_mean_its_interval(tmp_path):
+    """A single staleness run carried no spread (issue 20); rounds give each figure
+    the mean of the rounds and its 95 % t-interval, and a round without a stale
+    read gives no staleness figure (left out, not counted as 0)."""
+
+    def round_(stale, p99, worst, qps):
+        return {
+            "reads": 100,
+            "stale_reads": stale,
+            "stale_ratio": stale / 100,
+            "staleness_p50_ms": None if not stale else p99 / 2,
+            "staleness_p99_ms": None if not stale else p99,
+            "staleness_max_ms": None if not stale else worst,
+            "own_reads": 10,
+            "ryw_violations": 1,
+            "db_queries_per_s": qps,
+            "load": {"steps": 1},
+        }
+
+    row = stalenessreport.combine_rounds(
+        [round_(20, 1100.0, 2500.0, 4.0), round_(10, 900.0, 1000.0, 2.0), round_(0, 0, 0, 3.0)]
+    )
+    assert (row["reads"], row["stale_reads"], row["own_reads"], row["ryw_violations"]) == (
+        300,
+        30,
+        30,
+        3,
+    )
+    assert row["staleness_max_ms"] == 2500.0  # the worst of any round
+    assert row["staleness_p99_ms"] == 1000.0 and row["spread"]["staleness_p99_ms"]["n"] == 2
+    # mean 3 of (2, 3, 4), s = 1: 3 ± 4.303 * 1 / sqrt(3)
+    qps = row["spread"]["db_queries_per_s"]
+    assert qps["mean"] == 3.0 and qps["n"] == 3
+    assert math.isclose(qps["high"] - 3.0, 4.303 / math.sqrt(3), rel_tol=1e-3)
+    assert "load" not in row and len(row["rounds"]) == 3
+    table = stalenessreport.table({"ttl": row})
+    assert "1,000.0 (" in table and "of 30" in table
+    assert "(0.00%–" in table, "an interval's low end below 0 is shown cut at 0"
+    single = stalenessreport.combine_rounds([round_(10, 900.0, 1000.0, 2.0)])
+    assert single["spread"] == {} and "(" not in stalenessreport.table({"ttl": single})
+    path = charts.staleness_chart(tmp_path / "s.png", {"ttl": row, "one": single}, 1)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -300,6 +347,80 @@ def test_sweep_cells_cover_both_sweeps_once_grouped_by_settings():
     assert settings == sorted(settings, key=lambda s: (s[1], s[0]))  # fewest reconfigurations
     with pytest.raises(argparse.ArgumentTypeError):
         sweep.skew_list("steep")
+
+
+def test_a_sweep_cell_is_the_mean_of_its_batches_with_their_interval(tmp_path):
+    """The sweep's cells were single figures without spread (issue 20): each is now
+    the mean of back-to-back batches (batch means) with its 95 % t-interval."""
+
+    def batch(memory, hit, qps, p99, errors=0):
+        return {
+            "lookups": 100.0,
+            "tier_share": {
+                "memory": memory,
+                "redis": hit - memory,
+                "database": 1 - hit,
+                "local": 0.0,
+                "none": None,
+            },
+            "hit_ratio": hit,
+            "db_queries": qps * 10,
+            "db_queries_per_s": qps,
+            "step": {"p99_ms": p99, "p999_ms": p99 * 2, "errors": errors, "dropped": 1},
+        }
+
+    cell = sweep.combine_batches(
+        [
+            batch(0.4, 0.8, 2.0, 30.0),
+            batch(0.5, 0.9, 4.0, 50.0, errors=2),
+            batch(0.6, 0.85, 3.0, 40.0),
+        ]
+    )
+    assert cell["lookups"] == 300 and cell["db_queries"] == 90
+    assert cell["step"]["errors"] == 2 and cell["step"]["dropped"] == 3
+    assert math.isclose(cell["tier_share"]["memory"], 0.5) and cell["tier_share"]["none"] is None
+    assert math.isclose(cell["step"]["p99_ms"], 40.0) and math.isclose(cell["hit_ratio"], 0.85)
+    # (2, 3, 4): mean 3, s 1, n 3 -> 3 ± 4.303 / sqrt(3)
+    spread = cell["spread"]["db_queries_per_s"]
+    assert spread["n"] == 3 and math.isclose(spread["high"], 3 + 4.303 / math.sqrt(3), rel_tol=1e-3)
+    assert "share_none" not in cell["spread"] and len(cell["batches"]) == 3
+    data: dict[str, Any] = {
+        "meta": {
+            "started_utc": "2026-12-05 09:00",
+            "machine": "test",
+            "rate": 80.0,
+            "keys": 300,
+            "warmup_s": 2.0,
+            "duration_s": 2.0,
+            "batches": 3,
+            "delay_s": 0.05,
+            "ttl_s": 30,
+            "command": "python -m loadtest.bench sweep",
+        },
+        "cells": [
+            {
+                "skew": "uniform",
+                "tier1": 10,
+                "payload": 256,
+                "sweeps": ["tier1"],
+                "load": {},
+                **cell,
+            }
+        ],
+    }
+    table = sweepreport.table(data, "tier1")
+    assert "50.0 % ± " in table and "3.0 ± " in table and "40 ± " in table
+    assert "batch means" in sweepreport.render_markdown(data)
+    single = sweep.combine_batches([batch(0.4, 0.8, 2.0, 30.0)])
+    assert single["spread"] == {}
+    assert "±" not in sweepreport.table(
+        {**data, "cells": [{**data["cells"][0], **single}]}, "tier1"
+    )
+    # Error bars cut at 0 (no negative rate) and at 100 % (no share above it).
+    assert charts._bar(3.0, {"low": -1.0, "high": 5.0}, 1, math.inf) == (3.0, 2.0)
+    assert charts._bar(90.0, {"low": 0.8, "high": 1.2}, 100, 100.0) == (10.0, 10.0)
+    path = charts.miss_ratio_chart(tmp_path / "sweep.png", data)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # -- report files: figures, tables and chart, written and published together -------
