@@ -183,9 +183,16 @@ def sweep_block(folder: Path) -> str:
             + " |"
         )
     meta = data["meta"]
+    batches = meta.get("batches", 1)
+    spread = (
+        f" (means of {batches} batches of {meta['duration_s']:g} s; their 95 % intervals are "
+        "in [sweep.md](docs/results/sweep.md))"
+        if batches >= 2
+        else ""
+    )
     return (
         f"Tier 1's share of the lookups / DB queries per second, {meta['keys']:,} items, "
-        f"{meta['rate']:g} req/s open loop:\n\n" + "\n".join(lines) + "\n\n" + _footer(meta)
+        f"{meta['rate']:g} req/s open loop{spread}:\n\n" + "\n".join(lines) + "\n\n" + _footer(meta)
     )
 
 
