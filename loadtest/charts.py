@@ -246,9 +246,9 @@ def staleness_chart(path: Path, rows: dict[str, dict], edge_seconds: float | Non
         ("db_queries_per_s", 1, "DB queries/s", False, "{:,.1f}", "database queries/s"),
     )
     for ax, (key, scale, label, log, fmt, title) in zip(axes, panels, strict=True):
-        values = [None if not rows[n].get(key) else rows[n][key] * scale for n in names]
-        if not log:  # 0 DB queries/s is a figure, not "none"
-            values = [rows[n].get(key) for n in names]
+        values = [rows[n].get(key) for n in names]
+        if log:  # no stale read is "none", not a dot at 0 (0 DB queries/s is a figure)
+            values = [None if not v else v * scale for v in values]
         dot_plot(
             ax,
             names,

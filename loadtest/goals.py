@@ -149,12 +149,16 @@ def rows(folder: Path) -> list[tuple[str, str, bool | None]]:
         for name in ("capacity", "hits", "summary", "staleness", "sweep")
         if (data := _json(folder, f"{name}.json"))
     }
-    repeated = sorted(
-        name if data["meta"].get("batches", 0) < 2 else f"{name} (batch means of one run)"
+    spread = {
+        name: data["meta"]
         for name, data in published.items()
         if max(data["meta"].get(k, 0) for k in ("repeats", "rounds", "batches")) >= 2
+    }
+    repeated = sorted(
+        name if meta.get("batches", 0) < 2 else f"{name} (batch means of one run)"
+        for name, meta in spread.items()
     )
-    single = sorted(n for n in published if not any(r.split()[0] == n for r in repeated))
+    single = sorted(set(published) - set(spread))
     out.append(
         (
             "Every published figure carries its spread; each benchmark is one command",

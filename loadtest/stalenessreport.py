@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import charts
 from .numbers import clean
-from .stats import interval
+from .stats import means_with_spread
 
 COLUMNS = (
     ("reads", "reads"),
@@ -52,13 +52,10 @@ def combine_rounds(rounds: list[dict]) -> dict:
         row[key] = sum(values) if values else None
     worst = [r["staleness_max_ms"] for r in rounds if r.get("staleness_max_ms") is not None]
     row["staleness_max_ms"] = max(worst, default=None)
-    spread = {}
-    for key in AVERAGED:
-        found = interval([r[key] for r in rounds if r.get(key) is not None])
-        row[key] = None if found is None else round(found.mean, 4)
-        if found is not None and found.n >= 2:
-            spread[key] = {k: round(v, 4) for k, v in found.to_dict().items()}
-    row["spread"] = spread
+    means, row["spread"] = means_with_spread(
+        {key: [r.get(key) for r in rounds] for key in AVERAGED}, digits=4
+    )
+    row.update(means)
     row["rounds"] = [{k: v for k, v in r.items() if k != "load"} for r in rounds]
     return row
 

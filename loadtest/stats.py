@@ -108,6 +108,28 @@ def interval(values: Sequence[float]) -> Interval | None:
     return Interval(mean, mean - half, mean + half, len(data))
 
 
+def means_with_spread(
+    samples: dict[str, list[float | None]], digits: int | None = None
+) -> tuple[dict[str, float | None], dict[str, dict]]:
+    """Each figure's mean over its samples (None without one), and, for a figure
+    with two samples or more, its 95 % interval (:meth:`Interval.to_dict`):
+    what a benchmark's repeated rounds or batches report. ``digits`` rounds both."""
+    means: dict[str, float | None] = {}
+    spread: dict[str, dict] = {}
+    for name, values in samples.items():
+        found = interval([v for v in values if v is not None])
+        if found is None:
+            means[name] = None
+            continue
+        figures = found.to_dict()
+        if digits is not None:
+            figures = {k: round(v, digits) if k != "n" else v for k, v in figures.items()}
+        means[name] = figures["mean"]
+        if found.n >= 2:
+            spread[name] = figures
+    return means, spread
+
+
 def ratio_interval(values: Sequence[float]) -> Interval | None:
     """Geometric mean and 95 % t-interval of repeated ratios, taken on their
     logarithms: a ratio's interval stays above 0 and is as wide for 2x as for

@@ -47,7 +47,7 @@ from .cliargs import command_line, optional_duration, parse_duration
 from .errors import BenchError
 from .numbers import ms
 from .stack import ROOT, Stack
-from .stats import interval
+from .stats import means_with_spread
 
 DESCRIPTION = (
     "Hit ratio per tier, DB queries/s and p99 across key skew, tier-1 size and payload "
@@ -253,12 +253,8 @@ def combine_batches(batches: list[dict]) -> dict:
             return batch["tier_share"].get(name.removeprefix("share_"))
         return batch["step"].get(name) if name in ("p99_ms", "p999_ms") else batch.get(name)
 
-    means, spread = {}, {}
-    for name in FIGURES:
-        found = interval([v for b in batches if (v := figure(b, name)) is not None])
-        means[name] = None if found is None else found.mean
-        if found is not None and found.n >= 2:
-            spread[name] = found.to_dict()
+    samples = {name: [figure(b, name) for b in batches] for name in FIGURES}
+    means, spread = means_with_spread(samples)
     steps = [b["step"] for b in batches]
     return {
         "lookups": sum(b["lookups"] for b in batches),

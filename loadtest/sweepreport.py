@@ -25,7 +25,7 @@ def _with_spread(cell: dict, name: str, value: float | None, fmt) -> str:
     spread = cell.get("spread", {}).get(name)
     if value is None:
         return "n/a"
-    if not spread or spread["n"] < 2:
+    if not spread:
         return fmt(value)
     half = (spread["high"] - spread["low"]) / 2
     return plus_minus(value, half, fmt)
