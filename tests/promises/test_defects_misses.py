@@ -55,6 +55,19 @@ def test_an_id_above_the_table_gets_404_without_the_slow_query(lab, db):
     assert db.item_queries(5000) == [], "the slow query ran for an id above the table"
 
 
+def test_an_id_above_the_table_asked_just_after_a_database_failure_skips_the_slow_query(lab, db):
+    """Found by the checker (CI, seed 2271205523): a worker that had not learned the table's
+    range asked for it while PostgreSQL failed, and for the next second every id, even one above
+    the table, let the slow query decide: once the database was back, ids 50 and 51 ran it."""
+    worker = lab.worker()
+    db.failing = True
+    assert lab.read(worker, 5000, "ttl").detail == "database_unavailable"
+    db.failing = False
+    failed = len(db.item_queries(5000))
+    assert lab.read(worker, 5000, "ttl").status == 404
+    assert len(db.item_queries(5000)) == failed, "the slow query ran for an id above the table"
+
+
 def test_a_flood_of_absent_ids_leaves_a_real_cold_key_its_fill(lab, db):
     """Old engine (issue 17): a flood of absent ids takes every fill slot, and a real cold key then
     gets 503 overloaded."""

@@ -189,6 +189,76 @@ def test_a_database_that_cannot_say_is_asked_at_most_once_a_second():
     assert db.asked == 2
 
 
+class _SpiedLock:
+    """A lock that says when someone has to wait for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.contended = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.locked():
+            self.contended.set()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_before_the_slow_query_a_range_never_learned_is_asked_again_at_once():
+    """The once-a-second limit spares the cheap check in front of the cache, not the slow
+    query: right after a failed lookup, a read that is about to query asks again, so an id
+    above the table never reaches the database once it is back."""
+    now = [100.0]
+    db = _RangeOnlyDatabase(None)
+    sources = LabSources(db, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert sources.may_exist(5000) and db.asked == 1  # down: cannot tell
+    db.highest = 1000
+    assert sources.may_exist(5000) and db.asked == 1  # the cheap check keeps its limit
+    assert not sources.may_exist(5000, querying=True) and db.asked == 2
+    assert not sources.may_exist(5001, querying=True) and db.asked == 2  # learned: no more asks
+
+
+def test_a_query_waits_for_the_lookup_in_flight_and_takes_its_answer():
+    """Reads about to query while the range is unknown queue behind the one lookup (bounded by
+    its budget) instead of letting the query decide; its answer, even "cannot tell", serves
+    them all without a second lookup each."""
+    now = [100.0]
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowDatabase(_RangeOnlyDatabase):
+        def max_item_id(self) -> int:
+            entered.set()
+            assert release.wait(5)
+            return super().max_item_id()
+
+    for highest, expected in ((1000, False), (None, True)):
+        entered.clear()
+        release.clear()
+        db = SlowDatabase(highest)
+        sources = LabSources(db, clock=lambda: now[0])  # type: ignore[arg-type]
+        sources._lock = lock = _SpiedLock()  # type: ignore[assignment]
+        first = threading.Thread(target=sources.may_exist, args=(1,), kwargs={"querying": True})
+        first.start()
+        assert entered.wait(5)
+        answers: list[bool] = []
+        waiter = threading.Thread(
+            target=lambda: answers.append(sources.may_exist(5000, querying=True))  # noqa: B023
+        )
+        waiter.start()
+        assert lock.contended.wait(5), "the second read did not wait for the lookup"
+        release.set()
+        first.join(5)
+        waiter.join(5)
+        assert answers == [expected] and db.asked == 1, (highest, answers, db.asked)
+
+
 def test_one_check_at_a_time_and_the_others_do_not_wait_for_it():
     """While one request re-reads the highest id, the others answer from what is
     known instead of queueing behind it."""

@@ -67,6 +67,38 @@ def test_each_mode_leaves_its_documented_mark(settings, db, services, raw, mode,
         assert left.version == 1
 
 
+@pytest.mark.parametrize(
+    ("mode", "settled"),
+    [("delete", True), ("write-through", True), ("ttl", False), ("notify", False)],
+)
+def test_a_write_that_promises_read_your_writes_answers_after_one_more_round_trip(
+    settings, db, services, monkeypatch, mode, settled
+):
+    """A server sends a write's reply and the tracking invalidations it caused in one pass of
+    its event loop, the writer's reply possibly first: until a later command is answered,
+    another worker may not have them yet, and a GET there right after the PUT would get its
+    old copy. The modes that promise read-your-writes take that round trip last."""
+    service = services(settings, db)
+    key = cached_version_1(service, mode)
+    calls: list[str] = []
+
+    def spy(name: str):
+        real = getattr(service.store, name)
+
+        def recorded(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        return recorded
+
+    for name in ("write", "bury", "settle"):
+        monkeypatch.setattr(service.store, name, spy(name))
+    service.writer.put(ITEM, "new", mode, guarded=True)
+    assert (calls[-1:] == ["settle"]) is settled, calls
+    assert calls.count("settle") == settled
+    assert not settled or service.store.read(key.key).entry.version == 2
+
+
 def test_the_writers_own_copy_is_dropped_when_it_returns(settings, db, services):
     """In ``ttl`` mode Redis keeps version 1 (no invalidation reaches the
     worker), but the writing worker's own copy goes: its next read asks Redis."""

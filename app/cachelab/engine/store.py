@@ -354,6 +354,21 @@ class RedisStore:
         fence = self.next_fence(fence_key, patient=True)
         return self.write(key, tombstone(version, fence, created), px, patient=True)
 
+    def settle(self, key: str) -> None:
+        """One more round trip to ``key``'s server, after a write's cache action
+        and before the write answers (read-your-writes across workers). The
+        server hands a write's reply and the tracking invalidations it caused
+        to their sockets in the same pass of its event loop, in no promised
+        order: the writer's reply can go first, and the server can be
+        descheduled before the rest. A command it answers afterwards was read
+        after that pass ended, so its answer proves every invalidation is on
+        the other workers' sockets, where their next read applies it (tier
+        1's first rule). Patient; a failure changes nothing but the proof."""
+        try:
+            self._call(lambda c: c.pttl(key), key, patient=True)
+        except CacheUnavailable:
+            pass
+
     # -- leases -----------------------------------------------------------------
     def acquire(
         self, lease_key: str, fence_key: str, token: str, px: int, patient: bool = False

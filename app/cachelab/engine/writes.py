@@ -35,7 +35,8 @@ Every mode commits the write to PostgreSQL first (the ``items`` trigger bumps
 ``delete`` and ``write-through`` give read-your-writes: when the PUT has
 returned, the next GET through Nginx returns that version or a newer one
 (the tombstone or new entry is in Redis, and the tracking invalidation has
-been sent to every worker before the PUT's answer; a worker whose tier 1 is
+been sent to every worker before the PUT's answer -- one more round trip to
+Redis proves it, :meth:`.RedisStore.settle`; a worker whose tier 1 is
 not covered reads these items from Redis, never from memory). The cache action
 after the commit is patient -- past the breaker, ``REDIS_RETRY_TIMEOUT_MS`` --
 because the promise depends on it: a Redis that is only slow still takes it.
@@ -119,6 +120,9 @@ class Writer:
                 extra={"key": target.key, "reason": str(exc)[:200]},
             )
             action = "failed"
+        else:
+            if target.read_your_writes:
+                self.store.settle(target.key)
         finally:
             timer.add("cache", started)
         self.tier1.forget(target.key)
