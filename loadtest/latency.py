@@ -1,6 +1,6 @@
 """``python -m loadtest.bench latency``: the same Locust load against each strategy.
 
-    python -m loadtest.bench latency --duration 60s --users 20 --delay 10
+    python -m loadtest.bench latency --rounds 3 --duration 60s --users 20 --delay 10
 
 For each strategy (default: every one in ``cachelab.config.STRATEGIES``) the
 running lab is reconfigured with ``docker compose up -d --wait``
@@ -13,8 +13,13 @@ slow queries counted by PostgreSQL, hit ratio from the app's and Nginx's
 counters) and PNG charts. The original strategy, delay and TTL are put back
 at the end, also after an error.
 
+``--rounds N`` runs every strategy once per round, strategies interleaved (so a
+slow minute of the machine falls on one round of each, not on one strategy),
+each run in ``<strategy>/round-<i>/``; the table gives each figure as the mean
+of the rounds with its 95 % interval (:func:`loadtest.latencyreport.combine_rounds`).
+
 With ``--target URL`` it measures a running deployment it cannot reconfigure
-(:mod:`loadtest.target`): one run, of the strategy the target reports.
+(:mod:`loadtest.target`): the strategy the target reports, once per round.
 
 Thresholds (``--max-fail-ratio``, ``--max-p95-ms``) are checked by the
 locustfile when Locust quits; any breach makes this command exit 1. The p95
@@ -68,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=parse_duration,
         default=60.0,
         help="Locust run time per strategy, e.g. 60s, 2m (default 60s)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds; each runs every strategy once (default 1; 3 for a 95 %% interval)",
     )
     parser.add_argument("--users", type=int, default=20, help="concurrent users (default 20)")
     parser.add_argument(
@@ -195,6 +206,7 @@ def run_strategy(
     apps: int,
     label: str,
     meter: machine.LoadMeter | None = None,
+    directory: str | None = None,
 ) -> RunResult:
     if stack is not None and not args.target:
         settings = {"CACHE_STRATEGY": strategy, "SLOW_QUERY_SECONDS": f"{args.delay:g}"}
@@ -207,7 +219,8 @@ def run_strategy(
     counts = Counts(stack, strategy)
     calls0, lookups0, edge0 = counts.read()
 
-    run_dir = results_dir / strategy
+    directory = directory or strategy
+    run_dir = results_dir / directory
     run_dir.mkdir(parents=True, exist_ok=True)
     command = locust_command(args, host, run_dir, cached=strategy != "none")
     say(
@@ -231,7 +244,7 @@ def run_strategy(
         raise BenchError(
             f"{label}: Locust wrote no requests (exit {code}); last output:\n" + output[-2000:]
         )
-    result = RunResult(strategy=strategy, directory=strategy, duration_s=args.duration)
+    result = RunResult(strategy=strategy, directory=directory, duration_s=args.duration)
     result.started_epoch = started
     result.fill(run_dir)
     result.load = load.to_dict()
@@ -266,22 +279,46 @@ def run_strategy(
     return result
 
 
+def _placed(
+    args: argparse.Namespace, round_: int, strategy: str, index: int, count: int
+) -> tuple[str, str]:
+    """A run's label in the log and its folder under the results."""
+    label = f"[{index}/{count}] {strategy}"
+    if args.rounds == 1:
+        return label, strategy
+    return f"round {round_}/{args.rounds} {label}", f"{strategy}/round-{round_}"
+
+
 def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
     if args.users < 1:
         raise BenchError("--users must be at least 1")
     if args.delay < 0:
         raise BenchError("--delay must not be negative")
+    if args.rounds < 1:
+        raise BenchError("--rounds must be at least 1")
     started = datetime.now(UTC)
     results_dir = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     results_dir.mkdir(parents=True, exist_ok=True)
     if args.target:
         found = target.describe(args)
         say(f"target {found.url}: strategy {found.strategy} ({found.where['label']})")
-        results = [
-            run_strategy(
-                None, found.url, args, found.strategy, results_dir, 1, found.strategy, found.meter()
+        every_run = []
+        for round_ in range(1, args.rounds + 1):
+            label, directory = _placed(args, round_, found.strategy, 1, 1)
+            every_run.append(
+                run_strategy(
+                    None,
+                    found.url,
+                    args,
+                    found.strategy,
+                    results_dir,
+                    1,
+                    label,
+                    found.meter(),
+                    directory,
+                )
             )
-        ]
+        results = [latencyreport.combine_rounds(every_run)]
         where, host, apps, original = found.where, found.url, None, {}
     else:
         stack = stack or lab.lab_stack(args.project)
@@ -295,23 +332,30 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
             f"lab at {host}: {apps} app container(s), current settings "
             + " ".join(f"{k}={v}" for k, v in sorted(original.items()))
         )
-        results = []
+        runs: dict[str, list[RunResult]] = {strategy: [] for strategy in args.strategies}
         try:
-            for index, strategy in enumerate(args.strategies, 1):
-                label = f"[{index}/{len(args.strategies)}] {strategy}"
-                results.append(run_strategy(stack, host, args, strategy, results_dir, apps, label))
+            for round_ in range(1, args.rounds + 1):
+                for index, strategy in enumerate(args.strategies, 1):
+                    label, directory = _placed(args, round_, strategy, index, len(args.strategies))
+                    runs[strategy].append(
+                        run_strategy(
+                            stack, host, args, strategy, results_dir, apps, label, None, directory
+                        )
+                    )
         finally:
             say("restoring " + " ".join(f"{k}={v}" for k, v in sorted(original.items())))
             try:
                 lab.apply_settings(stack, original, apps)
             except Exception as exc:  # noqa: BLE001 - report, but keep the first error
                 say(f"could not restore the original settings: {exc}")
+        every_run = [r for found in runs.values() for r in found]
+        results = [latencyreport.combine_rounds(found) for found in runs.values()]
 
     # Not `import locust`: that monkey-patches this process with gevent.
     from importlib.metadata import version
 
     ttl = args.ttl if args.ttl is not None else original.get("CACHE_TTL_SECONDS", "10")
-    loads = [r.load for r in results]
+    loads = [r.load for r in every_run]
     meta = {
         **machine.run_meta(started, where, args.machine, loads),
         "locust_version": version("locust"),
@@ -320,6 +364,7 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
         "users": args.users,
         "spawn_rate": f"{args.spawn_rate or args.users:g}",
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "wait_min": args.wait_min,
         "wait_max": args.wait_max,
         "delay_s": args.delay,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .charts import dot_plot, finish, pyplot
@@ -24,6 +24,7 @@ class LatencyRun:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # from rounds
 
 
 def read_queries(queries_csv: Path) -> list[tuple[float, float]]:
@@ -138,8 +139,17 @@ def latency_charts(paths: dict[str, Path], runs: list[LatencyRun]) -> None:
         },
         log=True,
         fmt=lambda v: f"{v:,.0f}" if v >= 10 else f"{v:.1f}",
+        errors={
+            name: [run.intervals.get(f"{name}_ms") for run in runs]
+            for name in ("p50", "p95", "p99")
+        },
     )
     ax.set_ylabel("response time, ms (log)")
-    ax.set_title("Response time percentiles over the whole run", fontsize=10)
+    rounds = any(run.intervals for run in runs)
+    ax.set_title(
+        "Response time percentiles over the whole run"
+        + (": means of the rounds, 95 % intervals" if rounds else ""),
+        fontsize=10,
+    )
     ax.legend(fontsize=8)
     finish(fig, paths["latency_summary"])

@@ -18,6 +18,7 @@ from cachelab import metrics
 
 from . import latencycharts, locustcsv
 from .numbers import clean, ms, ratio_text
+from .stats import Interval, means_with_spread, ratio_interval
 
 CACHE_RESULT_NAMES = metrics.RESULTS
 QUERIES_CSV = "db_queries.csv"  # PostgreSQL's count of slow queries, sampled each second
@@ -27,6 +28,7 @@ CHARTS = {
     "requests_per_second": "requests_per_second.png",
     "latency_summary": "latency_summary.png",
 }
+AVERAGED = ("rps", "p50_ms", "p95_ms", "p99_ms", "avg_ms")  # per round: their mean and interval
 
 
 @dataclass
@@ -53,6 +55,10 @@ class RunResult:
     locust_exit_code: int = 0
     threshold_breaches: list[str] = field(default_factory=list)
     load: dict = field(default_factory=dict)
+    # With --rounds: 95 % intervals of the rounds' figures (AVERAGED, hit_ratio,
+    # queries_per_second) and each round's own figures.
+    spread: dict[str, dict] = field(default_factory=dict)
+    rounds: list[dict] = field(default_factory=list)
 
     @property
     def hit_ratio(self) -> float | None:
@@ -84,8 +90,76 @@ class RunResult:
         return self
 
 
+def combine_rounds(runs: list[RunResult]) -> RunResult:
+    """One strategy's row from its rounds (``--rounds``): counts summed (so the hit
+    ratio and DB queries/s are over every round's requests), the worst maximum,
+    and the mean of each round's rate and percentiles, with 95 % t-intervals
+    under ``spread`` (for the hit ratio and DB queries/s too, from the rounds'
+    own values). Charts over time draw the first round."""
+    if not runs:
+        raise ValueError("a strategy needs at least one round")
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    row = RunResult(
+        strategy=first.strategy,
+        directory=first.directory,
+        ttl_s=first.ttl_s,
+        started_epoch=first.started_epoch,
+        requests=sum(r.requests for r in runs),
+        failures=sum(r.failures for r in runs),
+        duration_s=sum(r.duration_s for r in runs),
+        max_ms=max(r.max_ms for r in runs),
+        slow_calls=None
+        if any(r.slow_calls is None for r in runs)
+        else sum(r.slow_calls or 0 for r in runs),
+        cache_results=_summed(r.cache_results for r in runs),
+        edge_results=_summed(r.edge_results for r in runs),
+        failure_reasons={k: int(v) for k, v in _summed(r.failure_reasons for r in runs).items()},
+        locust_exit_code=next((r.locust_exit_code for r in runs if r.locust_exit_code), 0),
+        threshold_breaches=[
+            f"round {i}: {breach}" for i, r in enumerate(runs, 1) for breach in r.threshold_breaches
+        ],
+    )
+    samples: dict[str, list[float | None]] = {
+        key: [None if math.isnan(getattr(r, key)) else getattr(r, key) for r in runs]
+        for key in AVERAGED
+    }
+    samples["hit_ratio"] = [r.hit_ratio for r in runs]
+    samples["queries_per_second"] = [r.queries_per_second for r in runs]
+    means, row.spread = means_with_spread(samples, digits=4)
+    for key in AVERAGED:
+        setattr(row, key, math.nan if means[key] is None else means[key])
+    row.rounds = [
+        {k: v for k, v in r.to_dict().items() if k not in ("spread", "rounds")} for r in runs
+    ]
+    return row
+
+
+def _summed(counts) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for found in counts:
+        for key, value in found.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
 def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
+
+
+def _cell(r: RunResult, key: str, value: float | None, fmt) -> str:
+    """A figure and, from rounds, its 95 % interval, cut where no value can be
+    (below 0; a ratio above 100 %)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    found = r.spread.get(key)
+    text = fmt(value)
+    if not found:
+        return text
+    high = min(found["high"], 1.0) if key == "hit_ratio" else found["high"]
+    low, high = fmt(max(found["low"], 0)), fmt(high)
+    return text if low == high else f"{text} ({low}–{high})"
 
 
 def summary_table(results: list[RunResult]) -> str:
@@ -96,25 +170,49 @@ def summary_table(results: list[RunResult]) -> str:
     ]
     for r in results:
         slow = "n/a" if r.slow_calls is None else str(r.slow_calls)
-        qps = r.queries_per_second
         lines.append(
-            f"| {r.strategy} | {r.requests:,} | {r.rps:,.1f} | {ms(r.p50_ms)} "
-            f"| {ms(r.p95_ms)} | {ms(r.p99_ms)} | {ms(r.max_ms)} | {r.failures} "
-            f"| {slow} | {'n/a' if qps is None else f'{qps:.2f}'} | {_ratio(r.hit_ratio)} |"
+            f"| {r.strategy} | {r.requests:,} | {_cell(r, 'rps', r.rps, lambda v: f'{v:,.1f}')} "
+            f"| {_cell(r, 'p50_ms', r.p50_ms, ms)} | {_cell(r, 'p95_ms', r.p95_ms, ms)} "
+            f"| {_cell(r, 'p99_ms', r.p99_ms, ms)} | {ms(r.max_ms)} | {r.failures} | {slow} "
+            f"| {_cell(r, 'queries_per_second', r.queries_per_second, lambda v: f'{v:.2f}')} "
+            f"| {_cell(r, 'hit_ratio', r.hit_ratio, _ratio)} |"
         )
     return "\n".join(lines)
 
 
-def p50_ratios(results: list[RunResult], baseline: str = "none") -> dict[str, float]:
-    """How many times lower each strategy's p50 is than the baseline's."""
+def p50_ratio_intervals(results: list[RunResult], baseline: str = "none") -> dict[str, Interval]:
+    """How many times lower each strategy's p50 is than the baseline's: over
+    rounds, the geometric mean of each round's ratio (round i of the baseline
+    against round i of the strategy) and its 95 % interval."""
     base = next((r for r in results if r.strategy == baseline), None)
-    if base is None or not base.p50_ms or math.isnan(base.p50_ms):
+    if base is None:
         return {}
-    return {
-        r.strategy: base.p50_ms / r.p50_ms
-        for r in results
-        if r.strategy != baseline and r.p50_ms and not math.isnan(r.p50_ms)
-    }
+    found = {}
+    for r in results:
+        if r.strategy == baseline:
+            continue
+        pairs = (
+            zip(base.rounds, r.rounds, strict=False)
+            if base.rounds and r.rounds
+            else [({"p50_ms": base.p50_ms}, {"p50_ms": r.p50_ms})]
+        )
+        ratios = [
+            b["p50_ms"] / s["p50_ms"]
+            for b, s in pairs
+            if _positive(b.get("p50_ms")) and _positive(s.get("p50_ms"))
+        ]
+        interval = ratio_interval(ratios)
+        if interval is not None:
+            found[r.strategy] = interval
+    return found
+
+
+def _positive(value: float | None) -> bool:
+    return value is not None and not math.isnan(value) and value > 0
+
+
+def p50_ratios(results: list[RunResult], baseline: str = "none") -> dict[str, float]:
+    return {k: v.mean for k, v in p50_ratio_intervals(results, baseline).items()}
 
 
 def render_markdown(meta: dict, results: list[RunResult], links: bool = True) -> str:
@@ -125,8 +223,13 @@ def render_markdown(meta: dict, results: list[RunResult], links: bool = True) ->
         f"- **Machine load**: {meta.get('load_note', 'not recorded')}",
         f"- **Load**: Locust {meta['locust_version']}, scenario `{meta['scenario']}` "
         f"({', '.join(meta['user_classes'])}), {meta['users']} users spawned at "
-        f"{meta['spawn_rate']}/s, {meta['duration_s']:g} s per strategy, think time "
-        f"{meta['wait_min']:g}-{meta['wait_max']:g} s, against {meta['host']}",
+        f"{meta['spawn_rate']}/s, {meta['duration_s']:g} s per strategy"
+        + (
+            f" in each of {meta['rounds']} rounds (every strategy once per round)"
+            if meta.get("rounds", 1) > 1
+            else ""
+        )
+        + f", think time {meta['wait_min']:g}-{meta['wait_max']:g} s, against {meta['host']}",
         f"- **Lab**: slow query {meta['delay_s']:g} s (`SLOW_QUERY_SECONDS`), cache TTL "
         f"{meta['ttl']} (`CACHE_TTL_SECONDS`), {meta['app_containers']} app container(s), "
         f"Redis flushed before each run",
@@ -135,8 +238,15 @@ def render_markdown(meta: dict, results: list[RunResult], links: bool = True) ->
         summary_table(results),
         "",
     ]
-    for strategy, ratio in p50_ratios(results).items():
-        out.append(f"- p50 of `none` / p50 of `{strategy}`: **{ratio_text(ratio)}**")
+    for strategy, ratio in p50_ratio_intervals(results).items():
+        out.append(
+            f"- p50 of `none` / p50 of `{strategy}`: **{ratio_text(ratio.mean)}**"
+            + (
+                f" (95 % CI {ratio_text(ratio.low)}–{ratio_text(ratio.high)}, {ratio.n} rounds)"
+                if ratio.n >= 2
+                else ""
+            )
+        )
     out += [
         "",
         "Columns: *req/s* is the requests that completed over the run's length; the "
@@ -150,7 +260,17 @@ def render_markdown(meta: dict, results: list[RunResult], links: bool = True) ->
         "definition (docs/caching.md): answers from a cache (Nginx's edge cache, a "
         "worker's memory, Redis, or a worker's copy during an outage, fresh or stale) "
         "over every request the lab counted (`cachelab_cache_requests_total`, "
-        "`cachelab_edge_requests_total`).",
+        "`cachelab_edge_requests_total`)."
+        + (
+            " Over rounds: each rate, percentile, DB queries/s and hit ratio is the "
+            "rounds' mean (the hit ratio and DB queries/s over every round's counts) "
+            "with its 95 % t-interval in parentheses; counts are summed, *max* is the "
+            "worst round's, a ratio is the geometric mean of the rounds' own ratios; "
+            "the charts over time draw round 1, the summary chart the means with "
+            "their intervals."
+            if meta.get("rounds", 1) > 1
+            else ""
+        ),
         "",
         "App lookups during each run, by result (`cachelab_cache_requests_total`; "
         "*bypass*/*local* with a cache strategy mean Redis did not answer in time; "
@@ -225,6 +345,11 @@ def chart_series(results_dir: Path, results: list[RunResult]) -> list[latencycha
                 p50_ms=r.p50_ms,
                 p95_ms=r.p95_ms,
                 p99_ms=r.p99_ms,
+                intervals={
+                    key: (found["low"], found["high"])
+                    for key in ("p50_ms", "p95_ms", "p99_ms")
+                    if (found := r.spread.get(key))
+                },
             )
         )
     return runs
@@ -240,6 +365,7 @@ def write_report(results_dir: Path, meta: dict, results: list[RunResult]) -> dic
         "meta": meta,
         "runs": [r.to_dict() for r in results],
         "p50_ratio_vs_none": p50_ratios(results),
+        "p50_ratio_spread": {k: v.to_dict() for k, v in p50_ratio_intervals(results).items()},
     }
     (results_dir / "summary.json").write_text(
         json.dumps(clean(data), indent=2, allow_nan=False, default=str)

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .numbers import interval_text, ms, rate, ratio_text
+from .numbers import interval_text, ms, plus_minus, rate, ratio_text
 from .stack import ROOT
 
 README = ROOT / "README.md"
@@ -61,14 +61,38 @@ def latency_block(folder: Path) -> str:
     ]
     for run in data["runs"]:
         qps = run["slow_calls"] / run["duration_s"] if run.get("slow_calls") is not None else None
-        hit = run.get("hit_ratio")
+        spread = run.get("spread") or {}
+
+        def cell(key: str, value: float | None, fmt: Callable[[float], str]) -> str:
+            found = spread.get(key)  # noqa: B023 - used at once, in this iteration
+            return plus_minus(value, (found["high"] - found["low"]) / 2 if found else None, fmt)
+
         lines.append(
-            f"| `{run['strategy']}` | {rate(run['rps'])} | {_latency(run['p50_ms'])} "
-            f"| {_latency(run['p99_ms'])} | {run.get('slow_calls', 'n/a')} "
-            f"| {'n/a' if qps is None else f'{qps:.2f}'} "
-            f"| {'n/a' if hit is None else f'{hit:.1%}'} |"
+            f"| `{run['strategy']}` | {cell('rps', run['rps'], rate)} "
+            f"| {cell('p50_ms', run['p50_ms'], _latency)} "
+            f"| {cell('p99_ms', run['p99_ms'], _latency)} | {run.get('slow_calls', 'n/a')} "
+            f"| {cell('queries_per_second', qps, lambda v: f'{v:.2f}')} "
+            f"| {_share(run.get('hit_ratio'), spread.get('hit_ratio'))} |"
         )
-    return "\n".join(lines) + "\n\n" + _footer(data["meta"])
+    rounds = data["meta"].get("rounds", 1)
+    note = (
+        f"Means of {rounds} rounds ± the half-width of their 95 % interval (the hit ratio's "
+        "interval in parentheses, where the rounds differ); slow queries summed over the "
+        "rounds.\n"
+        if rounds > 1
+        else ""
+    )
+    return "\n".join(lines) + "\n\n" + note + _footer(data["meta"])
+
+
+def _share(value: float | None, found: dict | None) -> str:
+    """A ratio, with its interval cut to 0–100 %."""
+    if value is None:
+        return "n/a"
+    low, high = (
+        (f"{max(found['low'], 0):.1%}", f"{min(found['high'], 1):.1%}") if found else ("", "")
+    )
+    return f"{value:.1%}" if low == high else f"{value:.1%} ({low}–{high})"
 
 
 def _latency(value: float | None) -> str:

@@ -945,6 +945,8 @@ def test_loadgen_runs_distributed_exempt_from_the_rate_limit_and_reports(rehears
         check=False,
     )
     assert local_open.returncode == 0, _explain(local_open)
+    local_steps = (next((tmp_path / "local-open").iterdir()) / "openloop.jsonl").read_text()
+    assert [json.loads(line)["seed"] for line in local_steps.splitlines()] == [1, 2]
     fetched = run(
         [sys.executable, "-m", "loadtest.loadgen", "fetch", "--bucket", bucket]
         + ["--region", "eu-west-1", "--out", str(tmp_path / "aws-open"), "--target-ms", "500"]
@@ -959,6 +961,7 @@ def test_loadgen_runs_distributed_exempt_from_the_rate_limit_and_reports(rehears
     assert meta["kind"] == "openloop" and meta["keys"] == {"KEYS": "20"} and meta["lab"] == lab
     steps = [json.loads(line) for line in (run_dir / "openloop.jsonl").read_text().splitlines()]
     assert [s["rate"] for s in steps] == [20, 40], steps
+    assert [s["seed"] for s in steps] == [1, 2], "each step draws its own keys"
     for step in steps:  # every request sent on time and answered, none limited
         assert step["dropped"] == 0 and step["errors"] == 0, step
         assert step["requests"] >= 0.9 * step["rate"] * step["duration_s"], step

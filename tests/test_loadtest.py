@@ -10,6 +10,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -392,22 +393,27 @@ def _table(markdown: str) -> dict[str, dict[str, str]]:
 
 
 def _number(cell: str) -> float:
-    return float(cell.replace(",", "").rstrip("%"))
+    """A cell's figure (without the interval that follows it in parentheses)."""
+    return float(cell.split(" (")[0].replace(",", "").rstrip("%"))
 
 
 def test_latency_benchmark_writes_summary_and_charts_with_edge_hits_counted(
     locust_installed, lab, tmp_path, capsys
 ):
-    """`none` and `edge`: the table and charts come from every request Locust made;
-    the edge's hit ratio counts the answers Nginx gave from its own cache."""
+    """`none` and `edge` in two rounds: each round's figures come from every request
+    Locust made in it, the table gives their means with intervals; the edge's hit
+    ratio counts the answers Nginx gave from its own cache."""
     out, docs = tmp_path / "bench", tmp_path / "docs"
+    seconds, rounds = 4, 2
     code = bench.main(
         [
             "latency",
             "--strategies",
             "none,edge",
+            "--rounds",
+            str(rounds),
             "--duration",
-            "8s",
+            f"{seconds}s",
             "--users",
             "3",
             "--delay",
@@ -426,8 +432,8 @@ def test_latency_benchmark_writes_summary_and_charts_with_edge_hits_counted(
     printed = capsys.readouterr().out
     assert code == 0, printed[-3000:]
     for step in (
-        "[1/2] none: configuring",
-        "[2/2] edge: Locust 3 users",
+        "round 1/2 [1/2] none: configuring",
+        "round 2/2 [2/2] edge: Locust 3 users",
         "restoring",
         "p50 none / p50 edge",
     ):
@@ -435,41 +441,57 @@ def test_latency_benchmark_writes_summary_and_charts_with_edge_hits_counted(
 
     summary = (out / "summary.md").read_text()
     assert "**Where**: test stack" in summary and "SLOW_QUERY_SECONDS" in summary
-    assert "**Machine load**:" in summary
+    assert "**Machine load**:" in summary and "in each of 2 rounds" in summary
     table = _table(summary)
     assert set(table) == {"none", "edge"}
     none, edge = table["none"], table["edge"]
     data = json.loads((out / "summary.json").read_text())
+    assert data["meta"]["rounds"] == rounds
     runs = {run["strategy"]: run for run in data["runs"]}
     for strategy, row in table.items():
         run = runs[strategy]
         assert row["failures"] == "0" and run["failures"] == 0
-        with (out / strategy / "requests.csv").open(newline="") as handle:
-            requests_ = list(csv.DictReader(handle))
-        # Every request is the table's source: its count and its one percentile.
-        assert _number(row["requests"]) == run["requests"] == len(requests_) > 0
-        times = [float(r["response_ms"]) for r in requests_]
-        assert run["p50_ms"] == stats.percentile(times, 50)
-        assert run["rps"] == pytest.approx(len(requests_) / 8)
-        assert run["load"]["seconds"] >= 8 and "disturbed" in run["load"]
-        html = (out / strategy / "report.html").read_text()
-        assert "locust" in html.lower() and "hot: /api/version?item=0" in html
+        assert len(run["rounds"]) == rounds
+        total = 0
+        for index, one in enumerate(run["rounds"], 1):
+            folder = out / strategy / f"round-{index}"
+            with (folder / "requests.csv").open(newline="") as handle:
+                requests_ = list(csv.DictReader(handle))
+            # Every request of the round is its source: its count and its one percentile.
+            assert one["requests"] == len(requests_) > 0
+            times = [float(r["response_ms"]) for r in requests_]
+            assert one["p50_ms"] == stats.percentile(times, 50)
+            assert one["rps"] == pytest.approx(len(requests_) / seconds)
+            assert one["load"]["seconds"] >= seconds and "disturbed" in one["load"]
+            html = (folder / "report.html").read_text()
+            assert "locust" in html.lower() and "hot: /api/version?item=0" in html
+            total += len(requests_)
+        assert _number(row["requests"]) == run["requests"] == total
+        means = [statistics.fmean(r[key] for r in run["rounds"]) for key in ("p50_ms", "rps")]
+        assert [run["p50_ms"], run["rps"]] == pytest.approx(means, rel=1e-3)
+        assert run["spread"]["p50_ms"]["n"] == rounds
     # Uncached: every request waited for the slow query, each one a slow_version call.
     assert _number(none["p50 ms"]) >= DELAY_MS * 0.9
-    assert none["hit ratio"] == "0.0%"
+    assert none["hit ratio"].startswith("0.0%")
     assert _number(none["slow queries"]) >= runs["none"]["requests"]
-    assert _number(none["DB queries/s"]) == pytest.approx(_number(none["slow queries"]) / 8, 0.02)
-    # The edge: one cold fill, then hits, most of them Nginx's own (never seen by the app).
+    assert _number(none["DB queries/s"]) == pytest.approx(
+        _number(none["slow queries"]) / (seconds * rounds), 0.02
+    )
+    # The edge: one cold fill per round, then hits, most of them Nginx's own (never seen by
+    # the app).
     assert _number(edge["p50 ms"]) * 20 < _number(none["p50 ms"])
-    assert 1 <= _number(edge["slow queries"]) <= 3
+    assert 1 <= _number(edge["slow queries"]) <= 3 * rounds
     edge_served = sum(runs["edge"]["edge_results"].get(k, 0) for k in ("hit", "updating"))
     app_lookups = sum(runs["edge"]["cache_results"].values())
     assert edge_served > app_lookups > 0, runs["edge"]
     assert edge_served + app_lookups >= runs["edge"]["requests"]  # nothing unaccounted for
     assert _number(edge["hit ratio"]) >= 80
     assert data["p50_ratio_vs_none"]["edge"] > 20
+    assert data["p50_ratio_spread"]["edge"]["n"] == rounds
     # Two significant figures, not the false precision of a ratio of rounded figures.
-    assert re.search(r"p50 of `none` / p50 of `edge`: \*\*\d(\.\d)?(,?\d)*×\*\*", summary)
+    assert re.search(
+        r"p50 of `none` / p50 of `edge`: \*\*\d(\.\d)?(,?\d)*×\*\* \(95 % CI ", summary
+    )
     found = re.search(r"p50 of `none` / p50 of `edge`: \*\*([\d,.]+)×", summary)
     assert found is not None
     ratio = found.group(1)
@@ -631,7 +653,7 @@ def test_quick_sweep_reports_every_cell_and_the_miss_ratio_curve(lab, tmp_path, 
 def test_target_runs_the_strategy_the_target_has_and_says_where(
     locust_installed, lab, tmp_path, capsys
 ):
-    """--target measures a running deployment as it is: no reconfiguring."""
+    """--target measures a running deployment as it is, in rounds: no reconfiguring."""
     out = tmp_path / "target"
     settings = bench_lab.current_settings(lab)
     code = bench.main(
@@ -639,8 +661,10 @@ def test_target_runs_the_strategy_the_target_has_and_says_where(
             "latency",
             "--target",
             lab.base_url,
+            "--rounds",
+            "2",
             "--duration",
-            "4s",
+            "3s",
             "--users",
             "2",
             "--results",
@@ -656,6 +680,8 @@ def test_target_runs_the_strategy_the_target_has_and_says_where(
     assert [run["strategy"] for run in data["runs"]] == ["two-tier"]
     assert data["meta"]["where"]["kind"] == "local" and data["meta"]["where"]["tls"] == "off"
     run = data["runs"][0]
+    assert data["meta"]["rounds"] == 2 and len(run["rounds"]) == 2
+    assert run["requests"] == sum(one["requests"] for one in run["rounds"])
     assert run["requests"] > 0 and run["slow_calls"] is None  # the database is not reachable
     assert run["hit_ratio"] > 0.5  # the clients' view, from X-Cache
     assert bench_lab.current_settings(lab) == settings  # nothing was reconfigured

@@ -101,6 +101,7 @@ export function handleSummary(data) {
     rate: RATE,
     duration_s: DURATION,
     vus: VUS,
+    seed: SEED,
     run_ms: data.state.testRunDurationMs,
     requests: value('http_reqs', 'count'),
     errors: value('lab_errors', 'count'),

@@ -181,12 +181,15 @@ __PY__
     for name in LAB_PATH KEYS SKEW FIRST_ITEM; do
       if [ -n "${!name:-}" ]; then settings+=(-e "$name=${!name}"); fi
     done
+    seed=0
     for rate in "$@"; do
+      # each step its own key sequence (k6's SEED; loadtest/loadgen.py does the same)
+      seed=$((seed + 1))
       # virtual users as loadtest/k6run.py's vus_for: 100 ms of requests in flight
       vus=$(((rate * 100 + 999) / 1000)); [ "$vus" -ge 20 ] || vus=20; [ "$vus" -le 1000 ] || vus=1000
       timeout "$((duration + 120))" docker run --rm --name "$NAME_PREFIX-k6" "${hardened[@]}" \
         --entrypoint k6 "$LOCUST_IMAGE" run -q --no-color "${settings[@]}" \
-        -e "RATE=$rate" -e "VUS=$vus" /loadtest/k6/openloop.js >"$dir/k6-$rate.log" 2>&1 || true
+        -e "RATE=$rate" -e "VUS=$vus" -e "SEED=$seed" /loadtest/k6/openloop.js >"$dir/k6-$rate.log" 2>&1 || true
       grep -h '^{"rate"' "$dir/k6-$rate.log" | tail -n 1 >>"$dir/openloop.jsonl" ||
         log "the step at $rate requests/s wrote no summary (k6-$rate.log)"
     done

@@ -189,6 +189,19 @@ def test_a_database_that_cannot_say_is_asked_at_most_once_a_second():
     assert db.asked == 2
 
 
+class _GatedDatabase(_RangeOnlyDatabase):
+    """A lookup that says it started and waits for ``release``."""
+
+    def __init__(self, highest: int | None) -> None:
+        super().__init__(highest)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def max_item_id(self) -> int:
+        self.entered.set()
+        assert self.release.wait(5)
+        return super().max_item_id()
+
+
 class _SpiedLock:
     """A lock that says when someone has to wait for it."""
 
@@ -230,18 +243,9 @@ def test_a_query_waits_for_the_lookup_in_flight_and_takes_its_answer():
     its budget) instead of letting the query decide; its answer, even "cannot tell", serves
     them all without a second lookup each."""
     now = [100.0]
-    entered, release = threading.Event(), threading.Event()
-
-    class SlowDatabase(_RangeOnlyDatabase):
-        def max_item_id(self) -> int:
-            entered.set()
-            assert release.wait(5)
-            return super().max_item_id()
-
     for highest, expected in ((1000, False), (None, True)):
-        entered.clear()
-        release.clear()
-        db = SlowDatabase(highest)
+        db = _GatedDatabase(highest)
+        entered, release = db.entered, db.release
         sources = LabSources(db, clock=lambda: now[0])  # type: ignore[arg-type]
         sources._lock = lock = _SpiedLock()  # type: ignore[assignment]
         first = threading.Thread(target=sources.may_exist, args=(1,), kwargs={"querying": True})
@@ -263,15 +267,8 @@ def test_one_check_at_a_time_and_the_others_do_not_wait_for_it():
     """While one request re-reads the highest id, the others answer from what is
     known instead of queueing behind it."""
     now = [100.0]
-    entered, release = threading.Event(), threading.Event()
-
-    class SlowDatabase(_RangeOnlyDatabase):
-        def max_item_id(self) -> int:
-            entered.set()
-            assert release.wait(5)
-            return super().max_item_id()
-
-    db = SlowDatabase(1000)
+    db = _GatedDatabase(1000)
+    entered, release = db.entered, db.release
     sources = LabSources(db, clock=lambda: now[0])  # type: ignore[arg-type]
     checker = threading.Thread(target=sources.may_exist, args=(1,))
     checker.start()
