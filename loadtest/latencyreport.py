@@ -17,7 +17,7 @@ from pathlib import Path
 from cachelab import metrics
 
 from . import latencycharts, locustcsv
-from .numbers import clean, ms, ratio_text
+from .numbers import clean, ms, ratio_text, with_range
 from .stats import Interval, means_with_spread, ratio_interval
 
 CACHE_RESULT_NAMES = metrics.RESULTS
@@ -153,13 +153,7 @@ def _cell(r: RunResult, key: str, value: float | None, fmt) -> str:
     (below 0; a ratio above 100 %)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    found = r.spread.get(key)
-    text = fmt(value)
-    if not found:
-        return text
-    high = min(found["high"], 1.0) if key == "hit_ratio" else found["high"]
-    low, high = fmt(max(found["low"], 0)), fmt(high)
-    return text if low == high else f"{text} ({low}–{high})"
+    return with_range(value, r.spread.get(key), fmt, 1.0 if key == "hit_ratio" else None)
 
 
 def summary_table(results: list[RunResult]) -> str:

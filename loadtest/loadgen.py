@@ -136,8 +136,8 @@ def run_open_loop(
     with labload.LabLoad(url) as load, (directory / "openloop.jsonl").open("w") as steps:
         # Each step draws its keys from its own seed (as loadgen.sh's): with one,
         # every step replayed the first one's key sequence into a cache it had warmed.
+        settings = {k.lower(): v for k, v in keys.items()}
         for seed, rate in enumerate(rates, 1):
-            settings = {k.lower(): v for k, v in keys.items()}
             step = k6.run(url, rate, seconds, seed=seed, **settings)
             steps.write(json.dumps(step.summary) + "\n")
     (directory / "run.json").write_text(

@@ -70,6 +70,19 @@ def interval_text(cell: dict | None, fmt=rate, unit: str = "") -> str:
     return f"{text} {unit}" if unit and text != "n/a" else text
 
 
+def with_range(value: float, found: dict | None, fmt, top: float | None = None) -> str:
+    """``value (low–high)``: a figure and its 95 % interval (``found``: ``low``,
+    ``high``), cut where no value can be (below 0; above ``top``); the figure
+    alone without an interval, or where the interval shows no spread at the
+    figure's precision."""
+    text = fmt(value)
+    if not found:
+        return text
+    high = found["high"] if top is None else min(found["high"], top)
+    low, high = fmt(max(found["low"], 0)), fmt(high)
+    return text if low == high else f"{text} ({low}–{high})"
+
+
 def clean(value):
     """JSON has no NaN: missing figures become null."""
     if isinstance(value, float) and math.isnan(value):

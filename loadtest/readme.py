@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .numbers import interval_text, ms, plus_minus, rate, ratio_text
+from .numbers import interval_text, ms, plus_minus, rate, ratio_text, with_range
 from .stack import ROOT
 
 README = ROOT / "README.md"
@@ -89,10 +89,7 @@ def _share(value: float | None, found: dict | None) -> str:
     """A ratio, with its interval cut to 0–100 %."""
     if value is None:
         return "n/a"
-    low, high = (
-        (f"{max(found['low'], 0):.1%}", f"{min(found['high'], 1):.1%}") if found else ("", "")
-    )
-    return f"{value:.1%}" if low == high else f"{value:.1%} ({low}–{high})"
+    return with_range(value, found, lambda v: f"{v:.1%}", top=1.0)
 
 
 def _latency(value: float | None) -> str:

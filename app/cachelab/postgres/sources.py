@@ -87,10 +87,11 @@ class LabSources:
         known = self._max_id
         if known is not None and item_id <= known:
             return True
+        must_ask = querying and known is None
         lookups_seen = self._lookups
-        if not (querying and known is None) and self._checked_recently():
+        if not must_ask and self._checked_recently():
             return known is None or item_id <= known
-        if querying and known is None:
+        if must_ask:
             acquired = self._lock.acquire(timeout=_LOOKUP_WAIT_SECONDS)
         else:
             acquired = self._lock.acquire(blocking=False)
