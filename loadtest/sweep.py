@@ -136,7 +136,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--delay", type=float, default=0.05, help="SLOW_QUERY_SECONDS (default 0.05)"
     )
-    parser.add_argument("--ttl", type=int, default=30, help="CACHE_TTL_SECONDS (default 30)")
+    parser.add_argument(
+        "--ttl",
+        type=int,
+        default=None,
+        help="CACHE_TTL_SECONDS (default: --duration, so each batch is one expiry cycle)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -273,6 +278,26 @@ def combine_batches(batches: list[dict]) -> dict:
     }
 
 
+def steady_ttl(ttl: int | None, warmup: float, duration: float) -> int:
+    """The TTL, checked so that the batches are of one steady run.
+
+    Entries expire in waves, one TTL after the fills that made them: a batch that
+    spans whole TTL cycles, after a warm-up of at least one, sees the same share
+    of expiries as every other. Otherwise the batches differ by where the first
+    wave falls (with a 30 s TTL, 10 s of warm-up and three 10 s batches, only the
+    third saw it) and their interval measures that, not noise. The default TTL is
+    the batch's length."""
+    ttl = ttl if ttl is not None else int(duration)
+    if ttl < 1 or duration != int(duration) or int(duration) % ttl or warmup < ttl:
+        raise BenchError(
+            f"--ttl {ttl} with --warmup {warmup:g}s and --duration {duration:g}s: each "
+            "batch must span whole TTL cycles after a warm-up of at least one (--duration "
+            "a whole multiple of --ttl, --warmup at least --ttl), or its batch means are "
+            "not of one steady run"
+        )
+    return ttl
+
+
 def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
     if args.quick:
         for key, value in QUICK.items():
@@ -281,6 +306,7 @@ def run(args: argparse.Namespace, stack: Stack | None = None) -> int:
         raise BenchError("--keys must be between 1 and 100000 (ITEM_COUNT)")
     if args.batches < 1:
         raise BenchError("--batches must be at least 1")
+    args.ttl = steady_ttl(args.ttl, args.warmup, args.duration)
     started = datetime.now(UTC)
     out = args.results or ROOT / "results" / started.strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,12 @@ ordered so that tests with the same settings run one after another. Tests
 marked ``@pytest.mark.engines`` run once per cache engine (Valkey, Redis 7):
 only those whose outcome depends on what the cache server does.
 
-Hooks. The unit layer runs first, the AWS layer last; under ``CI=true`` a skip
+Hooks. The unit layer runs first, the AWS layer last; work that mostly waits
+(mypy, the unit layer's Valkey Cluster, the moto apply/destroy) starts as the
+session is collected and runs beside the tests; under ``CI=true`` a skip
 fails the run; every run records each test's duration (setup, call and
-teardown) in results/test-durations.json and prints the slowest 30.
+teardown), the background work's and the session's wall time in
+results/test-durations.json and prints the slowest 30.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,11 @@ from tests.unit.valkey_cluster import start_cluster, stop_cluster
 
 DURATIONS_FILE = ROOT / "results" / "test-durations.json"
 SLOWEST_SHOWN = 30
+MOTO_TEST = "test_apply_and_destroy_against_moto"
+# work started as the session begins, by name: what stops it and gives its wall time
+_background: dict[str, Callable[[], float | None]] = {}
+_background_seconds: dict[str, float | None] = {}
+_session: dict[str, float] = {}  # the session's start and wall time (monotonic clock)
 
 
 # -- layers, order, skips, durations -----------------------------------------------------
@@ -56,6 +64,10 @@ def uses_single(item: pytest.Item) -> bool:
     the cluster's."""
     names = getattr(item, "fixturenames", ())
     return "stack" in names or ("lab" in names and "cluster_lab" not in names)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _session["started"] = time.monotonic()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -89,8 +101,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The type check (a subprocess) and the unit layer's Valkey Cluster start
-    now and run beside the unit layer, which mostly waits on sockets; the tests
-    that need them collect them. And the last
+    now and run beside the unit layer, which mostly waits on sockets; so do the
+    moto apply/destroy's two deployments (the AWS layer's five minutes, nearly
+    all the provider's fixed waits), which end beside the promise checker's
+    fixed five minutes. The tests that need them collect them. And the last
     test that uses each kind of stack is known now (the run's final order)."""
     _last_users.clear()
     for item in session.items:
@@ -100,6 +114,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:
         if isinstance(item, pytest.Function) and item.name == "test_mypy_finds_no_type_errors":
             item.module.start_type_check()
+    for item in session.items:
+        if isinstance(item, pytest.Function) and item.name.startswith(MOTO_TEST):
+            _background[MOTO_TEST] = item.module.stop_deployments
+            item.module.start_deployments()
+            break
     if any("valkey_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
         start_cluster()
 
@@ -126,6 +145,10 @@ def _record_duration(item: pytest.Item, report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     stop_cluster()
+    for name, stop in _background.items():
+        _background_seconds[name] = stop()
+    background = dict(_background_seconds)
+    _session["wall"] = round(time.monotonic() - _session.get("started", time.monotonic()), 1)
     if not _durations:
         return
     by_layer: dict[str, float] = {}
@@ -138,7 +161,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         json.dumps(
             {
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "wall_seconds": _session["wall"],  # collection included
                 "seconds_by_layer": by_layer,
+                # wall time of work started as the session began, beside the tests
+                # (its tests' own figures are only their wait for it)
+                "background_seconds": background,
                 "tests": tests,
             },
             indent=1,
@@ -162,6 +189,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         + ", ".join(f"{layer} {seconds:.0f}s" for layer, seconds in sorted(totals.items()))
         + f"; every test's figure in {DURATIONS_FILE.relative_to(ROOT)}"
     )
+    for name, seconds in _background_seconds.items():
+        if seconds is not None:
+            write(f"in the background, beside the tests: {name} {seconds:.0f}s (wall)")
+    write(f"the whole session: {_session.get('wall', 0):.0f}s (wall, collection included)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

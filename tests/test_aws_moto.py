@@ -44,8 +44,10 @@ import gzip
 import json
 import re
 import shutil
+import subprocess
+import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,13 +59,14 @@ from tests.aws.standins import (
     TF_DIR,
     Janitor,
     boto3_client,
+    kill_all,
     run,
     shellcheck,
     start_moto,
 )
-from tests.test_terraform import _terraform, tf_env  # noqa: F401 - tf_env is a fixture
+from tests.helpers import docker_ready
+from tests.test_terraform import _terraform, terraform_env, tf_env  # noqa: F401 - a fixture
 
-# The three deployments run in the module fixture, inside the first test's time.
 pytestmark = [pytest.mark.aws, pytest.mark.slow, pytest.mark.timeout(3000)]
 
 TAG = "c-0123456789ab"
@@ -146,8 +149,17 @@ def _override(endpoint: str) -> str:
 
 
 class Deployment:
-    def __init__(self, name: str, variables: dict, workdir: Path, env: dict, endpoint: str):
+    def __init__(
+        self,
+        name: str,
+        variables: dict,
+        workdir: Path,
+        env: dict,
+        endpoint: str,
+        running: set[subprocess.Popen],
+    ):
         self.name, self.variables, self.env, self.endpoint = name, variables, env, endpoint
+        self.running = running  # its Terraform processes, killed if the session ends first
         root = workdir / name
         root.mkdir()
         shutil.copy2(ROOT / "compose.yaml", root / "compose.yaml")  # ec2.tf embeds ../compose.yaml
@@ -174,6 +186,7 @@ class Deployment:
                 cwd=self.dir,
                 timeout=timeout,
                 check=check,
+                running=self.running,
             )
             log = self.dir.parent / f"{len(self.figures.get('phases', [])):02d}-{args[0]}.log"
             log.write_text(proc.stdout + proc.stderr)
@@ -284,6 +297,7 @@ class Deployment:
             env=self.env,
             cwd=self.dir,
             timeout=900,
+            running=self.running,
         )
         self.figures["destroy_seconds"] = round(time.monotonic() - started, 1)
         self.phase("destroy.sh", started)
@@ -536,35 +550,104 @@ class Deployment:
         self.figures["loadgen_user_data_bytes"] = len(data)
 
 
-@pytest.fixture(scope="module")
-def deployments(docker_available, tf_env, tmp_path_factory):  # noqa: F811 - tf_env is the fixture
-    import docker
+class Deployments:
+    """Both scenarios' deploy-and-destroy, each on a thread of its own.
 
-    janitor = Janitor(docker.from_env())
-    workdir = tmp_path_factory.mktemp("aws-moto")
-    results: dict[str, object] = {}
-    try:
-        runs = {}
-        for name, variables in SCENARIOS.items():
+    Started once per session, as early as it can be: tests/conftest.py starts
+    it as soon as the session is collected, so that its five minutes (nearly
+    all the provider's fixed waits, about half a core on average) run beside
+    the unit layer and the promise checker, whose five minutes are a fixed
+    budget; the tests below collect the results. Run alone, the fixture starts
+    it. If the session ends first, :meth:`stop` kills its Terraform processes
+    and removes its moto servers."""
+
+    def __init__(self) -> None:
+        import docker
+
+        self.janitor = Janitor(docker.from_env())
+        self.workdir = Path(tempfile.mkdtemp(prefix="cachelab-aws-moto-"))
+        self.env = terraform_env(self.workdir)
+        self.running: set[subprocess.Popen] = set()
+        self.results: dict[str, object] = {}
+        self.started = time.monotonic()
+        self.finished: dict[str, float] = {}
+        self.seconds: float | None = None
+        self.threads = [
+            threading.Thread(target=self._deploy, args=(name,), name=f"moto-{name}", daemon=True)
+            for name in SCENARIOS
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _deploy(self, name: str) -> None:
+        try:
             # Unique on an engine shared by several checkouts (a tmp dir's name is not).
-            endpoint = start_moto(janitor, project_name(f"moto-{name}"))
-            runs[name] = Deployment(name, variables, workdir, tf_env, endpoint)
-        with ThreadPoolExecutor(max_workers=len(runs)) as pool:
-            futures = {name: pool.submit(d.deploy_and_destroy) for name, d in runs.items()}
-            for name, future in futures.items():
-                try:
-                    results[name] = future.result(timeout=2700)
-                except Exception as exc:  # noqa: BLE001 - reported by that scenario's test
-                    results[name] = exc
+            endpoint = start_moto(self.janitor, project_name(f"moto-{name}"))
+            deployment = Deployment(
+                name, SCENARIOS[name], self.workdir, self.env, endpoint, self.running
+            )
+            self.results[name] = deployment.deploy_and_destroy()
+        except BaseException as exc:  # noqa: BLE001 - reported by that scenario's test
+            self.results[name] = exc
+        finally:
+            self.finished[name] = time.monotonic()
+
+    def collect(self, timeout: float) -> dict[str, object]:
+        """Wait for both (at most ``timeout`` seconds in all), record, clean up."""
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for name in SCENARIOS:
+            self.results.setdefault(name, TimeoutError(f"{name}: not done in {timeout:g} s"))
+        self.stop()
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(
             json.dumps(
-                {n: (r if isinstance(r, dict) else repr(r)) for n, r in results.items()}, indent=2
+                {
+                    "wall_seconds": self.seconds,
+                    **{n: (r if isinstance(r, dict) else repr(r)) for n, r in self.results.items()},
+                },
+                indent=2,
             )
         )
-        yield results
-    finally:
-        janitor.cleanup()
+        return self.results
+
+    def stop(self) -> None:
+        if self.seconds is None:
+            done = len(self.finished) == len(SCENARIOS)
+            last = max(self.finished.values()) if done else time.monotonic()
+            self.seconds = round(last - self.started, 1)
+        kill_all(self.running)
+        self.janitor.cleanup()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_deployments: Deployments | None = None
+
+
+def start_deployments() -> Deployments | None:
+    """The session's deployments, started now if they were not; None where
+    Docker or Terraform is missing (the fixture's own checks then say so)."""
+    global _deployments
+    if _deployments is None and docker_ready() and shutil.which("terraform"):
+        _deployments = Deployments()
+    return _deployments
+
+
+def stop_deployments() -> float | None:
+    """At the session's end: stop whatever still runs; their wall time, if started."""
+    if _deployments is None:
+        return None
+    _deployments.stop()
+    return _deployments.seconds
+
+
+@pytest.fixture(scope="module")
+def deployments(docker_available, tf_env):  # noqa: F811 - tf_env is the fixture
+    _terraform()  # skips (fails under CI) where Terraform is missing
+    started = start_deployments()
+    assert started is not None
+    return started.collect(timeout=2700)
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))

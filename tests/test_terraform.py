@@ -130,8 +130,10 @@ def _blocks(text: str, kind: str, type_: str | None = None):
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def tf_env(tmp_path_factory) -> dict:
+def terraform_env(scratch: Path) -> dict:
+    """Terraform's environment for the suites: no prompts, no checkpoint calls, the
+    provider from a filesystem mirror (an rc file written into ``scratch``) when
+    TF_CLI_CONFIG_FILE names none."""
     env = dict(os.environ)
     env.update(TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1", TF_INPUT="0")
     env.pop("TF_WORKSPACE", None)
@@ -139,7 +141,7 @@ def tf_env(tmp_path_factory) -> dict:
     if not configured or not Path(configured).is_file():
         mirror = Path(env.get("TF_PLUGIN_MIRROR", "/opt/tf-plugins"))
         if mirror.is_dir():
-            rc = tmp_path_factory.mktemp("tfrc") / "terraform.rc"
+            rc = scratch / "terraform.rc"
             rc.write_text(
                 "provider_installation {\n"
                 "  filesystem_mirror {\n"
@@ -150,6 +152,11 @@ def tf_env(tmp_path_factory) -> dict:
             )
             env["TF_CLI_CONFIG_FILE"] = str(rc)
     return env
+
+
+@pytest.fixture(scope="module")
+def tf_env(tmp_path_factory) -> dict:
+    return terraform_env(tmp_path_factory.mktemp("tfrc"))
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import string
 import subprocess
 from dataclasses import dataclass, field
@@ -81,22 +82,50 @@ def run(
     timeout: float = 600,
     cwd: Path = ROOT,
     check: bool = True,
+    running: set[subprocess.Popen] | None = None,
 ) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
+    """``cmd``'s output; an AssertionError with both streams' tails when it fails.
+    With ``running``, the process is in that set while it runs, in a session of
+    its own, so that :func:`kill_all` can stop it with its children."""
+    with subprocess.Popen(
         cmd,
         cwd=cwd,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
         stdin=subprocess.DEVNULL,
-    )
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=running is not None,
+    ) as proc:
+        if running is not None:
+            running.add(proc)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            if running is not None:
+                kill_all({proc})
+            else:
+                proc.kill()
+            proc.communicate()
+            raise
+        finally:
+            if running is not None:
+                running.discard(proc)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"$ {' '.join(cmd)}\nexit {proc.returncode}\n--- stdout ---\n"
-            f"{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+            f"{stdout[-6000:]}\n--- stderr ---\n{stderr[-6000:]}"
         )
-    return proc
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def kill_all(processes: set[subprocess.Popen]) -> None:
+    """SIGKILL each process's group (Terraform and its provider plugins)."""
+    for proc in list(processes):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
 
 
 @dataclass

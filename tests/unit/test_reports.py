@@ -349,6 +349,21 @@ def test_sweep_cells_cover_both_sweeps_once_grouped_by_settings():
         sweep.skew_list("steep")
 
 
+def test_each_sweep_batch_spans_whole_ttl_cycles_after_a_warm_up_of_one():
+    """The published sweep ran 10 s of warm-up and three 10 s batches with a 30 s
+    TTL: only the third batch saw the first expiries, so the batch means were not
+    of one steady run. The TTL now defaults to the batch's length, and a TTL the
+    batches do not span whole is refused."""
+    assert sweep.steady_ttl(None, warmup=10.0, duration=10.0) == 10
+    assert sweep.steady_ttl(None, warmup=2.0, duration=2.0) == 2  # the CI profile
+    assert sweep.steady_ttl(5, warmup=5.0, duration=20.0) == 5
+    for ttl, warmup, duration in ((30, 10.0, 10.0), (4, 10.0, 10.0), (10, 5.0, 10.0)):
+        with pytest.raises(BenchError, match="whole TTL cycles"):
+            sweep.steady_ttl(ttl, warmup=warmup, duration=duration)
+    with pytest.raises(BenchError, match="--ttl 2 with --warmup 2s and --duration 2.5s"):
+        sweep.steady_ttl(None, warmup=2.0, duration=2.5)
+
+
 def test_a_sweep_cell_is_the_mean_of_its_batches_with_their_interval(tmp_path):
     """The sweep's cells were single figures without spread (issue 20): each is now
     the mean of back-to-back batches (batch means) with its 95 % t-interval."""
