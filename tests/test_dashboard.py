@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,8 +90,42 @@ def scraped(lab, name: str, expected: dict[str, float], before: dict[str, float]
     return wait_until(moved, 30, interval=0.5, message=f"Prometheus' {name} to move by {expected}")
 
 
+def in_step(lab, name: str, source: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """Prometheus' figure ``name`` once it agrees with what its ``source`` counts
+    now. Read sooner, it may lag the last test's requests (the exporters are
+    scraped every 2 to 5 s) or, after the lab fixture recreated the app, still
+    hold the replaced container's counts or lack the new one's (DNS discovery
+    every 2 s): then no later reading moves by exactly what a test sent."""
+
+    def agreed() -> dict | None:
+        now, counted = figure(lab, name), source()
+        return now if all(now.get(k, 0) == v for k, v in counted.items()) else None
+
+    return wait_until(agreed, 30, interval=0.5, message=f"Prometheus' {name} to match its source")
+
+
+def app_counts(lab, *results: str) -> Callable[[], dict[str, float]]:
+    """What the running app containers count now, by result."""
+
+    def counted() -> dict[str, float]:
+        own = lab.app_metrics()
+        return {r: metric(own, "cachelab_cache_requests_total", result=r) for r in results}
+
+    return counted
+
+
+def postgres_counts(lab) -> dict[str, float]:
+    """The slow statements PostgreSQL has finished (pg_stat_statements)."""
+    queries = ", ".join(f"'{query}'" for query in SLOW_STATEMENTS.values())
+    calls = lab.psql(
+        f"SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query IN ({queries})"
+    )
+    return {"": float(calls)}
+
+
 def test_prometheus_counts_what_was_sent_and_postgres_counts_the_query(lab):
-    results, slow = figure(lab, "results_total"), figure(lab, "slow_calls_total")
+    results = in_step(lab, "results_total", app_counts(lab, "hit", "miss", "stale", "collapsed"))
+    slow = in_step(lab, "slow_calls_total", lambda: postgres_counts(lab))
     item = 4242  # the lab fixture flushed Redis: a cold key
     assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "MISS"
     for _ in range(5):
@@ -225,7 +260,7 @@ def test_prometheus_finds_every_replica_and_counts_only_those_up(lab):
         interval=0.5,
         message="Prometheus to scrape both app containers",
     )
-    before = figure(lab, "results_total")
+    before = in_step(lab, "results_total", app_counts(lab, "hit", "miss"))
     item = 4343
     assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "MISS"
     for _ in range(9):
