@@ -605,6 +605,7 @@ class Deployments:
             json.dumps(
                 {
                     "wall_seconds": self.seconds,
+                    "logs": str(self.workdir),
                     **{n: (r if isinstance(r, dict) else repr(r)) for n, r in self.results.items()},
                 },
                 indent=2,
@@ -619,7 +620,10 @@ class Deployments:
             self.seconds = round(last - self.started, 1)
         kill_all(self.running)
         self.janitor.cleanup()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        # Each command's output stays beside its working directory (the
+        # provider's copies, hundreds of MB, go).
+        for plugins in self.workdir.glob("*/terraform/.terraform"):
+            shutil.rmtree(plugins, ignore_errors=True)
 
 
 _deployments: Deployments | None = None

@@ -12,7 +12,7 @@ import pytest
 
 from loadtest.stack import ROOT
 
-SOURCES = ["app/cachelab", "loadtest", "tests"]
+SOURCES = ["app/cachelab", "app/gunicorn.conf.py", "loadtest", "tests"]
 TYPED = SOURCES
 CONFIG = str(ROOT / "app" / "pyproject.toml")
 TOOLS = Path(sys.executable).parent
