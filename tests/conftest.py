@@ -111,14 +111,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         for topology, used in (("single", uses_single(item)), ("cluster", uses_cluster(item))):
             if used:
                 _last_users[topology] = item.nodeid
+    if session.config.option.collectonly:
+        return  # nothing runs: start nothing
     for item in session.items:
-        if isinstance(item, pytest.Function) and item.name == "test_mypy_finds_no_type_errors":
+        if not isinstance(item, pytest.Function):
+            continue
+        if item.name == "test_mypy_finds_no_type_errors":
             item.module.start_type_check()
-    for item in session.items:
-        if isinstance(item, pytest.Function) and item.name.startswith(MOTO_TEST):
+        elif item.name.startswith(MOTO_TEST) and MOTO_TEST not in _background:
             _background[MOTO_TEST] = item.module.stop_deployments
             item.module.start_deployments()
-            break
     if any("valkey_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
         start_cluster()
 
@@ -147,7 +149,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     stop_cluster()
     for name, stop in _background.items():
         _background_seconds[name] = stop()
-    background = dict(_background_seconds)
     _session["wall"] = round(time.monotonic() - _session.get("started", time.monotonic()), 1)
     if not _durations:
         return
@@ -165,7 +166,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 "seconds_by_layer": by_layer,
                 # wall time of work started as the session began, beside the tests
                 # (its tests' own figures are only their wait for it)
-                "background_seconds": background,
+                "background_seconds": _background_seconds,
                 "tests": tests,
             },
             indent=1,

@@ -114,18 +114,11 @@ def app_counts(lab, *results: str) -> Callable[[], dict[str, float]]:
     return counted
 
 
-def postgres_counts(lab) -> dict[str, float]:
-    """The slow statements PostgreSQL has finished (pg_stat_statements)."""
-    queries = ", ".join(f"'{query}'" for query in SLOW_STATEMENTS.values())
-    calls = lab.psql(
-        f"SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query IN ({queries})"
-    )
-    return {"": float(calls)}
-
-
 def test_prometheus_counts_what_was_sent_and_postgres_counts_the_query(lab):
     results = in_step(lab, "results_total", app_counts(lab, "hit", "miss", "stale", "collapsed"))
-    slow = in_step(lab, "slow_calls_total", lambda: postgres_counts(lab))
+    slow = in_step(
+        lab, "slow_calls_total", lambda: {"": float(sum(map(lab.slow_calls, SLOW_STATEMENTS)))}
+    )
     item = 4242  # the lab fixture flushed Redis: a cold key
     assert lab.get(f"/api/version?item={item}").headers["X-Cache"] == "MISS"
     for _ in range(5):
