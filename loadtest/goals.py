@@ -54,15 +54,17 @@ def rows(folder: Path) -> list[tuple[str, str, bool | None]]:
         )
     else:
         out.append(("two-tier ≥ 3× Flask-Caching (open loop, p99 target)", "n/a", None))
-    closed = (pure.get("two-tier") or {}).get("rps") or {}
-    closed_rps = closed.get("mean") or systems.get("two-tier", {}).get("closed_rps")
+    # Both rates from one run: the capacity run's own closed-loop probe (wrk), not
+    # the hits benchmark's, which ran at another time under other load (a quiet
+    # open loop over a contended closed loop read 52 % where the run itself had 37 %).
+    closed_rps = systems.get("two-tier", {}).get("closed_rps")
     if two and two.get("knee_rps") and closed_rps:
         share = two["knee_rps"] / closed_rps
         out.append(
             (
                 "… and at least half of two-tier's own closed-loop rate",
-                f"{rate(two['knee_rps'])} of {rate(closed_rps)} req/s: {share:.0%}"
-                + _contended(capacity, hits),
+                f"{rate(two['knee_rps'])} of {rate(closed_rps)} req/s (wrk, the same run): "
+                f"{share:.0%}" + _contended(capacity),
                 share >= 0.5,
             )
         )

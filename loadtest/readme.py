@@ -217,12 +217,25 @@ def sweep_block(folder: Path) -> str:
     )
 
 
+def before_after_block(folder: Path) -> str:
+    """Issue 20's item 5: the lab as it was before its tuning beside today's, each
+    benchmark in one run (``--before REF``), published to ``before-after/``."""
+    found = folder / "before-after"
+    parts = [
+        render_block(found)
+        for render_block, name in ((capacity_block, "capacity.json"), (hits_block, "hits.json"))
+        if (found / name).exists()
+    ]
+    return "\n".join(parts) if parts else "(no before/after results yet)\n"
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "latency": latency_block,
     "capacity": capacity_block,
     "hits": hits_block,
     "staleness": staleness_block,
     "sweep": sweep_block,
+    "before_after": before_after_block,
 }
 
 

@@ -72,6 +72,17 @@ def _spread_text(meta: dict) -> str:
     )
 
 
+def _priming_text(cells: list[dict]) -> str:
+    """Each key read once before the warm-up, and where a cell's priming lost some."""
+    short = [c for c in cells if c.get("prime") and (c["prime"]["errors"] or c["prime"]["dropped"])]
+    if not short:
+        return "each key read once, "
+    return (
+        f"each key read once (in {len(short)} of {len(cells)} cells some priming requests "
+        "failed or were dropped: their first batch saw those keys' first reads), "
+    )
+
+
 def render_markdown(data: dict) -> str:
     meta = data["meta"]
     out = [
@@ -82,7 +93,8 @@ def render_markdown(data: dict) -> str:
         f"- **Machine load**: {meta.get('load_note', 'not recorded')}",
         f"- **Load**: k6, open loop, {meta['rate']:g} req/s of `GET /api/items/<id>` over "
         f"items 1..{meta['keys']:,}, keys uniform or Zipf (P(rank k) ~ 1/k^s); per cell "
-        f"{meta['warmup_s']:g} s discarded, then "
+        + (_priming_text(data["cells"]) if meta.get("prime") else "")
+        + f"{meta['warmup_s']:g} s discarded, then "
         f"{meta.get('batches', 1)} × {meta['duration_s']:g} s measured"
         + (" (the quick CI profile)" if meta.get("quick") else ""),
         f"- **Lab**: two-tier, slow query {meta['delay_s']:g} s, TTL {meta['ttl_s']} s, Redis "

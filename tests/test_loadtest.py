@@ -639,6 +639,10 @@ def test_quick_sweep_reports_every_cell_and_the_miss_ratio_curve(lab, tmp_path, 
         assert len(cell["batches"]) == 2 and cell["spread"]["hit_ratio"]["n"] == 2, key
         assert sum(v for v in shares.values() if v) == pytest.approx(1.0)
         assert cell["db_queries"] >= 1 and cell["step"]["p99_ms"] > 0
+        # Every key was read once before the batches (priming), so no batch waits
+        # on a first read: before it, the first batch's database share was ~50 %.
+        assert cell["prime"]["dropped"] == 0 and cell["prime"]["errors"] == 0, key
+        assert all(b["tier_share"]["database"] <= 0.02 for b in cell["batches"]), key
     # Skew and a larger tier 1 both move answers into memory: the curve's shape.
     assert (
         cells[("1.2", 1000, 256)]["tier_share"]["memory"]

@@ -129,10 +129,15 @@ REDIS_ERRORS = {
     )
 }
 
+# The state the latest change among live workers left (not the worst): a worker's
+# breaker changes only on its own Redis calls, so a worker that got no request
+# since a fault still says "open" after another worker's probe found Redis back
+# -- the worst of them showed "open" for as long as one worker stayed idle.
 BREAKER_STATE = Gauge(
     "cachelab_redis_breaker_state",
-    "Redis circuit breaker state: 0 closed, 1 half-open, 2 open (worst live worker).",
-    multiprocess_mode="livemax",
+    "Redis circuit breaker state: 0 closed, 1 half-open, 2 open (the latest change "
+    "among live workers).",
+    multiprocess_mode="livemostrecent",
 )
 BREAKER_TRANSITIONS = Counter(
     "cachelab_redis_breaker_transitions_total",

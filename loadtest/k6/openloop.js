@@ -17,7 +17,9 @@
 //   RATE          requests per second; DURATION seconds; VUS pre-allocated
 //   KEYS          key space (items FIRST_ITEM..FIRST_ITEM+KEYS-1), default 1
 //   FIRST_ITEM    the first item, default 0 (/api/version?item=0; the items API starts at 1)
-//   SKEW          "uniform" or a Zipf exponent s (P(rank k) ~ 1/k^s)
+//   SKEW          "uniform", a Zipf exponent s (P(rank k) ~ 1/k^s), or "each":
+//                 every key in turn (iteration i reads rank i mod KEYS), so a run
+//                 of KEYS/RATE seconds reads each key once (the sweep's priming)
 //   SEED          key sequence seed (each VU offsets it)
 import http from 'k6/http';
 import { Trend, Counter } from 'k6/metrics';
@@ -58,7 +60,7 @@ const errors = new Counter('lab_errors');
 
 // The Zipf CDF over ranks 1..KEYS, once per VU (init code runs per VU).
 let cdf = null;
-if (KEYS > 1 && SKEW !== 'uniform') {
+if (KEYS > 1 && SKEW !== 'uniform' && SKEW !== 'each') {
   const s = Number(SKEW);
   cdf = new Float64Array(KEYS);
   let total = 0;
@@ -79,6 +81,7 @@ function random() {
 // The rank (0 = the most popular) of the next key.
 function rank() {
   if (KEYS === 1) { return 0; }
+  if (SKEW === 'each') { return exec.scenario.iterationInTest % KEYS; }
   const u = random();
   if (cdf === null) { return Math.floor(u * KEYS); }
   let lo = 0, hi = KEYS - 1;

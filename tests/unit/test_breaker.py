@@ -162,3 +162,66 @@ def test_other_exceptions_are_not_a_verdict_and_free_the_probe(breaker, clock):
     with pytest.raises(KeyError):
         call(breaker, lambda: dict[str, int]()["x"], (Down,))
     assert call(breaker, ok, (Down,)) == "ok" and breaker.state == CLOSED
+
+
+# -- what the metric says across gunicorn workers ----------------------------------------
+WORKER = """
+from cachelab.engine.store import _record_transition
+from cachelab.resilience.breaker import CircuitBreaker
+from tests.unit.fakes import FakeClock
+from tests.unit.test_breaker import Down, call, fail, ok
+
+clock = FakeClock()
+breaker = CircuitBreaker(1, cooldown=1.0, on_transition=_record_transition, clock=clock)
+try:
+    call(breaker, fail, (Down,))  # the fault: this worker's breaker opens
+except Down:
+    pass
+if {probe!r}:  # a request after the fault ended: the probe closes it
+    clock.advance(1.0)
+    call(breaker, ok, (Down,))
+print(breaker.state)
+"""
+READER = """
+from cachelab import metrics
+from cachelab.web.dashboard import read_breaker
+print(read_breaker(metrics.registry())["state"])
+"""
+
+
+def run_process(code: str, multiproc_dir) -> str:
+    """One gunicorn worker's or the dashboard's view, in its own process: the
+    multiprocess metric files are chosen when prometheus_client is imported."""
+    import os
+    import subprocess
+    import sys
+
+    from loadtest.stack import ROOT
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("probes", "shown"),
+    [((False, True), "closed"), ((True, False), "open")],
+    ids=["idle-worker-then-probe", "probe-then-new-fault"],
+)
+def test_the_breaker_metric_shows_the_latest_change_among_workers(tmp_path, probes, shown):
+    """A worker's breaker changes only on its own Redis calls. After a fault, a
+    worker that got no request since still says "open" while another worker's
+    probe found Redis back; the metric took the worst worker, so the dashboard
+    said "open" for as long as one worker stayed idle."""
+    for probe in probes:
+        state = run_process(WORKER.format(probe=probe), tmp_path)
+        assert state == ("closed" if probe else "open")
+    assert run_process(READER, tmp_path) == shown

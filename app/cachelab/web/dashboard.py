@@ -103,7 +103,8 @@ def dashboard_series() -> Response | tuple[Response, int]:
 
 # -- the breaker --------------------------------------------------------------
 def read_breaker(registry) -> dict[str, Any]:
-    """The worst live worker's breaker state (a livemax gauge in the merged registry)."""
+    """The breaker state the latest change among live workers left (a
+    livemostrecent gauge in the merged registry: see metrics.BREAKER_STATE)."""
     level: float | None = None
     for family in registry.collect():
         for sample in family.samples:
