@@ -250,7 +250,10 @@ def warm_cell(k6, url: str, settings: dict, args: argparse.Namespace) -> dict | 
     prime = None
     if args.prime:
         seconds = prime_seconds(args.keys, args.rate)
-        step = k6.run(url, args.rate, seconds, **{**settings, "skew": "each"})
+        # Every priming read is a first read that waits for the slow query (and
+        # for a miss slot): VUs for a second of it, not the batches' 100 ms.
+        vus = k6run.vus_for(args.rate, budget_ms=1000)
+        step = k6.run(url, args.rate, seconds, **{**settings, "skew": "each", "vus": vus})
         prime = step.to_dict()
         if step.errors or step.dropped:
             say(

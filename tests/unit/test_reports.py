@@ -395,6 +395,7 @@ def test_a_sweep_cell_reads_every_key_before_its_batches(keys, rate):
     assert prime == {"rate": rate}
     assert k6.runs[0]["skew"] == "each" and k6.runs[1]["skew"] == "uniform"
     assert k6.runs[0]["seconds"] == sweep.prime_seconds(keys, rate) <= keys / rate + 1
+    assert k6.runs[0]["vus"] >= rate  # first reads wait for the query: no drops
     unprimed = KeyReadingK6()
     assert (
         sweep.warm_cell(
