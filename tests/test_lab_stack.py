@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from urllib.parse import quote
 
 import pytest
 
+from cachelab.config import Settings
+from cachelab.postgres import database
 from loadtest.stack import ROOT, parse_json, wait_until
 
 DELAY = 1.0  # SLOW_QUERY_SECONDS in tests/stack.py
@@ -122,6 +125,31 @@ def test_postgres_stopped_with_empty_cache_gives_503(lab):
         postgres.start()
     lab.wait_ready(timeout=60)
     assert lab.get("/api/version?item=7").status_code == 200
+
+
+def test_a_pooled_connection_whose_session_the_server_ended_is_not_handed_out(lab, monkeypatch):
+    """A connection back in the pool for less than a second is reused without a
+    ping. If the server ended its session meanwhile (a restart, a failover,
+    ``pg_terminate_backend``), the next query gets a live connection, not the
+    dead one's error: CI saw a 503 for the first read after PostgreSQL came back,
+    from a worker whose connection had been in the pool under a second."""
+    monkeypatch.setattr(database, "_REPING_AFTER_IDLE_SECONDS", 3600.0)  # every reuse is recent
+    owner = quote(lab.secret("owner"), safe="")
+    url = f"postgresql://lab:{owner}@127.0.0.1:{lab.port('postgres', 5432)}/lab"
+    db = database.Database(Settings(database_url=url, redis_url="redis://unused"))
+    try:
+        highest = db.max_item_id()
+        [(conn, _)] = db._idle
+        pid = conn.info.backend_pid
+        lab.psql(f"SELECT pg_terminate_backend({pid})")
+        wait_until(
+            lambda: lab.psql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}") == "0",
+            10,
+            message="the server to end the session",
+        )
+        assert db.max_item_id() == highest
+    finally:
+        db.close()
 
 
 def test_db_init_is_idempotent_and_sets_the_function(stack):

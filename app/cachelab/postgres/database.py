@@ -10,7 +10,10 @@ Why not ``psycopg2.pool.ThreadedConnectionPool``: it connects while holding
 its lock (one slow connect blocks every thread), raises instead of waiting
 when exhausted, and never checks a connection before handing it out. This pool
 waits a bounded time for a free slot, connects outside any lock, and pings a
-connection that sat idle before reusing it.
+connection before reusing it if it sat idle, or if its server spoke while it
+was idle: a server that ends a session (a restart, a failover,
+``pg_terminate_backend``) sends its reason and closes the socket, which a
+zero-timeout poll sees without a round trip.
 
 Why a wait callback: ``statement_timeout`` is enforced by the server, so a
 paused or unreachable server would leave a request hanging forever. Every
@@ -180,7 +183,8 @@ class Database:
                 conn, since = self._idle.pop()
             if conn.closed:
                 continue
-            if time.monotonic() - since < _REPING_AFTER_IDLE_SECONDS:
+            recent = time.monotonic() - since < _REPING_AFTER_IDLE_SECONDS
+            if recent and not _spoke_while_idle(conn):
                 return conn
             try:
                 _thread.deadline = time.monotonic() + min(budget, 1.0)
@@ -198,6 +202,16 @@ class Database:
         )
         conn.autocommit = True
         return conn
+
+
+def _spoke_while_idle(conn: psycopg2.extensions.connection) -> bool:
+    """Has the server sent anything (or hung up) since the connection went idle?
+    It has nothing to say to an idle session unless it is ending it (CI saw a
+    503 from a connection back in the pool under a second when PostgreSQL
+    restarted), so then the connection is pinged before it is handed out."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _item(row: tuple) -> dict:
