@@ -138,8 +138,8 @@ def rows(folder: Path) -> list[tuple[str, str, bool | None]]:
                 "… with its measured staleness no worse than its validity",
                 f"staleness p99 {ms(p99)} ms{rounds}, max {ms(worst)} ms; validity "
                 f"{validity:,.0f} ms "
-                "(Nginx's cache clock counts whole seconds: a copy is fresh for "
-                f"{validity:,.0f} to {validity + 1000:,.0f} ms, then one refresh)"
+                "(the app stamps the expiry on Nginx's whole-second clock: a copy is "
+                f"fresh for {validity - 1000:,.0f} to {validity:,.0f} ms, then one refresh)"
                 + _contended(staleness),
                 None if p99 is None else p99 <= validity,
             )

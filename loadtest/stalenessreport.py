@@ -135,10 +135,11 @@ def render_markdown(meta: dict, rows: dict[str, dict]) -> str:
     if edge:
         text += [
             f"`edge` is the edge tier (`CACHE_STRATEGY=edge`, write-through behind it): "
-            f"Nginx serves its copy for `EDGE_CACHE_SECONDS` = {meta['edge_seconds']} s, "
-            "then that copy while one background request refreshes it, so a read may miss a "
-            "write for the validity, plus up to 1 s (Nginx's cache clock counts whole "
-            "seconds), plus one refresh. It promises no read-your-writes: a "
+            f"Nginx serves its copy as fresh for at most `EDGE_CACHE_SECONDS` = "
+            f"{meta['edge_seconds']} s (the app stamps its expiry on the whole second, "
+            "Nginx's clock: the copy is fresh for the validity less up to 1 s), then that "
+            "copy while one background request refreshes it, so a read may miss a write "
+            "for up to the validity plus one refresh. It promises no read-your-writes: a "
             "writer's own read goes through the same copy.",
             "",
         ]

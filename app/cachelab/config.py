@@ -138,6 +138,8 @@ class Settings:
     database_url: str
     redis_url: str
     cache_strategy: str = "two-tier"
+    # edge: how long Nginx keeps its copy fresh (the app stamps the expiry).
+    edge_cache_seconds: int = 1
     cache_ttl_seconds: int = 10
     cache_grace_seconds: int = 300
     cache_jitter_ratio: float = 0.1
@@ -228,6 +230,7 @@ class Settings:
             database_url=database_url(env),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss")),
             cache_strategy=_choice(env, "CACHE_STRATEGY", "two-tier", STRATEGIES),
+            edge_cache_seconds=read_integer(env, "EDGE_CACHE_SECONDS", 1, 1, 60),
             cache_ttl_seconds=read_integer(env, "CACHE_TTL_SECONDS", 10, 1, 86_400),
             cache_grace_seconds=read_integer(env, "CACHE_GRACE_SECONDS", 300, 0, 86_400),
             cache_jitter_ratio=read_number(env, "CACHE_JITTER_RATIO", 0.1, 0.0, 0.5),

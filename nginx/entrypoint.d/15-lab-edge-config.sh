@@ -109,7 +109,11 @@ proxy_cache_lock_age 5s;
 proxy_cache_lock_timeout 5s;
 proxy_cache_bypass \$lab_edge_skip \$arg_cache;
 proxy_no_cache \$lab_edge_skip \$arg_cache \$lab_edge_no_store;
-proxy_ignore_headers Cache-Control Expires Set-Cookie X-Accel-Expires Vary;
+# The app stamps each answer's expiry (X-Accel-Expires: @<second>, counted from
+# EDGE_CACHE_SECONDS): fresh up to EDGE_CACHE_SECONDS, never the extra second a
+# relative validity gets from Nginx's whole-second clock; proxy_cache_valid is
+# the fallback for an answer without it.
+proxy_ignore_headers Cache-Control Expires Set-Cookie Vary;
 proxy_hide_header X-Request-ID;
 EOF
   echo "edge cache: on, ${edge_seconds} s" >&2

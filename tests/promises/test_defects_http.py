@@ -7,6 +7,7 @@ is a strict ``xfail`` while the engine still has its defect.
 from __future__ import annotations
 
 import datetime
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -74,12 +75,19 @@ class _Connection:
 
     def __init__(self, driver: GatedDriver) -> None:
         self.driver = driver
+        # A socket for the pool's idle check, which the "server" never writes to.
+        self._socket, self._server_end = socket.socketpair()
+
+    def fileno(self) -> int:
+        return self._socket.fileno()
 
     def cursor(self) -> _Cursor:
         return _Cursor(self.driver)
 
     def close(self) -> None:
         self.closed = 1
+        self._socket.close()
+        self._server_end.close()
 
 
 class _Cursor:

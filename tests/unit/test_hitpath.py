@@ -138,3 +138,15 @@ def test_a_write_by_another_client_is_seen_at_once(app, raw):
         interval=0.001,
         message="the new value",
     )
+
+
+def test_an_edge_hit_stamps_nginx_s_expiry_on_both_paths(make_app):
+    """The edge strategy keeps tier 1, so Nginx's refreshes are often served
+    here: they must carry the expiry too, or Nginx falls back to its own
+    relative validity (a second longer)."""
+    app = make_app(cache_strategy="edge", edge_cache_seconds=2, cache_ttl_seconds=600)
+    warm(app, "/api/version?item=5")
+    fast, flask = both_paths(app, "/api/version?item=5")
+    assert fast.headers["Server-Timing"].startswith("memory;dur=")
+    assert fast.headers["X-Accel-Expires"].startswith("@")
+    assert [k for k, _ in fast.headers] == [k for k, _ in flask.headers]

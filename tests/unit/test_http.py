@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
 from cachelab import metrics
 from cachelab.config import Settings
 from cachelab.engine.keys import item_target
+from cachelab.web import responses
 from loadtest.stack import wait_until
 
 TOKEN = "unit-test-token-0123456789"
@@ -280,6 +282,8 @@ def test_settings_from_env_name_the_bad_variable():
     for bad, name in [
         ({"CACHE_TTL_SECONDS": "ten"}, "CACHE_TTL_SECONDS"),
         ({"CACHE_STRATEGY": "lru"}, "CACHE_STRATEGY"),
+        ({"EDGE_CACHE_SECONDS": "0"}, "EDGE_CACHE_SECONDS"),
+        ({"EDGE_CACHE_SECONDS": "61"}, "EDGE_CACHE_SECONDS"),
         ({"WRITE_API_TOKEN": "short"}, "WRITE_API_TOKEN"),
         ({"SLOW_QUERY_SECONDS": "20"}, "CACHE_LOCK_WAIT_SECONDS"),
         ({"REDIS_MAX_CONNECTIONS": "10"}, "REDIS_MAX_CONNECTIONS"),
@@ -355,3 +359,35 @@ def test_a_write_keeps_read_your_writes_while_the_breaker_is_open(make_app, db):
     assert body["cache_action"] == "written"
     target = item_target(app_lab.settings.cache_namespace, 6, "write-through")
     assert app_lab.store.read_patiently(target.key).entry.version == body["item"]["version"]
+
+
+@pytest.mark.parametrize("now", [10.0, 10.4, 10.999])
+@pytest.mark.parametrize("seconds", [1, 2, 30])
+def test_nginx_keeps_an_edge_copy_fresh_for_at_most_edge_cache_seconds(now, seconds):
+    """Nginx's rule (``ngx_http_file_cache_read``): fresh while the clock's whole
+    second is not past ``valid_sec``. With the stamp, a copy made at ``now`` is
+    fresh until ``floor(now) + seconds``: more than ``seconds - 1``, at most
+    ``seconds`` (a relative ``proxy_cache_valid`` kept it up to ``seconds + 1``)."""
+    valid_sec = int(responses.edge_expiry(now, seconds).removeprefix("@"))
+    fresh_until = valid_sec + 1  # the first instant whose second is past valid_sec
+    assert seconds - 1 < fresh_until - now <= seconds
+
+
+def test_edge_answers_tell_nginx_when_its_copy_stops_being_fresh(make_app):
+    edge = make_app(cache_strategy="edge", edge_cache_seconds=3).test_client()
+    for path in ("/api/version?item=3", "/?item=3", "/api/items/3"):
+        for _ in range(4):  # a miss, a Redis hit, memory hits (Flask, then the WSGI hit path)
+            before = time.time()
+            answer = edge.get(path)
+            after = time.time()
+            assert answer.status_code == 200, path
+            stamps = {f"@{int(before) + 2}", f"@{int(after) + 2}"}
+            assert answer.headers["X-Accel-Expires"] in stamps, (path, answer.headers)
+    tag = edge.get("/api/version?item=3").headers["ETag"]
+    assert (
+        "X-Accel-Expires"
+        not in edge.get("/api/version?item=3", headers={"If-None-Match": tag}).headers
+    )  # a 304 is not a copy to keep
+    assert "X-Accel-Expires" not in edge.get("/api/items/9999999").headers
+    two_tier = make_app().test_client()
+    assert "X-Accel-Expires" not in two_tier.get("/api/version?item=3").headers

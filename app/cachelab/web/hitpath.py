@@ -14,15 +14,17 @@ case and hands everything else to Flask unchanged:
   ``item=<0-9999>`` and nothing else (anything else -- ``cache=bypass``,
   repeated, unknown or malformed parameters -- goes to Flask, which gives the
   same answers and the same 400s as ever);
-* strategy ``two-tier``, and this worker holds a servable copy of the entry
-  (:meth:`ReadPath.from_memory`, which applies tier 1's rules) whose bytes
+* a strategy with tier 1 (``two-tier``, ``edge``), and this worker holds a
+  servable copy of the entry (:meth:`ReadPath.from_memory`, which applies tier
+  1's rules) whose bytes
   for this page were already prepared by Flask's path (the first request of a
   generation goes through Flask and prepares them).
 
 It answers with the same code as Flask's views: the body from
 :func:`responses.json_body` / :func:`responses.page_body`, the cache headers
 (``X-Cache``, ``Cache-Status``, ``Cache-Control``, ``ETag``, 304 on
-``If-None-Match``) from :func:`responses.cache_headers`, ``Server-Timing`` with
+``If-None-Match``) from :func:`responses.cache_headers` (and Nginx's expiry
+from :func:`responses.edge_headers`), ``Server-Timing`` with
 the measured ``memory`` and ``app`` durations, ``X-Request-ID`` from
 :func:`requestlog.request_id`; it counts the lookup (:func:`views.count`) and
 the request (:class:`requestlog.Books`: histogram, summary line, sampled log
@@ -82,6 +84,7 @@ class MemoryHits:
         self.tier1 = lab.tier1
         self.books = books
         self.namespace = lab.settings.cache_namespace
+        self.edge_seconds = lab.settings.edge_cache_seconds
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -108,6 +111,7 @@ class MemoryHits:
             body = build(lookup, prepared)
             status = 200
             headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+            headers += responses.edge_headers(lookup, self.edge_seconds)
         headers += responses.cache_headers(lookup, tag)
         rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
         elapsed = time.perf_counter() - started

@@ -9,6 +9,9 @@ Validators: a weak ``ETag`` per entry generation (the per-request fields
 differ, the data does not), ``Cache-Control: no-cache`` (a browser may keep
 the answer but asks every time) and ``If-None-Match`` -> 304.
 
+With ``CACHE_STRATEGY=edge`` an answer also tells Nginx when its copy stops
+being fresh (:func:`edge_expiry`).
+
 Flask's views and the WSGI hit path (:mod:`cachelab.web.hitpath`) build their
 bodies and headers here, with the same functions: :func:`json_body`,
 :func:`page_body`, :func:`cache_headers`, :func:`not_modified`.
@@ -19,9 +22,10 @@ from __future__ import annotations
 import html
 import json
 import math
+import time
 from typing import Any
 
-from flask import Response, render_template, request
+from flask import Response, current_app, render_template, request
 
 from ..engine.model import BYPASS, HIT, MISS, STALE, Lookup
 
@@ -142,8 +146,34 @@ def _finish(lookup: Lookup, body: bytes, content_type: str) -> Response:
         response = Response(status=304)
     else:
         response = Response(body, content_type=content_type)
+        response.headers.extend(
+            edge_headers(lookup, current_app.config["SETTINGS"].edge_cache_seconds)
+        )
     response.headers.extend(cache_headers(lookup, tag))
     return response
+
+
+def edge_headers(lookup: Lookup, edge_seconds: int) -> list[tuple[str, str]]:
+    """A 200 of the ``edge`` strategy tells Nginx when its copy stops being fresh."""
+    if lookup.strategy != "edge":
+        return []
+    return [("X-Accel-Expires", edge_expiry(time.time(), edge_seconds))]
+
+
+def edge_expiry(now: float, edge_seconds: int) -> str:
+    """``X-Accel-Expires`` for Nginx's copy of this answer: ``@`` the last whole
+    second (Unix time) in which it is fresh.
+
+    Why absolute: Nginx keeps cache time in whole seconds. A relative validity
+    of N seconds (``proxy_cache_valid``) stamps ``ngx_time() + N`` and stays
+    fresh while the clock's second is not past it, so a copy stored at 10.9 s
+    with N = 1 was fresh until 12.0 s: 1 to 2 s (the staleness benchmark
+    measured a p99 of 1,999 ms). Stamped ``@(second of now) + N - 1``, the
+    copy is fresh until the N-th whole second after it was made: N - 1 to N s,
+    never more than ``EDGE_CACHE_SECONDS``. Nginx hides the header from
+    clients; Nginx and the app share the host's clock.
+    """
+    return f"@{math.floor(now) + edge_seconds - 1}"
 
 
 def cache_status(lookup: Lookup) -> str:
