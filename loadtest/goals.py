@@ -139,8 +139,8 @@ def rows(folder: Path) -> list[tuple[str, str, bool | None]]:
                 f"staleness p99 {ms(p99)} ms{rounds}, max {ms(worst)} ms; validity "
                 f"{validity:,.0f} ms "
                 "(the app stamps the expiry on Nginx's whole-second clock: a copy is "
-                f"fresh for {validity - 1000:,.0f} to {validity:,.0f} ms, then one refresh)"
-                + _contended(staleness),
+                f"fresh for {validity - 1000:,.0f} to {validity:,.0f} ms; then the key's next "
+                "request gets it once more and starts its refresh)" + _contended(staleness),
                 None if p99 is None else p99 <= validity,
             )
         )

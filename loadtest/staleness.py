@@ -12,7 +12,9 @@ reports each figure as the mean of the rounds with its 95 % interval
 ``results/<UTC time>/staleness.md``, ``.json`` and a chart (``--publish
 docs/results`` copies them). The ``edge`` variant runs with the lab on
 ``CACHE_STRATEGY=edge`` (Nginx's micro-cache in front of write-through): its
-staleness is bounded by ``EDGE_CACHE_SECONDS`` plus one refresh, and it gives
+staleness is bounded by ``EDGE_CACHE_SECONDS``, plus the wait for the key's
+next request after its copy expired (which starts the refresh and still gets
+the old copy), plus one refresh, and it gives
 no read-your-writes. The lab must be running; the command sets a
 ``WRITE_API_TOKEN`` for its runs and puts the lab back.
 

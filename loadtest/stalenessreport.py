@@ -138,9 +138,11 @@ def render_markdown(meta: dict, rows: dict[str, dict]) -> str:
             f"Nginx serves its copy as fresh for at most `EDGE_CACHE_SECONDS` = "
             f"{meta['edge_seconds']} s (the app stamps its expiry on the whole second, "
             "Nginx's clock: the copy is fresh for the validity less up to 1 s), then that "
-            "copy while one background request refreshes it, so a read may miss a write "
-            "for up to the validity plus one refresh. It promises no read-your-writes: a "
-            "writer's own read goes through the same copy.",
+            "copy while one background request refreshes it. Nginx starts that refresh "
+            "when a request asks for the copy past its expiry, and gives that request the "
+            "old copy too, so a read may miss a write for up to the validity, plus the time "
+            "until the key's next request after it expired, plus one refresh. It promises "
+            "no read-your-writes: a writer's own read goes through the same copy.",
             "",
         ]
     text += ["![staleness per mode](staleness.png)", ""]
