@@ -7,10 +7,12 @@ import threading
 import time
 from dataclasses import replace
 
+import psycopg2
 import pytest
 from click.testing import CliRunner
 
 from cachelab.cli import main
+from cachelab.postgres import database
 from cachelab.postgres.database import Database, DatabaseUnavailable
 from cachelab.postgres.sources import LabSources
 
@@ -79,6 +81,62 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(settings):
         with pytest.raises(DatabaseUnavailable):
             db.fetch_slow_version()
         assert time.monotonic() - started < 2.5
+
+
+class _PooledConnection:
+    """A connection in the pool; ``server`` is the other end of its socket."""
+
+    closed = 0
+
+    def __init__(self) -> None:
+        self.socket, self.server = socket.socketpair()
+        self.statements: list[str] = []
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def cursor(self) -> _PooledConnection:
+        return self
+
+    def __enter__(self) -> _PooledConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def execute(self, sql: str, params: tuple = ()) -> None:
+        self.statements.append(sql)
+        if self.server.fileno() == -1:  # the server ended the session
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    def fetchone(self) -> tuple:
+        return (7,)
+
+    def close(self) -> None:
+        self.closed = 1
+        self.socket.close()
+
+
+def test_a_connection_back_in_the_pool_moments_ago_is_reused_without_a_ping(settings):
+    db = Database(settings)
+    quiet = _PooledConnection()
+    db._idle.append((quiet, time.monotonic()))
+    assert db.max_item_id() == 7
+    assert quiet.statements == [database.MAX_ITEM_ID]  # no round trip before it
+
+
+def test_a_pooled_connection_whose_server_spoke_while_idle_is_pinged_first(settings):
+    """A restart or a failover ends every session with a message and a close:
+    the connection is pinged, found dead and dropped, not handed out (CI saw a
+    503 from one back in the pool under a second when PostgreSQL restarted)."""
+    db = Database(settings)
+    ended = _PooledConnection()
+    ended.server.sendall(b"E")  # the server's FATAL notice
+    ended.server.close()
+    db._idle.append((ended, time.monotonic()))
+    with pytest.raises(DatabaseUnavailable):  # no server at the settings' URL for a new one
+        db.max_item_id()
+    assert ended.statements == ["SELECT 1"] and ended.closed
 
 
 def test_db_init_reapplies_a_file_only_when_its_text_or_its_declared_settings_change():
