@@ -38,6 +38,7 @@ def test_edge_tier_answers_hits_without_the_app_and_counts_them(lab):
     assert first.status_code == 200 and first.json()["item"] == 7
     assert first.headers["X-Edge-Cache"] == "MISS" and first.json()["strategy"] == "edge"
     assert "lab-edge; fwd=miss" in first.headers["Cache-Status"]  # after the app's entries
+    assert "X-Accel-Expires" not in first.headers  # the app's stamp is for Nginx only
 
     edge_before, app_before = lab.edge_counts(), lookups(lab)
     answers = [

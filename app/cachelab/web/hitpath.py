@@ -16,9 +16,8 @@ case and hands everything else to Flask unchanged:
   same answers and the same 400s as ever);
 * a strategy with tier 1 (``two-tier``, ``edge``), and this worker holds a
   servable copy of the entry (:meth:`ReadPath.from_memory`, which applies tier
-  1's rules) whose bytes
-  for this page were already prepared by Flask's path (the first request of a
-  generation goes through Flask and prepares them).
+  1's rules) whose bytes for this page were already prepared by Flask's path
+  (the first request of a generation goes through Flask and prepares them).
 
 It answers with the same code as Flask's views: the body from
 :func:`responses.json_body` / :func:`responses.page_body`, the cache headers
