@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
+from typing import Any, cast
 
 import psycopg2
 import pytest
@@ -120,7 +121,7 @@ class _PooledConnection:
 def test_a_connection_back_in_the_pool_moments_ago_is_reused_without_a_ping(settings):
     db = Database(settings)
     quiet = _PooledConnection()
-    db._idle.append((quiet, time.monotonic()))
+    db._idle.append((cast(Any, quiet), time.monotonic()))
     assert db.max_item_id() == 7
     assert quiet.statements == [database.MAX_ITEM_ID]  # no round trip before it
 
@@ -133,7 +134,7 @@ def test_a_pooled_connection_whose_server_spoke_while_idle_is_pinged_first(setti
     ended = _PooledConnection()
     ended.server.sendall(b"E")  # the server's FATAL notice
     ended.server.close()
-    db._idle.append((ended, time.monotonic()))
+    db._idle.append((cast(Any, ended), time.monotonic()))
     with pytest.raises(DatabaseUnavailable):  # no server at the settings' URL for a new one
         db.max_item_id()
     assert ended.statements == ["SELECT 1"] and ended.closed
