@@ -278,7 +278,7 @@ variable "app_settings" {
       "GUNICORN_THREADS", "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT", "LOG_LEVEL",
       "CACHE_FOLLOWER_SLOTS", "CACHE_REFRESH_QUEUE", "DB_CONTROL_CONNECTIONS", "LOCAL_CACHE_BYTES",
       "NEGATIVE_TTL_SECONDS", "REDIS_RETRY_TIMEOUT_MS", "CLUSTER_REFRESH_SECONDS",
-      "ITEM_COUNT", "ITEM_PAYLOAD_BYTES", "SLOW_CALL_LOG",
+      "ITEM_COUNT", "ITEM_PAYLOAD_BYTES", "SLOW_CALL_LOG", "EDGE_CACHE_SECONDS",
     ], k)])
     error_message = "app_settings accepts only settings the app or db-init reads (see .env.example), except those with a variable of their own (cache_strategy, cache_ttl_seconds, slow_query_seconds, gunicorn_workers, db_pool_size) and those Terraform or compose.aws.yaml sets (DATABASE_URL, REDIS_URL, REDIS_CLUSTER, WRITE_API_TOKEN, DATABASE_PASSWORD_FILE, PROMETHEUS_URL, PROMETHEUS_UI_URL)."
   }
